@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine (only python3 needed): `make demo` and `make test`.
+# Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is declared as torch>=2.4 in pyproject.toml; this line only picks the build to install first.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test test-slow lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/ctseg demo --out demo_out
+
+test: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: install
+	$(PY) benchmarks/ct_cost.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache
