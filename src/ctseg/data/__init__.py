@@ -1,0 +1,28 @@
+"""Data sets, preparation and LightningDataModules.
+
+Names are imported lazily so that ``import ctseg.data`` stays cheap (rasterio, matplotlib are heavy).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ctseg.data.definitions import DATASETS, DatasetInfo, get_dataset_info
+
+_LAZY = {
+    "PreparedDataset": "ctseg.data.prepared",
+    "PreparedDataModule": "ctseg.data.datamodules",
+    "SyntheticAerialDataset": "ctseg.data.synthetic",
+    "SyntheticDataModule": "ctseg.data.synthetic",
+    "generate_scene": "ctseg.data.synthetic",
+    "prepare_dataset": "ctseg.data.prepare",
+}
+
+__all__ = ["DATASETS", "DatasetInfo", "get_dataset_info", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ctseg.data' has no attribute {name!r}")
