@@ -1,0 +1,72 @@
+"""Contrastive losses on sampled pairs (pure functions, batched over classes).
+
+All inputs are L2-normalised float32 embeddings; validity and keep masks make every shape static.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Logit given to masked-out entries: finite, so masked rows can never produce NaN values or gradients.
+MASKED_LOGIT = -1e9
+
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int | tuple[int, ...] = -1) -> Tensor:
+    """Mean of ``values`` over ``mask`` along ``dim``; 0 where nothing is selected (never NaN)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def cl_pair_loss(cosine: Tensor, target: Tensor, smoothing: float = 0.1, form: str = "logits") -> Tensor:
+    """The paper's CL loss per pair.
+
+    With ``s = (cos + 1) / 2`` and smoothed targets ``t = 1 − ε/2`` (positive pair) or ``ε/2`` (negative):
+
+    * ``form="logits"`` (the authors' code): soft cross-entropy of the two-vector ``[1 − s, s]`` used as
+      logits, ``−[(1 − t)·log σ₀ + t·log σ₁]`` with ``σ = softmax([1 − s, s])``. Bounded to
+      ``[0.363, 1.263]`` for ``ε = 0.1``.
+    * ``form="probability"``: binary cross-entropy on ``s`` itself, ``−[t·log s + (1 − t)·log(1 − s)]``.
+
+    Args:
+        cosine: ``(...)`` cosine similarities.
+        target: ``(...)`` 1 for positive pairs, 0 for negative pairs (same shape or broadcastable).
+
+    Returns:
+        ``(...)`` per-pair loss.
+    """
+    s = (cosine + 1.0) * 0.5
+    t = target.to(s.dtype) * (1.0 - smoothing) + 0.5 * smoothing
+    if form == "logits":
+        # log_softmax([1 − s, s]) = [−softplus(2s − 1), −softplus(1 − 2s)]
+        z = 2.0 * s - 1.0
+        return (1.0 - t) * F.softplus(z) + t * F.softplus(-z)
+    if form == "probability":
+        s = s.clamp(1e-6, 1.0 - 1e-6)
+        return -(t * torch.log(s) + (1.0 - t) * torch.log1p(-s))
+    raise ValueError(f"cl_form must be 'logits' or 'probability', got {form!r}")
+
+
+def info_nce(
+    queries: Tensor, keys: Tensor, query_valid: Tensor, negatives: Tensor, negative_valid: Tensor, temperature: float
+) -> Tensor:
+    """InfoNCE per query with a shared negative set per row.
+
+    ``logits_i = [q_i·k_i, q_i·n_1, …, q_i·n_N] / τ``; loss ``−log softmax(logits_i)[0]``; invalid negatives
+    are masked out.
+
+    Args:
+        queries, keys: ``(R, Q, D)`` paired embeddings.
+        query_valid: ``(R, Q)`` bool (only used by the caller's averaging; masked rows stay finite).
+        negatives: ``(R, N, D)``; negative_valid: ``(R, N)`` bool.
+
+    Returns:
+        ``(R, Q)`` per-query loss (finite everywhere).
+    """
+    del query_valid
+    positive = (queries * keys).sum(-1, keepdim=True)  # (R, Q, 1)
+    negative = torch.einsum("rqd,rnd->rqn", queries, negatives)  # (R, Q, N)
+    negative = negative.masked_fill(~negative_valid[:, None, :], MASKED_LOGIT * temperature)
+    logits = torch.cat([positive, negative], dim=-1) / temperature
+    return torch.logsumexp(logits, dim=-1) - logits[..., 0]

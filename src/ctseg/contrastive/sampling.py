@@ -1,0 +1,84 @@
+"""Fixed-size random sampling with validity masks, and hard-pair mining by rank.
+
+Everything here has static output shapes: what varies with the data is carried by boolean validity masks and
+integer counts held on the device, so a training step never waits for the host.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sample_eligible(
+    eligible: Tensor, num_samples: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Uniform sampling without replacement of up to ``num_samples`` eligible items per row.
+
+    Each row gets i.i.d. uniform keys; ineligible items get key ``-1``; the ``k = min(num_samples, N)`` largest
+    keys are taken. The eligible items among them are a uniformly random subset, in random order, and come
+    first (``sorted=True``): valid entries form a prefix of every row.
+
+    Args:
+        eligible: ``(R, N)`` bool.
+        num_samples: samples per row (upper bound).
+        generator: optional RNG on ``eligible.device`` (default: the global one, so ``seed_everything`` works).
+
+    Returns:
+        ``(index, valid, count)``: ``(R, k)`` int64 indices into ``N``, ``(R, k)`` bool, and ``(R,)`` int64
+        number of eligible items in the row (which may exceed ``k``).
+    """
+    rows, n = eligible.shape
+    k = min(num_samples, n)
+    keys = torch.rand(rows, n, device=eligible.device, generator=generator)
+    keys.masked_fill_(~eligible, -1.0)
+    values, index = keys.topk(k, dim=1, sorted=True)
+    return index, values >= 0, eligible.sum(1)
+
+
+def rank_along_last(values: Tensor, descending: bool) -> Tensor:
+    """Rank (0 = first) of each entry along the last dim under the given order; ties broken by position."""
+    order = values.argsort(dim=-1, descending=descending, stable=True)
+    ranks = torch.empty_like(order)
+    positions = torch.arange(values.shape[-1], device=values.device).expand_as(order)
+    return ranks.scatter_(-1, order, positions)
+
+
+def keep_hardest(similarity: Tensor, valid: Tensor, fraction: float, hardest_is_high: bool) -> Tensor:
+    """Mask of the hardest ``ceil(fraction · n_valid)`` valid pairs of each row.
+
+    Args:
+        similarity: ``(R, P)`` pair similarities (only their order matters; not differentiated).
+        valid: ``(R, P)`` bool.
+        fraction: in ``(0, 1]``; ``1.0`` keeps every valid pair.
+        hardest_is_high: ``True`` for negative pairs (most similar is hardest), ``False`` for positive pairs.
+
+    Returns:
+        ``(R, P)`` bool, a subset of ``valid``.
+    """
+    if fraction >= 1.0:
+        return valid
+    fill = float("-inf") if hardest_is_high else float("inf")
+    key = similarity.detach().masked_fill(~valid, fill)
+    ranks = rank_along_last(key, descending=hardest_is_high)
+    n_keep = torch.ceil(valid.sum(-1, keepdim=True) * fraction)
+    return valid & (ranks < n_keep)
+
+
+def split_halves(index_valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Pair the sampled positives: the first half with the second half (``i`` with ``i + n // 2``).
+
+    Args:
+        index_valid: ``(R, k)`` bool validity of sampled items (a prefix of each row, as from
+            :func:`sample_eligible`).
+
+    Returns:
+        ``(first, second, valid)``: ``(R, k // 2)`` int64 positions into ``k`` of each pair's members and the
+        pairs' validity (``i < n // 2`` with ``n`` the row's number of valid samples).
+    """
+    rows, k = index_valid.shape
+    half = k // 2
+    n_half = index_valid.sum(-1, keepdim=True) // 2
+    first = torch.arange(half, device=index_valid.device).expand(rows, half)
+    second = (first + n_half).clamp(max=max(k - 1, 0))
+    return first, second, first < n_half

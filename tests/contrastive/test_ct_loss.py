@@ -1,0 +1,270 @@
+"""PatchContrastiveLoss against a slow, loop-based reference on the same sampled indices."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctseg.contrastive import PatchContrastiveLoss
+
+IGN = 255
+CHANNELS = [8, 12, 16, 20]
+STRIDES = [4, 8, 16, 32]
+
+
+def blocky_mask(b, size, k, block, seed, ignore_frac=0.0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, k, (b, size // block, size // block), generator=g)
+    m = coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)
+    if ignore_frac:
+        m[torch.rand(m.shape, generator=g) < ignore_frac] = IGN
+    return m
+
+
+def make_features(b, size, seed, channels=CHANNELS, strides=STRIDES):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(b, c, size // s, size // s, generator=g).requires_grad_()
+        for c, s in zip(channels, strides, strict=True)
+    ]
+
+
+def reference_loss(fn: PatchContrastiveLoss, features, mask):
+    """Loops over stages, classes, samples and pairs; uses the sampled indices recorded by ``fn``."""
+    k = fn.num_classes
+    stage_losses = []
+    for detail, s in zip(fn.details, fn.stages, strict=True):
+        feat = features[s]
+        b, _, hs, ws = feat.shape
+        stride = mask.shape[-1] // ws
+        index, valid = detail["index"], detail["valid"]
+
+        def patch_is(n, i, j, c, kind):
+            patch = mask[n, i * stride : (i + 1) * stride, j * stride : (j + 1) * stride].flatten().tolist()
+            labelled = [v for v in patch if v != IGN]
+            if kind == "pos":
+                return all(v == c for v in patch)
+            return len(labelled) > 0 and c not in labelled
+
+        class_losses = []
+        for c in range(k):
+            n_pos = sum(patch_is(n, i, j, c, "pos") for n in range(b) for i in range(hs) for j in range(ws))
+            n_neg = sum(patch_is(n, i, j, c, "neg") for n in range(b) for i in range(hs) for j in range(ws))
+            pos_ids = [int(index[c, t]) for t in range(index.shape[1]) if valid[c, t]]
+            neg_ids = [int(index[k + c, t]) for t in range(index.shape[1]) if valid[k + c, t]]
+            assert len(pos_ids) == min(n_pos, fn.samples_per_class, b * hs * ws)
+            assert len(neg_ids) == min(n_neg, fn.samples_per_class, b * hs * ws)
+            for kind, ids in (("pos", pos_ids), ("neg", neg_ids)):
+                for p in ids:
+                    assert patch_is(p // (hs * ws), (p % (hs * ws)) // ws, p % ws, c, kind)
+            if n_pos < fn.min_samples or n_neg < fn.min_samples:
+                continue
+
+            def embed(p):
+                v = feat[p // (hs * ws), :, (p % (hs * ws)) // ws, p % ws]
+                return F.normalize(fn.heads[str(s)](v[None]).float(), dim=-1)[0]
+
+            zp = [embed(p) for p in pos_ids]
+            zn = [embed(p) for p in neg_ids]
+            neg_pairs = [(zp[i], zn[i], torch.dot(zp[i], zn[i])) for i in range(min(len(zp), len(zn)))]
+            neg_pairs.sort(key=lambda t: -float(t[2].detach()))
+            neg_pairs = neg_pairs[: math.ceil(fn.hard_fraction * len(neg_pairs))]
+            h = len(zp) // 2
+            pos_pairs = [(zp[i], zp[i + h], torch.dot(zp[i], zp[i + h])) for i in range(h)]
+            pos_pairs.sort(key=lambda t: float(t[2].detach()))
+            pos_pairs = pos_pairs[: math.ceil(fn.hard_fraction * len(pos_pairs))]
+            if fn.loss == "cl":
+                terms = []
+                for pairs, target in ((pos_pairs, 1.0), (neg_pairs, 0.0)):
+                    for _, _, cos in pairs:
+                        sim = (cos + 1) / 2
+                        t = target * (1 - fn.smoothing) + fn.smoothing / 2
+                        if fn.cl_form == "logits":
+                            logp = torch.log_softmax(torch.stack([1 - sim, sim]), 0)
+                            terms.append(-((1 - t) * logp[0] + t * logp[1]))
+                        else:
+                            terms.append(-(t * torch.log(sim) + (1 - t) * torch.log(1 - sim)))
+                if terms:
+                    class_losses.append(torch.stack(terms).mean())
+            else:
+                if not pos_pairs or not neg_pairs:
+                    continue
+                negs = [n for _, n, _ in neg_pairs]
+                terms = []
+                for q, key, _ in pos_pairs:
+                    logits = torch.stack([torch.dot(q, key)] + [torch.dot(q, n) for n in negs]) / fn.temperature
+                    terms.append(-torch.log_softmax(logits, 0)[0])
+                class_losses.append(torch.stack(terms).mean())
+        if class_losses:
+            stage_losses.append(torch.stack(class_losses).mean())
+    loss = torch.stack(stage_losses).mean() if stage_losses else torch.zeros(())
+    if fn.clip_mode == "value":
+        loss = loss.clamp(0, fn.clip_value)
+    elif fn.clip_mode == "scale":
+        loss = loss * min(1.0, fn.clip_value / float(loss.detach()))
+    return loss
+
+
+def run_both(seed=0, b=2, size=64, k=4, block=8, **kwargs):
+    mask = blocky_mask(b, size, k, block, seed, ignore_frac=0.02)
+    feats = make_features(b, size, seed)
+    torch.manual_seed(seed)
+    fn = PatchContrastiveLoss(CHANNELS, k, **kwargs)
+    fn.keep_details = True
+    loss = fn(feats, mask)
+    ref = reference_loss(fn, feats, mask)
+    return fn, feats, mask, loss, ref
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(loss="cl"),
+        dict(loss="cl", cl_form="probability", clip_mode=None),
+        dict(loss="cl", hard_fraction=1.0, samples_per_class=7),
+        dict(loss="infonce", clip_mode=None),
+        dict(loss="infonce", hard_fraction=0.25, clip_mode="scale", clip_value=0.5),
+        dict(loss="cl", stages=[0, 2], samples_per_class=16),
+    ],
+)
+def test_matches_loop_reference(kwargs):
+    fn, feats, mask, loss, ref = run_both(**kwargs)
+    assert torch.isfinite(loss)
+    assert float(fn.stats["classes"].sum()) > 0, "the example must exercise the loss"
+    torch.testing.assert_close(loss, ref, rtol=1e-4, atol=1e-5)
+    # gradients agree too
+    g1 = torch.autograd.grad(loss, feats, allow_unused=True)
+    g2 = torch.autograd.grad(ref, feats, allow_unused=True)
+    for a, r in zip(g1, g2, strict=True):
+        if r is None:
+            assert a is None or float(a.abs().sum()) == 0
+        else:
+            torch.testing.assert_close(a, r, rtol=1e-3, atol=1e-6)
+
+
+def test_gradient_reaches_every_stage():
+    mask = blocky_mask(2, 128, 3, 32, 1)  # blocks of 32 px: pure patches exist even at stride 32
+    feats = make_features(2, 128, 1)
+    fn = PatchContrastiveLoss(CHANNELS, 3, clip_mode=None, min_samples=2)
+    fn(feats, mask).backward()
+    assert (fn.stats["classes"] > 0).all()
+    for f in feats:
+        assert f.grad is not None and float(f.grad.abs().sum()) > 0
+    for p in fn.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("loss", ["cl", "infonce"])
+def test_edge_cases_finite(loss):
+    fn = PatchContrastiveLoss(CHANNELS, 4, loss=loss)
+    # entirely ignore: exactly zero, finite zero gradients
+    feats = make_features(2, 64, 0)
+    out = fn(feats, torch.full((2, 64, 64), IGN))
+    assert float(out) == 0.0
+    out.backward()
+    assert all(torch.isfinite(f.grad).all() for f in feats)
+    # one class only: no negatives anywhere -> 0
+    feats = make_features(1, 64, 0)
+    out = fn(feats, torch.zeros(1, 64, 64, dtype=torch.long))
+    out.backward()
+    assert float(out) == 0.0 and all(torch.isfinite(f.grad).all() for f in feats)
+    # a class with no pure patch (checkerboard of 1 px) plus B = 1 and 1×1 features at the last stage
+    m = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2
+    feats = make_features(1, 32, 0)
+    out = fn(feats, m[None])
+    out.backward()
+    assert torch.isfinite(out) and all(torch.isfinite(f.grad).all() for f in feats)
+    assert feats[-1].shape[-1] == 1
+
+
+def test_clip_modes():
+    base = dict(loss="infonce", temperature=0.05)
+    _, _, _, raw, _ = run_both(clip_mode=None, **base)
+    assert float(raw) > 1.0, "the example must exceed the clip"
+    _, feats, _, clipped, _ = run_both(clip_mode="value", **base)
+    assert float(clipped) == 1.0
+    clipped.backward()
+    assert all(f.grad is None or float(f.grad.abs().sum()) == 0 for f in feats)  # no gradient above the clip
+    _, feats, _, scaled, _ = run_both(clip_mode="scale", **base)
+    torch.testing.assert_close(scaled, torch.tensor(1.0))
+    scaled.backward()
+    assert float(feats[0].grad.abs().sum()) > 0  # gradient kept
+
+
+def test_bad_shapes_raise_with_stage():
+    fn = PatchContrastiveLoss(CHANNELS, 4)
+    mask = torch.zeros(2, 64, 64, dtype=torch.long)
+    feats = make_features(2, 64, 0)
+    with pytest.raises(ValueError, match="3 feature maps"):
+        fn(feats[:3], mask)
+    bad = list(feats)
+    bad[2] = torch.randn(2, 99, 4, 4)
+    with pytest.raises(ValueError, match="stage 2: expected 16 channels"):
+        fn(bad, mask)
+    bad[2] = torch.randn(2, 16, 5, 5)
+    with pytest.raises(ValueError, match="stage 2"):
+        fn(bad, mask)
+    with pytest.raises(ValueError, match="batch size"):
+        fn(feats, mask[:1])
+    with pytest.raises(ValueError):
+        PatchContrastiveLoss(CHANNELS, 4, loss="triplet")
+
+
+def test_heads_are_the_only_parameters():
+    fn = PatchContrastiveLoss(CHANNELS, 4, proj_dim=32)
+    expected = sum(c * 32 + 32 + 32 * 32 + 32 for c in CHANNELS)
+    assert sum(p.numel() for p in fn.parameters()) == expected
+
+
+@pytest.mark.parametrize("loss", ["cl", "infonce"])
+def test_no_data_dependent_ops(loss):
+    """On the meta device any host sync (.item, nonzero, boolean-mask indexing) raises: none may be used."""
+    fn = PatchContrastiveLoss(CHANNELS, 6, loss=loss, edge_patches=True).to("meta")
+    mask = torch.zeros(2, 64, 64, dtype=torch.long, device="meta")
+    feats = [
+        torch.empty(2, c, 64 // s, 64 // s, device="meta", requires_grad=True)
+        for c, s in zip(CHANNELS, STRIDES, strict=True)
+    ]
+    fn(feats, mask).backward()
+    assert feats[0].grad.shape == feats[0].shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sync_free_on_cuda():
+    fn = PatchContrastiveLoss(CHANNELS, 4).cuda()
+    mask = blocky_mask(2, 64, 4, 8, 0).cuda()
+    feats = [f.detach().cuda().requires_grad_() for f in make_features(2, 64, 0)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn(feats, mask).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    k=st.integers(1, 6),
+    size=st.sampled_from([32, 64, 96]),
+    block=st.sampled_from([1, 4, 8, 16, 32]),
+    ignore=st.sampled_from([0.0, 0.1, 1.0]),
+    loss=st.sampled_from(["cl", "infonce"]),
+    hard=st.sampled_from([0.25, 0.5, 1.0]),
+    spc=st.sampled_from([1, 3, 64]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_finite_loss_and_gradients(b, k, size, block, ignore, loss, hard, spc, seed):
+    block = min(block, size)
+    mask = blocky_mask(b, size, k, block, seed, ignore_frac=ignore)
+    feats = make_features(b, size, seed)
+    fn = PatchContrastiveLoss(CHANNELS, k, loss=loss, hard_fraction=hard, samples_per_class=spc, clip_mode=None)
+    out = fn(feats, mask)
+    out.backward()
+    assert out.shape == () and torch.isfinite(out) and float(out) >= 0
+    assert all(torch.isfinite(f.grad).all() for f in feats)
+    if ignore == 1.0:
+        assert float(out) == 0.0
