@@ -1,0 +1,102 @@
+"""Figures: prediction panels (image / truth / predictions, disagreements highlighted) and training curves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ctseg.data.definitions import DatasetInfo
+from ctseg.io import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def denormalize(image: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """(3, H, W) normalised float → (H, W, 3) float in [0, 1]."""
+    mean = np.asarray(info.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(info.std, dtype=np.float32)[:, None, None]
+    return np.clip(image * std + mean, 0, 1).transpose(1, 2, 0)
+
+
+def plot_predictions(
+    images: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    info: DatasetInfo,
+    path: str | os.PathLike,
+    highlight: str | None = None,
+) -> None:
+    """One row per sample: image, truth, then each run's prediction.
+
+    Args:
+        images: (3, H, W) normalised float arrays; truths: (H, W) class indices.
+        predictions: run name → list of (H, W) predicted class indices.
+        highlight: name of the run whose pixels that differ from the first run's and are correct are outlined
+            in white, and wrong ones in red — the "differences highlighted" view of the paper's Fig. 3.
+    """
+    plt = _plt()
+    names = list(predictions)
+    cols = 2 + len(names)
+    rows = len(images)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    for r in range(rows):
+        panels = [("image", denormalize(images[r], info)), ("truth", info.colorize(truths[r]))]
+        panels += [(n, info.colorize(predictions[n][r])) for n in names]
+        for c, (title, pic) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(pic, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=10)
+        if highlight is not None and highlight in predictions and len(names) > 1:
+            base = predictions[names[0]][r]
+            other = predictions[highlight][r]
+            truth = truths[r]
+            labelled = truth != info.ignore_index
+            better = (other != base) & (other == truth) & labelled
+            worse = (other != base) & (base == truth) & labelled
+            ax = axes[r][2 + names.index(highlight)]
+            for mask, colour in ((better, "white"), (worse, "red")):
+                if mask.any():
+                    ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c) / 255) for c in info.colors]
+    fig.legend(handles, info.classes, loc="lower center", ncol=min(len(info.classes), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]], path: str | os.PathLike) -> None:
+    """Training curves: one panel per metric, one line per run.
+
+    Args:
+        curves: run name → metric name → list of ``(step, value)``.
+    """
+    plt = _plt()
+    metrics = sorted({m for run in curves.values() for m in run})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for run, data in curves.items():
+            pts = data.get(metric, [])
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, label=run, marker="o" if len(pts) < 12 else None, markersize=3)
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,97 @@
+"""LightningCLI wiring for ``ctseg fit | validate | test``.
+
+* the model is always :class:`ctseg.training.SegmentationTask`; the data module is any LightningDataModule
+  given by ``data.class_path`` (ours expose ``.info``, a :class:`~ctseg.data.DatasetInfo`);
+* ``num_classes``, ``ignore_index``, class names and evaluated classes are linked from the data module;
+* defaults: bf16 mixed precision on a GPU that has it, fp32 on CPU; gradient-norm clip 1.0; CSV logs and
+  checkpoints (best ``val/miou`` and ``last``) under ``runs/``.
+Argument and config errors are turned into one line (:class:`~ctseg.errors.CtsegError`).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from ctseg.errors import CtsegError
+from ctseg.training import SegmentationTask
+
+
+def default_precision() -> str:
+    """``"bf16-mixed"`` on a CUDA device with bf16, else ``"32-true"``."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+class CtsegLightningCLI(LightningCLI):
+    """LightningCLI with ctseg's links, checkpoint defaults and one-line errors."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/miou",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch}-{step}",
+            }
+        )
+        parser.link_arguments("data.info", "model.num_classes", compute_fn=_num_classes, apply_on="instantiate")
+        parser.link_arguments("data.info", "model.ignore_index", compute_fn=_ignore, apply_on="instantiate")
+        parser.link_arguments("data.info", "model.class_names", compute_fn=_names, apply_on="instantiate")
+        parser.link_arguments("data.info", "model.eval_classes", compute_fn=_eval, apply_on="instantiate")
+
+
+def _num_classes(info) -> int:
+    return info.num_classes
+
+
+def _ignore(info) -> int:
+    return info.ignore_index
+
+
+def _names(info) -> list[str]:
+    return list(info.classes)
+
+
+def _eval(info) -> list[int] | None:
+    return None if info.eval_classes is None else list(info.eval_classes)
+
+
+def run_lightning_cli(argv: list[str]) -> CtsegLightningCLI:
+    """Run ``fit`` / ``validate`` / ``test`` with ``argv`` (e.g. ``["fit", "--config", "x.yaml"]``)."""
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    try:
+        return CtsegLightningCLI(
+            SegmentationTask,
+            L.LightningDataModule,
+            subclass_mode_data=True,
+            args=argv,
+            seed_everything_default=0,
+            trainer_defaults={
+                "precision": default_precision(),
+                "gradient_clip_val": 1.0,
+                "default_root_dir": "runs",
+            },
+            parser_kwargs={"exit_on_error": False},
+            save_config_kwargs={"overwrite": True},
+        )
+    except SystemExit:
+        raise
+    except CtsegError:
+        raise
+    except Exception as err:  # jsonargparse / config errors → one line
+        if type(err).__name__ in ("ArgumentError", "NSKeyError") or "jsonargparse" in type(err).__module__:
+            msg = " ".join(str(err).split())
+            raise CtsegError(f"{argv[0]}: {msg}") from None
+        raise
+
+
+if __name__ == "__main__":
+    run_lightning_cli(sys.argv[1:])

@@ -1,0 +1,163 @@
+"""The LightningModule: model + segmentation loss + optional contrastive scheme, metrics and optimiser.
+
+Loss of a training step (SPEC §1): ``seg + λ · scheme(features, mask)`` where ``seg`` is CE + Dice on the
+decoder's logits and ``scheme`` is computed on the encoder's stage features of the same forward pass, so CT
+costs only its sampling, heads and pair losses. The projection heads live here, not in the model: the model
+exported for inference carries none of their parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ctseg.metrics import SegmentationMetrics
+from ctseg.models import build_model
+from ctseg.schemes import DEFAULT_WEIGHTS, build_scheme
+from ctseg.seg_loss import SegmentationLoss
+
+
+class SegmentationTask(L.LightningModule):
+    """Train / validate / test a segmentation model with an optional contrastive scheme.
+
+    Args:
+        model: preset name from :func:`ctseg.models.list_models` (e.g. ``"ds-paper"``, ``"pf-tiny"``).
+        num_classes: number of classes ``K`` (linked from the data module by the CLI).
+        encoder: timm encoder name for the generic ``"dcswin"`` / ``"unetformer"`` presets.
+        pretrained: local encoder weights file (never downloaded).
+        img_size: training image size (multiple of 32).
+        scheme: ``"none"``, ``"ct-cl"``, ``"ct-infonce"``, ``"ms"`` or ``"mscs"``.
+        contrastive_weight: ``λ``; default 1.0 for CT, 0.1 for MS/MSCS.
+        scheme_options: keyword arguments of the scheme's loss (e.g. ``hard_fraction``, ``stages``).
+        lr, weight_decay: AdamW (paper: 8e-5, 0.01, constant learning rate).
+        ignore_index: label of unlabelled pixels.
+        class_names: names for logging (default: from the data module).
+        eval_classes: classes averaged into mIoU / mean F1 (default: from the data module; ISPRS drops clutter).
+        channels_last: run the model in channels-last memory format.
+        compile: wrap the model in ``torch.compile``.
+        model_options: extra keyword arguments of :func:`ctseg.models.build_model`.
+    """
+
+    def __init__(
+        self,
+        model: str = "pf-tiny",
+        num_classes: int = 6,
+        encoder: str | None = None,
+        pretrained: str | None = None,
+        img_size: int = 512,
+        scheme: str = "none",
+        contrastive_weight: float | None = None,
+        scheme_options: dict[str, Any] | None = None,
+        lr: float = 8e-5,
+        weight_decay: float = 0.01,
+        ignore_index: int = 255,
+        class_names: list[str] | None = None,
+        eval_classes: list[int] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        model_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_model(
+            model, num_classes, encoder=encoder, pretrained=pretrained, img_size=img_size, **(model_options or {})
+        )
+        self.scheme_name = scheme
+        self.contrastive = build_scheme(
+            scheme, self.net.channels, num_classes, ignore_index=ignore_index, **(scheme_options or {})
+        )
+        self.contrastive_weight = DEFAULT_WEIGHTS[scheme] if contrastive_weight is None else contrastive_weight
+        self.seg_loss = SegmentationLoss(ignore_index=ignore_index)
+        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        self.eval_classes = list(eval_classes) if eval_classes is not None else None
+        self.val_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, eval_classes=self.eval_classes)
+        self.test_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, eval_classes=self.eval_classes)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._compiled = None
+
+    # ---------------------------------------------------------------- model
+    def configure_model(self) -> None:
+        if self.hparams.compile and self._compiled is None:
+            # kept out of the module tree so checkpoints hold each parameter once
+            self.__dict__["_compiled"] = torch.compile(self.net)
+
+    def _net(self):
+        return self._compiled if self._compiled is not None else self.net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _prep(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    # ---------------------------------------------------------------- steps
+    def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``{"loss", "seg", "contrastive"}`` for one batch (one forward through encoder and decoder)."""
+        x, y = self._prep(batch["image"]), batch["mask"]
+        net = self._net()
+        feats = net.encode(x)
+        logits = net.decode(feats, x.shape[-2:])
+        seg = self.seg_loss(logits, y)
+        out = {"seg": seg, "logits": logits}
+        if self.contrastive is not None:
+            con = self.contrastive(feats, y)
+            out["contrastive"] = con
+            out["loss"] = seg + self.contrastive_weight * con
+        else:
+            out["loss"] = seg
+        return out
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out = self.compute_losses(batch)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
+        self.log("train/seg", out["seg"], batch_size=bs)
+        if "contrastive" in out:
+            self.log("train/contrastive", out["contrastive"], prog_bar=True, batch_size=bs)
+        return out["loss"]
+
+    def _eval_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str) -> None:
+        x, y = self._prep(batch["image"]), batch["mask"]
+        logits = self.net(x)
+        if logits.shape[-2:] != y.shape[-2:]:  # score at the label's native resolution
+            logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
+        loss = self.seg_loss(logits, y)
+        self.log(f"{prefix}/loss", loss, batch_size=x.shape[0], sync_dist=True)
+        metrics.update(logits.argmax(1), y)
+
+    def _eval_epoch_end(self, metrics: SegmentationMetrics, prefix: str) -> None:
+        res = metrics.compute()
+        self.log(f"{prefix}/miou", res["miou"], prog_bar=True)
+        self.log(f"{prefix}/mf1", res["mf1"])
+        self.log(f"{prefix}/oa", res["oa"])
+        for name, iou, f1 in zip(self.class_names, res["iou"], res["f1"], strict=False):
+            self.log(f"{prefix}/iou_{name}", iou)
+            self.log(f"{prefix}/f1_{name}", f1)
+        metrics.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.test_metrics, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self.net(self._prep(batch["image"])).argmax(1)
+
+    # ---------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused
+        )
