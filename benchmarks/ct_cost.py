@@ -1,0 +1,74 @@
+"""CPU cost of CT: median training-step time of a model with and without the CT loss, in one process.
+
+    python benchmarks/ct_cost.py [--model pf-paper] [--size 256] [--batch 4] [--repeats 10]
+
+Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW step); off and on alternate so
+that drift in the machine affects both equally; the first ``--warmup`` steps of each are dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from ctseg.contrastive import PatchContrastiveLoss
+from ctseg.models import build_model
+from ctseg.seg_loss import SegmentationLoss
+
+
+def blocky_masks(batch: int, size: int, classes: int, block: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, classes, (batch, size // block, size // block), generator=g)
+    return coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="pf-paper")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--loss", default="cl")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    k = 6
+    model = build_model(args.model, k, img_size=args.size)
+    ct = PatchContrastiveLoss(model.channels, k, loss=args.loss)
+    seg = SegmentationLoss()
+    opt = torch.optim.AdamW(list(model.parameters()) + list(ct.parameters()), lr=1e-4)
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    y = blocky_masks(args.batch, args.size, k)
+
+    def step(with_ct: bool) -> float:
+        t0 = time.perf_counter()
+        feats = model.encode(x)
+        loss = seg(model.decode(feats, x.shape[-2:]), y)
+        if with_ct:
+            loss = loss + ct(feats, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return time.perf_counter() - t0
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(args.warmup + args.repeats):
+        for flag in (False, True):
+            t = step(flag)
+            if i >= args.warmup:
+                times[flag].append(t)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    print(f"device: CPU ({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}")
+    print(f"model {args.model}, {args.batch}×{args.size}², CT loss={args.loss}, {args.repeats} repeats")
+    print(f"step CT off: {off * 1000:.1f} ms   CT on: {on * 1000:.1f} ms   ratio on/off: {on / off:.3f}")
+
+
+if __name__ == "__main__":
+    main()
