@@ -1,0 +1,269 @@
+"""LightningDataModules over prepared crops: :class:`PreparedDataModule` and its per-data-set presets.
+
+Batches are ``{"image": float32 (B, 3, H, W) normalised, "mask": int64 (B, H, W)}`` (255 = ignore).
+
+Two pipelines, the same augmentation recipe (:mod:`ctseg.data.transforms`):
+
+- ``augment_on_device=False`` (default): DataLoader workers decode, augment and normalise each crop
+  (:class:`~ctseg.data.transforms.TrainTransform`); the loader yields finished batches.
+- ``augment_on_device=True`` (the fast pipeline): workers only decode PNGs to uint8; the batch is augmented and
+  normalised on the training device in :meth:`PreparedDataModule.on_after_batch_transfer` (a Lightning hook;
+  code iterating the loaders by hand calls :meth:`PreparedDataModule.device_transform` itself).
+
+Determinism: the training order is a permutation drawn from ``(seed, epoch)`` (a
+:class:`~torch.utils.data.DistributedSampler` seeded with ``seed``, sharded over DDP ranks; Lightning sets its
+epoch), and each sample's augmentation draws from a generator seeded with ``(seed, epoch, index)`` — so a run
+resumed at an epoch boundary sees the same crops, in the same order, augmented the same way, whatever
+``num_workers`` is. The on-device pipeline seeds one device generator per ``(seed, epoch, rank)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ctseg.data.definitions import DatasetInfo, get_dataset_info
+from ctseg.data.prepared import PreparedDataset, info_from_manifest, load_manifest
+from ctseg.data.transforms import BatchTrainTransform, Normalize, TrainTransform, normalize
+from ctseg.errors import CtsegError
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed from (seed, epoch, index) that differs for neighbouring values of each."""
+    value = (seed * 1_000_003 + epoch) * 998_244_353 + index
+    value = (value * _MIX) & 0xFFFFFFFFFFFFFFFF
+    value ^= value >> 29
+    return value & 0x7FFFFFFFFFFFFFFF
+
+
+class EpochSampler(DistributedSampler):
+    """Seeded shuffling by epoch (and DDP shard): yields ``(epoch, index)`` so datasets can seed per sample.
+
+    Lightning recognises it as a distributed sampler (it is not replaced) and calls :meth:`set_epoch`.
+    """
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, index) for index in super().__iter__())
+
+
+class _TrainView(Dataset):
+    """Training crops as batch items: ``{"image", "mask"}``, augmented per sample or left as uint8."""
+
+    def __init__(self, base: PreparedDataset, transform: TrainTransform | Normalize | None, seed: int) -> None:
+        self.base, self.transform, self.seed = base, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        image, mask = self.base.read_uint8(index)
+        sample = {"image": image, "mask": mask}
+        if self.transform is None:
+            return sample
+        generator = torch.Generator().manual_seed(_sample_seed(self.seed, epoch, index))
+        return self.transform(sample, generator=generator)
+
+
+class _EvalView(Dataset):
+    """Validation crops: normalised, or uint8 for the on-device pipeline."""
+
+    def __init__(self, base: PreparedDataset, transform: Normalize | None) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, mask = self.base.read_uint8(index)
+        sample = {"image": image, "mask": mask}
+        return self.transform(sample) if self.transform is not None else sample
+
+
+class PreparedDataModule(L.LightningDataModule):
+    """Train / validation loaders over a folder written by :func:`ctseg.data.prepare_dataset`.
+
+    Args:
+        root: the prepared folder (holds ``manifest.json``).
+        batch_size: training batch size.
+        num_workers: DataLoader worker processes.
+        image_size: training crop side after augmentation (validation crops keep their prepared size).
+        train_split, val_split: split names in the manifest (``"train"`` / ``"test"``: the paper validates on
+            the 14 Potsdam test tiles).
+        augment: the authors' augmentation for training (scale 0.75–1.5, crop, 90° rotations, flips); without
+            it training crops are only normalised.
+        augment_on_device: decode-only workers; augment and normalise whole batches on the device (see module
+            docstring).
+        scale_range: random scale range of the augmentation.
+        pin_memory: pin host batches (only when CUDA is available).
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        seed: seeds the shuffling and the augmentation.
+        val_batch_size: validation batch size (default: ``batch_size``).
+        drop_last: drop the last incomplete training batch.
+    """
+
+    #: Set by presets: the data set the folder must hold.
+    dataset_name: str | None = None
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        image_size: int = 512,
+        train_split: str = "train",
+        val_split: str = "test",
+        augment: bool = True,
+        augment_on_device: bool = False,
+        scale_range: tuple[float, float] = (0.75, 1.5),
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1 or num_workers < 0 or image_size < 1:
+            raise ValueError("batch_size and image_size must be positive, num_workers non-negative")
+        self.root = root
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.train_split, self.val_split = train_split, val_split
+        self.augment, self.augment_on_device = augment, augment_on_device
+        self.scale_range = tuple(scale_range)
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.seed = seed
+        self.drop_last = drop_last
+        self._info: DatasetInfo | None = get_dataset_info(self.dataset_name) if self.dataset_name else None
+        self.train_dataset: PreparedDataset | None = None
+        self.val_dataset: PreparedDataset | None = None
+        self._train_sampler: EpochSampler | None = None
+        self._device_generators: dict[str, tuple[int, torch.Generator]] = {}
+
+    # ------------------------------------------------------------------------------------------ data set info
+    @property
+    def info(self) -> DatasetInfo:
+        """Classes, colours, ignore index and normalisation of the data (presets know it without the folder)."""
+        if self._info is None:
+            self._info = info_from_manifest(load_manifest(self.root))
+        return self._info
+
+    def _check_folder(self, dataset: PreparedDataset) -> None:
+        if self.dataset_name and dataset.info.name != self.dataset_name:
+            raise CtsegError(
+                f"{self.root} holds prepared {dataset.info.name!r} data, not {self.dataset_name!r}; "
+                f"use the matching data module or folder"
+            )
+
+    # ------------------------------------------------------------------------------------------ datasets
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = PreparedDataset(self.root, self.train_split)
+            self._check_folder(self.train_dataset)
+        if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
+            self.val_dataset = PreparedDataset(self.root, self.val_split)
+            self._check_folder(self.val_dataset)
+
+    def train_transform(self) -> TrainTransform | Normalize | None:
+        """The per-sample training transform (``None`` in the on-device pipeline)."""
+        if self.augment_on_device:
+            return None
+        if not self.augment:
+            return Normalize.from_info(self.info)
+        return TrainTransform.from_info(self.info, self.image_size, scale_range=self.scale_range)
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler=None, drop_last: bool = False) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            drop_last=drop_last,
+        )
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.world_size), int(trainer.global_rank)
+        return 1, 0
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        assert self.train_dataset is not None
+        replicas, rank = self._rank()
+        self._train_sampler = EpochSampler(
+            self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+        )
+        view = _TrainView(self.train_dataset, self.train_transform(), self.seed)
+        return self._loader(view, self.batch_size, self._train_sampler, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        assert self.val_dataset is not None
+        transform = None if self.augment_on_device else Normalize.from_info(self.info)
+        return self._loader(_EvalView(self.val_dataset, transform), self.val_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    # ------------------------------------------------------------------------------------------ on device
+    def _device_generator(self, device: torch.device) -> torch.Generator:
+        epoch = self._train_sampler.epoch if self._train_sampler is not None else 0
+        _, rank = self._rank()
+        key = str(device)
+        cached = self._device_generators.get(key)
+        if cached is None or cached[0] != epoch:
+            generator = torch.Generator(device=device).manual_seed(_sample_seed(self.seed, epoch, -1 - rank))
+            self._device_generators[key] = cached = (epoch, generator)
+        return cached[1]
+
+    def device_transform(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
+        """On-device pipeline: uint8 batch → augmented (when ``training`` and ``augment``) and normalised batch."""
+        image, mask = batch["image"], batch["mask"]
+        if training and self.augment:
+            recipe = BatchTrainTransform.from_info(self.info, self.image_size, scale_range=self.scale_range)
+            image, mask = recipe(image, mask, self._device_generator(image.device))
+        else:
+            image, mask = normalize(image, self.info.mean, self.info.std), mask.to(torch.int64)
+        return {**batch, "image": image, "mask": mask}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not self.augment_on_device:
+            return batch
+        trainer = getattr(self, "trainer", None)
+        return self.device_transform(batch, training=bool(trainer is not None and trainer.training))
+
+
+class PotsdamDataModule(PreparedDataModule):
+    """:class:`PreparedDataModule` for a prepared Potsdam folder (``.info`` is :data:`~ctseg.data.definitions.POTSDAM`
+    even before the folder is read; a folder holding another data set is an error)."""
+
+    dataset_name = "potsdam"
+
+
+class VaihingenDataModule(PreparedDataModule):
+    """:class:`PreparedDataModule` for a prepared Vaihingen folder (IR-R-G crops, ISPRS classes)."""
+
+    dataset_name = "vaihingen"
+
+
+class DubaiDataModule(PreparedDataModule):
+    """:class:`PreparedDataModule` for the prepared Dubai aerial set (validation = tiles 1–3 by default)."""
+
+    dataset_name = "dubai"
