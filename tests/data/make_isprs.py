@@ -9,13 +9,15 @@ can be checked for alignment). Run ``python tests/data/make_isprs.py DIR`` to lo
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.transform import from_origin
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine
 
 from ctseg.data.definitions import IGNORE_INDEX, ISPRS_COLORS
 
@@ -78,9 +80,11 @@ def write_geotiff(path: Path, rgb: np.ndarray, *, georeferenced: bool = True) ->
         "dtype": "uint8",
     }
     if georeferenced:
-        profile.update(crs=CRS.from_epsg(32632), transform=from_origin(368000.0, 5808000.0, 0.05, 0.05))
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(np.moveaxis(rgb, -1, 0))
+        profile.update(crs=CRS.from_epsg(32632), transform=Affine(0.05, 0.0, 368000.0, 0.0, -0.05, 5808000.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(np.moveaxis(rgb, -1, 0))
     return path
 
 

@@ -73,7 +73,7 @@ class CropSettings:
 
 #: Defaults per data set. ISPRS: the paper's 500 × 500 crops resized to 512 × 512. Dubai: 512 × 512 crops with
 #: stride 512 and no resize — its images are 509–2062 px a side, so 512 keeps the native resolution and gives
-#: 441 crops for tiles 1–7 (the smallest images, 509 px tall, are padded by 3 rows of ignore).
+#: 441 crops for tiles 1–7 (the narrowest images, 509 px wide, get 3 columns of ignore padding).
 DEFAULT_SETTINGS: dict[str, CropSettings] = {
     "potsdam": CropSettings(500, 500, 512),
     "vaihingen": CropSettings(500, 500, 512),
@@ -108,6 +108,13 @@ def _is_tiff(path: Path) -> bool:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, looking through GDAL's "see previous exception" wrappers."""
+    seen = 0
+    while "previous exception" in str(err) and seen < 5:
+        inner = err.__cause__ or err.__context__
+        if inner is None:
+            break
+        err, seen = inner, seen + 1
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
 
@@ -634,8 +641,8 @@ def prepare_dataset(
         raise
     counts_text = ", ".join(f"{split} {len(ids)}" for split, ids in wanted["splits"].items())
     _say(
-        f"prepared {len(crops)} crops of {settings.size}×{settings.size} from {len(tiles)} tiles ({counts_text}) "
-        f"in {time.perf_counter() - started:.1f} s → {dst_path}",
+        f"prepared {len(crops)} crops of {settings.size}×{settings.size} from {len(tiles)} source images "
+        f"({counts_text}) in {time.perf_counter() - started:.1f} s → {dst_path}",
         progress,
     )
     return dst_path

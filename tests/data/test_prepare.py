@@ -1,0 +1,221 @@
+"""prepare_dataset on tiny ISPRS look-alikes: crops, splits, labels, resize, idempotency, atomicity, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from make_isprs import PALETTE, make_potsdam, write_geotiff
+from PIL import Image
+
+from ctseg.data.definitions import IGNORE_INDEX, ISPRS_CLASSES
+from ctseg.data.prepare import crop_offsets, prepare_dataset, read_rgb
+from ctseg.errors import CtsegError
+
+
+def _manifest(dst):
+    return json.loads((dst / "manifest.json").read_text())
+
+
+def _png(path):
+    return np.asarray(Image.open(path))
+
+
+def _leftovers(parent):
+    return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_crop_offsets_cover_with_border_aligned_last_crop():
+    assert crop_offsets(6000, 500, 500) == list(range(0, 6000, 500))
+    assert crop_offsets(1100, 500, 500) == [0, 500, 600]
+    assert crop_offsets(300, 100, 50) == [0, 50, 100, 150, 200]
+    assert crop_offsets(90, 100, 100) == [0]
+    for length in range(100, 400, 7):
+        offsets = crop_offsets(length, 100, 100)
+        covered = np.zeros(length, bool)
+        for o in offsets:
+            covered[o : o + 100] = True
+        assert covered.all() and offsets[-1] == length - 100
+
+
+def test_prepare_potsdam_crops_match_sources(potsdam_src, tmp_path):
+    src, tiles = potsdam_src
+    dst = prepare_dataset("potsdam", src, tmp_path / "out", crop=100, resize=0, workers=1, progress=False)
+    manifest = _manifest(dst)
+    assert manifest["dataset"]["name"] == "potsdam" and manifest["dataset"]["classes"] == list(ISPRS_CLASSES)
+    assert manifest["dataset"]["colors"][1] == [0, 0, 255]
+    assert manifest["settings"]["crop"] == 100 and manifest["settings"]["stride"] == 100
+    assert manifest["settings"]["resize"] is None and manifest["size"] == 100
+    assert manifest["settings"]["splits"] == {"test": ["2_13"], "train": ["2_10"]}
+    assert manifest["settings"]["labels"] == {"test": "eroded", "train": "full"}
+    crops = manifest["crops"]
+    assert len(crops) == 2 * 9  # 260 × 300 → rows 0, 100, 160 × cols 0, 100, 200
+    assert {tuple(c["offset"]) for c in crops if c["tile"] == "2_10"} == {
+        (r, c) for r in (0, 100, 160) for c in (0, 100, 200)
+    }
+    for record in crops:
+        tile = tiles[record["tile"]]
+        assert record["split"] == ("test" if record["tile"] == "2_13" else "train")
+        r, c = record["offset"]
+        window = (slice(r, r + 100), slice(c, c + 100))
+        source_image = read_rgb(tile.image)[window]
+        source_classes = (tile.eroded_classes if record["split"] == "test" else tile.classes)[window]
+        assert np.array_equal(_png(dst / record["image"]), source_image)
+        assert np.array_equal(_png(dst / record["mask"]), source_classes)
+    # test crops use the eroded labels (boundaries → ignore), train crops the full ones
+    test_masks = np.stack([_png(dst / c["mask"]) for c in crops if c["split"] == "test"])
+    train_masks = np.stack([_png(dst / c["mask"]) for c in crops if c["split"] == "train"])
+    assert (test_masks == IGNORE_INDEX).mean() > 0.02 and not (train_masks == IGNORE_INDEX).any()
+    pixels = manifest["pixels"]["train"]
+    assert sum(pixels.values()) == train_masks.size
+    assert pixels["building"] == int((train_masks == 1).sum())
+    assert [t["tile"] for t in manifest["tiles"]] == ["2_10", "2_13"] and manifest["tiles"][0]["height"] == 260
+
+
+def test_resize_uses_nearest_for_masks(potsdam_src, tmp_path):
+    src, tiles = potsdam_src
+    dst = prepare_dataset("potsdam", src, tmp_path / "out", crop=100, resize=128, workers=1, progress=False)
+    for record in _manifest(dst)["crops"]:
+        tile = tiles[record["tile"]]
+        r, c = record["offset"]
+        classes = (tile.eroded_classes if record["split"] == "test" else tile.classes)[r : r + 100, c : c + 100]
+        mask = _png(dst / record["mask"])
+        assert mask.shape == (128, 128) and _png(dst / record["image"]).shape == (128, 128, 3)
+        assert set(np.unique(mask)) <= set(np.unique(classes))  # no invented labels
+        expected = np.asarray(Image.fromarray(classes).resize((128, 128), Image.Resampling.NEAREST))
+        assert np.array_equal(mask, expected)
+
+
+def test_default_isprs_settings_are_500_crops_resized_to_512(tmp_path):
+    make_potsdam(tmp_path / "src", tiles=("2_10",), size=(600, 550))
+    dst = prepare_dataset("potsdam", tmp_path / "src", tmp_path / "out", progress=False)
+    manifest = _manifest(dst)
+    assert (manifest["settings"]["crop"], manifest["settings"]["stride"], manifest["settings"]["resize"]) == (
+        500,
+        500,
+        512,
+    )
+    assert sorted(tuple(c["offset"]) for c in manifest["crops"]) == [(0, 0), (0, 50), (100, 0), (100, 50)]
+    assert _png(dst / manifest["crops"][0]["mask"]).shape == (512, 512)
+
+
+def test_small_tile_is_padded_with_ignore(tmp_path):
+    tiles = make_potsdam(tmp_path / "src", tiles=("2_10",), size=(80, 90))
+    dst = prepare_dataset("potsdam", tmp_path / "src", tmp_path / "out", crop=100, resize=0, progress=False)
+    (record,) = _manifest(dst)["crops"]
+    mask, image = _png(dst / record["mask"]), _png(dst / record["image"])
+    assert np.array_equal(mask[:80, :90], tiles["2_10"].classes)
+    assert (mask[80:] == IGNORE_INDEX).all() and (mask[:, 90:] == IGNORE_INDEX).all()
+    assert (image[80:] == 0).all()
+
+
+def test_rerun_is_a_no_op_and_other_settings_need_overwrite(potsdam_src, tmp_path, capsys):
+    src, _ = potsdam_src
+    dst = prepare_dataset("potsdam", src, tmp_path / "out", crop=100, resize=64, workers=1)
+    before = (dst / "manifest.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert prepare_dataset("potsdam", src, dst, crop=100, resize=64, workers=1) == dst
+    assert "nothing to do" in capsys.readouterr().err
+    assert (dst / "manifest.json").stat().st_mtime_ns == before
+    with pytest.raises(CtsegError, match=r"different settings \(crop.*overwrite"):
+        prepare_dataset("potsdam", src, dst, crop=120, resize=64, workers=1, progress=False)
+    prepare_dataset("potsdam", src, dst, crop=120, resize=64, workers=1, overwrite=True, progress=False)
+    assert _manifest(dst)["settings"]["crop"] == 120
+    assert _leftovers(tmp_path) == []
+
+
+def test_partial_destination_needs_overwrite(prepared_potsdam, tmp_path):
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(prepared_potsdam, dst)
+    manifest = _manifest(dst)
+    (dst / manifest["crops"][3]["mask"]).unlink()
+    src = manifest["source"]
+    with pytest.raises(CtsegError, match=r"incomplete .*masks/.*overwrite"):
+        prepare_dataset("potsdam", src, dst, crop=100, resize=64, progress=False)
+    prepare_dataset("potsdam", src, dst, crop=100, resize=64, workers=1, overwrite=True, progress=False)
+    assert (dst / manifest["crops"][3]["mask"]).is_file()
+
+
+def test_foreign_destination_is_never_deleted(potsdam_src, tmp_path):
+    src, _ = potsdam_src
+    dst = tmp_path / "mine"
+    dst.mkdir()
+    (dst / "notes.txt").write_text("keep me")
+    with pytest.raises(CtsegError, match="notes.txt"):
+        prepare_dataset("potsdam", src, dst, overwrite=True, progress=False)
+    assert (dst / "notes.txt").read_text() == "keep me"
+
+
+def test_bad_colour_leaves_no_destination(potsdam_src, tmp_path):
+    src, tiles = potsdam_src
+    label = read_rgb(tiles["2_13"].eroded)
+    label[12, 34] = (10, 200, 30)
+    write_geotiff(tiles["2_13"].eroded, label)
+    dst = tmp_path / "out"
+    message = re.escape(f"{tiles['2_13'].eroded}: colour (10, 200, 30)") + r".*\(row 12, col 34\)"
+    with pytest.raises(CtsegError, match=message):
+        prepare_dataset("potsdam", src, dst, crop=100, workers=2, progress=False)  # through the process pool
+    assert not dst.exists() and _leftovers(tmp_path) == []
+
+
+def test_failed_overwrite_keeps_the_previous_destination(prepared_potsdam, tmp_path):
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(prepared_potsdam, dst)
+    before = (dst / "manifest.json").read_text()
+    src = tmp_path / "broken"
+    tiles = make_potsdam(src, tiles=("2_10",))
+    label = read_rgb(tiles["2_10"].label)
+    label[0, 0] = (1, 2, 3)
+    write_geotiff(tiles["2_10"].label, label)
+    with pytest.raises(CtsegError, match=r"\(1, 2, 3\)"):
+        prepare_dataset("potsdam", src, dst, crop=90, overwrite=True, workers=1, progress=False)
+    assert (dst / "manifest.json").read_text() == before and _leftovers(tmp_path) == []
+
+
+def test_image_and_label_of_different_sizes(potsdam_src, tmp_path):
+    src, tiles = potsdam_src
+    write_geotiff(tiles["2_10"].label, PALETTE[tiles["2_10"].classes[:-5]])
+    with pytest.raises(CtsegError, match=r"top_potsdam_2_10_label\.tif: label is 255×300 .* is 260×300"):
+        prepare_dataset("potsdam", src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_file(potsdam_src, tmp_path):
+    src, tiles = potsdam_src
+    data = tiles["2_10"].image.read_bytes()
+    tiles["2_10"].image.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CtsegError, match=r"cannot read .*top_potsdam_2_10_RGB\.tif: "):
+        prepare_dataset("potsdam", src, tmp_path / "out", crop=100, workers=1, progress=False)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_bad_arguments(potsdam_src, tmp_path):
+    src, _ = potsdam_src
+    with pytest.raises(CtsegError, match="stride"):
+        prepare_dataset("potsdam", src, tmp_path / "out", crop=100, stride=150, progress=False)
+    with pytest.raises(CtsegError, match="synthetic"):
+        prepare_dataset("synthetic", src, tmp_path / "out", progress=False)
+    with pytest.raises(CtsegError, match="unknown data set"):
+        prepare_dataset("cityscapes", src, tmp_path / "out", progress=False)
+    with pytest.raises(CtsegError, match="does not exist"):
+        prepare_dataset("potsdam", tmp_path / "nowhere", tmp_path / "out", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CtsegError, match="top_potsdam_X_Y_RGB.tif"):
+        prepare_dataset("potsdam", tmp_path / "empty", tmp_path / "out", progress=False)
+
+
+def test_vaihingen_test_crops_use_eroded_labels(vaihingen_src, tmp_path):
+    src, tiles = vaihingen_src
+    dst = prepare_dataset("vaihingen", src, tmp_path / "out", crop=100, resize=0, workers=1, progress=False)
+    for record in _manifest(dst)["crops"]:
+        tile = tiles[record["tile"]]
+        r, c = record["offset"]
+        classes = tile.eroded_classes if record["split"] == "test" else tile.classes
+        assert np.array_equal(_png(dst / record["mask"]), classes[r : r + 100, c : c + 100])
+    assert {c["tile"]: c["split"] for c in _manifest(dst)["crops"]} == {"area1": "train", "area2": "test"}
