@@ -220,11 +220,7 @@ class PatchContrastiveLoss(nn.Module):
         k = self.num_classes
         eligible = self._eligible(count, stride)
         index, valid, n_eligible = sample_eligible(eligible, self.samples_per_class, generator)
-        # Gather the sampled patch vectors, then project only those: (2K·k, C) → (2K, k, D).
-        hw = feat.shape[-2] * feat.shape[-1]
-        flat_index = index.reshape(-1)
-        vectors = feat.flatten(2)[flat_index // hw, :, flat_index % hw]
-        z = F.normalize(self.heads[str(s)](vectors).float(), dim=-1).view(2 * k, index.shape[1], -1)
+        z = self._embed(s, feat, index)
         if self.gather_across_ranks:
             z, valid, n_eligible = self._gather(z, valid, n_eligible)
         present = (n_eligible[:k] >= self.min_samples) & (n_eligible[k:] >= self.min_samples)
@@ -258,6 +254,25 @@ class PatchContrastiveLoss(nn.Module):
         stat = torch.stack([class_active.sum(), pos_keep.sum(), neg_keep.sum()])
         detail = {"index": index, "valid": valid, "present": present} if self.keep_details else {}
         return stage_loss, class_active.any(), stat, detail
+
+    def _embed(self, s: int, feat: Tensor, index: Tensor) -> Tensor:
+        """L2-normalised projections of the sampled patches: ``index (2K, k)`` → ``(2K, k, D)`` float32.
+
+        Normally the sampled vectors are gathered first and only they are projected (``2K·k`` rows instead of
+        the whole map). On coarse stages the map can hold fewer patches than there are samples (classes share
+        patches as negatives); then projecting every patch once and gathering the embeddings is cheaper and
+        gives identical values.
+        """
+        head = self.heads[str(s)]
+        b, c, h, w = feat.shape
+        flat_index = index.reshape(-1)
+        if b * h * w < flat_index.numel():
+            vectors = feat.flatten(2).transpose(1, 2).reshape(b * h * w, c)
+            z = F.normalize(head(vectors).float(), dim=-1).index_select(0, flat_index)
+        else:
+            vectors = feat.flatten(2)[flat_index // (h * w), :, flat_index % (h * w)]
+            z = F.normalize(head(vectors).float(), dim=-1)
+        return z.view(*index.shape, -1)
 
     def _gather(self, z: Tensor, valid: Tensor, n_eligible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Concatenate every rank's samples per class and move the valid ones to the front (stable)."""
