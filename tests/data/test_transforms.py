@@ -126,3 +126,12 @@ def test_bad_shapes():
         BatchTrainTransform(32)(torch.zeros(3, 8, 8), torch.zeros(8, 8))
     with pytest.raises(ValueError):
         TrainTransform(32, scale_range=(1.5, 0.5))
+
+
+def test_batched_runs_on_meta_tensors():
+    """No step reads tensor values on the host (a sync on CUDA would fail on the meta device)."""
+    image = torch.empty(4, 3, 64, 64, dtype=torch.uint8, device="meta")
+    mask = torch.empty(4, 64, 64, dtype=torch.uint8, device="meta")
+    out_image, out_mask = BatchTrainTransform(48)(image, mask)
+    assert out_image.shape == (4, 3, 48, 48) and out_mask.shape == (4, 48, 48) and out_mask.device.type == "meta"
+    assert normalize(image).device.type == "meta"

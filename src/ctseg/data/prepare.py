@@ -33,7 +33,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -484,7 +484,7 @@ def _run_tiles(tiles, info, settings, out: Path, workers: int, progress: bool) -
             pending = {pool.submit(_cut_tile, tile, info, settings, out) for tile in order}
             try:
                 while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         results.append(future.result())  # re-raises a worker's error here
                         bar.update(1)
@@ -535,7 +535,9 @@ def prepare_dataset(
             Must not exceed ``crop``.
         resize: side the crops are resized to (bilinear images, nearest masks); ``0`` keeps the crop size.
             Default: 512 for ISPRS when ``crop`` is left at its default (the paper's 500 → 512), else none.
-        workers: processes, one tile at a time each (default: all cores).
+        workers: processes, one tile at a time each (default: all cores). Workers are started with
+            ``forkserver`` (``spawn`` where missing), never ``fork`` (unsafe once torch runs threads), so a script
+            calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
         overwrite: replace a destination prepared with other settings, or an incomplete one. Without it such a
             destination is an error; a complete destination with the same settings is left as it is.
         split_tiles: override the split, split name → tile ids (ISPRS ``"2_13"`` / ``"area2"``, Dubai
