@@ -74,14 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prepare":
             from ctseg.data import prepare_dataset
 
-            resize = None if args.resize is None else (args.resize or None)
             dst = prepare_dataset(
                 args.dataset,
                 args.src,
                 args.dst,
                 crop=args.crop,
                 stride=args.stride,
-                resize=resize,
+                resize=args.resize,
                 workers=args.workers,
                 overwrite=args.overwrite,
             )
