@@ -144,6 +144,77 @@ def balanced_views(
     }
 
 
+#: Pair-matrix elements computed at once (rows are processed in chunks of ``CHUNK_ELEMENTS // M``): 64 MB fp32.
+CHUNK_ELEMENTS = 2**24
+
+
+def _pair_block(
+    za: Tensor, zc: Tensor, la: Tensor, lc: Tensor, contrast_valid: Tensor, row0: int | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits, positive mask and not-negative mask of a block of anchor rows (``row0``: drop the diagonal)."""
+    logits = za @ zc.T
+    same = la[:, None] == lc[None, :]
+    if row0 is not None:
+        rows = torch.arange(row0, row0 + za.shape[0], device=za.device)
+        cols = torch.arange(zc.shape[0], device=za.device)
+        self_pair = rows[:, None] == cols[None, :]
+        return logits, same & ~self_pair, same | self_pair | ~contrast_valid[None, :]
+    return logits, same, same | ~contrast_valid[None, :]
+
+
+class _PositiveTermSum(torch.autograd.Function):
+    """``Σ_{p∈P(i)} softplus(LSE_{n∈N(i)} s_in − s_ip)`` per anchor, in row chunks, with a hand-written backward.
+
+    Memory stays ``O(chunk · M)``: the forward keeps only the per-anchor log-sum over negatives; the backward
+    recomputes each block of logits (one extra matmul) and uses, with ``q_ip = σ(LSE_i − s_ip)`` and ``π_in`` the
+    softmax of ``s_i·`` over ``N(i)``: ``∂/∂s_ij = −q_ij [j∈P(i)] + (Σ_p q_ip) · π_ij [j∈N(i)]``.
+    Inputs: ``za`` ``(A, D)`` anchors already divided by ``τ``, ``zc`` ``(M, D)``, labels with invalid contrast
+    vectors relabelled to a value no anchor has. Outputs ``(A,)`` sums and ``(A,)`` int64 positive counts.
+    """
+
+    @staticmethod
+    def forward(ctx, za, zc, la, lc, contrast_valid, exclude_self: bool, chunk: int):
+        a = za.shape[0]
+        lse = za.new_empty(a)
+        positive_sum = za.new_empty(a)
+        n_positive = torch.empty(a, dtype=torch.int64, device=za.device)
+        for start in range(0, a, chunk):
+            rows = slice(start, min(a, start + chunk))
+            logits, positive, not_negative = _pair_block(
+                za[rows], zc, la[rows], lc, contrast_valid, start if exclude_self else None
+            )
+            block_lse = logits.masked_fill(not_negative, MASKED_LOGIT).logsumexp(dim=1)
+            terms = F.softplus(block_lse[:, None] - logits)
+            positive_sum[rows] = torch.where(positive, terms, 0.0).sum(1)
+            n_positive[rows] = positive.sum(1)
+            lse[rows] = block_lse
+        ctx.save_for_backward(za, zc, la, lc, contrast_valid, lse)
+        ctx.exclude_self, ctx.chunk = exclude_self, chunk
+        ctx.mark_non_differentiable(n_positive)
+        return positive_sum, n_positive
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_sum, grad_count):
+        del grad_count
+        za, zc, la, lc, contrast_valid, lse = ctx.saved_tensors
+        grad_za, grad_zc = torch.zeros_like(za), torch.zeros_like(zc)
+        a = za.shape[0]
+        with _full_precision(za.device):
+            for start in range(0, a, ctx.chunk):
+                rows = slice(start, min(a, start + ctx.chunk))
+                logits, positive, not_negative = _pair_block(
+                    za[rows], zc, la[rows], lc, contrast_valid, start if ctx.exclude_self else None
+                )
+                block_lse = lse[rows, None]
+                q = torch.where(positive, torch.sigmoid(block_lse - logits), 0.0)
+                pi = torch.where(not_negative, 0.0, torch.exp(logits - block_lse))
+                d = grad_sum[rows, None] * (pi * q.sum(1, keepdim=True) - q)
+                grad_za[rows] = d @ zc
+                grad_zc += d.T @ za[rows]
+        return grad_za, grad_zc, None, None, None, None, None
+
+
 def supervised_info_nce(
     anchors: Tensor,
     anchor_labels: Tensor,
@@ -153,6 +224,7 @@ def supervised_info_nce(
     contrast_valid: Tensor,
     temperature: float,
     exclude_self: bool,
+    chunk_elements: int = CHUNK_ELEMENTS,
 ) -> tuple[Tensor, Tensor]:
     """Supervised InfoNCE with one denominator per positive.
 
@@ -163,16 +235,20 @@ def supervised_info_nce(
 
     ``L_i = mean_{p∈P(i)} ℓ_ip`` and the loss is the mean of ``L_i`` over the valid anchors with ``|P(i)| ≥ 1``
     (each such anchor weighs the same, however many positives it has). An anchor without negatives contributes
-    exactly 0 (its negatives' log-sum is the finite ``MASKED_LOGIT``). Computed in fp32 with autocast off.
+    exactly 0 (its negatives' log-sum is the finite ``MASKED_LOGIT``, never ``−inf``).
+
+    Computed in (at least) fp32 with autocast off, in blocks of ``chunk_elements // M`` anchor rows with a
+    hand-written backward, so memory is ``O(chunk_elements)`` rather than ``O(A·M)`` (no double backward).
 
     Args:
-        anchors: ``(A, D)`` L2-normalised; anchor_labels ``(A,)``; anchor_valid ``(A,)`` bool.
-        contrast: ``(M, D)`` L2-normalised; contrast_labels ``(M,)``; contrast_valid ``(M,)`` bool.
+        anchors: ``(A, D)`` L2-normalised; anchor_labels ``(A,)`` integer; anchor_valid ``(A,)`` bool.
+        contrast: ``(M, D)`` L2-normalised; contrast_labels ``(M,)`` integer; contrast_valid ``(M,)`` bool.
         temperature: ``τ``.
         exclude_self: drop the diagonal (``contrast`` is ``anchors``; requires ``A == M``).
+        chunk_elements: pair-matrix elements per block.
 
     Returns:
-        ``(loss, n_anchors)``: 0-dim float32 (0 when no anchor has a positive) and the number of anchors used.
+        ``(loss, n_anchors)``: 0-dim (0 when no anchor has a positive) and the number of anchors used.
 
     Raises:
         ValueError: on mismatched shapes.
@@ -188,19 +264,19 @@ def supervised_info_nce(
         raise ValueError(f"contrast labels and validity must be ({m},)")
     if exclude_self and a != m:
         raise ValueError(f"exclude_self needs as many anchors as contrast vectors, got {a} and {m}")
+    dtype = torch.promote_types(anchors.dtype, torch.float32)
+    if a == 0 or m == 0:
+        zero = 0.0 * (anchors.sum() + contrast.sum())
+        return zero.to(dtype), anchor_valid.new_zeros((), dtype=torch.int64)
     with _full_precision(anchors.device):
-        logits = anchors.float() @ contrast.float().T / temperature  # (A, M)
-        pair_valid = anchor_valid[:, None] & contrast_valid[None, :]
-        same = anchor_labels[:, None] == contrast_labels[None, :]
-        positive = same & pair_valid
-        if exclude_self:
-            ids = torch.arange(a, device=anchors.device)
-            positive = positive & (ids[:, None] != ids[None, :])
-        negative = pair_valid & ~same
-        negative_lse = logits.masked_fill(~negative, MASKED_LOGIT).logsumexp(dim=1, keepdim=True)
-        terms = F.softplus(negative_lse - logits)
-        n_positive = positive.sum(1)
-        per_anchor = torch.where(positive, terms, 0.0).sum(1) / n_positive.clamp(min=1)
+        # Invalid contrast vectors get a label no anchor has, so they are never positives.
+        outside = torch.minimum(anchor_labels.min(), contrast_labels.min()) - 1
+        lc = torch.where(contrast_valid, contrast_labels, outside)
+        chunk = max(1, chunk_elements // m)
+        positive_sum, n_positive = _PositiveTermSum.apply(
+            anchors.to(dtype) / temperature, contrast.to(dtype), anchor_labels, lc, contrast_valid, exclude_self, chunk
+        )
+        per_anchor = positive_sum / n_positive.clamp(min=1)
         active = anchor_valid & (n_positive > 0)
         return masked_mean(per_anchor, active, dim=0), active.sum()
 
@@ -298,8 +374,10 @@ class MultiScaleContrastiveLoss(nn.Module):
     is set) one dict per scale from :func:`balanced_views` plus its ``stride``. Set ``min_group_size`` on the
     instance to change the 5-pixel threshold.
 
-    Memory: the similarity matrix is ``A × A`` fp32 per scale (``A ≤ max_features``: 400 MB at 10,000) plus a few
-    temporaries of the same size; the buffer is always full size, valid or not (static shapes).
+    Cost: per scale the pair matrix is ``A × A`` with ``A = min(max_features, B·H_s·W_s, B·K·max_views_per_group)``
+    slots, valid or not (static shapes), i.e. ``O(A²·D)`` compute; it is processed in row blocks of
+    ``CHUNK_ELEMENTS`` with a hand-written backward, so its memory is ``O(CHUNK_ELEMENTS)`` (64 MB) plus the
+    ``(A, D)`` embeddings, not ``O(A²)`` (400 MB per matrix at 10,000).
 
     Example:
         >>> loss_fn = MultiScaleContrastiveLoss([64, 128, 320, 512], num_classes=6)
