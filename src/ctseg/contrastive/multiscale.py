@@ -95,8 +95,9 @@ def balanced_views(
     Returns:
         A dict of tensors, ``A = min(max_features, B·h·w, B·K·max_views_per_group)``:
 
-        * ``index`` ``(A,)`` int64 flat pixel index ``b·h·w + i·w + j`` (arbitrary but in range where invalid);
-        * ``label`` ``(A,)`` int64 class of the view; ``image`` ``(A,)`` int64 image of the view;
+        * ``index`` ``(A,)`` int64 flat pixel index ``b·h·w + i·w + j``;
+        * ``label`` ``(A,)`` int64 class of the view; ``image`` ``(A,)`` int64 image of the view (these three are
+          in range but meaningless where ``valid`` is false: they need not even agree with each other);
         * ``valid`` ``(A,)`` bool, a prefix of the buffer (``G·n`` entries);
         * ``views`` ``()`` int64 ``n``, views per group; ``groups`` ``()`` int64 ``G``;
         * ``group_size`` ``(B, K)`` int64 pixels per (image, class); ``group_valid`` ``(B, K)`` bool.
