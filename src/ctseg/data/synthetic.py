@@ -565,10 +565,10 @@ class _Scene:
             lit[win][better] = ((X * (sx / ri)) + (Y * (sy / ri)))[better]
             who[win][better] = i
         idx = np.flatnonzero(top)
-        colors = self.grass_color * np.array([0.78, 0.88, 0.80], dtype=np.float32) * rng.uniform(0.85, 1.05)
+        colors = self.grass_color * np.array([0.86, 0.94, 0.84], dtype=np.float32) * rng.uniform(0.9, 1.12)
         colors = (colors * (1 + rng.normal(0, 0.05, (len(x), 3)))).astype(np.float32)
         c = self.clump.reshape(-1)[idx]
-        shade = 0.92 + 0.22 * lit.reshape(-1)[idx] - 0.25 * rr2.reshape(-1)[idx] + 0.28 * c - 0.18 * (c < -0.35)
+        shade = 1.06 + 0.22 * lit.reshape(-1)[idx] - 0.25 * rr2.reshape(-1)[idx] + 0.3 * c - 0.18 * (c < -0.35)
         self.img.reshape(3, -1)[:, idx] = colors[who.reshape(-1)[idx]].T * shade
         self.label.reshape(-1)[idx] = TREE
         np.maximum(self.height, top, out=self.height)
