@@ -38,10 +38,14 @@ def _silence() -> None:
     import logging
     import warnings
 
+    import lightning  # noqa: F401  (configures its loggers on import; quiet them afterwards)
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*weights_only.*")
+    os.environ.setdefault("LITLOGGER_DISABLE_TIPS", "1")
 
 
 def _train_one(scheme: str, budget: DemoBudget, seed: int, log_dir: Path, progress: bool):
@@ -163,8 +167,8 @@ def run_demo(out: str | os.PathLike = "demo_out", steps: int | None = None, quic
             with atomic_path(out / f"{name}.ckpt") as ckpt:
                 trainer.save_checkpoint(ckpt)
             print(f"  {name}: mIoU {metrics['miou']:.4f}, OA {metrics['oa']:.4f} ({seconds:.0f} s)", flush=True)
-    table = format_table({n: {k: r[k] for k in ("iou", "miou", "mf1", "oa")} for n, r in results.items()},
-                         list(SYNTHETIC.classes))
+    rows = {n: {"iou": list(r["iou"].values()), "miou": r["miou"], "mf1": r["mf1"], "oa": r["oa"]} for n, r in results.items()}
+    table = format_table(rows, list(SYNTHETIC.classes))
     print()
     print(table)
     summary = {
