@@ -67,12 +67,13 @@ def _eval(info) -> list[int] | None:
 def run_lightning_cli(argv: list[str]) -> CtsegLightningCLI:
     """Run ``fit`` / ``validate`` / ``test`` with ``argv`` (e.g. ``["fit", "--config", "x.yaml"]``)."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0] if saved_argv else "ctseg", *argv]  # LightningCLI reads sys.argv itself
     try:
         return CtsegLightningCLI(
             SegmentationTask,
             L.LightningDataModule,
             subclass_mode_data=True,
-            args=argv,
             seed_everything_default=0,
             trainer_defaults={
                 "precision": default_precision(),
@@ -91,6 +92,8 @@ def run_lightning_cli(argv: list[str]) -> CtsegLightningCLI:
             msg = " ".join(str(err).split())
             raise CtsegError(f"{argv[0]}: {msg}") from None
         raise
+    finally:
+        sys.argv = saved_argv
 
 
 if __name__ == "__main__":
