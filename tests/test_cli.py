@@ -1,0 +1,101 @@
+"""The ``ctseg`` command end to end on tiny settings, and its one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctseg.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+seed_everything: 0
+trainer:
+  max_steps: 2
+  limit_val_batches: 1
+  val_check_interval: 2
+  check_val_every_n_epoch: null
+  enable_progress_bar: false
+  default_root_dir: {root}
+model:
+  model: pf-tiny
+  img_size: 64
+  scheme: {scheme}
+data:
+  class_path: ctseg.data.SyntheticDataModule
+  init_args:
+    train_samples: 4
+    val_samples: 2
+    image_size: 64
+    batch_size: 2
+"""
+
+
+@pytest.mark.parametrize("scheme", ["none", "ct-cl", "ct-infonce", "mscs"])
+def test_fit_tiny_config(tmp_path, scheme):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.format(root=tmp_path / "runs", scheme=scheme))
+    assert main(["fit", "--config", str(cfg)]) == 0
+    ckpts = list((tmp_path / "runs").rglob("last.ckpt"))
+    assert ckpts, "fit must write a last checkpoint"
+    metrics = list((tmp_path / "runs").rglob("metrics.csv"))
+    assert metrics and "val/miou" in metrics[0].read_text()
+
+
+def test_validate_from_checkpoint(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.format(root=tmp_path / "runs", scheme="ct-cl"))
+    assert main(["fit", "--config", str(cfg)]) == 0
+    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+    assert main(["validate", "--config", str(cfg), "--ckpt_path", str(ckpt)]) == 0
+
+
+def test_demo_quick(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| baseline |" in printed and "| ct-cl |" in printed and "mIoU" in printed
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data["runs"]) == {"baseline", "ct-cl"}
+    for run in data["runs"].values():
+        assert 0.0 <= run["miou"] <= 1.0 and len(run["iou"]) == 6
+    for name in ("predictions.png", "curves.png", "baseline.ckpt", "ct-cl.ckpt"):
+        assert (out / name).stat().st_size > 1000
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["fit", "--config", "no/such/file.yaml"], "no/such/file.yaml"),
+        (["fit", "--model.model", "nonexistent-net", "--data", "ctseg.data.SyntheticDataModule"], "nonexistent-net"),
+        (["fit", "--model.scheme", "magic", "--data", "ctseg.data.SyntheticDataModule"], "magic"),
+        (["fit", "--model.bogus_key", "1", "--data", "ctseg.data.SyntheticDataModule"], "bogus_key"),
+        (["prepare", "atlantis", "--src", ".", "--dst", "x"], "atlantis"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x").exists()
+
+
+def test_demo_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["demo", "--quick", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert str(blocker) in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).with_name("ctseg")
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "demo" in res.stdout and "prepare" in res.stdout
