@@ -72,6 +72,7 @@ def _train_one(scheme: str, budget: DemoBudget, seed: int, log_dir: Path, progre
         lr=budget.lr,
         class_names=list(info.classes),
         eval_classes=list(info.eval_classes) if info.eval_classes else None,
+        dataset=info.name,
     )
     steps_per_epoch = max(1, budget.train_samples // budget.batch_size)
     trainer = L.Trainer(
@@ -167,7 +168,10 @@ def run_demo(out: str | os.PathLike = "demo_out", steps: int | None = None, quic
             with atomic_path(out / f"{name}.ckpt") as ckpt:
                 trainer.save_checkpoint(ckpt)
             print(f"  {name}: mIoU {metrics['miou']:.4f}, OA {metrics['oa']:.4f} ({seconds:.0f} s)", flush=True)
-    rows = {n: {"iou": list(r["iou"].values()), "miou": r["miou"], "mf1": r["mf1"], "oa": r["oa"]} for n, r in results.items()}
+    rows = {
+        n: {"iou": list(r["iou"].values()), "miou": r["miou"], "mf1": r["mf1"], "oa": r["oa"]}
+        for n, r in results.items()
+    }
     table = format_table(rows, list(SYNTHETIC.classes))
     print()
     print(table)

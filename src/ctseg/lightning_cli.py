@@ -46,6 +46,7 @@ class CtsegLightningCLI(LightningCLI):
         parser.link_arguments("data.info", "model.ignore_index", compute_fn=_ignore, apply_on="instantiate")
         parser.link_arguments("data.info", "model.class_names", compute_fn=_names, apply_on="instantiate")
         parser.link_arguments("data.info", "model.eval_classes", compute_fn=_eval, apply_on="instantiate")
+        parser.link_arguments("data.info", "model.dataset", compute_fn=_dataset, apply_on="instantiate")
 
 
 def _num_classes(info) -> int:
@@ -58,6 +59,10 @@ def _ignore(info) -> int:
 
 def _names(info) -> list[str]:
     return list(info.classes)
+
+
+def _dataset(info) -> str:
+    return info.name
 
 
 def _eval(info) -> list[int] | None:

@@ -40,6 +40,8 @@ class SegmentationTask(L.LightningModule):
         channels_last: run the model in channels-last memory format.
         compile: wrap the model in ``torch.compile``.
         model_options: extra keyword arguments of :func:`ctseg.models.build_model`.
+        dataset: name of the data set definition (palette, normalisation) the model is trained on; linked from
+            the data module by the CLI and stored in checkpoints for prediction.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class SegmentationTask(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         model_options: dict[str, Any] | None = None,
+        dataset: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
