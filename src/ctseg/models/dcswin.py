@@ -55,9 +55,7 @@ class SeparableConvBNReLU(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, dilation: int = 1):
         super().__init__(
-            nn.Conv2d(
-                in_channels, in_channels, 3, padding=dilation, dilation=dilation, groups=in_channels, bias=False
-            ),
+            nn.Conv2d(in_channels, in_channels, 3, padding=dilation, dilation=dilation, groups=in_channels, bias=False),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),

@@ -359,9 +359,7 @@ def _to_encoder_keys(state: dict[str, Tensor], encoder: Encoder) -> dict[str, Te
     return out
 
 
-def load_encoder_weights(
-    model_or_encoder: nn.Module, path: str | Path, allow_partial: bool = False
-) -> LoadReport:
+def load_encoder_weights(model_or_encoder: nn.Module, path: str | Path, allow_partial: bool = False) -> LoadReport:
     """Load encoder weights from a local file into a :class:`Encoder` (or a model with an ``encoder``).
 
     Reads ``.pth`` / ``.pt`` / ``.bin`` (``torch.load(weights_only=True)``; state dicts nested under
