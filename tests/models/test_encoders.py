@@ -101,3 +101,14 @@ def test_torch_compile_training_step():
     loss = torch.nn.functional.cross_entropy(compiled(x), y)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", ["pf-tiny", "uf-tiny"])
+def test_bfloat16_autocast_forward_backward(name):
+    torch.manual_seed(0)
+    model = build_model(name, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(2, 3, 64, 64))
+    assert torch.isfinite(logits).all()
+    logits.float().logsumexp(1).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -100,7 +100,8 @@ class SharedSpatialAttention(nn.Module):
     """Linear attention over positions; (B, C, H, W) → (B, C, H, W).
 
     Queries and keys are 1×1 convs to C/8 channels (L2-normalised per position), values a 1×1 conv to C
-    channels; ``x + γ · attention``, γ initialised to 0. Computed in float32 (the sums run over all positions).
+    channels; ``x + γ · attention``, γ initialised to 0. The attention runs in float32 with autocast off (its sums
+    run over all positions; it is a small part of the cost).
     """
 
     def __init__(self, channels: int, reduction: int = 8):
@@ -112,18 +113,20 @@ class SharedSpatialAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q = F.normalize(self.query(x).flatten(2).transpose(1, 2).float(), dim=-1)  # (B, HW, C/8)
-        k = F.normalize(self.key(x).flatten(2).transpose(1, 2).float(), dim=-1)  # (B, HW, C/8)
-        v = self.value(x).flatten(2).transpose(1, 2).float()  # (B, HW, C)
-        out = _linear_attention(q, k, v).transpose(1, 2).reshape(b, c, h, w)
-        return x + self.gamma * out.to(x.dtype)
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        with torch.autocast(x.device.type, enabled=False):
+            q = F.normalize(q.flatten(2).transpose(1, 2).float(), dim=-1)  # (B, HW, C/8)
+            k = F.normalize(k.flatten(2).transpose(1, 2).float(), dim=-1)  # (B, HW, C/8)
+            v = v.flatten(2).transpose(1, 2).float()  # (B, HW, C)
+            out = _linear_attention(q, k, v).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.gamma.to(x.dtype) * out.to(x.dtype)
 
 
 class SharedChannelAttention(nn.Module):
     """Linear attention over channels, no weights but γ; (B, C, H, W) → (B, C, H, W).
 
     Each channel is a token whose feature is its flattened map (HW values); queries and keys are those maps
-    L2-normalised, values the raw maps. ``x + γ · attention``, γ initialised to 0; float32 inside.
+    L2-normalised, values the raw maps. ``x + γ · attention``, γ initialised to 0; float32 inside, autocast off.
     """
 
     def __init__(self):
@@ -132,14 +135,15 @@ class SharedChannelAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        v = x.flatten(2).float()  # (B, C, HW)
-        q = F.normalize(v, dim=-1)
-        # Channels are few and positions many: form the (C, C) similarity first, never a (HW, HW) matrix.
-        similarity = q @ q.transpose(1, 2)  # (B, C, C)
-        numerator = v.sum(dim=1, keepdim=True) + similarity @ v  # (B, C, HW)
-        denominator = c + similarity.sum(dim=-1, keepdim=True)  # (B, C, 1)
-        out = (numerator / (denominator + 1e-6)).reshape(b, c, h, w)
-        return x + self.gamma * out.to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            v = x.flatten(2).float()  # (B, C, HW)
+            q = F.normalize(v, dim=-1)
+            # Channels are few and positions many: form the (C, C) similarity first, never a (HW, HW) matrix.
+            similarity = q @ q.transpose(1, 2)  # (B, C, C)
+            numerator = v.sum(dim=1, keepdim=True) + similarity @ v  # (B, C, HW)
+            denominator = c + similarity.sum(dim=-1, keepdim=True)  # (B, C, 1)
+            out = (numerator / (denominator + 1e-6)).reshape(b, c, h, w)
+        return x + self.gamma.to(x.dtype) * out.to(x.dtype)
 
 
 class DCSwinDecoder(nn.Module):

@@ -329,7 +329,15 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 def _strip_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], bool]:
     """Find the encoder's tensors in ``state``; returns (tensors, True if they are in ctseg's own format)."""
-    for prefix in ("", "encoder.", "net.encoder.", "model.encoder.", "module.encoder.", "module.net.encoder."):
+    for prefix in (
+        "",
+        "encoder.",
+        "net.encoder.",
+        "model.encoder.",
+        "module.encoder.",
+        "module.net.encoder.",
+        "_orig_mod.encoder.",  # a torch.compile'd Segmentor
+    ):
         if any(k.startswith(prefix + "body.") for k in state):
             return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, True
     for prefix in ("module.", "backbone.", "encoder."):
