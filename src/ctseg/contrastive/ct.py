@@ -38,27 +38,51 @@ class ProjectionHead(nn.Sequential):
         super().__init__(nn.Linear(in_channels, proj_dim), nn.GELU(), nn.Linear(proj_dim, proj_dim))
 
 
-def _gather_global(tensors: list[Tensor]) -> list[Tensor]:
-    """All-gather along dim 1 across DDP ranks, with gradient (identity when not distributed)."""
+class _AllGatherDim1(torch.autograd.Function):
+    """Concatenate every rank's tensor along dim 1; backward sums the incoming gradients over ranks
+    (every rank computes the same global loss) and returns this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        ctx.rank, ctx.width = dist.get_rank(), t.shape[1]
+        return _gather_no_grad(t)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad.narrow(1, ctx.rank * ctx.width, ctx.width)
+
+
+def _distributed() -> bool:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensors
-    from torch.distributed.nn.functional import all_gather
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
+
+def _gather_global(tensors: list[Tensor]) -> list[Tensor]:
+    """All-gather along dim 1 across DDP ranks, with gradient where needed (identity when not distributed)."""
+    if not _distributed():
+        return tensors
     out = []
     for t in tensors:
-        parts = all_gather(t) if t.requires_grad else _all_gather_no_grad(t)
-        out.append(torch.cat(list(parts), dim=1))
+        if t.requires_grad:
+            out.append(_AllGatherDim1.apply(t))
+        else:
+            out.append(_gather_no_grad(t))
     return out
 
 
-def _all_gather_no_grad(t: Tensor) -> list[Tensor]:
+def _gather_no_grad(t: Tensor) -> Tensor:
     import torch.distributed as dist
 
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
-    return parts
+    return torch.cat(parts, dim=1)
 
 
 class PatchContrastiveLoss(nn.Module):
@@ -219,8 +243,9 @@ class PatchContrastiveLoss(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         k = self.num_classes
         eligible = self._eligible(count, stride)
-        index, valid, n_eligible = sample_eligible(eligible, self.samples_per_class, generator)
+        index, valid, n_eligible = self._sample(eligible, generator)
         z = self._embed(s, feat, index)
+        detail = {"index": index, "valid": valid} if self.keep_details else {}
         if self.gather_across_ranks:
             z, valid, n_eligible = self._gather(z, valid, n_eligible)
         present = (n_eligible[:k] >= self.min_samples) & (n_eligible[k:] >= self.min_samples)
@@ -252,8 +277,13 @@ class PatchContrastiveLoss(nn.Module):
             class_active = present & pos_keep.any(-1) & neg_keep.any(-1)
         stage_loss = masked_mean(per_class, class_active, dim=0)
         stat = torch.stack([class_active.sum(), pos_keep.sum(), neg_keep.sum()])
-        detail = {"index": index, "valid": valid, "present": present} if self.keep_details else {}
+        if self.keep_details:
+            detail["present"] = present
         return stage_loss, class_active.any(), stat, detail
+
+    def _sample(self, eligible: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Sampling step (``(2K, N)`` eligibility → index, validity, eligible counts); a hook for tests."""
+        return sample_eligible(eligible, self.samples_per_class, generator)
 
     def _embed(self, s: int, feat: Tensor, index: Tensor) -> Tensor:
         """L2-normalised projections of the sampled patches: ``index (2K, k)`` → ``(2K, k, D)`` float32.
@@ -277,9 +307,9 @@ class PatchContrastiveLoss(nn.Module):
     def _gather(self, z: Tensor, valid: Tensor, n_eligible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Concatenate every rank's samples per class and move the valid ones to the front (stable)."""
         z, valid = _gather_global([z, valid])
-        import torch.distributed as dist
+        if _distributed():
+            import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             n_eligible = n_eligible.clone()
             dist.all_reduce(n_eligible)
         order = (~valid).to(torch.int8).argsort(dim=1, stable=True)
