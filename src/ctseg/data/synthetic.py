@@ -15,8 +15,8 @@
 
 Buildings, trees, cars and clutter cast shadows in one sun direction per scene; shadows darken (and tint blue)
 whatever lies underneath and never change its label. Multi-octave value noise gives the textures; each scene
-gets its own illumination gain, colour cast, gamma, a low-frequency brightness field, a slight blur and
-Gaussian sensor noise. Everything is vectorised numpy over object windows (no per-pixel Python loops); a 256²
+gets its own illumination gain, colour cast, tone curve, a low-frequency brightness field, a slight blur
+and zero-mean sensor noise. Everything is vectorised numpy over object windows (no per-pixel Python loops); a 256²
 scene takes a few milliseconds.
 
 :class:`SyntheticAerialDataset` serves deterministic, cached scenes normalised like ImageNet
@@ -173,8 +173,8 @@ class _Scene:
         base = base * np.float32(rng.uniform(0.85, 1.15))
         dry = np.array([0.52, 0.48, 0.32], dtype=np.float32) * np.float32(rng.uniform(0.85, 1.1))
         self.grass_color = base
-        self.low = _value_noise(rng, n, max(1, int(3 / self.s)), octaves=3)
-        self.mid = _value_noise(rng, n, max(2, int(16 / self.s)), octaves=2)
+        self.low = _value_noise(rng, n, max(1, round(n / (85 * self.s))), octaves=3)
+        self.mid = _value_noise(rng, n, max(2, round(n / (16 * self.s))), octaves=2)
         self.wobble = 1 + 0.15 * self.mid + 0.08 * self.clump  # crown edges: radius factor
         # dry patches: the transposed low-frequency field, a different pattern for free
         dryness = (self.low.T - np.float32(rng.uniform(-0.1, 0.4))) * np.float32(3.0)
