@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ctseg.errors import CtsegError
 from ctseg.metrics import SegmentationMetrics
 from ctseg.models import build_model
 from ctseg.schemes import DEFAULT_WEIGHTS, build_scheme
@@ -42,6 +43,8 @@ class SegmentationTask(L.LightningModule):
         model_options: extra keyword arguments of :func:`ctseg.models.build_model`.
         dataset: name of the data set definition (palette, normalisation) the model is trained on; linked from
             the data module by the CLI and stored in checkpoints for prediction.
+        check_finite_every_n_steps: stop training when a loss term is NaN / inf, checked every N steps
+            (each check is one host sync; 0 disables it).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class SegmentationTask(L.LightningModule):
         compile: bool = False,
         model_options: dict[str, Any] | None = None,
         dataset: str | None = None,
+        check_finite_every_n_steps: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -117,12 +121,31 @@ class SegmentationTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self.compute_losses(batch)
+        every = self.hparams.check_finite_every_n_steps
+        if every and self.global_step % every == 0:
+            self._check_finite(out)
         bs = batch["image"].shape[0]
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         self.log("train/seg", out["seg"], batch_size=bs)
         if "contrastive" in out:
             self.log("train/contrastive", out["contrastive"], prog_bar=True, batch_size=bs)
         return out["loss"]
+
+    def _check_finite(self, out: dict[str, Tensor]) -> None:
+        """Stop with a one-line error naming the step and the term when a loss is NaN or infinite.
+
+        Raised before backward and the optimiser step, so the weights and the last checkpoint stay good.
+        """
+        terms = [("segmentation", out["seg"])]
+        if "contrastive" in out:
+            terms.append(("contrastive", out["contrastive"]))
+        flags = torch.stack([torch.isfinite(t) for _, t in terms]).cpu()  # one host sync
+        for (name, value), ok in zip(terms, flags.tolist(), strict=True):
+            if not ok:
+                raise CtsegError(
+                    f"non-finite {name} loss ({float(value.detach())}) at step {self.global_step}; training stopped, "
+                    "the last checkpoint is kept — lower the learning rate or check the data"
+                )
 
     def _eval_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str) -> None:
         x, y = self._prep(batch["image"]), batch["mask"]

@@ -1,0 +1,81 @@
+"""SegmentationTask: losses, non-finite stop, export without projection heads."""
+
+import lightning as L
+import pytest
+import torch
+
+from ctseg.checkpoints import export_model, load_model
+from ctseg.errors import CtsegError
+from ctseg.training import SegmentationTask
+
+
+def batch(b=2, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, 6, (b, size // 16, size // 16), generator=g)
+    return {
+        "image": torch.randn(b, 3, size, size, generator=g),
+        "mask": coarse.repeat_interleave(16, 1).repeat_interleave(16, 2),
+    }
+
+
+@pytest.mark.parametrize("scheme", ["none", "ct-cl", "ct-infonce", "ms", "mscs"])
+def test_losses_and_weights(scheme):
+    task = SegmentationTask(model="pf-tiny", img_size=64, scheme=scheme)
+    out = task.compute_losses(batch())
+    assert torch.isfinite(out["loss"])
+    if scheme == "none":
+        assert task.contrastive is None and "contrastive" not in out
+    else:
+        expected = 0.1 if scheme.startswith("ms") else 1.0
+        assert task.contrastive_weight == expected
+        torch.testing.assert_close(out["loss"], out["seg"] + expected * out["contrastive"])
+        out["loss"].backward()
+        assert all(p.grad is not None for p in task.contrastive.parameters() if p.requires_grad)
+
+
+def test_unknown_scheme_is_one_line_error():
+    with pytest.raises(CtsegError, match="unknown scheme 'magic'.*ct-cl"):
+        SegmentationTask(model="pf-tiny", scheme="magic")
+
+
+def test_non_finite_loss_names_step_and_term():
+    task = SegmentationTask(model="pf-tiny", img_size=64, scheme="ct-cl")
+    bad = batch()
+    bad["image"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(CtsegError, match=r"non-finite segmentation loss .* at step 0"):
+        task.training_step(bad, 0)
+
+
+def test_export_has_no_heads_and_same_logits(tmp_path):
+    task = SegmentationTask(model="pf-tiny", img_size=64, scheme="ct-cl", dataset="synthetic")
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, max_steps=0, enable_progress_bar=False)
+    trainer.strategy.connect(task)
+    ckpt = tmp_path / "train.ckpt"
+    trainer.save_checkpoint(ckpt)
+    raw = torch.load(ckpt, weights_only=False)
+    assert any(k.startswith("contrastive.") for k in raw["state_dict"])
+    out = export_model(ckpt, tmp_path / "model.pt")
+    exported = torch.load(out, weights_only=False)
+    assert not any("contrastive" in k or "heads" in k for k in exported["state_dict"])
+    n_model = sum(p.numel() for p in task.net.parameters())
+    assert sum(v.numel() for k, v in exported["state_dict"].items() if "num_batches" not in k) >= n_model
+    x = batch()["image"]
+    task.eval()
+    with torch.no_grad():
+        ref = task(x)
+        a = load_model(ckpt).model(x)
+        b = load_model(out).model(x)
+    assert torch.equal(a, ref) and torch.equal(b, ref)
+    assert load_model(out).dataset == "synthetic"
+
+
+def test_load_model_refuses_foreign_files(tmp_path):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CtsegError, match="junk.ckpt"):
+        load_model(junk)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CtsegError, match="not a ctseg checkpoint"):
+        load_model(tmp_path / "other.pt")
+    with pytest.raises(CtsegError, match="does not exist"):
+        load_model(tmp_path / "missing.ckpt")
