@@ -102,3 +102,33 @@ def test_unreadable_file_is_named(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CtsegError, match="broken.pth: cannot read weights"):
         load_encoder_weights(Encoder("ctseg_poolformer_tiny"), path)
+
+
+def _to_original_poolformer_keys(state):
+    """timm MetaFormer keys → the original PoolFormer release's (``network.{2i}.{j}…``, ``patch_embed.proj``)."""
+    original = {}
+    for key, value in state.items():
+        key = key.replace("stem.conv", "patch_embed.proj").replace("head.norm", "norm").replace("head.fc", "head")
+        if m := re.match(r"stages\.(\d+)\.downsample\.conv\.(.*)", key):
+            key = f"network.{2 * int(m[1]) - 1}.proj.{m[2]}"
+        if m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)", key):
+            rest = re.sub(r"layer_scale(\d)\.scale", r"layer_scale_\1", m[3])
+            value = value.flatten() if "layer_scale_" in rest else value
+            key = f"network.{2 * int(m[1])}.{m[2]}.{rest}"
+        original[key] = value
+    return original
+
+
+def test_original_poolformer_release_format_is_converted(tmp_path):
+    encoder = Encoder("ctseg_poolformer_tiny")
+    full = encoder.full_model("cpu")
+    original = _to_original_poolformer_keys(full.state_dict())
+    assert "network.0.0.layer_scale_1" in original and "network.1.proj.weight" in original
+    path = tmp_path / "poolformer.pth.tar"
+    torch.save(original, path)
+    report = load_encoder_weights(encoder, path)
+    assert report.loaded == report.total
+    torch.testing.assert_close(encoder.body.stages_1.downsample.conv.weight, full.stages[1].downsample.conv.weight)
+    torch.testing.assert_close(
+        encoder.body.stages_2.blocks[0].layer_scale1.scale, full.stages[2].blocks[0].layer_scale1.scale
+    )
