@@ -85,16 +85,23 @@ class SegmentationTask(L.LightningModule):
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, eval_classes=self.eval_classes)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self._compiled = None
+        self._compiled: tuple | None = None
 
     # ---------------------------------------------------------------- model
     def configure_model(self) -> None:
         if self.hparams.compile and self._compiled is None:
-            # kept out of the module tree so checkpoints hold each parameter once
-            self.__dict__["_compiled"] = torch.compile(self.net)
+            # Encoder and decoder are compiled separately (the step calls them apart so CT sees the stage
+            # features); the compiled wrappers stay out of the module tree so checkpoints hold each weight once.
+            self.__dict__["_compiled"] = (torch.compile(self.net.encoder), torch.compile(self.net.decoder))
 
-    def _net(self):
-        return self._compiled if self._compiled is not None else self.net
+    def _encode_decode(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        if self._compiled is None:
+            feats = self.net.encode(x)
+            return feats, self.net.decode(feats, x.shape[-2:])
+        self.net.check_input(x)
+        encoder, decoder = self._compiled
+        feats = encoder(x)
+        return feats, decoder(list(feats), tuple(x.shape[-2:]))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -106,9 +113,7 @@ class SegmentationTask(L.LightningModule):
     def compute_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``{"loss", "seg", "contrastive"}`` for one batch (one forward through encoder and decoder)."""
         x, y = self._prep(batch["image"]), batch["mask"]
-        net = self._net()
-        feats = net.encode(x)
-        logits = net.decode(feats, x.shape[-2:])
+        feats, logits = self._encode_decode(x)
         seg = self.seg_loss(logits, y)
         out = {"seg": seg, "logits": logits}
         if self.contrastive is not None:
