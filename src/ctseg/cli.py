@@ -4,6 +4,10 @@ Subcommands:
     fit | validate | test   LightningCLI with YAML configs (``--config FILE`` and dotted overrides)
     demo                    baseline vs CT on built-in synthetic data, table + figures (CPU, minutes)
     prepare                 turn a data set download into crops (potsdam | vaihingen | dubai)
+    predict                 segment GeoTIFF / PNG / JPEG files by sliding windows (ctseg.predict)
+    export                  write the inference-only model of a checkpoint (ctseg.checkpoints)
+    grid                    configs × seeds: fit, test the best checkpoint, results.json (ctseg.grid)
+    report                  Table 1 (Markdown + CSV) and figures from results.json files (ctseg.report)
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Training: ctseg fit --config configs/demo/ct-cl.yaml [--trainer.max_epochs 5 ...] "
         "(also: validate, test; see ctseg fit --help).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{fit,validate,test,demo,prepare}")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,validate,test,demo,prepare,predict,export,grid,report}")
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} with a YAML config", add_help=False)
 
@@ -56,7 +60,53 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--resize", type=int, default=None, help="resize crops to this size (0: keep)")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing, different destination")
+
+    pred = sub.add_parser("predict", help="segment GeoTIFF / PNG / JPEG files with a trained model")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="images: .tif/.tiff (rasterio) or PNG/JPEG")
+    pred.add_argument("--ckpt", required=True, help="checkpoint from 'ctseg fit' or 'ctseg export'")
+    pred.add_argument("--out", required=True, help="output folder for <stem>_pred.tif / <stem>_pred.png")
+    pred.add_argument("--tta", action="store_true", help="average over horizontal and vertical flips (3x time)")
+    pred.add_argument("--window", type=int, default=512, help="window side in pixels, multiple of 32 (512)")
+    pred.add_argument("--overlap", type=float, default=0.25, help="window overlap as a fraction in [0, 1) (0.25)")
+    pred.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (8)")
+    pred.add_argument("--color", action=argparse.BooleanOptionalAction, default=True,
+                      help="also write the colour PNG <stem>_pred.png (default: on)")  # fmt: skip
+    pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    pred.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto)")
+    pred.add_argument("--dataset", default=None, help="palette / normalisation to use (default: the checkpoint's)")
+
+    exp = sub.add_parser("export", help="write the inference-only model (no projection heads, no optimiser)")
+    exp.add_argument("ckpt", metavar="CKPT", help="checkpoint written by 'ctseg fit'")
+    exp.add_argument("out", metavar="OUT", help="output file (e.g. model.pt)")
+
+    grid = sub.add_parser(
+        "grid",
+        help="run configs x seeds (fit + test), one results.json per run",
+        epilog="Overrides for every run follow '--', e.g.: ctseg grid --configs a.yaml -- --trainer.max_epochs 5",
+    )
+    grid.add_argument("--configs", nargs="+", required=True, metavar="CFG", help="LightningCLI YAML configs")
+    grid.add_argument("--seeds", type=int, default=3, help="seeds per config: first-seed … first-seed+N-1 (3)")
+    grid.add_argument("--first-seed", type=int, default=0, help="first seed (0)")
+    grid.add_argument("--out", default="runs/grid", help="runs go to OUT/<config stem>/seed<N> (runs/grid)")
+    grid.add_argument("--data-seed", action="store_true", help="also seed the data module's shuffling with N")
+    grid.add_argument("--dry-run", action="store_true", help="list the planned runs and commands; run nothing")
+
+    rep = sub.add_parser("report", help="Table 1 (table.md, table.csv) and figures from results.json files")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders searched for results.json")
+    rep.add_argument("--out", required=True, help="output folder")
+    rep.add_argument("--highlight", default="ct-cl", help="scheme compared with the baseline in the figures (ct-cl)")
+    rep.add_argument("--crops", type=int, default=4, help="validation crops in qualitative.png (4)")
+    rep.add_argument("--sample-class", default=None, help="class shown in patch_sampling.png (default: automatic)")
+    rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for the figures")
     return parser
+
+
+def _split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``[..., "--", extra...]`` → (before, extra)."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
             return _run_lightning(argv)
+        argv, extra = _split_extra(argv) if argv and argv[0] == "grid" else (argv, [])
         args = _parser().parse_args(argv)
         if args.command == "demo":
             from ctseg.demo import run_demo
@@ -85,6 +136,57 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overwrite=args.overwrite,
             )
             print(f"prepared data in {dst}")
+            return 0
+        if args.command == "predict":
+            from ctseg.predict import run_predict
+
+            written = run_predict(
+                args.ckpt,
+                args.inputs,
+                args.out,
+                tta=args.tta,
+                window=args.window,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                color=args.color,
+                overwrite=args.overwrite,
+                device=args.device,
+                dataset=args.dataset,
+            )
+            for path in written:
+                print(f"wrote {path}")
+            return 0
+        if args.command == "export":
+            from ctseg.checkpoints import export_model
+
+            print(f"wrote {export_model(args.ckpt, args.out)}")
+            return 0
+        if args.command == "grid":
+            from ctseg.grid import run_grid
+
+            run_grid(
+                args.configs,
+                args.seeds,
+                args.out,
+                first_seed=args.first_seed,
+                data_seed=args.data_seed,
+                dry_run=args.dry_run,
+                extra=extra,
+            )
+            return 0
+        if args.command == "report":
+            from ctseg.report import make_report
+
+            written = make_report(
+                args.run_dirs,
+                args.out,
+                highlight=args.highlight,
+                crops=args.crops,
+                sample_class=args.sample_class,
+                device=args.device,
+            )
+            for path in written:
+                print(f"wrote {path}")
             return 0
         _parser().print_help()
         return 2

@@ -1,0 +1,264 @@
+"""``ctseg grid``: every config × several seeds, each trained, then tested on its best checkpoint.
+
+Run ``(config, seed)`` lives in ``OUT/<config stem>/seed<N>/`` and is exactly ``ctseg fit --config CONFIG
+--seed_everything N --trainer.default_root_dir OUT/<stem>/seed<N> [extra overrides]``, run in-process through
+the same LightningCLI (``run=False``), followed by ``trainer.test`` on the best checkpoint (highest
+``val/miou``; the last one when no best was recorded). The test split is the validation split for the ISPRS /
+Dubai data modules (the paper's protocol: the 14 Potsdam test tiles) and the held-out test scenes for the
+synthetic set. Logs go to a CSV logger in the run folder (``lightning_logs/version_*/metrics.csv``) unless the
+config names another logger.
+
+The run ends with ``results.json`` (written atomically, last)::
+
+    {"format": "ctseg-results", "version": 1, "config": "configs/potsdam/ds-cl.yaml", "config_name": "ds-cl",
+     "dataset": "potsdam", "model": "ds-paper", "scheme": "ct-cl", "seed": 0, "split": "test",
+     "class_names": [...], "eval_classes": [...] | null,
+     "miou": 0.77, "mf1": 0.86, "oa": 0.89, "iou": {class: value}, "f1": {class: value},   # NaN → null
+     "checkpoint": "/abs/path/best-….ckpt", "checkpoint_kind": "best" | "last", "checkpoint_sha256": "…",
+     "wall_seconds": …, "fit_seconds": …, "test_seconds": …, "log_dir": "…",
+     "data": {"class_path": …, "init_args": {…}}, "cwd": "…", "overrides": [...]}
+
+A run whose ``results.json`` exists is skipped, so an interrupted grid resumes where it stopped (a run killed
+half-way is started again from scratch). Config stems must be unique within one grid; run each data set's
+configs into its own ``--out`` (``runs/grid/potsdam``, ``runs/grid/vaihingen`` …).
+
+Seeds: ``seed_everything N`` seeds the initialisation, dropout / drop-path and the sampling of the CT scheme.
+The data modules shuffle and augment with their own ``seed`` argument (from the config), the same for every
+run unless ``data_seed=True`` (``--data-seed``) passes ``N`` there as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctseg.errors import CtsegError
+from ctseg.io import ensure_writable_dir, write_json_atomic
+
+__all__ = ["PlannedRun", "plan_grid", "run_grid", "run_one", "sha256_file"]
+
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    config: Path
+    seed: int
+    run_dir: Path
+    data_seed: bool = False
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / RESULTS).is_file()
+
+    def fit_args(self, extra: Sequence[str] = ()) -> list[str]:
+        """LightningCLI arguments of this run (without the ``fit`` subcommand)."""
+        return [
+            "--config",
+            str(self.config),
+            "--seed_everything",
+            str(self.seed),
+            "--trainer.default_root_dir",
+            str(self.run_dir),
+            *(["--data.init_args.seed", str(self.seed)] if self.data_seed else []),
+            *extra,
+        ]
+
+    def command(self, extra: Sequence[str] = ()) -> str:
+        """The equivalent shell command (fit only; the grid tests the best checkpoint afterwards)."""
+        return shlex.join(["ctseg", "fit", *self.fit_args(extra)])
+
+
+def plan_grid(
+    configs: Sequence[str | os.PathLike],
+    seeds: int,
+    out: str | os.PathLike,
+    first_seed: int = 0,
+    data_seed: bool = False,
+) -> list[PlannedRun]:
+    """The runs of a grid, config-major (all seeds of the first config first)."""
+    if not configs:
+        raise CtsegError("no configs given; pass --configs FILE [FILE ...]")
+    if seeds < 1:
+        raise CtsegError(f"--seeds must be at least 1, got {seeds}")
+    out = Path(out)
+    stems: dict[str, Path] = {}
+    runs = []
+    for cfg in map(Path, configs):
+        if not cfg.is_file():
+            raise CtsegError(f"config {cfg} does not exist")
+        if cfg.stem in stems:
+            raise CtsegError(
+                f"configs {stems[cfg.stem]} and {cfg} share the name {cfg.stem!r}; "
+                "run them into different --out folders"
+            )
+        stems[cfg.stem] = cfg
+        for seed in range(first_seed, first_seed + seeds):
+            runs.append(PlannedRun(cfg, seed, out / cfg.stem / f"seed{seed}", data_seed))
+    return runs
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build_cli(args: list[str], run_dir: Path):
+    """The ``ctseg fit`` LightningCLI for ``args``, instantiated but not run."""
+    import lightning as L
+
+    from ctseg.lightning_cli import CtsegLightningCLI, default_precision
+    from ctseg.training import SegmentationTask
+
+    os.environ.setdefault("LITLOGGER_DISABLE_TIPS", "1")
+    saved_argv = sys.argv
+    sys.argv = saved_argv[:1]  # LightningCLI warns when it sees both sys.argv and args
+    try:
+        return CtsegLightningCLI(
+            SegmentationTask,
+            L.LightningDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            trainer_defaults={
+                "precision": default_precision(),
+                "gradient_clip_val": 1.0,
+                "default_root_dir": str(run_dir),
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": str(run_dir), "name": "lightning_logs"},
+                },
+            },
+            parser_kwargs={"exit_on_error": False},
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=False,
+        )
+    except CtsegError:
+        raise
+    except Exception as err:  # jsonargparse / config errors → one line
+        if type(err).__name__ in ("ArgumentError", "NSKeyError") or "jsonargparse" in type(err).__module__:
+            raise CtsegError(f"grid: {' '.join(str(err).split())}") from None
+        raise
+    finally:
+        sys.argv = saved_argv
+
+
+def _plain(value: Any) -> Any:
+    """Namespaces / tuples / paths → JSON-ready values."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def run_one(run: PlannedRun, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Train, test the best checkpoint and write ``results.json`` for one run; returns the results."""
+    start = time.perf_counter()
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    cli = _build_cli(run.fit_args(extra), run.run_dir)
+    trainer, task, dm = cli.trainer, cli.model, cli.datamodule
+    trainer.fit(task, datamodule=dm)
+    fit_seconds = time.perf_counter() - start
+    cb = trainer.checkpoint_callback
+    ckpt, kind = None, None
+    if cb is not None and getattr(cb, "best_model_path", "") and Path(cb.best_model_path).is_file():
+        ckpt, kind = Path(cb.best_model_path), "best"
+    elif cb is not None and getattr(cb, "last_model_path", "") and Path(cb.last_model_path).is_file():
+        ckpt, kind = Path(cb.last_model_path), "last"
+    t_test = time.perf_counter()
+    scores = trainer.test(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, verbose=False)
+    test_seconds = time.perf_counter() - t_test
+    scores = scores[0] if scores else {}
+    hp = task.hparams
+    names = list(task.class_names)
+    results: dict[str, Any] = {
+        "format": "ctseg-results",
+        "version": 1,
+        "config": str(run.config),
+        "config_name": run.config.stem,
+        "dataset": hp.get("dataset"),
+        "model": hp.get("model"),
+        "scheme": hp.get("scheme"),
+        "seed": run.seed,
+        "split": "test",
+        "class_names": names,
+        "eval_classes": task.eval_classes,
+        "miou": _num(scores.get("test/miou")),
+        "mf1": _num(scores.get("test/mf1")),
+        "oa": _num(scores.get("test/oa")),
+        "iou": {n: _num(scores.get(f"test/iou_{n}")) for n in names},
+        "f1": {n: _num(scores.get(f"test/f1_{n}")) for n in names},
+        "checkpoint": str(ckpt.resolve()) if ckpt else None,
+        "checkpoint_kind": kind,
+        "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,
+        "wall_seconds": round(time.perf_counter() - start, 2),
+        "fit_seconds": round(fit_seconds, 2),
+        "test_seconds": round(test_seconds, 2),
+        "log_dir": str(Path(trainer.log_dir).resolve()) if trainer.log_dir else None,
+        "data": _plain(cli.config.get("data")),
+        "cwd": os.getcwd(),
+        "overrides": list(extra),
+    }
+    write_json_atomic(run.run_dir / RESULTS, results)
+    return results
+
+
+def run_grid(
+    configs: Sequence[str | os.PathLike],
+    seeds: int = 3,
+    out: str | os.PathLike = "runs/grid",
+    *,
+    first_seed: int = 0,
+    data_seed: bool = False,
+    dry_run: bool = False,
+    extra: Sequence[str] = (),
+) -> list[PlannedRun]:
+    """Run (or, with ``dry_run``, list) the grid; finished runs are skipped. Returns the planned runs.
+
+    ``data_seed``: also pass the seed to the data module (``--data.init_args.seed N``), so that the training
+    order and augmentation differ between seeds too (for the synthetic set it also picks other scenes).
+    """
+    runs = plan_grid(configs, seeds, out, first_seed, data_seed)
+    todo = [r for r in runs if not r.done]
+    print(f"grid: {len(runs)} runs ({len(configs)} configs × {seeds} seeds), {len(runs) - len(todo)} done", flush=True)
+    for run in runs:
+        state = "done" if run.done else "todo"
+        print(f"  [{state}] {run.config.stem} seed {run.seed} → {run.run_dir}" + ("" if not dry_run else
+             f"\n         {run.command(extra)}"))  # fmt: skip
+    if dry_run:
+        return runs
+    ensure_writable_dir(out, "grid output folder")
+    for n, run in enumerate(todo, 1):
+        print(f"grid: run {n}/{len(todo)}: {run.config.stem} seed {run.seed}", flush=True)
+        res = run_one(run, extra)
+        miou = res["miou"]
+        print(f"grid: {run.config.stem} seed {run.seed}: mIoU {miou if miou is None else f'{miou:.4f}'} "
+             f"({res['wall_seconds']:.0f} s) → {run.run_dir / RESULTS}", flush=True)  # fmt: skip
+    return runs
