@@ -1,0 +1,148 @@
+"""``ctseg grid`` (dry run, one real tiny run, resume) and ``ctseg report`` (Table 1 numbers, figures)."""
+
+import csv
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+from ctseg_tiny import tiny_run
+from PIL import Image
+
+from ctseg.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"]
+#: (model, scheme) → mIoU of seeds 0, 1, 2 …; per-class IoU of a run = mIoU + 0.01 · class index.
+FAKE = {
+    ("pf-paper", "none"): [0.70, 0.72, 0.77],
+    ("pf-paper", "ct-cl"): [0.74, 0.75],
+    ("pf-paper", "ct-infonce"): [0.71],
+    ("ds-paper", "none"): [0.60, 0.64],
+    ("ds-paper", "ct-cl"): [0.66, 0.62],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-grid")
+
+
+@pytest.fixture
+def fake_runs(tmp_path, tiny):
+    """Hand-written results.json files with known numbers (checkpoint and CSV log of the tiny run)."""
+    real = json.loads((tiny / "results.json").read_text())
+    log = next(tiny.rglob("metrics.csv"))
+    root = tmp_path / "runs"
+    for (model, scheme), mious in FAKE.items():
+        for seed, miou in enumerate(mious):
+            run = root / f"{model}-{scheme}" / f"seed{seed}"
+            run.mkdir(parents=True)
+            res = {
+                **real,
+                "config_name": f"{model}-{scheme}",
+                "dataset": "synthetic",
+                "model": model,
+                "scheme": scheme,
+                "seed": seed,
+                "miou": miou,
+                "mf1": miou + 0.1,
+                "oa": 0.9,
+                "iou": {c: miou + 0.01 * i for i, c in enumerate(CLASSES)},
+            }
+            (run / "results.json").write_text(json.dumps(res))
+            shutil.copy(log, run / "metrics.csv")
+    return root
+
+
+def test_tiny_grid_run_writes_results(tiny):
+    res = json.loads((tiny / "results.json").read_text())
+    for key in ("miou", "mf1", "oa", "iou", "f1", "config_name", "model", "scheme", "seed", "dataset",
+                "wall_seconds", "checkpoint", "checkpoint_sha256"):  # fmt: skip
+        assert key in res, key
+    assert (res["model"], res["scheme"], res["seed"], res["dataset"]) == ("pf-tiny", "ct-cl", 0, "synthetic")
+    assert set(res["iou"]) == set(CLASSES) and 0.0 <= res["miou"] <= 1.0
+    assert res["checkpoint_kind"] == "best" and len(res["checkpoint_sha256"]) == 64
+    from ctseg.grid import sha256_file
+
+    assert sha256_file(res["checkpoint"]) == res["checkpoint_sha256"]
+    assert "train/seg" in next(tiny.rglob("metrics.csv")).read_text()
+
+
+def test_grid_resumes_and_dry_run_lists(tiny, capsys, tmp_path):
+    base = tiny.parent.parent
+    cfg = base / "tiny-ct-cl.yaml"
+    before = (tiny / "results.json").stat().st_mtime_ns
+    assert main(["grid", "--configs", str(cfg), "--seeds", "1", "--out", str(base)]) == 0
+    assert (tiny / "results.json").stat().st_mtime_ns == before  # finished runs are skipped
+    capsys.readouterr()
+    out = tmp_path / "plan"
+    paper = str(REPO / "configs/potsdam/pf-cl.yaml")
+    argv = ["grid", "--configs", str(cfg), paper, "--seeds", "3", "--out", str(out)]
+    assert main([*argv, "--dry-run", "--", "--trainer.max_epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 runs" in printed
+    for stem in ("tiny-ct-cl", "pf-cl"):
+        for seed in range(3):
+            assert f"{out / stem / f'seed{seed}'}" in printed
+    assert "--seed_everything 2" in printed and "--trainer.max_epochs 1" in printed
+    assert not out.exists()
+
+
+def test_grid_rejects_clashing_config_names(tmp_path, capsys):
+    argv = ["grid", "--configs", str(REPO / "configs/potsdam/pf-cl.yaml"), str(REPO / "configs/dubai/pf-cl.yaml")]
+    assert main(argv) == 2
+    assert "pf-cl" in capsys.readouterr().err
+
+
+def _csv_rows(path):
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0]
+    return {(r[0], r[1]): dict(zip(header[2:], r[2:], strict=True)) for r in rows[1:]}
+
+
+def test_report_numbers_and_figures(fake_runs, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(fake_runs), "--out", str(out), "--highlight", "ct-cl", "--device", "cpu"]) == 0
+    rows = _csv_rows(out / "table.csv")
+    labels = {"pf-paper": "PF", "ds-paper": "DS", "none": "baseline", "ct-cl": "CL", "ct-infonce": "InfoNCE"}
+    for (model, scheme), mious in FAKE.items():
+        col = f"{labels[model]} {labels[scheme]}"
+        assert rows[("synthetic", "runs (seeds)")][col] == str(len(mious))
+        assert float(rows[("synthetic", "mIoU")][col]) == pytest.approx(statistics.mean(mious), abs=1e-6)
+        std = rows[("synthetic", "mIoU std")][col]
+        if len(mious) > 1:
+            assert float(std) == pytest.approx(statistics.stdev(mious), abs=1e-6)  # sample std, ddof = 1
+        else:
+            assert std == ""
+        for i, c in enumerate(CLASSES):
+            star = "*" if c == "clutter" else ""
+            got = float(rows[("synthetic", f"IoU {c}{star}")][col])
+            assert got == pytest.approx(statistics.mean(mious) + 0.01 * i, abs=1e-6)
+    md = (out / "table.md").read_text()
+    assert "| | DS baseline | DS CL | PF baseline | PF CL | PF InfoNCE |" in md
+    assert "| mIoU | 0.620 | **0.640** | 0.730 | **0.745** | 0.710 |" in md
+    assert "| mIoU std | 0.0283 | 0.0283 | 0.0361 | 0.0071 | – |" in md
+    for name in ("qualitative.png", "patch_sampling.png", "curves.png"):
+        with Image.open(out / name) as img:
+            assert img.size[0] > 300 and img.size[1] > 200
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_report_errors(tmp_path, capsys, fake_runs):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no results.json" in err and len(err.splitlines()) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["report", str(fake_runs), "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(blocker) in err and len(err.splitlines()) == 1
+    bad = tmp_path / "bad" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    assert main(["report", str(bad.parent), "--out", str(tmp_path / "r2")]) == 2
+    assert "results.json" in capsys.readouterr().err
