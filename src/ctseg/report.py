@@ -493,6 +493,8 @@ def make_report(
         echo(f"report: skipped qualitative.png: {err}")
     except (OSError, RuntimeError, ValueError, TypeError, KeyError) as err:
         echo(f"report: skipped qualitative.png: {type(err).__name__}: {' '.join(str(err).split())}")
+    if crop is None:
+        echo("report: patch_sampling.png shows a built-in synthetic scene (no validation crop available)")
     image, mask, info = crop if crop is not None else _synthetic_crop()
     patch_sampling_figure(image, mask, info, out / "patch_sampling.png", sample_class)
     written.append(out / "patch_sampling.png")
