@@ -12,20 +12,19 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import blocky_masks  # noqa: E402
 
 from ctseg.contrastive import MultiScaleContrastiveLoss, PatchContrastiveLoss
 
 CHANNELS = (64, 128, 320, 512)
 STRIDES = (4, 8, 16, 32)
-
-
-def blocky_masks(batch: int, size: int, classes: int, block: int = 32, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randint(0, classes, (batch, size // block, size // block), generator=g)
-    return coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)
 
 
 def main() -> None:

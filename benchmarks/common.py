@@ -1,0 +1,41 @@
+"""Shared helpers of the benchmark scripts: test masks, timing with device synchronisation, device naming."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def blocky_masks(batch: int, size: int, classes: int, block: int = 32, seed: int = 0) -> torch.Tensor:
+    """(B, size, size) int64 labels made of ``block``-pixel squares (pure patches exist at every CT stride)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, classes, (batch, size // block, size // block), generator=g)
+    return coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds for one call, the device synchronised before both clock reads."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
