@@ -57,6 +57,8 @@ def plot_predictions(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
+                if title == highlight and len(names) > 1:
+                    title = f"{title}\n(vs {names[0]}: white fixed, red broken)"
                 ax.set_title(title, fontsize=10)
         if highlight is not None and highlight in predictions and len(names) > 1:
             base = predictions[names[0]][r]
@@ -69,7 +71,9 @@ def plot_predictions(
             for mask, colour in ((better, "white"), (worse, "red")):
                 if mask.any():
                     ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c) / 255) for c in info.colors]
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, facecolor=np.asarray(c) / 255, edgecolor="black", lw=0.5) for c in info.colors
+    ]
     fig.legend(handles, info.classes, loc="lower center", ncol=min(len(info.classes), 6), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     with atomic_path(path) as tmp:
