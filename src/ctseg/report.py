@@ -470,6 +470,9 @@ def make_report(
     """Gather results, write ``table.md``, ``table.csv`` and the figures into ``out``; returns written paths."""
     if crops < 1:
         raise CtsegError(f"--crops must be at least 1, got {crops}")
+    from ctseg.inference import resolve_device
+
+    resolve_device(device)  # "cuda" without a GPU is an error before anything is written
     results = collect_results(run_dirs)
     if sample_class is not None:
         known = {str(n) for r in results for n in (r.get("class_names") or r["iou"])}
