@@ -34,14 +34,25 @@ def _run_lightning(argv: list[str]) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with ctseg's error style: one line on stderr naming the problem, exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"ctseg: error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="ctseg",
         description="Aerial-image segmentation with the Contrastive Transformer scheme.",
         epilog="Training: ctseg fit --config configs/demo/ct-cl.yaml [--trainer.max_epochs 5 ...] "
         "(also: validate, test; see ctseg fit --help).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{fit,validate,test,demo,prepare,predict,export,grid,report}")
+    sub = parser.add_subparsers(
+        parser_class=_OneLineParser,
+        dest="command",
+        metavar="{fit,validate,test,demo,prepare,predict,export,grid,report}",
+    )
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} with a YAML config", add_help=False)
 

@@ -58,8 +58,8 @@ def plot_predictions(
             ax.set_yticks([])
             if r == 0:
                 if title == highlight and len(names) > 1:
-                    title = f"{title}\n(vs {names[0]}: white fixed, red broken)"
-                ax.set_title(title, fontsize=10)
+                    title = f"{title}\nvs {names[0]}: white = fixed,\nred = broken"
+                ax.set_title(title, fontsize=9 if "\n" in title else 10)
         if highlight is not None and highlight in predictions and len(names) > 1:
             base = predictions[names[0]][r]
             other = predictions[highlight][r]

@@ -13,6 +13,9 @@ from ctseg.data.definitions import DATASETS, DatasetInfo, get_dataset_info
 _LAZY = {
     "PreparedDataset": "ctseg.data.prepared",
     "PreparedDataModule": "ctseg.data.datamodules",
+    "PotsdamDataModule": "ctseg.data.datamodules",
+    "VaihingenDataModule": "ctseg.data.datamodules",
+    "DubaiDataModule": "ctseg.data.datamodules",
     "SyntheticAerialDataset": "ctseg.data.synthetic",
     "SyntheticDataModule": "ctseg.data.synthetic",
     "generate_scene": "ctseg.data.synthetic",
