@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
-from ctseg.contrastive.patches import eligibility, infer_stride, multi_stride_counts
+from ctseg.contrastive.patches import eligibility, multi_stride_counts, stage_strides
 from ctseg.contrastive.sampling import keep_hardest, sample_eligible, split_halves
 
 
@@ -183,22 +183,7 @@ class PatchContrastiveLoss(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _strides(self, features: Sequence[Tensor], mask: Tensor) -> list[int]:
-        if mask.dim() != 3:
-            raise ValueError(f"mask must be (B, H, W), got shape {tuple(mask.shape)}")
-        if len(features) != len(self.in_channels):
-            raise ValueError(
-                f"got {len(features)} feature maps but the loss was built for {len(self.in_channels)} stages"
-            )
-        strides = []
-        for s, f in enumerate(features):
-            if f.dim() != 4:
-                raise ValueError(f"stage {s}: features must be (B, C, H, W), got shape {tuple(f.shape)}")
-            if f.shape[1] != self.in_channels[s]:
-                raise ValueError(f"stage {s}: expected {self.in_channels[s]} channels, got {f.shape[1]}")
-            if f.shape[0] != mask.shape[0]:
-                raise ValueError(f"stage {s}: batch size {f.shape[0]} differs from the mask's {mask.shape[0]}")
-            strides.append(infer_stride(mask.shape[-2:], f.shape[-2:], stage=s))
-        return strides
+        return stage_strides(features, mask, self.in_channels)
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: Sequence[Tensor], mask: Tensor, generator: torch.Generator | None = None) -> Tensor:

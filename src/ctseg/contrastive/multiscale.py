@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctseg.contrastive.losses import MASKED_LOGIT, masked_mean
-from ctseg.contrastive.patches import infer_stride
+from ctseg.contrastive.patches import stage_strides
 
 #: A (image, class) pair is an anchor group when it has at least this many pixels at the scale.
 MIN_GROUP_SIZE = 5
@@ -437,24 +437,7 @@ class MultiScaleContrastiveLoss(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _strides(self, features: Sequence[Tensor], mask: Tensor) -> list[int]:
-        if mask.dim() != 3:
-            raise ValueError(f"mask must be (B, H, W), got shape {tuple(mask.shape)}")
-        if mask.dtype.is_floating_point or mask.dtype.is_complex or mask.dtype == torch.bool:
-            raise ValueError(f"mask must hold integer labels, got {mask.dtype}")
-        if len(features) != len(self.in_channels):
-            raise ValueError(
-                f"got {len(features)} feature maps but the loss was built for {len(self.in_channels)} stages"
-            )
-        strides = []
-        for s, f in enumerate(features):
-            if f.dim() != 4:
-                raise ValueError(f"stage {s}: features must be (B, C, H, W), got shape {tuple(f.shape)}")
-            if f.shape[1] != self.in_channels[s]:
-                raise ValueError(f"stage {s}: expected {self.in_channels[s]} channels, got {f.shape[1]}")
-            if f.shape[0] != mask.shape[0]:
-                raise ValueError(f"stage {s}: batch size {f.shape[0]} differs from the mask's {mask.shape[0]}")
-            strides.append(infer_stride(mask.shape[-2:], f.shape[-2:], stage=s))
-        return strides
+        return stage_strides(features, mask, self.in_channels)
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: Sequence[Tensor], mask: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -38,6 +38,35 @@ def infer_stride(mask_hw: Sequence[int], feature_hw: Sequence[int], stage: int |
     return mh // fh
 
 
+def stage_strides(features: Sequence[Tensor], mask: Tensor, in_channels: Sequence[int]) -> list[int]:
+    """Validate a contrastive loss's inputs and return each stage's stride (Python ints only, no sync).
+
+    Args:
+        features: one ``(B, C_s, H_s, W_s)`` map per stage; mask: ``(B, H, W)`` integer labels;
+        in_channels: the ``C_s`` the loss was built for.
+
+    Raises:
+        ValueError: naming the offending stage — wrong number of stages, channels, batch size, or a feature size
+            whose stride does not divide the mask exactly.
+    """
+    if mask.dim() != 3:
+        raise ValueError(f"mask must be (B, H, W), got shape {tuple(mask.shape)}")
+    if mask.dtype.is_floating_point or mask.dtype.is_complex or mask.dtype == torch.bool:
+        raise ValueError(f"mask must hold integer labels, got {mask.dtype}")
+    if len(features) != len(in_channels):
+        raise ValueError(f"got {len(features)} feature maps but the loss was built for {len(in_channels)} stages")
+    strides = []
+    for s, f in enumerate(features):
+        if f.dim() != 4:
+            raise ValueError(f"stage {s}: features must be (B, C, H, W), got shape {tuple(f.shape)}")
+        if f.shape[1] != in_channels[s]:
+            raise ValueError(f"stage {s}: expected {in_channels[s]} channels, got {f.shape[1]}")
+        if f.shape[0] != mask.shape[0]:
+            raise ValueError(f"stage {s}: batch size {f.shape[0]} differs from the mask's {mask.shape[0]}")
+        strides.append(infer_stride(mask.shape[-2:], f.shape[-2:], stage=s))
+    return strides
+
+
 def _check_stride(mask: Tensor, stride: int) -> None:
     if mask.dim() != 3:
         raise ValueError(f"mask must be (B, H, W), got shape {tuple(mask.shape)}")
