@@ -33,7 +33,6 @@ import hashlib
 import math
 import os
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,43 +114,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _build_cli(args: list[str], run_dir: Path):
-    """The ``ctseg fit`` LightningCLI for ``args``, instantiated but not run."""
-    import lightning as L
+    """The ``ctseg fit`` LightningCLI for ``args``, instantiated but not run, logging CSV into ``run_dir``."""
+    from ctseg.lightning_cli import build_cli
 
-    from ctseg.lightning_cli import CtsegLightningCLI, default_precision
-    from ctseg.training import SegmentationTask
-
-    os.environ.setdefault("LITLOGGER_DISABLE_TIPS", "1")
-    saved_argv = sys.argv
-    sys.argv = saved_argv[:1]  # LightningCLI warns when it sees both sys.argv and args
-    try:
-        return CtsegLightningCLI(
-            SegmentationTask,
-            L.LightningDataModule,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            trainer_defaults={
-                "precision": default_precision(),
-                "gradient_clip_val": 1.0,
-                "default_root_dir": str(run_dir),
-                "logger": {
-                    "class_path": "lightning.pytorch.loggers.CSVLogger",
-                    "init_args": {"save_dir": str(run_dir), "name": "lightning_logs"},
-                },
-            },
-            parser_kwargs={"exit_on_error": False},
-            save_config_kwargs={"overwrite": True},
-            args=args,
-            run=False,
-        )
-    except CtsegError:
-        raise
-    except Exception as err:  # jsonargparse / config errors → one line
-        if type(err).__name__ in ("ArgumentError", "NSKeyError") or "jsonargparse" in type(err).__module__:
-            raise CtsegError(f"grid: {' '.join(str(err).split())}") from None
-        raise
-    finally:
-        sys.argv = saved_argv
+    return build_cli(args, run=False, root=str(run_dir), csv_logger=True, context="grid")
 
 
 def _plain(value: Any) -> Any:

@@ -10,6 +10,7 @@ Argument and config errors are turned into one line (:class:`~ctseg.errors.Ctseg
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -69,36 +70,54 @@ def _eval(info) -> list[int] | None:
     return None if info.eval_classes is None else list(info.eval_classes)
 
 
-def run_lightning_cli(argv: list[str]) -> CtsegLightningCLI:
-    """Run ``fit`` / ``validate`` / ``test`` with ``argv`` (e.g. ``["fit", "--config", "x.yaml"]``)."""
+def build_cli(
+    args: list[str], *, run: bool = True, root: str = "runs", csv_logger: bool = False, context: str | None = None
+) -> CtsegLightningCLI:
+    """Build (and with ``run`` execute) ctseg's LightningCLI for ``args``.
+
+    Args:
+        args: with ``run``, the subcommand first (``["fit", "--config", "x.yaml"]``); without, options only.
+        root: ``trainer.default_root_dir`` default.
+        csv_logger: log with a CSVLogger under ``root`` (instead of Lightning's default logger).
+        context: prefix of one-line errors (default: the subcommand).
+    """
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    os.environ.setdefault("LITLOGGER_DISABLE_TIPS", "1")
+    defaults: dict = {"precision": default_precision(), "gradient_clip_val": 1.0, "default_root_dir": root}
+    if csv_logger:
+        defaults["logger"] = {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": root, "name": "lightning_logs"},
+        }
     saved_argv = sys.argv
-    sys.argv = [saved_argv[0] if saved_argv else "ctseg", *argv]  # LightningCLI reads sys.argv itself
+    # LightningCLI reads sys.argv itself when running and warns when it sees both sys.argv and args.
+    sys.argv = [saved_argv[0] if saved_argv else "ctseg", *(args if run else [])]
     try:
         return CtsegLightningCLI(
             SegmentationTask,
             L.LightningDataModule,
             subclass_mode_data=True,
             seed_everything_default=0,
-            trainer_defaults={
-                "precision": default_precision(),
-                "gradient_clip_val": 1.0,
-                "default_root_dir": "runs",
-            },
+            trainer_defaults=defaults,
             parser_kwargs={"exit_on_error": False},
             save_config_kwargs={"overwrite": True},
+            run=run,
+            **({} if run else {"args": args}),
         )
-    except SystemExit:
-        raise
     except CtsegError:
         raise
     except Exception as err:  # jsonargparse / config errors → one line
         if type(err).__name__ in ("ArgumentError", "NSKeyError") or "jsonargparse" in type(err).__module__:
-            msg = " ".join(str(err).split())
-            raise CtsegError(f"{argv[0]}: {msg}") from None
+            where = context or (args[0] if args else "ctseg")
+            raise CtsegError(f"{where}: {' '.join(str(err).split())}") from None
         raise
     finally:
         sys.argv = saved_argv
+
+
+def run_lightning_cli(argv: list[str]) -> CtsegLightningCLI:
+    """Run ``fit`` / ``validate`` / ``test`` with ``argv`` (e.g. ``["fit", "--config", "x.yaml"]``)."""
+    return build_cli(argv)
 
 
 if __name__ == "__main__":
