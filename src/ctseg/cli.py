@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prepare":
             from ctseg.data import prepare_dataset
 
-            dst = prepare_dataset(
+            prepare_dataset(
                 args.dataset,
                 args.src,
                 args.dst,
@@ -146,7 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers,
                 overwrite=args.overwrite,
             )
-            print(f"prepared data in {dst}")
             return 0
         if args.command == "predict":
             from ctseg.predict import run_predict
