@@ -99,3 +99,17 @@ def test_console_script_help():
     exe = Path(sys.executable).with_name("ctseg")
     res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "demo" in res.stdout and "prepare" in res.stdout
+
+
+def test_outputs_get_normal_file_modes(tmp_path):
+    import os
+    import stat
+
+    from ctseg.io import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644

@@ -13,6 +13,18 @@ from typing import Any
 from ctseg.errors import CtsegError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def set_default_mode(path: str | os.PathLike) -> None:
+    """Give a file made by ``mkstemp`` / ``mkdtemp`` (mode 0600 / 0700) the usual mode under the umask."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); on success rename it onto ``path``."""
@@ -22,6 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        set_default_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -44,6 +44,7 @@ from PIL import Image
 
 from ctseg.data.definitions import DatasetInfo, get_dataset_info
 from ctseg.errors import CtsegError
+from ctseg.io import set_default_mode
 
 MANIFEST = "manifest.json"
 FORMAT = "ctseg-prepared"
@@ -593,6 +594,7 @@ def prepare_dataset(
 
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{dst_path.name}.tmp-", dir=dst_path.parent))
+    set_default_mode(tmp)  # mkdtemp makes it 0700
     started = time.perf_counter()
     try:
         (tmp / "images").mkdir()
