@@ -112,6 +112,11 @@ def export_model(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     load_model(ckpt)  # proves the weights rebuild the model before anything is written
     if not out.parent.exists():
         raise CtsegError(f"output folder {out.parent} does not exist; create it first")
-    with atomic_path(out) as tmp:
-        torch.save(data, tmp)
+    if not out.parent.is_dir():
+        raise CtsegError(f"output folder {out.parent} exists and is not a folder; choose another path")
+    try:
+        with atomic_path(out) as tmp:
+            torch.save(data, tmp)
+    except OSError as err:  # read-only folder, OUT is a folder, disk full: atomic_path left nothing behind
+        raise CtsegError(f"output {out} cannot be written ({err.strerror or err}); choose a writable path") from None
     return out

@@ -1,0 +1,317 @@
+"""The bad-input matrix of the ``ctseg`` command: every user error is exit code 2, one line, no partial output.
+
+Each case builds its inputs under ``tmp_path``, runs the real CLI entry (``ctseg.cli.main`` in-process; a few
+through the installed ``ctseg`` console script too) and checks:
+
+* exit code 2;
+* stderr holds exactly one line, ``ctseg: error: …``, naming the offending file or argument, and no traceback
+  (``ctseg prepare`` prints its progress notes and bar on stderr before it fails; those, and only those, may
+  precede the error line);
+* nothing under ``tmp_path`` was created, changed or removed: no destination, no temporary sibling, and an
+  existing output is left byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from ctseg_tiny import TINY_CONFIG, tiny_run
+from PIL import Image
+
+from ctseg.cli import main
+
+DATA_TESTS = Path(__file__).resolve().parent / "data"
+#: Progress output of ``ctseg prepare`` (tqdm bar, "found N of 38 tiles" note) allowed before its error line.
+PREPARE_PROGRESS = re.compile(r"^(prepare \w+: .*|\w+: found \d+ of \d+ tiles .*)$")
+#: A colour outside the ISPRS palette and where it is put in the case ``prepare-unknown-colour``.
+ODD_COLOUR, ODD_PIXEL = (12, 34, 56), (7, 11)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """The finished tiny grid run shared with test_predict / test_report (made once per session)."""
+    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-grid")
+
+
+@dataclass
+class Case:
+    argv: list[str]
+    needles: list[str]  # substrings of the error line: the offending file / argument, what is wrong
+    progress: bool = False  # ``ctseg prepare`` notes / bar may precede the error line
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+def _rgb(h: int = 64, w: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _good_png(path: Path) -> Path:
+    Image.fromarray(_rgb()).save(path)
+    return path
+
+
+def _blocker(tmp_path: Path) -> Path:
+    """A regular file that outputs are asked to go below."""
+    path = tmp_path / "a_file"
+    path.write_text("I am a file, not a folder\n")
+    return path
+
+
+def _make_isprs():
+    """tests/data/make_isprs.py (importable the way pytest makes it so for tests/data/test_*.py)."""
+    if str(DATA_TESTS) not in sys.path:
+        sys.path.insert(0, str(DATA_TESTS))
+    import make_isprs
+
+    return make_isprs
+
+
+def _potsdam(root: Path):
+    """Tiny Potsdam release layout: train tile 2_10 and test tile 2_13, 120 × 140 px."""
+    return _make_isprs().make_potsdam(root, tiles=("2_10", "2_13"), size=(120, 140))
+
+
+def _prepare(src: Path, dst: Path) -> list[str]:
+    # default --workers (all cores): the two tiles are cut in the process pool, as a user would run it
+    return ["prepare", "potsdam", "--src", str(src), "--dst", str(dst), "--crop", "100"]
+
+
+def _ckpt(request) -> Path:
+    return next(request.getfixturevalue("tiny").rglob("last.ckpt"))
+
+
+def _garbage_ckpt(tmp_path: Path) -> Path:
+    path = tmp_path / "junk.ckpt"
+    path.write_bytes(b"this is not a checkpoint\n" * 20)
+    return path
+
+
+def _foreign_ckpt(tmp_path: Path) -> Path:
+    path = tmp_path / "weights.pt"
+    torch.save({"weights": torch.zeros(3)}, path)  # a valid torch file, but not from ctseg
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- cases
+def predict_corrupt_tif(tmp_path, request):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00" + b"garbage" * 40)
+    good = _good_png(tmp_path / "good.png")  # listed first: must not be written either
+    out = tmp_path / "out"
+    return Case(["predict", "--ckpt", str(_ckpt(request)), str(good), str(bad), "--out", str(out)], [str(bad)])
+
+
+def predict_corrupt_png(tmp_path, request):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 40)
+    good = _good_png(tmp_path / "good.png")
+    out = tmp_path / "out"
+    return Case(["predict", "--ckpt", str(_ckpt(request)), str(good), str(bad), "--out", str(out)], [str(bad)])
+
+
+def prepare_corrupt_tif(tmp_path, request):
+    tiles = _potsdam(tmp_path / "src")
+    tiles["2_13"].image.write_bytes(b"II*\x00" + b"garbage" * 40)
+    return Case(_prepare(tmp_path / "src", tmp_path / "dst"), ["cannot read", str(tiles["2_13"].image)], True)
+
+
+def prepare_truncated_tile(tmp_path, request):
+    tiles = _potsdam(tmp_path / "src")
+    image = tiles["2_10"].image
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # header intact, pixels cut off
+    return Case(_prepare(tmp_path / "src", tmp_path / "dst"), ["cannot read", str(image)], True)
+
+
+def prepare_unknown_colour(tmp_path, request):
+    tiles = _potsdam(tmp_path / "src")
+    label = tiles["2_10"].label
+    with rasterio.open(label, "r+") as ds:
+        data = ds.read()
+        data[:, ODD_PIXEL[0], ODD_PIXEL[1]] = ODD_COLOUR
+        ds.write(data)
+    row, col = ODD_PIXEL
+    needles = [str(label), str(ODD_COLOUR), "#0C2238", f"row {row}, col {col}"]
+    return Case(_prepare(tmp_path / "src", tmp_path / "dst"), needles, True)
+
+
+def prepare_size_mismatch(tmp_path, request):
+    tiles = _potsdam(tmp_path / "src")
+    label = _make_isprs().write_geotiff(tiles["2_13"].eroded, np.zeros((100, 140, 3), np.uint8))  # image is 120 × 140
+    needles = [str(label), "100×140", "120×140", tiles["2_13"].image.name]
+    return Case(_prepare(tmp_path / "src", tmp_path / "dst"), needles, True)
+
+
+def prepare_empty_src(tmp_path, request):
+    src = tmp_path / "download"
+    src.mkdir()
+    return Case(_prepare(src, tmp_path / "dst"), [str(src), "no potsdam images"])
+
+
+def prepare_wrong_src(tmp_path, request):
+    src = tmp_path / "holiday_photos"
+    (src / "2023").mkdir(parents=True)
+    (src / "notes.txt").write_text("not a data set\n")
+    _good_png(src / "2023" / "beach.png")
+    (src / "2023" / "scan.tif").write_bytes(b"II*\x00" + b"\x00" * 64)
+    return Case(_prepare(src, tmp_path / "dst"), [str(src), "top_potsdam_X_Y_RGB.tif"])
+
+
+def fit_missing_config(tmp_path, request):
+    missing = tmp_path / "configs" / "missing.yaml"
+    return Case(["fit", "--config", str(missing)], [str(missing), "does not exist"])
+
+
+def fit_junk_ckpt_path(tmp_path, request):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    junk = _garbage_ckpt(tmp_path)
+    argv = ["fit", "--config", str(cfg), "--trainer.default_root_dir", str(tmp_path / "runs"), "--ckpt_path", str(junk)]
+    return Case(argv, [str(junk)])
+
+
+def predict_garbage_ckpt(tmp_path, request):
+    junk = _garbage_ckpt(tmp_path)
+    good = _good_png(tmp_path / "good.png")
+    return Case(["predict", "--ckpt", str(junk), str(good), "--out", str(tmp_path / "out")], [str(junk)])
+
+
+def predict_foreign_ckpt(tmp_path, request):
+    foreign = _foreign_ckpt(tmp_path)
+    good = _good_png(tmp_path / "good.png")
+    argv = ["predict", "--ckpt", str(foreign), str(good), "--out", str(tmp_path / "out")]
+    return Case(argv, [str(foreign), "not a ctseg checkpoint"])
+
+
+def export_garbage_ckpt(tmp_path, request):
+    junk = _garbage_ckpt(tmp_path)
+    return Case(["export", str(junk), str(tmp_path / "model.pt")], [str(junk)])
+
+
+def export_foreign_ckpt(tmp_path, request):
+    foreign = _foreign_ckpt(tmp_path)
+    return Case(["export", str(foreign), str(tmp_path / "model.pt")], [str(foreign), "not a ctseg checkpoint"])
+
+
+def export_unwritable_out(tmp_path, request):
+    blocker = _blocker(tmp_path)
+    return Case(["export", str(_ckpt(request)), str(blocker / "model.pt")], [str(blocker)])
+
+
+def demo_unwritable_out(tmp_path, request):
+    blocker = _blocker(tmp_path)
+    return Case(["demo", "--quick", "--out", str(blocker / "demo")], [str(blocker)])
+
+
+def predict_unwritable_out(tmp_path, request):
+    blocker = _blocker(tmp_path)
+    good = _good_png(tmp_path / "good.png")
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(good), "--out", str(blocker / "preds")]
+    return Case(argv, [str(blocker)])
+
+
+def report_unwritable_out(tmp_path, request):
+    blocker = _blocker(tmp_path)
+    run = request.getfixturevalue("tiny")
+    return Case(["report", str(run), "--out", str(blocker / "report")], [str(blocker)])
+
+
+def predict_existing_output(tmp_path, request):
+    good = _good_png(tmp_path / "tile.png")
+    out = tmp_path / "out"
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(good), "--out", str(out), "--window", "64"]
+    assert main(argv) == 0 and (out / "tile_pred.tif").is_file() and (out / "tile_pred.png").is_file()
+    request.getfixturevalue("capsys").readouterr()
+    return Case(argv, [str(out / "tile_pred.tif"), "--overwrite"])
+
+
+FIT_JUNK_CKPT_BUG = (
+    "ctseg fit --ckpt_path with a non-checkpoint file: Lightning's traceback (torch.load's unpickling error, or "
+    "KeyError 'pytorch-lightning_version' for a torch file) escapes src/ctseg/lightning_cli.py, and "
+    "runs/lightning_logs/version_0/config.yaml is left behind"
+)
+CASES: dict[str, Callable[..., Case]] = {
+    "predict-corrupt-tif": predict_corrupt_tif,
+    "predict-corrupt-png": predict_corrupt_png,
+    "prepare-corrupt-tif": prepare_corrupt_tif,
+    "prepare-truncated-tile": prepare_truncated_tile,
+    "prepare-unknown-colour": prepare_unknown_colour,
+    "prepare-size-mismatch": prepare_size_mismatch,
+    "prepare-empty-src": prepare_empty_src,
+    "prepare-wrong-src": prepare_wrong_src,
+    "fit-missing-config": fit_missing_config,
+    "fit-junk-ckpt-path": fit_junk_ckpt_path,
+    "predict-garbage-ckpt": predict_garbage_ckpt,
+    "predict-foreign-ckpt": predict_foreign_ckpt,
+    "export-garbage-ckpt": export_garbage_ckpt,
+    "export-foreign-ckpt": export_foreign_ckpt,
+    "export-unwritable-out": export_unwritable_out,
+    "demo-unwritable-out": demo_unwritable_out,
+    "predict-unwritable-out": predict_unwritable_out,
+    "report-unwritable-out": report_unwritable_out,
+    "predict-existing-output": predict_existing_output,
+}
+XFAIL = {"fit-junk-ckpt-path": FIT_JUNK_CKPT_BUG}
+
+
+def _params(names):
+    return [
+        pytest.param(name, id=name, marks=[pytest.mark.xfail(reason=XFAIL[name], strict=True)] if name in XFAIL else [])
+        for name in names
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def _snapshot(root: Path) -> dict[str, str]:
+    """Relative path → content hash ("dir" for folders) of everything under ``root``."""
+    return {
+        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _check_stderr(err: str, case: Case) -> None:
+    assert "Traceback" not in err, err
+    lines = [seg.strip() for seg in re.split(r"[\r\n]+", err) if seg.strip()]
+    assert lines, "nothing on stderr"
+    error, before = lines[-1], lines[:-1]
+    if case.progress:
+        before = [line for line in before if not PREPARE_PROGRESS.match(line)]
+    assert not before, f"stderr holds more than the error line:\n{err}"
+    assert error.startswith("ctseg: error: "), err
+    for needle in case.needles:
+        assert needle in error, f"{needle!r} not in: {error}"
+
+
+@pytest.mark.parametrize("name", _params(CASES))
+def test_bad_input_in_process(name, tmp_path, request, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a command that fell back to a default output folder would write here
+    case = CASES[name](tmp_path, request)
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    code = main(case.argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    _check_stderr(err, case)
+    assert _snapshot(tmp_path) == before, "the failed command created, changed or removed files"
+
+
+@pytest.mark.parametrize("name", _params(["prepare-unknown-colour", "predict-corrupt-png"]))
+def test_bad_input_console_script(name, tmp_path, request):
+    """The installed ``ctseg`` script: the process's real exit code, and a clean stderr from a fresh interpreter."""
+    case = CASES[name](tmp_path, request)
+    before = _snapshot(tmp_path)
+    exe = Path(sys.executable).with_name("ctseg")
+    res = subprocess.run([str(exe), *case.argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    _check_stderr(res.stderr, case)
+    assert _snapshot(tmp_path) == before, "the failed command created, changed or removed files"
