@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -48,6 +49,42 @@ class CtsegLightningCLI(LightningCLI):
         parser.link_arguments("data.info", "model.class_names", compute_fn=_names, apply_on="instantiate")
         parser.link_arguments("data.info", "model.eval_classes", compute_fn=_eval, apply_on="instantiate")
         parser.link_arguments("data.info", "model.dataset", compute_fn=_dataset, apply_on="instantiate")
+
+
+    def before_instantiate_classes(self) -> None:
+        # A fixed checkpoint folder (not one per logger version) so that `--ckpt_path last` finds the last
+        # checkpoint of a killed run when the same command is started again.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        _check_ckpt_path(config.get("ckpt_path"))
+        if config.get("checkpoint") is not None and not config.checkpoint.get("dirpath"):
+            root = config.trainer.get("default_root_dir") or "runs"
+            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+
+
+def _ckpt_arg(args: list[str]) -> str | None:
+    """The value of ``--ckpt_path`` on the command line, if any."""
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _check_ckpt_path(path) -> None:
+    """One-line errors for a ``--ckpt_path`` that does not exist or is not a Lightning checkpoint."""
+    if not path or str(path) in ("last", "best", "hpc", "registry"):
+        return
+    path = Path(str(path))
+    if not path.is_file():
+        raise CtsegError(f"--ckpt_path {path} does not exist; give a checkpoint file, or 'last' to resume")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        reason = " ".join(str(err).split())[:120]
+        raise CtsegError(f"--ckpt_path {path} cannot be read ({type(err).__name__}: {reason})") from None
+    if not isinstance(ckpt, dict) or "pytorch-lightning_version" not in ckpt or "state_dict" not in ckpt:
+        raise CtsegError(f"--ckpt_path {path} is not a training checkpoint written by 'ctseg fit'")
 
 
 def _num_classes(info) -> int:
@@ -89,6 +126,7 @@ def build_cli(
             "class_path": "lightning.pytorch.loggers.CSVLogger",
             "init_args": {"save_dir": root, "name": "lightning_logs"},
         }
+    _check_ckpt_path(_ckpt_arg(args))  # LightningCLI loads it while parsing, before any hook of ours
     saved_argv = sys.argv
     # LightningCLI reads sys.argv itself when running and warns when it sees both sys.argv and args.
     sys.argv = [saved_argv[0] if saved_argv else "ctseg", *(args if run else [])]

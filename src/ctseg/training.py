@@ -8,9 +8,12 @@ exported for inference carries none of their parameters.
 
 from __future__ import annotations
 
+import random
+import warnings
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -186,9 +189,75 @@ class SegmentationTask(L.LightningModule):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.net(self._prep(batch["image"])).argmax(1)
 
+    # ---------------------------------------------------------------- exact resume
+    # Every checkpoint carries the RNG states and the number of batches consumed in the current epoch; a run
+    # resumed from it (``ctseg fit ... --ckpt_path last``) restores both before its first step, so with a
+    # skippable training loader (:mod:`ctseg.data.resumable`) it continues exactly as if never stopped.
+    def on_train_epoch_start(self) -> None:
+        self._epoch_batches = 0
+
+    def on_train_start(self) -> None:
+        # Runs after the training loader (and its not-yet-started iterator) exists, before the first batch;
+        # Lightning skips on_train_epoch_start when it resumes inside an epoch.
+        state = getattr(self, "_resume_state", None)
+        if state is None:
+            return
+        self._resume_state = None
+        done = int(state.get("epoch_batches", 0))
+        total = self.trainer.num_training_batches
+        if 0 < done < total:
+            sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+            if hasattr(sampler, "skip_next"):
+                sampler.skip_next(done)
+                self._epoch_batches = done
+            else:
+                warnings.warn(
+                    "resuming mid-epoch with a data loader that cannot skip batches: this epoch restarts from its "
+                    "first batch (use a loader with ctseg.data.resumable.SkippableBatchSampler for exact resume)",
+                    stacklevel=2,
+                )
+        _set_rng_states(state.get("rng", {}))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._epoch_batches = getattr(self, "_epoch_batches", 0) + 1
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ctseg_resume"] = {"rng": _rng_states(), "epoch_batches": getattr(self, "_epoch_batches", 0)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resume_state = checkpoint.get("ctseg_resume")
+
     # ---------------------------------------------------------------- optimiser
     def configure_optimizers(self):
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused
         )
+
+
+def _rng_states() -> dict[str, Any]:
+    """The global RNG states a training step consumes (torch CPU / CUDA, numpy, Python), as plain tensors and
+    lists so that checkpoints stay loadable with ``torch.load(weights_only=True)``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    if "torch" in states:
+        torch.set_rng_state(states["torch"])
+    if "numpy" in states:
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "python" in states:
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

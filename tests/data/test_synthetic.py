@@ -134,8 +134,15 @@ def test_datamodule_batches_and_shuffling():
     loader = again.train_dataloader()
     first = next(iter(loader))
     assert torch.equal(first["mask"], b["mask"])
+    loader.batch_sampler.sampler.set_epoch(1)  # Lightning does this at each epoch start
     second_epoch = next(iter(loader))
     assert not torch.equal(second_epoch["mask"], first["mask"])
+    # resuming mid-epoch: the loader can start k batches in and then yields exactly the remaining batches
+    loader.batch_sampler.sampler.set_epoch(0)
+    loader.batch_sampler.skip_next(2)
+    rest = list(loader)
+    assert len(rest) == 1 and torch.equal(rest[0]["mask"], batches[2]["mask"])
+    assert len(list(loader)) == 3  # the skip applies once
     assert len(dm.train_set._cache) == 12  # scenes generated once, kept as uint8
 
 

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ctseg.data.definitions import SYNTHETIC, DatasetInfo
+from ctseg.data.resumable import EpochRandomSampler, SkippableBatchSampler
 from ctseg.errors import CtsegError
 
 __all__ = ["SPLITS", "SyntheticAerialDataset", "SyntheticDataModule", "generate_scene", "scene_seed"]
@@ -726,10 +727,10 @@ class SyntheticDataModule(L.LightningDataModule):
     """Train / val / test splits of :class:`SyntheticAerialDataset` (the demo's data; nothing to download).
 
     Batches: ``{"image": (B, 3, H, W) float32, "mask": (B, H, W) int64}``, ``H = W = image_size``. The training
-    order is shuffled by a ``torch.Generator`` seeded with ``seed`` (reproducible run to run, different each
-    epoch); val and test are in order. The test split has ``val_samples`` scenes of its own. ``info`` is
-    :data:`~ctseg.data.definitions.SYNTHETIC` (six ISPRS classes, mIoU / mean F1 over the five without
-    clutter).
+    order is a permutation seeded by ``(seed, epoch)`` (reproducible run to run, different each epoch, and
+    resumable mid-epoch: :mod:`ctseg.data.resumable`); val and test are in order. The test split has
+    ``val_samples`` scenes of its own. ``info`` is :data:`~ctseg.data.definitions.SYNTHETIC` (six ISPRS
+    classes, mIoU / mean F1 over the five without clutter).
 
     Args:
         train_samples: scenes in the training split.
@@ -778,15 +779,17 @@ class SyntheticDataModule(L.LightningDataModule):
             self.test_set = SyntheticAerialDataset(self.val_samples, self.image_size, self.seed, "test")
 
     def _loader(self, dataset: SyntheticAerialDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        common = dict(
+            generator=torch.Generator().manual_seed(self.seed),  # keeps worker seeding off the global RNG
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+        if not shuffle:
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **common)
+        # (seed, epoch)-ordered and skippable, so a run killed mid-epoch resumes on the same batches.
+        batches = SkippableBatchSampler(EpochRandomSampler(len(dataset), self.seed), self.batch_size, drop_last=False)
+        return DataLoader(dataset, batch_sampler=batches, **common)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
