@@ -20,9 +20,8 @@ trainer:
     class_path: lightning.pytorch.loggers.CSVLogger
     init_args: {{save_dir: {root}}}
 {callbacks}
-checkpoint:
+step_checkpoint:
   every_n_train_steps: 2
-  monitor: null
 model:
   model: pf-tiny
   img_size: 64

@@ -35,13 +35,22 @@ class CtsegLightningCLI(LightningCLI):
     """LightningCLI with ctseg's links, checkpoint defaults and one-line errors."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        # "checkpoint": best val/miou + last.ckpt at every validation; "step_checkpoint": every N training steps
+        # as well (off until --step_checkpoint.every_n_train_steps N), also refreshing last.ckpt for resuming.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "step_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/miou",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{step}",
+                "checkpoint.enable_version_counter": False,  # one last.ckpt, shared with step_checkpoint
+                "step_checkpoint.every_n_train_steps": 0,
+                "step_checkpoint.save_top_k": 1,
+                "step_checkpoint.save_last": True,
+                "step_checkpoint.filename": "step-{step}",
+                "step_checkpoint.enable_version_counter": False,
             }
         )
         parser.link_arguments("data.info", "model.num_classes", compute_fn=_num_classes, apply_on="instantiate")
@@ -56,9 +65,10 @@ class CtsegLightningCLI(LightningCLI):
         # checkpoint of a killed run when the same command is started again.
         config = self.config[self.subcommand] if self.subcommand else self.config
         _check_ckpt_path(config.get("ckpt_path"))
-        if config.get("checkpoint") is not None and not config.checkpoint.get("dirpath"):
-            root = config.trainer.get("default_root_dir") or "runs"
-            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+        root = config.trainer.get("default_root_dir") or "runs"
+        for key in ("checkpoint", "step_checkpoint"):
+            if config.get(key) is not None and not config[key].get("dirpath"):
+                config[key].dirpath = str(Path(root) / "checkpoints")
 
 
 def _ckpt_arg(args: list[str]) -> str | None:
