@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prepare":
             from ctseg.data import prepare_dataset
 
-            prepare_dataset(
+            dst = prepare_dataset(
                 args.dataset,
                 args.src,
                 args.dst,
@@ -145,7 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resize=args.resize,
                 workers=args.workers,
                 overwrite=args.overwrite,
+                progress=sys.stderr.isatty(),  # bar and notes for people; logs get one line
             )
+            if not sys.stderr.isatty():
+                print(f"prepared {args.dataset} in {dst}")
             return 0
         if args.command == "predict":
             from ctseg.predict import run_predict
