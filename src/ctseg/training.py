@@ -206,9 +206,13 @@ class SegmentationTask(L.LightningModule):
         done = int(state.get("epoch_batches", 0))
         total = self.trainer.num_training_batches
         if 0 < done < total:
-            sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
-            if hasattr(sampler, "skip_next"):
-                sampler.skip_next(done)
+            batches = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+            samples = getattr(batches, "sampler", None)
+            if hasattr(batches, "skip_next"):  # ctseg.data.resumable.SkippableBatchSampler
+                batches.skip_next(done)
+                self._epoch_batches = done
+            elif hasattr(samples, "skip_samples") and getattr(batches, "batch_size", None):  # EpochSampler
+                samples.skip_samples(done * batches.batch_size)
                 self._epoch_batches = done
             else:
                 warnings.warn(

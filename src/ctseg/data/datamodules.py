@@ -45,11 +45,23 @@ class EpochSampler(DistributedSampler):
     """Seeded shuffling by epoch (and DDP shard): yields ``(epoch, index)`` so datasets can seed per sample.
 
     Lightning recognises it as a distributed sampler (it is not replaced) and calls :meth:`set_epoch`.
+    :meth:`skip_samples` makes the next iteration start that many samples in (exact mid-epoch resume,
+    :mod:`ctseg.data.resumable`); the skip is taken when iteration starts, so unused iterators keep it.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._skip = 0
+
+    def skip_samples(self, samples: int) -> None:
+        self._skip = max(0, int(samples))
+
     def __iter__(self):
+        skip, self._skip = self._skip, 0
         epoch = self.epoch
-        return ((epoch, index) for index in super().__iter__())
+        for i, index in enumerate(super().__iter__()):
+            if i >= skip:
+                yield epoch, index
 
 
 class _TrainView(Dataset):
