@@ -8,30 +8,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loss_inputs import CHANNELS, IGN, STRIDES, blocky_mask, make_features  # noqa: E402
 
 from ctseg.contrastive import MultiScaleContrastiveLoss
 from ctseg.contrastive.multiscale import ScaleProjector, balanced_views, downsample_labels, supervised_info_nce
-
-IGN = 255
-CHANNELS = [8, 12, 16, 20]
-STRIDES = [4, 8, 16, 32]
-
-
-def blocky_mask(b, size, k, block, seed, ignore_frac=0.0):
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randint(0, k, (b, size // block, size // block), generator=g)
-    m = coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)
-    if ignore_frac:
-        m[torch.rand(m.shape, generator=g) < ignore_frac] = IGN
-    return m
-
-
-def make_features(b, size, seed, channels=CHANNELS, strides=STRIDES):
-    g = torch.Generator().manual_seed(seed)
-    return [
-        torch.randn(b, c, size // s, size // s, generator=g).requires_grad_()
-        for c, s in zip(channels, strides, strict=True)
-    ]
 
 
 # ---------------------------------------------------------------------------------------------- reference
