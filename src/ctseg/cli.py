@@ -28,9 +28,9 @@ def _fail(message: str) -> int:
 
 
 def _run_lightning(argv: list[str]) -> int:
-    from ctseg.lightning_cli import run_lightning_cli
+    from ctseg.lightning_cli import build_cli
 
-    run_lightning_cli(argv)
+    build_cli(argv)
     return 0
 
 

@@ -163,10 +163,5 @@ def build_cli(
         sys.argv = saved_argv
 
 
-def run_lightning_cli(argv: list[str]) -> CtsegLightningCLI:
-    """Run ``fit`` / ``validate`` / ``test`` with ``argv`` (e.g. ``["fit", "--config", "x.yaml"]``)."""
-    return build_cli(argv)
-
-
 if __name__ == "__main__":
-    run_lightning_cli(sys.argv[1:])
+    build_cli(sys.argv[1:])

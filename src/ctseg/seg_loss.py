@@ -56,6 +56,7 @@ class SegmentationLoss(nn.Module):
         self.dice_smooth = dice_smooth
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        logits = logits.float()  # one fp32 copy of (B, K, H, W) under bf16 autocast, shared by both terms
         return cross_entropy_loss(logits, target, self.ignore_index, self.ce_smoothing) + dice_loss(
             logits, target, self.ignore_index, self.dice_smooth
         )
