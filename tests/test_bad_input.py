@@ -13,6 +13,7 @@ through the installed ``ctseg`` console script too) and checks:
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -176,6 +177,24 @@ def fit_junk_ckpt_path(tmp_path, request):
     return Case(argv, [str(junk)])
 
 
+def _tiny_fit(tmp_path, *extra):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    return ["fit", "--config", str(cfg), "--trainer.default_root_dir", str(tmp_path / "runs"), *extra]
+
+
+def fit_gpu_without_cuda(tmp_path, request):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    return Case(_tiny_fit(tmp_path, "--trainer.accelerator", "gpu"), ["--trainer.accelerator gpu", "cpu"])
+
+
+def fit_too_many_devices(tmp_path, request):
+    have = torch.cuda.device_count() or len(os.sched_getaffinity(0))
+    wanted = str(have + 1)
+    return Case(_tiny_fit(tmp_path, "--trainer.devices", wanted), [f"--trainer.devices {wanted}", f"has {have}"])
+
+
 def predict_garbage_ckpt(tmp_path, request):
     junk = _garbage_ckpt(tmp_path)
     good = _good_png(tmp_path / "good.png")
@@ -242,6 +261,8 @@ CASES: dict[str, Callable[..., Case]] = {
     "prepare-wrong-src": prepare_wrong_src,
     "fit-missing-config": fit_missing_config,
     "fit-junk-ckpt-path": fit_junk_ckpt_path,
+    "fit-gpu-without-cuda": fit_gpu_without_cuda,
+    "fit-too-many-devices": fit_too_many_devices,
     "predict-garbage-ckpt": predict_garbage_ckpt,
     "predict-foreign-ckpt": predict_foreign_ckpt,
     "export-garbage-ckpt": export_garbage_ckpt,

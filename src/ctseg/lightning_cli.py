@@ -60,6 +60,13 @@ class CtsegLightningCLI(LightningCLI):
         parser.link_arguments("data.info", "model.dataset", compute_fn=_dataset, apply_on="instantiate")
 
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI seeds (and logs) anything: a wrong device request is the only line printed.
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        check_hardware(config.trainer)
+
     def before_instantiate_classes(self) -> None:
         # A fixed checkpoint folder (not one per logger version) so that `--ckpt_path last` finds the last
         # checkpoint of a killed run when the same command is started again.
@@ -69,6 +76,64 @@ class CtsegLightningCLI(LightningCLI):
         for key in ("checkpoint", "step_checkpoint"):
             if config.get(key) is not None and not config[key].get("dirpath"):
                 config[key].dirpath = str(Path(root) / "checkpoints")
+
+
+def _requested_devices(devices) -> int | None:
+    """How many devices a ``trainer.devices`` value asks for; ``None`` for "auto" / -1 (all there are)."""
+    if devices is None or isinstance(devices, bool):
+        return None
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1", ""):
+        return None
+    if "," in text:  # Lightning reads "0,1" as device indices
+        return len([d for d in text.split(",") if d.strip()])
+    try:
+        return int(text)
+    except ValueError:
+        return None  # Lightning reports anything else itself
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_hardware(trainer) -> None:
+    """One-line errors (and one-line fallbacks) for devices and precision the machine does not have.
+
+    * ``--trainer.accelerator gpu|cuda`` without a visible CUDA GPU, or more ``--trainer.devices`` than there
+      are GPUs (or CPU cores, for CPU processes) → :class:`CtsegError` naming the number available and the fix;
+    * a bf16 precision on a GPU without bf16 (pre-Ampere) → ``16-mixed``, said in one line on stderr.
+      (On the CPU bf16 autocast runs everywhere, just slowly; it is left as asked.)
+
+    ``trainer`` is the parsed ``trainer`` group (a mapping); it is changed in place for the fallback.
+    """
+    accelerator = str(trainer.get("accelerator") or "auto").lower()
+    n_cuda = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and n_cuda == 0:
+        raise CtsegError(
+            f"--trainer.accelerator {accelerator}: no CUDA GPU is visible on this machine; "
+            "use --trainer.accelerator cpu (or auto)"
+        )
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and n_cuda > 0)
+    wanted = _requested_devices(trainer.get("devices"))
+    if wanted is not None and accelerator not in ("tpu", "mps", "hpu", "xla"):
+        have, what = (n_cuda, "CUDA GPU") if on_gpu else (_cpu_count(), "CPU core")
+        if wanted > have:
+            plural = "s" if have != 1 else ""
+            raise CtsegError(
+                f"--trainer.devices {trainer.get('devices')}: this machine has {have} {what}{plural}; "
+                f"use --trainer.devices {have} (or auto)"
+            )
+    precision = str(trainer.get("precision") or "")
+    if on_gpu and precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
+        trainer["precision"] = "16-mixed"
+        note = f"ctseg: note: this GPU has no bf16; using --trainer.precision 16-mixed instead of {precision}"
+        print(note, file=sys.stderr)
 
 
 def _ckpt_arg(args: list[str]) -> str | None:

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines
 from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
 from ctseg.contrastive.patches import eligibility, multi_stride_counts, stage_strides
 from ctseg.contrastive.sampling import keep_hardest, sample_eligible, split_halves
@@ -229,22 +229,18 @@ class PatchContrastiveLoss(nn.Module):
         k = self.num_classes
         eligible = self._eligible(count, stride)
         index, valid, n_eligible = self._sample(eligible, generator)
-        z = self._embed(s, feat, index)
+        u = self._embed(s, feat, index)
         detail = {"index": index, "valid": valid} if self.keep_details else {}
         if self.gather_across_ranks:
-            z, valid, n_eligible = self._gather(z, valid, n_eligible)
+            u, valid, n_eligible = self._gather(u, valid, n_eligible)
         present = (n_eligible[:k] >= self.min_samples) & (n_eligible[k:] >= self.min_samples)
-        z_pos, z_neg, v_pos, v_neg = z[:k], z[k:], valid[:k], valid[k:]
+        v_pos, v_neg = valid[:k], valid[k:]
 
-        # Negative pairs: positive i with negative i; keep the most similar.
-        neg_cos = (z_pos * z_neg).sum(-1)
-        neg_keep = keep_hardest(neg_cos, v_pos & v_neg, self.hard_fraction, hardest_is_high=True)
-        # Positive pairs: i with i + n/2; keep the least similar.
+        # Positive pairs: i with i + n/2 (first = 0..h-1); negative pairs: positive i with negative i.
         first, second, pair_valid = split_halves(v_pos)
-        dim = z.shape[-1]
-        z_a = z_pos.gather(1, first.unsqueeze(-1).expand(-1, -1, dim))
-        z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, dim))
-        pos_cos = (z_a * z_b).sum(-1)
+        neg_cos, pos_cos = normalized_pair_cosines(u, second)
+        # Keep the most similar negative pairs and the least similar positive pairs.
+        neg_keep = keep_hardest(neg_cos, v_pos & v_neg, self.hard_fraction, hardest_is_high=True)
         pos_keep = keep_hardest(pos_cos, pair_valid, self.hard_fraction, hardest_is_high=False)
         neg_keep = neg_keep & present[:, None]
         pos_keep = pos_keep & present[:, None]
@@ -257,7 +253,11 @@ class PatchContrastiveLoss(nn.Module):
             per_class = total / n_kept.clamp(min=1)
             class_active = present & (n_kept > 0)
         else:
-            per_query = info_nce(z_a, z_b, pos_keep, z_neg, neg_keep, self.temperature)
+            # Queries z_pos[:, :h], keys z_pos[second]: the same positive pairs; negatives shared per class.
+            z = l2_normalize(u)
+            z_pos, z_neg = z[:k], z[k:]
+            z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+            per_query = info_nce(z_pos[:, : first.shape[1]], z_b, pos_keep, z_neg, neg_keep, self.temperature)
             per_class = masked_mean(per_query, pos_keep)
             class_active = present & pos_keep.any(-1) & neg_keep.any(-1)
         stage_loss = masked_mean(per_class, class_active, dim=0)
@@ -271,23 +271,23 @@ class PatchContrastiveLoss(nn.Module):
         return sample_eligible(eligible, self.samples_per_class, generator)
 
     def _embed(self, s: int, feat: Tensor, index: Tensor) -> Tensor:
-        """L2-normalised projections of the sampled patches: ``index (2K, k)`` → ``(2K, k, D)`` float32.
+        """Unnormalised float32 projections of the sampled patches: ``index (2K, k)`` → ``(2K, k, D)``.
 
-        Normally the sampled vectors are gathered first and only they are projected (``2K·k`` rows instead of
-        the whole map). On coarse stages the map can hold fewer patches than there are samples (classes share
-        patches as negatives); then projecting every patch once and gathering the embeddings is cheaper and
-        gives identical values.
+        The map is viewed as rows ``(B·H·W, C)`` (free for channels-last features, one copy otherwise).
+        Normally the sampled rows are gathered first and only they are projected (``2K·k`` rows instead of the
+        whole map). On coarse stages the map can hold fewer patches than there are samples (classes share
+        patches as negatives); then projecting every patch once and gathering the projections is cheaper and
+        gives identical values. The caller L2-normalises (:mod:`ctseg.contrastive.fused`).
         """
         head = self.heads[str(s)]
         b, c, h, w = feat.shape
         flat_index = index.reshape(-1)
+        rows = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)
         if b * h * w < flat_index.numel():
-            vectors = feat.flatten(2).transpose(1, 2).reshape(b * h * w, c)
-            z = F.normalize(head(vectors).float(), dim=-1).index_select(0, flat_index)
+            u = head(rows).float().index_select(0, flat_index)
         else:
-            vectors = feat.flatten(2)[flat_index // (h * w), :, flat_index % (h * w)]
-            z = F.normalize(head(vectors).float(), dim=-1)
-        return z.view(*index.shape, -1)
+            u = head(rows.index_select(0, flat_index)).float()
+        return u.view(*index.shape, -1)
 
     def _gather(self, z: Tensor, valid: Tensor, n_eligible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Concatenate every rank's samples per class and move the valid ones to the front (stable)."""

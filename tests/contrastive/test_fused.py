@@ -1,0 +1,59 @@
+"""The hand-written backward passes of ``ctseg.contrastive.fused`` against autograd and finite differences."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines
+from ctseg.contrastive.sampling import split_halves
+
+
+def reference_pair_cosines(u, second):
+    z = F.normalize(u, dim=-1)
+    k = z.shape[0] // 2
+    z_pos, z_neg = z[:k], z[k:]
+    z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+    return (z_pos * z_neg).sum(-1), (z_pos[:, : second.shape[1]] * z_b).sum(-1)
+
+
+def _inputs(k=3, n=9, d=5, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(2 * k, n, d, generator=g, dtype=dtype)
+    valid = torch.arange(n)[None, :] < torch.randint(0, n + 1, (k, 1), generator=g)
+    _, second, _ = split_halves(torch.cat([valid], 0))
+    return u.requires_grad_(), second
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pair_cosines_gradcheck(seed):
+    u, second = _inputs(seed=seed)
+    assert torch.autograd.gradcheck(lambda x: normalized_pair_cosines(x, second), (u,))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pair_cosines_match_autograd(seed):
+    u, second = _inputs(k=4, n=16, d=8, seed=seed, dtype=torch.float32)
+    got, want = normalized_pair_cosines(u, second), reference_pair_cosines(u, second)
+    weights = [torch.randn_like(t) for t in want]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    g1 = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, got, strict=True)), u)[0]
+    g2 = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, want, strict=True)), u)[0]
+    torch.testing.assert_close(g1, g2)
+
+
+def test_pair_cosines_odd_and_tiny_shapes():
+    for k, n in ((1, 1), (2, 2), (1, 3)):
+        u, second = _inputs(k=k, n=n, d=3)
+        assert second.shape == (k, n // 2)
+        assert torch.autograd.gradcheck(lambda x, s=second: normalized_pair_cosines(x, s), (u,))
+
+
+def test_l2_normalize_gradcheck_and_values():
+    u = torch.randn(4, 6, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(l2_normalize, (u,))
+    torch.testing.assert_close(l2_normalize(u), F.normalize(u, dim=-1))
+    zero = torch.zeros(2, 3, requires_grad=True)
+    out = l2_normalize(zero)
+    out.sum().backward()
+    assert torch.equal(out, torch.zeros(2, 3)) and torch.isfinite(zero.grad).all()
