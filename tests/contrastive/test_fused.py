@@ -57,3 +57,58 @@ def test_l2_normalize_gradcheck_and_values():
     out = l2_normalize(zero)
     out.sum().backward()
     assert torch.equal(out, torch.zeros(2, 3)) and torch.isfinite(zero.grad).all()
+
+
+def test_masked_logsumexp_matches_masked_fill_reference():
+    from ctseg.contrastive.losses import MASKED_LOGIT, masked_logsumexp
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 3, 9, generator=g, dtype=torch.float64) * 5).requires_grad_()
+    keep = torch.rand(4, 1, 9, generator=g) > 0.4
+    keep[0] = False  # a row with nothing kept
+    keep[1, :, 0] = True
+    got = masked_logsumexp(x, keep)
+    want = x.masked_fill(~keep, MASKED_LOGIT).logsumexp(-1)
+    torch.testing.assert_close(got, want)
+    assert torch.all(got[0] == MASKED_LOGIT)
+    w = torch.randn_like(got)
+    g1 = torch.autograd.grad((w * got).sum(), x)[0]
+    g2 = torch.autograd.grad((w * want).sum(), x)[0]
+    torch.testing.assert_close(g1, g2)
+    assert torch.isfinite(g1).all() and torch.all(g1[~keep.expand_as(x)] == 0)
+    # huge masked logits (small temperature) neither overflow nor give NaN gradients
+    big = (x.detach() * 100).requires_grad_()
+    out = masked_logsumexp(big, keep)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(big.grad).all()
+
+
+def _reference_info_nce(q, k, n, keep, t):
+    from ctseg.contrastive.losses import MASKED_LOGIT
+
+    pos = (q * k).sum(-1, keepdim=True)
+    neg = torch.einsum("rqd,rnd->rqn", q, n).masked_fill(~keep[:, None, :], MASKED_LOGIT * t)
+    logits = torch.cat([pos, neg], -1) / t
+    return logits.logsumexp(-1) - logits[..., 0]
+
+
+@pytest.mark.parametrize("seed, temperature", [(0, 0.1), (1, 0.5), (2, 0.05)])
+def test_info_nce_shared_matches_reference_and_gradcheck(seed, temperature):
+    from ctseg.contrastive.fused import info_nce_shared
+
+    g = torch.Generator().manual_seed(seed)
+    r, q_n, n_n, d = 3, 5, 7, 4
+
+    def unit(*shape):
+        return F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+
+    q, k, n = unit(r, q_n, d), unit(r, q_n, d), unit(r, n_n, d)
+    keep = torch.rand(r, n_n, generator=g) > 0.4
+    keep[0] = False  # a row without negatives: loss 0
+    got = info_nce_shared(q, k, n, keep, temperature)
+    want = _reference_info_nce(q, k, n, keep, temperature)
+    torch.testing.assert_close(got, want)
+    assert torch.all(got[0] == 0)
+    assert torch.autograd.gradcheck(lambda *x: info_nce_shared(*x, keep, temperature), (q, k, n))
+    empty = info_nce_shared(q, k, n[:, :0], keep[:, :0], temperature)
+    assert torch.all(empty == 0)

@@ -22,6 +22,8 @@ so ``∂/∂z_pos[r, i] = g_neg[r, i] z_neg[r, i] + g_pos[r, i] z_pos[r, second[
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -105,3 +107,76 @@ def normalized_pair_cosines(u: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         positive pairs; differentiable with respect to ``u``.
     """
     return _PairCosines.apply(u, second)
+
+
+def _no_autocast(device: torch.device):
+    """Autocast off on ``device`` (a no-op context on devices without autocast, e.g. ``meta``)."""
+    if device.type in ("cuda", "cpu", "xpu", "mps"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+class _InfoNCE(torch.autograd.Function):
+    """InfoNCE with shared negatives per row; forward and backward in a few passes over ``(R, Q, N)``.
+
+    With ``s_i = q_i·k_i / τ``, ``S_in = q_i·n_n / τ``, ``w_n = keep_n`` and a per-query shift ``c_i`` (the largest
+    kept logit): ``T_i = e^{s_i − c_i} + Σ_n w_n e^{S_in − c_i}``, ``ℓ_i = log T_i + c_i − s_i``.
+    Gradients: ``∂ℓ_i/∂S_in = w_n e^{S_in − c_i} / T_i`` and ``∂ℓ_i/∂s_i = e^{s_i − c_i} / T_i − 1``, then through
+    the bilinear forms to ``q``, ``k`` and ``n``. The exponentials are taken in place in the logits buffer and
+    never see a masked entry's shift below the kept maximum (no slow underflow path, no overflow).
+    """
+
+    @staticmethod
+    def forward(ctx, queries: Tensor, keys: Tensor, negatives: Tensor, keep: Tensor, temperature: float) -> Tensor:
+        dtype = torch.promote_types(queries.dtype, torch.float32)
+        with _no_autocast(queries.device):
+            return _InfoNCE._forward(ctx, queries.to(dtype), keys.to(dtype), negatives.to(dtype), keep, temperature)
+
+    @staticmethod
+    def _forward(ctx, queries: Tensor, keys: Tensor, negatives: Tensor, keep: Tensor, temperature: float) -> Tensor:
+        inv_t = 1.0 / temperature
+        pos = (queries * keys).sum(-1).mul_(inv_t)  # (R, Q)
+        logits = torch.bmm(queries, negatives.transpose(1, 2)).mul_(inv_t)  # (R, Q, N)
+        w = keep[:, None, :]
+        if logits.shape[-1] > 0:
+            kept_max = torch.where(w, logits, torch.full((), float("-inf"), device=logits.device)).amax(-1)
+            shift = torch.maximum(kept_max, pos)
+        else:
+            shift = pos.clone()
+        # e^{S − c} where kept, else 0; kept entries are ≤ 0 after the shift, masked ones are capped at 0 (no overflow)
+        weights = logits.sub_(shift[..., None]).clamp_(-80.0, 0.0).exp_().mul_(w)
+        p = torch.exp((pos - shift).clamp_min(-80.0))
+        total = weights.sum(-1).add_(p)
+        ctx.save_for_backward(queries, keys, negatives, weights, total, p)
+        ctx.inv_t = inv_t
+        return total.log().add_(shift).sub_(pos)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        with _no_autocast(grad.device):
+            return _InfoNCE._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad: Tensor):
+        queries, keys, negatives, weights, total, p = ctx.saved_tensors
+        scale = grad / total
+        d_logits = weights * (scale * ctx.inv_t)[..., None]  # not in place: backward may run twice (retain_graph)
+        d_pos = (grad * (p / total - 1.0) * ctx.inv_t)[..., None]  # (R, Q, 1)
+        d_queries = torch.bmm(d_logits, negatives).addcmul_(d_pos, keys)
+        d_keys = d_pos * queries
+        d_negatives = torch.bmm(d_logits.transpose(1, 2), queries)
+        return d_queries, d_keys, d_negatives, None, None
+
+
+def info_nce_shared(queries: Tensor, keys: Tensor, negatives: Tensor, keep: Tensor, temperature: float) -> Tensor:
+    """Per-query InfoNCE ``−log softmax([q·k, q·n_1 … q·n_N] / τ)[0]`` over the kept negatives.
+
+    Args:
+        queries, keys: ``(R, Q, D)`` float32, L2-normalised and paired; negatives: ``(R, N, D)``;
+        keep: ``(R, N)`` bool, the negatives of row ``r`` that take part.
+
+    Returns:
+        ``(R, Q)`` losses, finite everywhere (a query with no kept negative gets ``0``).
+    """
+    return _InfoNCE.apply(queries, keys, negatives, keep, temperature)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ctseg.contrastive.fused import info_nce_shared
+
 #: Logit given to masked-out entries: finite, so masked rows can never produce NaN values or gradients.
 MASKED_LOGIT = -1e9
 
@@ -17,6 +19,29 @@ def masked_mean(values: Tensor, mask: Tensor, dim: int | tuple[int, ...] = -1) -
     """Mean of ``values`` over ``mask`` along ``dim``; 0 where nothing is selected (never NaN)."""
     mask = mask.to(values.dtype)
     return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def masked_logsumexp(x: Tensor, keep: Tensor, dim: int = -1) -> Tensor:
+    """``log Σ_{j: keep_j} exp(x_j)`` along ``dim``; ``MASKED_LOGIT`` where nothing is kept (never ``−inf``/NaN).
+
+    The value of ``x.masked_fill(~keep, MASKED_LOGIT).logsumexp(dim)`` (to a relative ``e^-80``), but ``exp``
+    only ever sees arguments in ``[−80, 0]``: with ``m`` the (detached) maximum over kept entries it takes
+    ``x − m`` (floored at −80) where kept and 0 where masked, and its masked outputs are then zeroed, so masked
+    entries can neither overflow nor leak NaN gradients. Feeding ``exp`` arguments below its fp32 underflow limit
+    (≈ −87, e.g. a masked −1e9) sends many CPUs down a slow path, 10–30× slower per element (measured on the
+    2-core Xeon CI machine).
+
+    Args:
+        x: logits ``(...)``, finite where kept; keep: bool, broadcastable to ``x``.
+    """
+    keep = keep.expand_as(x)
+    m = x.detach().masked_fill(~keep, float("-inf")).amax(dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    shifted = torch.exp(torch.where(keep, (x - m).clamp_min(-80.0), zero))  # kept entries are ≤ 0 already
+    total = torch.where(keep, shifted, zero).sum(dim)
+    lse = torch.log(total.clamp_min(torch.finfo(x.dtype).tiny)) + m.squeeze(dim)
+    return torch.where(total > 0, lse, torch.full_like(lse, MASKED_LOGIT))
 
 
 def cl_pair_loss(cosine: Tensor, target: Tensor, smoothing: float = 0.1, form: str = "logits") -> Tensor:
@@ -54,7 +79,7 @@ def info_nce(
     """InfoNCE per query with a shared negative set per row.
 
     ``logits_i = [q_i·k_i, q_i·n_1, …, q_i·n_N] / τ``; loss ``−log softmax(logits_i)[0]``; invalid negatives
-    are masked out.
+    are masked out. Computed by :func:`ctseg.contrastive.fused.info_nce_shared` (hand-written backward).
 
     Args:
         queries, keys: ``(R, Q, D)`` paired embeddings.
@@ -65,8 +90,4 @@ def info_nce(
         ``(R, Q)`` per-query loss (finite everywhere).
     """
     del query_valid
-    positive = (queries * keys).sum(-1, keepdim=True)  # (R, Q, 1)
-    negative = torch.einsum("rqd,rnd->rqn", queries, negatives)  # (R, Q, N)
-    negative = negative.masked_fill(~negative_valid[:, None, :], MASKED_LOGIT * temperature)
-    logits = torch.cat([positive, negative], dim=-1) / temperature
-    return torch.logsumexp(logits, dim=-1) - logits[..., 0]
+    return info_nce_shared(queries, keys, negatives, negative_valid, temperature)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ctseg.contrastive.losses import MASKED_LOGIT, masked_mean
+from ctseg.contrastive.losses import masked_logsumexp, masked_mean
 from ctseg.contrastive.patches import stage_strides
 
 #: A (image, class) pair is an anchor group when it has at least this many pixels at the scale.
@@ -184,7 +184,7 @@ class _PositiveTermSum(torch.autograd.Function):
             logits, positive, not_negative = _pair_block(
                 za[rows], zc, la[rows], lc, contrast_valid, start if exclude_self else None
             )
-            block_lse = logits.masked_fill(not_negative, MASKED_LOGIT).logsumexp(dim=1)
+            block_lse = masked_logsumexp(logits, ~not_negative, dim=1)
             terms = F.softplus(block_lse[:, None] - logits)
             positive_sum[rows] = torch.where(positive, terms, 0.0).sum(1)
             n_positive[rows] = positive.sum(1)
