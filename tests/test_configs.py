@@ -43,3 +43,36 @@ def test_grid_config_parses_with_paper_recipe(dataset, model, scheme):
     assert resolved["model"]["scheme"] == SCHEME_FILES[scheme]
     assert resolved["trainer"]["max_epochs"] == 50
     assert resolved["data"]["class_path"] == data["class_path"]
+
+
+CPU_STUDY = REPO / "configs" / "dubai" / "cpu"
+
+
+def test_cpu_study_configs_share_one_budget():
+    """The Dubai CPU study: every config has the same trainer, data and optimiser settings; only the scheme
+    and its options differ (issue 10: same budget and augmentations for all)."""
+    configs = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(CPU_STUDY.glob("*.yaml"))}
+    assert {"baseline", "cl", "infonce", "mscs"} <= set(configs)
+    schemes = {name: cfg["model"]["scheme"] for name, cfg in configs.items()}
+    assert schemes["baseline"] == "none" and schemes["cl"] == "ct-cl" and schemes["infonce"] == "ct-infonce"
+    assert schemes["mscs"] == "mscs"
+
+    def budget(cfg):
+        trainer = {k: v for k, v in cfg["trainer"].items() if k != "default_root_dir"}
+        model = {k: v for k, v in cfg["model"].items() if k not in ("scheme", "scheme_options")}
+        return trainer, model, cfg["data"], cfg["seed_everything"]
+
+    reference = budget(configs["baseline"])
+    for name, cfg in configs.items():
+        assert budget(cfg) == reference, name
+        assert cfg["trainer"]["default_root_dir"].endswith(f"/{name}")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CPU_STUDY.glob("*.yaml")))
+def test_cpu_study_config_parses(name):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CPU_STUDY / f"{name}.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    resolved = yaml.safe_load(out.getvalue())
+    assert resolved["model"]["model"] == "pf-tiny" and resolved["trainer"]["max_steps"] == 500
