@@ -125,6 +125,13 @@ def test_report_numbers_and_figures(fake_runs, tmp_path):
     assert "| | DS baseline | DS CL | PF baseline | PF CL | PF InfoNCE |" in md
     assert "| mIoU | 0.620 | **0.640** | 0.730 | **0.745** | 0.710 |" in md
     assert "| mIoU std | 0.0283 | 0.0283 | 0.0361 | 0.0071 | – |" in md
+    with open(out / "runs.csv", newline="") as fh:
+        runs = list(csv.DictReader(fh))
+    assert len(runs) == sum(len(m) for m in FAKE.values())
+    assert sorted(float(r["miou"]) for r in runs) == pytest.approx(sorted(v for m in FAKE.values() for v in m))
+    assert all(r["checkpoint_sha256"] for r in runs)
+    runs_md = (out / "runs.md").read_text()
+    assert runs_md.count("\n| synthetic |") == len(runs)
     for name in ("qualitative.png", "patch_sampling.png", "curves.png"):
         with Image.open(out / name) as img:
             assert img.size[0] > 300 and img.size[1] > 200

@@ -235,6 +235,46 @@ def render_tables(grouped: dict[str, dict[str, list[Cell]]], digits: int = 3) ->
     return "\n".join(md) + "\n", buf.getvalue()
 
 
+def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
+    """``(markdown, csv)``: one row per run — config, seed, scores, wall-clock seconds, checkpoint SHA-256."""
+    keys = ("dataset", "config_name", "model", "scheme", "seed", "miou", "mf1", "oa", "wall_seconds",
+            "fit_seconds", "checkpoint_kind", "checkpoint_sha256")  # fmt: skip
+    ordered = sorted(
+        results,
+        key=lambda r: (
+            _order(str(r.get("dataset") or ""), DATASET_ORDER),
+            _order(str(r["scheme"]), SCHEME_ORDER),
+            str(r.get("config_name") or ""),
+            int(r.get("seed") or 0),
+        ),
+    )
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(keys)
+    md = [
+        "# Runs",
+        "",
+        "One row per run: test scores of its best checkpoint, wall-clock seconds (fit + test), and the SHA-256 "
+        "of the checkpoint that was scored.",
+        "",
+        "| data set | config | scheme | seed | mIoU | mean F1 | OA | wall s | checkpoint SHA-256 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    def num(r: dict[str, Any], key: str, fmt: str) -> str:
+        value = r.get(key)
+        return "–" if value is None else format(float(value), fmt)
+
+    for r in ordered:
+        writer.writerow(["" if r.get(k) is None else r.get(k) for k in keys])
+        md.append(
+            f"| {r.get('dataset') or '?'} | {r.get('config_name') or '?'} | {r['scheme']} | {r.get('seed', '?')} | "
+            f"{num(r, 'miou', '.4f')} | {num(r, 'mf1', '.4f')} | {num(r, 'oa', '.4f')} | "
+            f"{num(r, 'wall_seconds', '.0f')} | "
+            f"`{r.get('checkpoint_sha256') or '?'}` |"
+        )
+    return "\n".join(md) + "\n", buf.getvalue()
+
+
 # ----------------------------------------------------------------------------------------------- figures
 def _import(class_path: str):
     module, _, name = class_path.rpartition(".")
@@ -467,7 +507,8 @@ def make_report(
     figures: bool = True,
     echo=print,
 ) -> list[Path]:
-    """Gather results, write ``table.md``, ``table.csv`` and the figures into ``out``; returns written paths."""
+    """Gather results, write ``table.md``, ``table.csv``, ``runs.md``, ``runs.csv`` and the figures into ``out``;
+    returns the written paths."""
     if crops < 1:
         raise CtsegError(f"--crops must be at least 1, got {crops}")
     from ctseg.inference import resolve_device
@@ -483,9 +524,10 @@ def make_report(
     out = ensure_writable_dir(out, "report folder")
     grouped = group_results(results)
     md, table_csv = render_tables(grouped)
-    written = [out / "table.md", out / "table.csv"]
-    write_text_atomic(written[0], md)
-    write_text_atomic(written[1], table_csv)
+    runs_md, runs_csv = render_runs(results)
+    written = [out / "table.md", out / "table.csv", out / "runs.md", out / "runs.csv"]
+    for path, text in zip(written, (md, table_csv, runs_md, runs_csv), strict=True):
+        write_text_atomic(path, text)
     if not figures:
         return written
     crop = None
