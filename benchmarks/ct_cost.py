@@ -1,6 +1,7 @@
 """CPU cost of CT: median training-step time of a model with and without the CT loss, in one process.
 
-    python benchmarks/ct_cost.py [--model pf-paper] [--size 256] [--batch 4] [--repeats 10]
+    python benchmarks/ct_cost.py [--model pf-paper] [--size 256] [--batch 4] [--repeats 10] [--classes 6]
+                                 [--loss cl|infonce] [--threads N]
 
 Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW step); off and on alternate so
 that drift in the machine affects both equally; the first ``--warmup`` steps of each are dropped.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import blocky_masks  # noqa: E402
+from common import blocky_masks, device_name  # noqa: E402
 
 from ctseg.contrastive import PatchContrastiveLoss
 from ctseg.models import build_model
@@ -34,10 +34,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--loss", default="cl")
+    p.add_argument("--classes", type=int, default=6)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
-    k = 6
+    k = args.classes
     model = build_model(args.model, k, img_size=args.size)
     ct = PatchContrastiveLoss(model.channels, k, loss=args.loss)
     seg = SegmentationLoss()
@@ -64,8 +68,8 @@ def main() -> None:
             if i >= args.warmup:
                 times[flag].append(t)
     off, on = statistics.median(times[False]), statistics.median(times[True])
-    print(f"device: CPU ({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}")
-    print(f"model {args.model}, {args.batch}×{args.size}², CT loss={args.loss}, {args.repeats} repeats")
+    print(f"device: {device_name(torch.device('cpu'))}")
+    print(f"model {args.model}, {args.batch}×{args.size}², {k} classes, CT loss={args.loss}, {args.repeats} repeats")
     print(f"step CT off: {off * 1000:.1f} ms   CT on: {on * 1000:.1f} ms   ratio on/off: {on / off:.3f}")
 
 

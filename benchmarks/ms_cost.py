@@ -10,7 +10,6 @@ affects both equally); the first ``--warmup`` repeats are dropped and the median
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import blocky_masks  # noqa: E402
+from common import blocky_masks, device_name  # noqa: E402
 
 from ctseg.contrastive import MultiScaleContrastiveLoss, PatchContrastiveLoss
 
@@ -62,7 +61,7 @@ def main() -> None:
                 times[name].append(t)
     ct, ms = statistics.median(times["ct"]), statistics.median(times["ms"])
     stats = losses["ms"].stats
-    print(f"device: CPU ({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}")
+    print(f"device: {device_name(torch.device('cpu'))}")
     print(f"features like PoolFormer-S12 at {args.size}², batch {args.batch}, {args.repeats} repeats")
     print(f"multi-scale views per group {stats['views'].tolist()}, groups {stats['groups'].tolist()}")
     print(f"forward+backward CT (PatchContrastiveLoss): {ct * 1000:.1f} ms")
