@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Dubai CPU study (issue 10): core configs with 3 seeds, ablations with 1 seed, then the report.
+# The Dubai CPU study (issue 10), then its report: core configs and infonce-scale with 3 seeds, the CL ablations
+# with 1 seed.
 # Two grid processes of one thread each share the 2-core machine (two 1-thread processes get more done than one
 # 2-thread process); the grid skips runs that already have a results.json, so an interrupted study resumes.
 # Needs: make install; .venv/bin/ctseg prepare dubai --src ../shared/data/dubai-aerial --dst data/dubai
@@ -14,6 +15,7 @@ grid() { .venv/bin/ctseg grid --data-seed --out "$OUT" "$@" -- --trainer.enable_
   grid --configs $C/baseline.yaml $C/cl.yaml --seeds 3
   grid --configs $C/cl-hf025.yaml $C/cl-deep.yaml --seeds 1
   grid --configs $C/cl-edge.yaml --seeds 1
+  grid --configs $C/infonce-scale.yaml --first-seed 1 --seeds 2
 ) > "$OUT/worker_a.log" 2>&1 &
 (
   grid --configs $C/infonce.yaml $C/mscs.yaml --seeds 3
@@ -22,3 +24,4 @@ grid() { .venv/bin/ctseg grid --data-seed --out "$OUT" "$@" -- --trainer.enable_
 ) > "$OUT/worker_b.log" 2>&1 &
 wait
 .venv/bin/ctseg report "$OUT" --out results/dubai --highlight ct-cl
+.venv/bin/python results/dubai/summarize.py "$OUT" > results/dubai/summary.md
