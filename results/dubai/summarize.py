@@ -87,9 +87,13 @@ def main() -> None:
 
 
 def _clipped(result: dict) -> bool:
-    """True when every logged ``train/contrastive`` of the run equals 1.0 (the default clip value)."""
+    """True when the run clips by value and every logged ``train/contrastive`` equals 1.0 (the clip value).
+
+    (``clip_mode: scale`` also shows 1.0 above the threshold but keeps the gradient.)"""
     import csv
 
+    if _scheme_options(result).get("clip_mode", "value") != "value":
+        return False
     path = Path(result.get("log_dir") or "") / "metrics.csv"
     if not path.is_file():
         return False
