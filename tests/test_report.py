@@ -67,7 +67,11 @@ def test_tiny_grid_run_writes_results(tiny):
     from ctseg.grid import sha256_file
 
     assert sha256_file(res["checkpoint"]) == res["checkpoint_sha256"]
-    assert "train/seg" in next(tiny.rglob("metrics.csv")).read_text()
+    log = next(tiny.rglob("metrics.csv")).read_text()
+    assert "train/seg" in log
+    # CT's per-stage statistics and the loss before its clip are logged (log_every_n_steps 1 in the tiny config)
+    for key in ("train/contrastive_unclipped", "train/classes_s0", "train/pos_pairs_s3", "train/neg_pairs_s0"):
+        assert key in log, key
 
 
 def test_grid_resumes_and_dry_run_lists(tiny, capsys, tmp_path):

@@ -137,7 +137,28 @@ class SegmentationTask(L.LightningModule):
         self.log("train/seg", out["seg"], batch_size=bs)
         if "contrastive" in out:
             self.log("train/contrastive", out["contrastive"], prog_bar=True, batch_size=bs)
+            self._log_scheme_stats(bs)
         return out["loss"]
+
+    def _log_scheme_stats(self, batch_size: int) -> None:
+        """The scheme's ``stats`` (per stage / scale) as ``train/<scheme stat>_s<i>``, on logging steps only.
+
+        CT: classes taking part, kept positive / negative pairs per stage, and ``train/contrastive_unclipped``
+        (when it stays above the clip value, ``clip_mode="value"`` gives the encoder no contrastive gradient).
+        MS / MSCS: groups, views and anchors per scale. Logged only every ``log_every_n_steps``, so the GPU
+        is not made to wait for them on other steps.
+        """
+        trainer = getattr(self, "_trainer", None)
+        every = getattr(trainer, "log_every_n_steps", 50) if trainer is not None else 50
+        stats = getattr(self.contrastive, "stats", None) or {}
+        if not stats or (every and self.global_step % every):
+            return
+        for key, value in stats.items():
+            if key == "unclipped":
+                self.log("train/contrastive_unclipped", value.float(), batch_size=batch_size)
+            elif key in ("classes", "pos_pairs", "neg_pairs", "groups", "views", "anchors"):
+                for i, v in enumerate(value.float().unbind(0)):
+                    self.log(f"train/{key}_s{i}", v, batch_size=batch_size)
 
     def _check_finite(self, out: dict[str, Tensor]) -> None:
         """Stop with a one-line error naming the step and the term when a loss is NaN or infinite.

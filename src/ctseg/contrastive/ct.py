@@ -113,8 +113,8 @@ class PatchContrastiveLoss(nn.Module):
         ``features``: sequence of ``(B, C_s, H_s, W_s)``; ``mask``: ``(B, H, W)`` integer; output: 0-dim.
 
     After each call, ``stats`` holds detached per-stage tensors ``classes``, ``pos_pairs``, ``neg_pairs``
-    (how many classes took part and how many pairs were kept), and ``details`` (when ``keep_details`` is
-    set) the sampled indices for inspection and tests.
+    (how many classes took part and how many pairs were kept) and the 0-dim ``unclipped`` loss; ``details``
+    (when ``keep_details`` is set) holds the sampled indices for inspection and tests.
 
     Example:
         >>> loss_fn = PatchContrastiveLoss([64, 128, 256, 512], num_classes=6)
@@ -201,7 +201,12 @@ class PatchContrastiveLoss(nn.Module):
         losses, active = torch.stack(stage_losses), torch.stack(stage_active)
         loss = masked_mean(losses, active, dim=0)
         stat = torch.stack(stats).detach()
-        self.stats = {"classes": stat[:, 0], "pos_pairs": stat[:, 1], "neg_pairs": stat[:, 2]}
+        self.stats = {
+            "classes": stat[:, 0],
+            "pos_pairs": stat[:, 1],
+            "neg_pairs": stat[:, 2],
+            "unclipped": loss.detach(),  # before the clip: above clip_value, "value" clipping passes no gradient
+        }
         self.details = details if self.keep_details else []
         return self._clip(loss)
 

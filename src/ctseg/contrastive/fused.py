@@ -116,14 +116,32 @@ def _no_autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def _info_nce_logits(queries: Tensor, negatives: Tensor, inv_t: float) -> Tensor:
+    """``(R, Q, N)`` logits ``S_in = q_i·n_n / τ``."""
+    return torch.bmm(queries, negatives.transpose(1, 2)).mul_(inv_t)
+
+
+def _exp_weights_(logits: Tensor, keep: Tensor, shift: Tensor) -> Tensor:
+    """In place: ``logits → keep_n · e^{S_in − c_i}``.
+
+    Kept entries are ≤ 0 after the shift; masked ones are capped at 0 (no overflow) and everything is floored at
+    −80 (no slow underflow path) before ``exp``; masked entries are then zeroed.
+    """
+    return logits.sub_(shift[..., None]).clamp_(-80.0, 0.0).exp_().mul_(keep[:, None, :])
+
+
 class _InfoNCE(torch.autograd.Function):
     """InfoNCE with shared negatives per row; forward and backward in a few passes over ``(R, Q, N)``.
 
-    With ``s_i = q_i·k_i / τ``, ``S_in = q_i·n_n / τ``, ``w_n = keep_n`` and a per-query shift ``c_i`` (the largest
-    kept logit): ``T_i = e^{s_i − c_i} + Σ_n w_n e^{S_in − c_i}``, ``ℓ_i = log T_i + c_i − s_i``.
+    With ``s_i = q_i·k_i / τ``, ``S_in = q_i·n_n / τ``, ``w_n = keep_n`` and a per-query shift ``c_i``:
+    ``T_i = e^{s_i − c_i} + Σ_n w_n e^{S_in − c_i}``, ``ℓ_i = log T_i + c_i − s_i`` (exact for any ``c_i``).
     Gradients: ``∂ℓ_i/∂S_in = w_n e^{S_in − c_i} / T_i`` and ``∂ℓ_i/∂s_i = e^{s_i − c_i} / T_i − 1``, then through
-    the bilinear forms to ``q``, ``k`` and ``n``. The exponentials are taken in place in the logits buffer and
-    never see a masked entry's shift below the kept maximum (no slow underflow path, no overflow).
+    the bilinear forms to ``q``, ``k`` and ``n``.
+
+    The shift is the row maximum over the positive and all negatives (one pass, no mask): with unit vectors every
+    logit lies in ``[−1/τ, 1/τ]``, so kept terms have exponents ``≥ −4/τ`` and nothing underflows for
+    ``τ ≥ 0.05``; below that the maximum is taken over the kept entries only (one more pass). The first backward
+    reuses the forward's exponentials in place; a second one (``retain_graph``) recomputes them.
     """
 
     @staticmethod
@@ -136,19 +154,20 @@ class _InfoNCE(torch.autograd.Function):
     def _forward(ctx, queries: Tensor, keys: Tensor, negatives: Tensor, keep: Tensor, temperature: float) -> Tensor:
         inv_t = 1.0 / temperature
         pos = (queries * keys).sum(-1).mul_(inv_t)  # (R, Q)
-        logits = torch.bmm(queries, negatives.transpose(1, 2)).mul_(inv_t)  # (R, Q, N)
-        w = keep[:, None, :]
-        if logits.shape[-1] > 0:
-            kept_max = torch.where(w, logits, torch.full((), float("-inf"), device=logits.device)).amax(-1)
-            shift = torch.maximum(kept_max, pos)
-        else:
+        logits = _info_nce_logits(queries, negatives, inv_t)  # (R, Q, N)
+        if logits.shape[-1] == 0:
             shift = pos.clone()
-        # e^{S − c} where kept, else 0; kept entries are ≤ 0 after the shift, masked ones are capped at 0 (no overflow)
-        weights = logits.sub_(shift[..., None]).clamp_(-80.0, 0.0).exp_().mul_(w)
+        elif temperature < 0.05:
+            kept = torch.where(keep[:, None, :], logits, torch.full((), float("-inf"), device=logits.device))
+            shift = torch.maximum(kept.amax(-1), pos)
+        else:
+            shift = torch.maximum(logits.amax(-1), pos)
+        weights = _exp_weights_(logits, keep, shift)
         p = torch.exp((pos - shift).clamp_min(-80.0))
         total = weights.sum(-1).add_(p)
-        ctx.save_for_backward(queries, keys, negatives, weights, total, p)
-        ctx.inv_t = inv_t
+        ctx.save_for_backward(queries, keys, negatives, keep, shift, total, p)
+        # Kept on ctx, not saved: the first backward turns it into the logits' gradient in place.
+        ctx.weights, ctx.inv_t = weights, inv_t
         return total.log().add_(shift).sub_(pos)
 
     @staticmethod
@@ -159,9 +178,12 @@ class _InfoNCE(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad: Tensor):
-        queries, keys, negatives, weights, total, p = ctx.saved_tensors
+        queries, keys, negatives, keep, shift, total, p = ctx.saved_tensors
+        weights, ctx.weights = ctx.weights, None
+        if weights is None:  # a second backward through the same graph: the buffer was used in place
+            weights = _exp_weights_(_info_nce_logits(queries, negatives, ctx.inv_t), keep, shift)
         scale = grad / total
-        d_logits = weights * (scale * ctx.inv_t)[..., None]  # not in place: backward may run twice (retain_graph)
+        d_logits = weights.mul_((scale * ctx.inv_t)[..., None])
         d_pos = (grad * (p / total - 1.0) * ctx.inv_t)[..., None]  # (R, Q, 1)
         d_queries = torch.bmm(d_logits, negatives).addcmul_(d_pos, keys)
         d_keys = d_pos * queries
