@@ -79,3 +79,24 @@ def test_load_model_refuses_foreign_files(tmp_path):
         load_model(tmp_path / "other.pt")
     with pytest.raises(CtsegError, match="does not exist"):
         load_model(tmp_path / "missing.ckpt")
+
+
+def test_scheme_stats_are_logged_on_lightning_logging_steps(tmp_path):
+    """With log_every_n_steps 2 Lightning writes steps 1 and 3; the CT stats must be among what it writes."""
+    import csv
+
+    from ctseg_tiny import TINY_CONFIG
+
+    from ctseg.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    argv = ["fit", "--config", str(cfg), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps",
+            "4", "--trainer.val_check_interval", "4", "--trainer.log_every_n_steps", "2"]  # fmt: skip
+    assert main(argv) == 0
+    with open(next((tmp_path / "run").rglob("metrics.csv")), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    logged = {int(r["step"]) for r in rows if r.get("train/pos_pairs_s0")}
+    assert logged == {1, 3}
+    assert {int(r["step"]) for r in rows if r.get("train/contrastive_unclipped")} == {1, 3}
+    assert all(float(r["train/classes_s0"]) >= 0 for r in rows if r.get("train/classes_s0"))

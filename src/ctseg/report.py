@@ -235,6 +235,11 @@ def render_tables(grouped: dict[str, dict[str, list[Cell]]], digits: int = 3) ->
     return "\n".join(md) + "\n", buf.getvalue()
 
 
+def _num(result: dict[str, Any], key: str, fmt: str) -> str:
+    value = result.get(key)
+    return "–" if value is None else format(float(value), fmt)
+
+
 def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
     """``(markdown, csv)``: one row per run — config, seed, scores, wall-clock seconds, checkpoint SHA-256."""
     keys = ("dataset", "config_name", "model", "scheme", "seed", "miou", "mf1", "oa", "wall_seconds",
@@ -260,16 +265,12 @@ def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
         "| data set | config | scheme | seed | mIoU | mean F1 | OA | wall s | checkpoint SHA-256 |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    def num(r: dict[str, Any], key: str, fmt: str) -> str:
-        value = r.get(key)
-        return "–" if value is None else format(float(value), fmt)
-
     for r in ordered:
         writer.writerow(["" if r.get(k) is None else r.get(k) for k in keys])
         md.append(
             f"| {r.get('dataset') or '?'} | {r.get('config_name') or '?'} | {r['scheme']} | {r.get('seed', '?')} | "
-            f"{num(r, 'miou', '.4f')} | {num(r, 'mf1', '.4f')} | {num(r, 'oa', '.4f')} | "
-            f"{num(r, 'wall_seconds', '.0f')} | "
+            f"{_num(r, 'miou', '.4f')} | {_num(r, 'mf1', '.4f')} | {_num(r, 'oa', '.4f')} | "
+            f"{_num(r, 'wall_seconds', '.0f')} | "
             f"`{r.get('checkpoint_sha256') or '?'}` |"
         )
     return "\n".join(md) + "\n", buf.getvalue()

@@ -145,13 +145,13 @@ class SegmentationTask(L.LightningModule):
 
         CT: classes taking part, kept positive / negative pairs per stage, and ``train/contrastive_unclipped``
         (when it stays above the clip value, ``clip_mode="value"`` gives the encoder no contrastive gradient).
-        MS / MSCS: groups, views and anchors per scale. Logged only every ``log_every_n_steps``, so the GPU
-        is not made to wait for them on other steps.
+        MS / MSCS: groups, views and anchors per scale. Logged only on the steps Lightning writes
+        (``(global_step + 1) % log_every_n_steps == 0``), so the GPU is not made to wait for them on others
+        and the values written are the current step's.
         """
-        trainer = getattr(self, "_trainer", None)
-        every = getattr(trainer, "log_every_n_steps", 50) if trainer is not None else 50
+        every = self.trainer.log_every_n_steps
         stats = getattr(self.contrastive, "stats", None) or {}
-        if not stats or (every and self.global_step % every):
+        if not stats or not every or (self.global_step + 1) % every:
             return
         for key, value in stats.items():
             if key == "unclipped":

@@ -241,9 +241,18 @@ class PatchContrastiveLoss(nn.Module):
         present = (n_eligible[:k] >= self.min_samples) & (n_eligible[k:] >= self.min_samples)
         v_pos, v_neg = valid[:k], valid[k:]
 
-        # Positive pairs: i with i + n/2 (first = 0..h-1); negative pairs: positive i with negative i.
-        first, second, pair_valid = split_halves(v_pos)
-        neg_cos, pos_cos = normalized_pair_cosines(u, second)
+        # Positive pairs: i with i + n/2 (second[r, i] = i + n/2, i < h); negative pairs: positive i with negative i.
+        _, second, pair_valid = split_halves(v_pos)
+        if self.loss == "cl":
+            neg_cos, pos_cos = normalized_pair_cosines(u, second)
+        else:
+            # Queries z_pos[:, :h], keys z_pos[second]; negatives shared per class. The cosines only rank pairs.
+            z = l2_normalize(u)
+            z_pos, z_neg = z[:k], z[k:]
+            z_a = z_pos[:, : second.shape[1]]
+            z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+            with torch.no_grad():
+                neg_cos, pos_cos = (z_pos * z_neg).sum(-1), (z_a * z_b).sum(-1)
         # Keep the most similar negative pairs and the least similar positive pairs.
         neg_keep = keep_hardest(neg_cos, v_pos & v_neg, self.hard_fraction, hardest_is_high=True)
         pos_keep = keep_hardest(pos_cos, pair_valid, self.hard_fraction, hardest_is_high=False)
@@ -258,11 +267,7 @@ class PatchContrastiveLoss(nn.Module):
             per_class = total / n_kept.clamp(min=1)
             class_active = present & (n_kept > 0)
         else:
-            # Queries z_pos[:, :h], keys z_pos[second]: the same positive pairs; negatives shared per class.
-            z = l2_normalize(u)
-            z_pos, z_neg = z[:k], z[k:]
-            z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
-            per_query = info_nce(z_pos[:, : first.shape[1]], z_b, pos_keep, z_neg, neg_keep, self.temperature)
+            per_query = info_nce(z_a, z_b, pos_keep, z_neg, neg_keep, self.temperature)
             per_class = masked_mean(per_query, pos_keep)
             class_active = present & pos_keep.any(-1) & neg_keep.any(-1)
         stage_loss = masked_mean(per_class, class_active, dim=0)
@@ -278,25 +283,28 @@ class PatchContrastiveLoss(nn.Module):
     def _embed(self, s: int, feat: Tensor, index: Tensor) -> Tensor:
         """Unnormalised float32 projections of the sampled patches: ``index (2K, k)`` → ``(2K, k, D)``.
 
-        The map is viewed as rows ``(B·H·W, C)`` (free for channels-last features, one copy otherwise).
         Normally the sampled rows are gathered first and only they are projected (``2K·k`` rows instead of the
-        whole map). On coarse stages the map can hold fewer patches than there are samples (classes share
-        patches as negatives); then projecting every patch once and gathering the projections is cheaper and
-        gives identical values. The caller L2-normalises (:mod:`ctseg.contrastive.fused`).
+        whole map): from the ``(B·H·W, C)`` row view when the features are channels-last (a free view), else by
+        indexing the NCHW map directly (no full-size copy). On coarse stages the map can hold fewer patches than
+        there are samples (classes share patches as negatives); then projecting every patch once and gathering
+        the projections is cheaper and gives identical values. The caller L2-normalises
+        (:mod:`ctseg.contrastive.fused`).
         """
         head = self.heads[str(s)]
         b, c, h, w = feat.shape
         flat_index = index.reshape(-1)
-        rows = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        rows = feat.permute(0, 2, 3, 1)  # (B, H, W, C); contiguous for channels-last features
         if b * h * w < flat_index.numel():
-            u = head(rows).float().index_select(0, flat_index)
+            u = head(rows.reshape(b * h * w, c)).float().index_select(0, flat_index)
+        elif rows.is_contiguous():
+            u = head(rows.reshape(b * h * w, c).index_select(0, flat_index)).float()
         else:
-            u = head(rows.index_select(0, flat_index)).float()
+            u = head(feat.flatten(2)[flat_index // (h * w), :, flat_index % (h * w)]).float()
         return u.view(*index.shape, -1)
 
-    def _gather(self, z: Tensor, valid: Tensor, n_eligible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _gather(self, u: Tensor, valid: Tensor, n_eligible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Concatenate every rank's samples per class and move the valid ones to the front (stable)."""
-        z, valid = _gather_global([z, valid])
+        u, valid = _gather_global([u, valid])
         if _distributed():
             import torch.distributed as dist
 
@@ -304,5 +312,5 @@ class PatchContrastiveLoss(nn.Module):
             dist.all_reduce(n_eligible)
         order = (~valid).to(torch.int8).argsort(dim=1, stable=True)
         valid = valid.gather(1, order)
-        z = z.gather(1, order.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
-        return z, valid, n_eligible
+        u = u.gather(1, order.unsqueeze(-1).expand(-1, -1, u.shape[-1]))
+        return u, valid, n_eligible

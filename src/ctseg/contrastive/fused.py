@@ -2,9 +2,10 @@
 
 Autograd's generic graph for ``F.normalize`` followed by the CT pairing (two slices, a gather, two products)
 allocates about a dozen full ``(2K, k, D)`` temporaries in the backward pass (zero-filled slice and gather
-gradients, the broadcast division's two gradients, ...). On a CPU these memory-bound passes cost more than
-the projection heads' matmuls; on a GPU each is a kernel launch. The two functions here compute the same
-values with one saved tensor and a handful of in-place passes.
+gradients, the broadcast division's two gradients, ...); on a GPU each is a kernel launch and a pass over
+memory. The functions here compute the same values with one saved tensor and a handful of in-place passes.
+On the 2-core CPU the CT-CL loss time did not change measurably (the heads' matmuls dominate there; see
+``benchmarks/README.md``); the fused InfoNCE did cut the CT-InfoNCE step overhead.
 
 Math. With ``u`` one unnormalised embedding, ``z = u · ρ`` and ``ρ = 1 / max(‖u‖, ε)``; for an upstream
 gradient ``g`` on ``z`` the gradient on ``u`` is ``(g − z (z·g)) · ρ`` (exact where ``‖u‖ > ε``; at ``u = 0``

@@ -28,8 +28,8 @@ def masked_logsumexp(x: Tensor, keep: Tensor, dim: int = -1) -> Tensor:
     only ever sees arguments in ``[−80, 0]``: with ``m`` the (detached) maximum over kept entries it takes
     ``x − m`` (floored at −80) where kept and 0 where masked, and its masked outputs are then zeroed, so masked
     entries can neither overflow nor leak NaN gradients. Feeding ``exp`` arguments below its fp32 underflow limit
-    (≈ −87, e.g. a masked −1e9) sends many CPUs down a slow path, 10–30× slower per element (measured on the
-    2-core Xeon CI machine).
+    (≈ −87, e.g. a masked −1e9) sends some CPUs down a slow path: 20–64× slower on the 2-core Xeon CI machine
+    (``python benchmarks/exp_underflow.py``).
 
     Args:
         x: logits ``(...)``, finite where kept; keep: bool, broadcastable to ``x``.
