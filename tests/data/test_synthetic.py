@@ -81,7 +81,9 @@ def test_generation_speed():
             generate_scene(seed)
             best = min(best, time.process_time() - t)
         per_scene.append(best)
-    assert np.mean(per_scene) < 0.020, f"{np.mean(per_scene) * 1e3:.1f} ms per 256² scene"
+    # 20 ms held on the EPYC CI machine; the Xeon one (2.5× slower per step) measured 20–27 ms, over the bound
+    # whenever another process shared its 2 cores. 40 ms still catches a generator that became several × slower.
+    assert np.mean(per_scene) < 0.040, f"{np.mean(per_scene) * 1e3:.1f} ms per 256² scene"
 
 
 def test_dataset_items_and_determinism():
