@@ -10,8 +10,11 @@ Measures, in one process, on the same model:
 3. model FLOPs per training image (``torch.utils.flop_counter``) and the achieved fraction of the device's
    measured bf16 matmul rate (an 8192³ matmul);
 4. that the CT loss runs under ``torch.cuda.set_sync_debug_mode("error")``;
-5. end-to-end images/s with CT on, data loading included: uint8 crops in memory → DataLoader (workers, pinned
-   memory) → GPU augmentation (:class:`ctseg.data.transforms.BatchTrainTransform`) → training step.
+5. end-to-end images/s with CT on, data loading included: uint8 crops → DataLoader (workers, pinned memory) →
+   GPU augmentation (:class:`ctseg.data.transforms.BatchTrainTransform`) → training step. The crops are
+   synthetic scenes held in memory, or with ``--data FOLDER`` a prepared folder read by the real
+   :class:`ctseg.data.PreparedDataModule` (fast pipeline; ``--decoded-cache`` reads the decoded uint8 cache
+   of :mod:`ctseg.data.decoded`, built first, instead of PNGs).
 Prints one JSON object (and writes it with ``--json PATH``).
 """
 
@@ -122,18 +125,47 @@ def sync_free_check(task: SegmentationTask, batch, device, dtype) -> str:
     return "ok"
 
 
-def loader_throughput(args, task: SegmentationTask, device, dtype) -> dict:
-    """Images/s of the whole pipeline with CT on, data loading and GPU augmentation included."""
+def prepared_batches(args, device):
+    """A generator factory over a prepared folder through :class:`PreparedDataModule` (on-device augmentation)."""
+    from ctseg.data import PreparedDataModule
+
+    dm = PreparedDataModule(
+        args.data,
+        batch_size=args.batch,
+        num_workers=args.workers,
+        image_size=args.size,
+        augment_on_device=True,
+        decoded_cache=args.decoded_cache,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+
+    def batches():
+        epoch = 0
+        while True:
+            loader.sampler.set_epoch(epoch)
+            for raw in loader:
+                raw = {k: v.to(device, non_blocking=True) for k, v in raw.items()}
+                yield dm.device_transform(raw, training=True)
+            epoch += 1
+
+    return batches
+
+
+def synthetic_batches(args, device):
+    """A generator factory over synthetic uint8 scenes held in memory (DataLoader + GPU augmentation)."""
+    import numpy as np
+
     from ctseg.data.synthetic import generate_scene
     from ctseg.data.transforms import BatchTrainTransform
 
     n = args.batch * 4
     images, masks = zip(*(generate_scene(i, args.size) for i in range(n)), strict=True)
-    images = torch.from_numpy(__import__("numpy").stack(images)).permute(0, 3, 1, 2).contiguous()  # uint8
-    masks = torch.from_numpy(__import__("numpy").stack(masks)).long()
-    dataset = torch.utils.data.TensorDataset(images, masks)
+    images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # uint8
+    masks = torch.from_numpy(np.stack(masks)).long()
     loader = torch.utils.data.DataLoader(
-        dataset,
+        torch.utils.data.TensorDataset(images, masks),
         batch_size=args.batch,
         shuffle=True,
         drop_last=True,
@@ -142,7 +174,6 @@ def loader_throughput(args, task: SegmentationTask, device, dtype) -> dict:
         persistent_workers=args.workers > 0,
     )
     augment = BatchTrainTransform(size=args.size)
-    step = make_step(task, device, dtype)
 
     def batches():
         while True:
@@ -152,6 +183,13 @@ def loader_throughput(args, task: SegmentationTask, device, dtype) -> dict:
                 x, y = augment(img, msk)
                 yield {"image": x, "mask": y}
 
+    return batches
+
+
+def loader_throughput(args, task: SegmentationTask, device, dtype) -> dict:
+    """Images/s of the whole pipeline with CT on, data loading and GPU augmentation included."""
+    step = make_step(task, device, dtype)
+    batches = prepared_batches(args, device) if args.data else synthetic_batches(args, device)
     it = batches()
     for _ in range(args.warmup):
         step(next(it))
@@ -180,6 +218,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--skip-loader", action="store_true")
+    p.add_argument("--data", default=None, help="prepared folder for the pipeline measurement (default: synthetic)")
+    p.add_argument("--decoded-cache", default=False, nargs="?", const=True, help="with --data: the decoded cache")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -204,6 +244,8 @@ def main() -> None:
         "precision": precision,
         "compile": args.compile,
         "channels_last": args.channels_last,
+        "pipeline_data": args.data or "synthetic, in memory",
+        "decoded_cache": bool(args.decoded_cache) if args.data else None,
     }
     steps, tasks = step_times(args, device, dtype, batch)
     off, on = steps["none"], steps[args.scheme]

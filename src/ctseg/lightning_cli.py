@@ -59,7 +59,6 @@ class CtsegLightningCLI(LightningCLI):
         parser.link_arguments("data.info", "model.eval_classes", compute_fn=_eval, apply_on="instantiate")
         parser.link_arguments("data.info", "model.dataset", compute_fn=_dataset, apply_on="instantiate")
 
-
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI seeds (and logs) anything: a wrong device request is the only line printed.

@@ -8,7 +8,9 @@ Two pipelines, the same augmentation recipe (:mod:`ctseg.data.transforms`):
   (:class:`~ctseg.data.transforms.TrainTransform`); the loader yields finished batches.
 - ``augment_on_device=True`` (the fast pipeline): workers only decode PNGs to uint8; the batch is augmented and
   normalised on the training device in :meth:`PreparedDataModule.on_after_batch_transfer` (a Lightning hook;
-  code iterating the loaders by hand calls :meth:`PreparedDataModule.device_transform` itself).
+  code iterating the loaders by hand calls :meth:`PreparedDataModule.device_transform` itself). With
+  ``decoded_cache`` on as well, workers do not even decode: each crop is a copy out of a memory-mapped uint8
+  cache (:mod:`ctseg.data.decoded`), so a few workers feed a GPU at its training rate.
 
 Determinism: the training order is a permutation drawn from ``(seed, epoch)`` (a
 :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``, sharded over DDP ranks; Lightning sets its
@@ -118,6 +120,9 @@ class PreparedDataModule(L.LightningDataModule):
         seed: seeds the shuffling and the augmentation.
         val_batch_size: validation batch size (default: ``batch_size``).
         drop_last: drop the last incomplete training batch.
+        decoded_cache: read crops from a decoded uint8 cache (:mod:`ctseg.data.decoded`) instead of decoding
+            PNGs in every epoch: ``True`` (in ``<root>/decoded``), a folder, or ``False``. Built once, in
+            :meth:`prepare_data` (one process per machine under DDP); the values are identical.
     """
 
     #: Set by presets: the data set the folder must hold.
@@ -139,6 +144,7 @@ class PreparedDataModule(L.LightningDataModule):
         seed: int = 0,
         val_batch_size: int | None = None,
         drop_last: bool = True,
+        decoded_cache: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -156,6 +162,7 @@ class PreparedDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.seed = seed
         self.drop_last = drop_last
+        self.decoded_cache = decoded_cache
         self._info: DatasetInfo | None = get_dataset_info(self.dataset_name) if self.dataset_name else None
         self.train_dataset: PreparedDataset | None = None
         self.val_dataset: PreparedDataset | None = None
@@ -178,13 +185,24 @@ class PreparedDataModule(L.LightningDataModule):
             )
 
     # ------------------------------------------------------------------------------------------ datasets
+    def _dataset(self, split: str) -> PreparedDataset:
+        dataset = PreparedDataset(self.root, split)
+        self._check_folder(dataset)
+        if self.decoded_cache:
+            dataset.use_decoded_cache(None if self.decoded_cache is True else self.decoded_cache)
+        return dataset
+
+    def prepare_data(self) -> None:
+        """Build the decoded-crop caches (when ``decoded_cache`` is on); Lightning runs it once per machine."""
+        if self.decoded_cache:
+            for split in dict.fromkeys((self.train_split, self.val_split)):
+                self._dataset(split)
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = PreparedDataset(self.root, self.train_split)
-            self._check_folder(self.train_dataset)
+            self.train_dataset = self._dataset(self.train_split)
         if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
-            self.val_dataset = PreparedDataset(self.root, self.val_split)
-            self._check_folder(self.val_dataset)
+            self.val_dataset = self._dataset(self.val_split)
 
     def train_transform(self) -> TrainTransform | Normalize | None:
         """The per-sample training transform (``None`` in the on-device pipeline)."""

@@ -52,8 +52,9 @@ FORMAT_VERSION = 1
 #: PNG compression level of the written crops: level 1 is ~30 % smaller than uncompressed and decodes in ~6 ms
 #: per 512² RGB crop (measured with Pillow on one core).
 PNG_LEVEL = 1
-#: Entries a prepared folder may contain; anything else means "not ours" and is never deleted.
-_OWN_ENTRIES = {"images", "masks", MANIFEST}
+#: Entries a prepared folder may contain; anything else means "not ours" and is never deleted
+#: (``decoded``: the default decoded-crop cache, :mod:`ctseg.data.decoded`).
+_OWN_ENTRIES = {"images", "masks", "decoded", MANIFEST}
 #: Marks pixels whose colour is not in the palette during decoding (never a class index or the ignore index).
 _INVALID = 254
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ctseg.data.decoded import DecodedCrops, ensure_decoded
 from ctseg.data.definitions import DATASETS, DatasetInfo
 from ctseg.data.prepare import FORMAT, FORMAT_VERSION, MANIFEST
 from ctseg.errors import CtsegError
@@ -93,11 +94,17 @@ class PreparedDataset(Dataset):
     (3, H, W) in 0–255 and ``"mask"`` uint8 (H, W). ``transform``, if given, maps that dict to a new one.
     No augmentation happens here.
 
+    With ``decoded_cache`` set, crops are read from the split's decoded uint8 cache
+    (:mod:`ctseg.data.decoded`; built on first use, then a memory-mapped copy per crop instead of two PNG
+    decodes); the values are identical.
+
     Args:
         root: folder written by :func:`ctseg.data.prepare_dataset`.
         split: ``"train"`` or ``"test"`` (or another split name given at preparation).
         transform: callable on the sample dict.
         as_uint8: return uint8 tensors (see above).
+        decoded_cache: ``True`` (cache in ``<root>/decoded``), a cache folder, or ``None`` / ``False`` (read
+            the PNGs).
 
     Raises:
         CtsegError: missing or garbled folder / manifest, unknown or empty split, a missing or broken crop file.
@@ -110,6 +117,7 @@ class PreparedDataset(Dataset):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         *,
         as_uint8: bool = False,
+        decoded_cache: bool | str | os.PathLike | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.manifest = load_manifest(self.root)
@@ -123,6 +131,13 @@ class PreparedDataset(Dataset):
             raise CtsegError(
                 f"{self.root} has no crops in split {split!r} (splits present: {', '.join(present) or 'none'})"
             )
+        self.decoded: DecodedCrops | None = None
+        if decoded_cache:
+            self.use_decoded_cache(None if decoded_cache is True else decoded_cache)
+
+    def use_decoded_cache(self, cache_dir: str | os.PathLike | None = None) -> None:
+        """Read crops from the decoded cache in ``cache_dir`` (default ``<root>/decoded``), building it if absent."""
+        self.decoded = ensure_decoded(self, cache_dir)
 
     @property
     def classes(self) -> list[str]:
@@ -139,6 +154,12 @@ class PreparedDataset(Dataset):
 
     def read_uint8(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Fast path: (image uint8 (3, H, W), mask uint8 (H, W)) of crop ``index``, nothing else."""
+        if self.decoded is not None:
+            return self.decoded[index]
+        return self.read_png(index)
+
+    def read_png(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image uint8 (3, H, W), mask uint8 (H, W)) of crop ``index`` decoded from its PNG files."""
         record = self.records[index]
         image = _read_png(self.root / record["image"], "RGB")
         mask = _read_png(self.root / record["mask"], "L")
