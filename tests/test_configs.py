@@ -34,7 +34,13 @@ def test_grid_config_parses_with_paper_recipe(dataset, model, scheme):
     assert cfg["trainer"]["max_epochs"] == 50 and cfg["trainer"]["gradient_clip_val"] == 1.0
     data = cfg["data"]
     assert data["class_path"].endswith(DATASETS[dataset])
-    assert data["init_args"] == {"root": f"data/{dataset}", "batch_size": 32, "image_size": 512}
+    assert data["init_args"] == {
+        "root": f"data/{dataset}",
+        "batch_size": 32,
+        "image_size": 512,
+        "augment_on_device": True,  # the fast pipeline (issue 7): uint8 crops from the decoded cache
+        "decoded_cache": True,
+    }
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(path), "--print_config"])

@@ -152,3 +152,28 @@ def test_datamodule_cache_with_worker_processes(prepared_copy):
     seen = torch.cat([b["image"] for b in batches]).flatten(1)
     reference = torch.stack([dm.train_dataset.read_png(i)[0].flatten() for i in range(9)])
     assert all((reference == row).all(1).any() for row in seen)  # every batch row is one of the crops
+
+
+def test_fit_with_an_unwritable_cache_folder_stops_with_one_line(prepared_copy, tmp_path, capsys):
+    from ctseg.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    config = tmp_path / "fit.yaml"
+    config.write_text(
+        "trainer: {max_steps: 1, enable_progress_bar: false, enable_model_summary: false}\n"
+        "model: {model: pf-tiny, img_size: 32, scheme: ct-cl}\n"
+        "data:\n  class_path: ctseg.data.PotsdamDataModule\n"
+        f"  init_args: {{root: {prepared_copy}, batch_size: 2, image_size: 32, num_workers: 0,"
+        f" decoded_cache: {blocker / 'cache'}}}\n"
+    )
+    runs = tmp_path / "runs"
+    capsys.readouterr()
+    code = main(["fit", "--config", str(config), "--trainer.default_root_dir", str(runs)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ctseg: error: cannot write the decoded-crop cache in ") and str(blocker) in last
+    assert "--data.decoded_cache false" in last
+    assert not runs.exists() and not (prepared_copy / DEFAULT_DIR).exists()
