@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--tta", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = torch.device(args.device)
@@ -61,7 +62,10 @@ def main() -> None:
         "seconds": round(seconds, 3),
         "megapixels_per_s": round(args.size * args.size / seconds / 1e6, 3),
     }
-    print(json.dumps(res, indent=2))
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -186,6 +186,30 @@ def synthetic_batches(args, device):
     return batches
 
 
+def full_step_syncs(task: SegmentationTask, batch, device, dtype) -> dict | str:
+    """Host syncs in one whole training step (forward, losses, backward, clip, fused AdamW), CUDA only.
+
+    Runs the step under ``torch.cuda.set_sync_debug_mode("warn")`` and counts the warnings: a diagnostic of
+    the step outside the CT loss (which must have none; :func:`sync_free_check`).
+    """
+    import warnings
+
+    if device.type != "cuda":
+        return "not run (needs CUDA)"
+    step = make_step(task, device, dtype)
+    step(batch)
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    messages = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    return {"count": len(messages), "first": messages[:5]}
+
+
 def loader_throughput(args, task: SegmentationTask, device, dtype) -> dict:
     """Images/s of the whole pipeline with CT on, data loading and GPU augmentation included."""
     step = make_step(task, device, dtype)
@@ -254,13 +278,17 @@ def main() -> None:
     if off["peak_mem_gib"]:
         res["memory_ratio_on_off"] = on["peak_mem_gib"] / off["peak_mem_gib"]
     res["model_images_per_s_ct_on"] = args.batch / (on["step_ms"] / 1000)
-    fpi = flops_per_image(tasks["none"], batch, device, dtype)
+    # FLOPs are counted on an eager model (the counter does not see into compiled graphs).
+    eager = make_task(argparse.Namespace(**{**vars(args), "compile": False}), "none", device) if args.compile else None
+    fpi = flops_per_image(eager or tasks["none"], batch, device, dtype)
+    del eager
     res["train_gflop_per_image"] = fpi / 1e9
     rate = matmul_rate(device)
     if rate:
         res["matmul_bf16_tflops"] = rate / 1e12
         res["mfu_ct_on"] = fpi * res["model_images_per_s_ct_on"] / rate
     res["sync_debug_ct_loss"] = sync_free_check(tasks[args.scheme], batch, device, dtype)
+    res["syncs_in_full_step"] = full_step_syncs(tasks[args.scheme], batch, device, dtype)
     if not args.skip_loader:
         res["pipeline"] = loader_throughput(args, tasks[args.scheme], device, dtype)
     text = json.dumps(res, indent=2)

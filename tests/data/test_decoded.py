@@ -44,9 +44,10 @@ def test_cache_gives_the_png_values_and_default_folder(prepared_copy):
         image[0, 0, 0] += 1  # a writable copy: the cache itself is untouched
     assert torch.equal(cached.read_uint8(0)[0], png.read_uint8(0)[0])
     # The folder with its cache still counts as a prepared folder (so `prepare --overwrite` may replace it).
-    assert _existing_state(prepared_copy, json.loads((prepared_copy / "manifest.json").read_text())["settings"])[
-        0
-    ] == "complete"
+    assert (
+        _existing_state(prepared_copy, json.loads((prepared_copy / "manifest.json").read_text())["settings"])[0]
+        == "complete"
+    )
 
 
 def test_cache_is_reused_and_rebuilt_for_a_new_preparation(prepared_copy, tmp_path):

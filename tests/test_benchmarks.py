@@ -1,0 +1,73 @@
+"""The benchmark scripts run end to end on CPU at toy size (the GPU suite, benchmarks/gpu_suite.sh, chains them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctseg.data.prepared import PreparedDataset
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def _run(script: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
+    res = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+@pytest.fixture(scope="module")
+def synthetic_prepared(tmp_path_factory) -> Path:
+    dst = tmp_path_factory.mktemp("bench") / "prepared"
+    _run("make_prepared.py", str(dst), "--train", "6", "--test", "2", "--size", "64")
+    return dst
+
+
+def test_make_prepared_writes_a_prepared_folder(synthetic_prepared):
+    train, test = PreparedDataset(synthetic_prepared, "train"), PreparedDataset(synthetic_prepared, "test")
+    assert len(train) == 6 and len(test) == 2 and train.info.name == "synthetic"
+    sample = train[0]
+    assert sample["image"].shape == (3, 64, 64) and int(sample["mask"].max()) < 6
+
+
+def test_loader_bench(synthetic_prepared, tmp_path):
+    out = tmp_path / "loader.json"
+    args = ["--data", str(synthetic_prepared), "--batch", "2", "--batches", "2", "--repeats", "1", "--workers", "0"]
+    _run("loader_bench.py", *args, "--size", "64", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert [(r["source"], r["workers"]) for r in res["results"]] == [("png", 0), ("decoded", 0)]
+    assert all(r["images_per_s"] > 0 for r in res["results"]) and "cores" in res["host"]
+
+
+def test_train_bench_cpu(synthetic_prepared, tmp_path):
+    out = tmp_path / "train.json"
+    args = ["--device", "cpu", "--model", "pf-tiny", "--batch", "2", "--size", "64", "--steps", "1", "--blocks", "1"]
+    args += ["--warmup", "1", "--workers", "0", "--data", str(synthetic_prepared), "--decoded-cache"]
+    _run("train_bench.py", *args, "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["device"].startswith("CPU") and res["decoded_cache"] is True
+    assert res["ct_on"]["step_ms"] > 0 and res["ct_off"]["step_ms"] > 0 and res["time_ratio_on_off"] > 0
+    assert res["train_gflop_per_image"] > 0 and res["pipeline"]["images_per_s"] > 0
+    assert res["sync_debug_ct_loss"] == res["syncs_in_full_step"] == "not run (needs CUDA)"
+
+
+def test_infer_bench_cpu(tmp_path):
+    out = tmp_path / "infer.json"
+    args = ["--device", "cpu", "--model", "pf-tiny", "--size", "160", "--window", "64", "--batch-size", "4"]
+    _run("infer_bench.py", *args, "--repeats", "1", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["tile"] == "160x160" and res["megapixels_per_s"] > 0
+
+
+def test_gpu_suite_is_valid_bash():
+    res = subprocess.run(["bash", "-n", str(BENCH / "gpu_suite.sh")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
