@@ -214,8 +214,16 @@ class SegmentationTask(L.LightningModule):
     # Every checkpoint carries the RNG states and the number of batches consumed in the current epoch; a run
     # resumed from it (``ctseg fit ... --ckpt_path last``) restores both before its first step, so with a
     # skippable training loader (:mod:`ctseg.data.resumable`) it continues exactly as if never stopped.
+    # Under DDP each rank draws its own CT samples and augmentations: the states of every rank are gathered
+    # into the checkpoint (only rank 0 writes it) and each rank restores its own.
+    # A run stopped by max_steps mid-epoch writes its final last.ckpt from Lightning's epoch-end hook, which
+    # counts the cut-short epoch as finished; resumed as it is, the next epoch would start instead. Such a
+    # checkpoint is marked ("cut_short") and, on loading, its loop counters are put back to mid-epoch — exactly
+    # what a step checkpoint of the same step holds — so `--trainer.max_steps M --ckpt_path last` continues
+    # where the shorter run stopped.
     def on_train_epoch_start(self) -> None:
         self._epoch_batches = 0
+        self._batches_epoch = self.current_epoch
 
     def on_train_start(self) -> None:
         # Runs after the training loader (and its not-yet-started iterator) exists, before the first batch;
@@ -226,7 +234,16 @@ class SegmentationTask(L.LightningModule):
         self._resume_state = None
         done = int(state.get("epoch_batches", 0))
         total = self.trainer.num_training_batches
-        if 0 < done < total:
+        same_epoch = state.get("batches_epoch", self.current_epoch) == self.current_epoch
+        self._batches_epoch = self.current_epoch
+        if 0 < done < total and not same_epoch:
+            warnings.warn(
+                f"the checkpoint was written {done} batches into epoch {state.get('batches_epoch')}, which this "
+                f"Lightning version counts as finished: the run goes on with epoch {self.current_epoch} from its "
+                "first batch (resume from a step checkpoint of the same step for an exact continuation)",
+                stacklevel=2,
+            )
+        elif 0 < done < total:
             batches = getattr(self.trainer.train_dataloader, "batch_sampler", None)
             samples = getattr(batches, "sampler", None)
             if hasattr(batches, "skip_next"):  # ctseg.data.resumable.SkippableBatchSampler
@@ -241,16 +258,40 @@ class SegmentationTask(L.LightningModule):
                     "first batch (use a loader with ctseg.data.resumable.SkippableBatchSampler for exact resume)",
                     stacklevel=2,
                 )
-        _set_rng_states(state.get("rng", {}))
+        per_rank = state.get("rng_per_rank")
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        if per_rank is not None and len(per_rank) == world:
+            _set_rng_states(per_rank[rank])
+        else:
+            if per_rank is not None or world > 1:
+                warnings.warn(
+                    f"the checkpoint holds RNG states of {len(per_rank) if per_rank else 1} process(es), this run "
+                    f"has {world}: every rank starts from rank 0's; the run continues, but not exactly as before",
+                    stacklevel=2,
+                )
+            _set_rng_states(state.get("rng", {}))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._epoch_batches = getattr(self, "_epoch_batches", 0) + 1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ctseg_resume"] = {"rng": _rng_states(), "epoch_batches": getattr(self, "_epoch_batches", 0)}
+        # Lightning builds the checkpoint on every rank (then rank 0 writes it), so this collective is safe.
+        states = _rng_states()
+        done = getattr(self, "_epoch_batches", 0)
+        resume = {"rng": states, "epoch_batches": done, "batches_epoch": getattr(self, "_batches_epoch", 0)}
+        if 0 < done < self.trainer.num_training_batches and _epoch_counted_done(checkpoint, done):
+            resume["cut_short"] = True
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            per_rank: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(per_rank, states)
+            resume["rng_per_rank"] = per_rank
+        checkpoint["ctseg_resume"] = resume
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Called before Lightning restores its loops from the same dict (see the note above on_train_epoch_start).
         self._resume_state = checkpoint.get("ctseg_resume")
+        if self._resume_state and self._resume_state.get("cut_short"):
+            _reopen_epoch(checkpoint)
 
     # ---------------------------------------------------------------- optimiser
     def configure_optimizers(self):
@@ -258,6 +299,33 @@ class SegmentationTask(L.LightningModule):
         return torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused
         )
+
+
+def _epoch_counted_done(checkpoint: dict[str, Any], batches: int) -> bool:
+    """Whether Lightning's loop state in ``checkpoint`` counts the current epoch as processed after ``batches``
+    batches (the state its epoch-end hook saves when max_steps stops training mid-epoch)."""
+    try:
+        loop = checkpoint["loops"]["fit_loop"]
+        epoch = loop["epoch_progress"]["current"]
+        batch = loop["epoch_loop.batch_progress"]["current"]
+    except (KeyError, TypeError):
+        return False
+    epoch_done = epoch["ready"] == epoch["started"] == epoch["processed"] == epoch["completed"]
+    return epoch_done and batch["ready"] == batch["started"] == batch["processed"] == batch["completed"] == batches
+
+
+def _reopen_epoch(checkpoint: dict[str, Any]) -> None:
+    """Turn an epoch-end checkpoint of a cut-short epoch into the mid-epoch state a step checkpoint of the same
+    step holds: the epoch neither processed nor completed, the last batch processed but not completed."""
+    loop = checkpoint["loops"]["fit_loop"]
+    for scope in ("current", "total"):
+        loop["epoch_progress"][scope]["processed"] -= 1
+        loop["epoch_progress"][scope]["completed"] -= 1
+        loop["epoch_loop.batch_progress"][scope]["completed"] -= 1
+    epoch_state = loop.get("epoch_loop.state_dict", {})
+    if "_batches_that_stepped" in epoch_state:
+        epoch_state["_batches_that_stepped"] -= 1
+    checkpoint["epoch"] = max(0, int(checkpoint.get("epoch", 1)) - 1)
 
 
 def _rng_states() -> dict[str, Any]:
