@@ -94,3 +94,30 @@ def test_fit_stop_and_extend_is_exact(tmp_path, devices):
     after = train_losses(tmp_path / "split")
     for step in range(8):
         assert after[step] == reference[step], (step, after[step], reference[step])
+
+
+def _loops(epoch: int, batch_completed: int, batches: int = 4) -> dict:
+    progress = {"ready": batches, "started": batches, "processed": batches, "completed": batch_completed}
+    return {
+        "epoch": epoch,
+        "loops": {
+            "fit_loop": {
+                "epoch_progress": {
+                    s: {"ready": 1, "started": 1, "processed": epoch, "completed": epoch} for s in ("current", "total")
+                },  # fmt: skip
+                "epoch_loop.batch_progress": {"current": dict(progress), "total": dict(progress)},
+                "epoch_loop.state_dict": {"_batches_that_stepped": batch_completed},
+            }
+        },
+    }
+
+
+def test_cut_short_epoch_checkpoint_is_reopened_to_the_step_checkpoint_state():
+    from ctseg.training import _epoch_counted_done, _reopen_epoch
+
+    end_of_fit, step_ckpt = _loops(epoch=1, batch_completed=4), _loops(epoch=0, batch_completed=3)
+    assert _epoch_counted_done(end_of_fit, 4)
+    assert not _epoch_counted_done(step_ckpt, 4)  # a mid-epoch step checkpoint is left alone
+    assert not _epoch_counted_done(end_of_fit, 3) and not _epoch_counted_done({"loops": {}}, 4)
+    _reopen_epoch(end_of_fit)
+    assert end_of_fit == step_ckpt
