@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,3 +54,39 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def emit(result: dict[str, Any], path: str | None) -> None:
+    """Print ``result`` as indented JSON, and write it to ``path`` too when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")
+
+
+def prepared_batches(
+    data: str, batch: int, workers: int, size: int, decoded_cache: bool | str, pin_memory: bool
+) -> tuple[Any, Iterator[dict[str, torch.Tensor]]]:
+    """``(data module, endless iterator of uint8 training batches)`` over a prepared folder.
+
+    The real :class:`ctseg.data.PreparedDataModule` training loader in its fast pipeline (``augment_on_device``:
+    the caller augments with ``dm.device_transform``), epoch after epoch (``set_epoch`` as Lightning calls it).
+    """
+    from ctseg.data import PreparedDataModule
+
+    dm = PreparedDataModule(
+        data, batch_size=batch, num_workers=workers, image_size=size, augment_on_device=True,
+        decoded_cache=decoded_cache, pin_memory=pin_memory,
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+
+    def forever() -> Iterator[dict[str, torch.Tensor]]:
+        epoch = 0
+        while True:
+            loader.sampler.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+
+    return dm, forever()

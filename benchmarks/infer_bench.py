@@ -10,7 +10,6 @@ warm-up call, the device synchronised before each clock read.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, median, time_call  # noqa: E402
+from common import device_name, emit, median, time_call  # noqa: E402
 
 from ctseg.inference import predict_tile  # noqa: E402
 from ctseg.models import build_model  # noqa: E402
@@ -62,10 +61,7 @@ def main() -> None:
         "seconds": round(seconds, 3),
         "megapixels_per_s": round(args.size * args.size / seconds / 1e6, 3),
     }
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(res, args.json)
 
 
 if __name__ == "__main__":

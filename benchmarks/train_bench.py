@@ -21,7 +21,6 @@ Prints one JSON object (and writes it with ``--json PATH``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import blocky_masks, device_name, median, sync, time_call  # noqa: E402
+from common import blocky_masks, device_name, emit, median, prepared_batches, sync, time_call  # noqa: E402
 
 from ctseg.training import SegmentationTask  # noqa: E402
 
@@ -125,30 +124,16 @@ def sync_free_check(task: SegmentationTask, batch, device, dtype) -> str:
     return "ok"
 
 
-def prepared_batches(args, device):
+def real_batches(args, device):
     """A generator factory over a prepared folder through :class:`PreparedDataModule` (on-device augmentation)."""
-    from ctseg.data import PreparedDataModule
-
-    dm = PreparedDataModule(
-        args.data,
-        batch_size=args.batch,
-        num_workers=args.workers,
-        image_size=args.size,
-        augment_on_device=True,
-        decoded_cache=args.decoded_cache,
+    dm, raw_batches = prepared_batches(
+        args.data, args.batch, args.workers, args.size, args.decoded_cache, device.type == "cuda"
     )
-    dm.prepare_data()
-    dm.setup("fit")
-    loader = dm.train_dataloader()
 
     def batches():
-        epoch = 0
-        while True:
-            loader.sampler.set_epoch(epoch)
-            for raw in loader:
-                raw = {k: v.to(device, non_blocking=True) for k, v in raw.items()}
-                yield dm.device_transform(raw, training=True)
-            epoch += 1
+        for raw in raw_batches:
+            raw = {k: v.to(device, non_blocking=True) for k, v in raw.items()}
+            yield dm.device_transform(raw, training=True)
 
     return batches
 
@@ -213,7 +198,7 @@ def full_step_syncs(task: SegmentationTask, batch, device, dtype) -> dict | str:
 def loader_throughput(args, task: SegmentationTask, device, dtype) -> dict:
     """Images/s of the whole pipeline with CT on, data loading and GPU augmentation included."""
     step = make_step(task, device, dtype)
-    batches = prepared_batches(args, device) if args.data else synthetic_batches(args, device)
+    batches = real_batches(args, device) if args.data else synthetic_batches(args, device)
     it = batches()
     for _ in range(args.warmup):
         step(next(it))
@@ -291,10 +276,7 @@ def main() -> None:
     res["syncs_in_full_step"] = full_step_syncs(tasks[args.scheme], batch, device, dtype)
     if not args.skip_loader:
         res["pipeline"] = loader_throughput(args, tasks[args.scheme], device, dtype)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(res, args.json)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def test_loader_bench(synthetic_prepared, tmp_path):
     res = json.loads(out.read_text())
     assert [(r["source"], r["workers"]) for r in res["results"]] == [("png", 0), ("decoded", 0)]
     assert all(r["images_per_s"] > 0 for r in res["results"]) and "cores" in res["host"]
+    assert res["cache_build_s"] > 0
 
 
 def test_train_bench_cpu(synthetic_prepared, tmp_path):

@@ -9,13 +9,12 @@ Also run single-process (the same resume logic without DDP).
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from run_logs import run_fit, train_losses
 
 CONFIG = """
 seed_everything: 0
@@ -58,19 +57,7 @@ def fit(tmp: Path, root: Path, steps: int, *extra: str, devices: int = 2) -> sub
     if devices == 1:
         text = text.replace("  devices: 2\n  strategy: ddp\n", "  devices: 1\n")
     cfg.write_text(text)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "ctseg.cli", "fit", "--config", str(cfg), *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-
-
-def train_losses(root: Path) -> dict[int, float]:
-    losses = {}
-    for path in sorted(root.rglob("metrics.csv")):
-        with open(path) as fh:
-            for row in csv.DictReader(fh):
-                if row.get("train/loss"):
-                    losses[int(row["step"])] = float(row["train/loss"])
-    return losses
+    return run_fit(cfg, *extra, env={"OMP_NUM_THREADS": "1"}, timeout=400)
 
 
 @pytest.mark.parametrize("devices", [2, 1], ids=["ddp-2-processes", "single-process"])

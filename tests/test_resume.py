@@ -1,12 +1,11 @@
 """Resume after SIGKILL: `ctseg fit ... --ckpt_path last` continues exactly like an uninterrupted run (CPU)."""
 
-import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from run_logs import run_fit, train_losses
 
 CONFIG = """
 seed_everything: 0
@@ -53,19 +52,7 @@ KILL = """  callbacks:
 def fit(tmp: Path, root: Path, data: str, kill: bool, *extra: str) -> subprocess.CompletedProcess:
     cfg = tmp / f"{root.name}-{'kill' if kill else 'run'}.yaml"
     cfg.write_text(CONFIG.format(root=root, callbacks=KILL if kill else "", data=data))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "ctseg.cli", "fit", "--config", str(cfg), *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def train_losses(root: Path) -> dict[int, float]:
-    losses = {}
-    for path in sorted(root.rglob("metrics.csv")):
-        with open(path) as fh:
-            for row in csv.DictReader(fh):
-                if row.get("train/loss"):
-                    losses[int(row["step"])] = float(row["train/loss"])
-    return losses
+    return run_fit(cfg, *extra, env={"PYTHONPATH": str(Path(__file__).parent)})
 
 
 @pytest.fixture(params=["synthetic", "prepared-potsdam"])

@@ -1,8 +1,9 @@
 """Decoded-crop cache: one split's crops as uint8 arrays on disk, memory-mapped, so loading costs a copy.
 
-Prepared crops are PNGs (:mod:`ctseg.data.prepare`); decoding a 512² image + mask pair takes 7–15 ms of one
-CPU core (``python benchmarks/loader_bench.py``). At the 500 images/s a GPU trains at, that is 4–8 cores doing
-nothing but decode — per GPU. The cache decodes every crop once and keeps the result as two ``.npy`` files::
+Prepared crops are PNGs (:mod:`ctseg.data.prepare`); decoding a 512² image + mask pair takes 14–18 ms of one
+core of the 2-core CI machine (``python benchmarks/loader_bench.py``). At the 500 images/s a GPU trains at, that
+is 7–9 such cores doing nothing but decode — per GPU. The cache decodes every crop once and keeps the result
+as two ``.npy`` files::
 
     CACHE/<split>-<key>.images.npy   uint8 (N, 3, H, W)   channels first: a crop is one contiguous block
     CACHE/<split>-<key>.masks.npy    uint8 (N, H, W)      class indices, 255 = ignore
