@@ -210,17 +210,17 @@ def predict_foreign_ckpt(tmp_path, request):
 
 def export_garbage_ckpt(tmp_path, request):
     junk = _garbage_ckpt(tmp_path)
-    return Case(["export", str(junk), str(tmp_path / "model.pt")], [str(junk)])
+    return Case(["export", str(junk), str(tmp_path / "model.safetensors")], [str(junk)])
 
 
 def export_foreign_ckpt(tmp_path, request):
     foreign = _foreign_ckpt(tmp_path)
-    return Case(["export", str(foreign), str(tmp_path / "model.pt")], [str(foreign), "not a ctseg checkpoint"])
+    return Case(["export", str(foreign), str(tmp_path / "model.safetensors")], [str(foreign), "not a ctseg checkpoint"])
 
 
 def export_unwritable_out(tmp_path, request):
     blocker = _blocker(tmp_path)
-    return Case(["export", str(_ckpt(request)), str(blocker / "model.pt")], [str(blocker)])
+    return Case(["export", str(_ckpt(request)), str(blocker / "model.safetensors")], [str(blocker)])
 
 
 def demo_unwritable_out(tmp_path, request):

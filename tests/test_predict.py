@@ -9,7 +9,7 @@ from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from ctseg.checkpoints import load_model
+from ctseg.checkpoints import load_model, read_checkpoint
 from ctseg.cli import main
 from ctseg.data.definitions import SYNTHETIC
 from ctseg.inference import predict_tile
@@ -136,11 +136,12 @@ def test_class_count_mismatch(tmp_path, ckpt, capsys):
 
 
 def test_export_drops_heads_and_keeps_logits(tmp_path, ckpt):
-    raw = torch.load(ckpt, map_location="cpu", weights_only=False)
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert any(k.startswith("contrastive.") for k in raw["state_dict"]), "the tiny run trains CT heads"
-    out = tmp_path / "model.pt"
+    out = tmp_path / "model.safetensors"
     assert main(["export", str(ckpt), str(out)]) == 0
-    exported = torch.load(out, map_location="cpu", weights_only=False)
+    exported = read_checkpoint(out)
+    assert out.read_bytes()[8:9] == b"{"  # a safetensors file: header, then raw tensor bytes; no pickle
     keys = list(exported["state_dict"])
     assert keys and not [k for k in keys if k.startswith(("contrastive.", "net.", "seg_loss."))]
     assert set(keys) == set(load_model(ckpt).model.state_dict())  # the Segmentor only: no projection heads

@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 
-from ctseg.checkpoints import export_model, load_model
+from ctseg.checkpoints import export_model, load_model, read_checkpoint
 from ctseg.errors import CtsegError
 from ctseg.training import SegmentationTask
 
@@ -52,10 +52,10 @@ def test_export_has_no_heads_and_same_logits(tmp_path):
     trainer.strategy.connect(task)
     ckpt = tmp_path / "train.ckpt"
     trainer.save_checkpoint(ckpt)
-    raw = torch.load(ckpt, weights_only=False)
+    raw = torch.load(ckpt, weights_only=True)
     assert any(k.startswith("contrastive.") for k in raw["state_dict"])
-    out = export_model(ckpt, tmp_path / "model.pt")
-    exported = torch.load(out, weights_only=False)
+    out = export_model(ckpt, tmp_path / "model.safetensors")
+    exported = read_checkpoint(out)
     assert not any("contrastive" in k or "heads" in k for k in exported["state_dict"])
     n_model = sum(p.numel() for p in task.net.parameters())
     assert sum(v.numel() for k, v in exported["state_dict"].items() if "num_batches" not in k) >= n_model

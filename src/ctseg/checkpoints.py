@@ -1,17 +1,22 @@
 """Inference checkpoints: export a trained model without its training-only parts, and load models back.
 
-An exported file (``ctseg export CKPT OUT``) is a ``torch.save`` dict::
+Every file is read without running any of its code (:mod:`ctseg.safe_load`). Three kinds are read:
 
-    {"format": "ctseg-model", "version": 1,
-     "config": {...},            # build_model(**config) rebuilds the architecture
-     "state_dict": {...},        # the Segmentor's weights only: no projection heads, no optimiser state
-     "dataset": "potsdam" | None, "class_names": [...], "ignore_index": 255, "eval_classes": [...] | None}
-
-:func:`load_model` reads that format and Lightning checkpoints written by ``ctseg fit`` alike.
+* ``ctseg export`` output (format version 2) — a **safetensors** file, which holds tensors and a string
+  header only and so cannot carry code. The weights are the Segmentor's (no projection heads, no optimiser
+  state); the header's metadata holds one entry, ``"ctseg"``, a JSON string ``{"format": "ctseg-model",
+  "version": 2, "config": {...}, "dataset": "potsdam" | null, "class_names": [...], "ignore_index": 255,
+  "eval_classes": [...] | null}``; ``build_model(**config)`` rebuilds the architecture. Equal inputs give
+  byte-identical files;
+* the version-1 exports of earlier ctseg (a ``torch.save`` dict of the same fields plus ``state_dict``),
+  loaded with the static pickle scan and ``weights_only=True``;
+* Lightning checkpoints written by ``ctseg fit``, loaded the same way; their ``hyper_parameters`` may
+  name only ctseg's own task class (``_class_path``) and Lightning's CLI instantiator (``_instantiator``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +27,16 @@ import torch
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path
 from ctseg.models import Segmentor, build_model
+from ctseg.safe_load import UnsafeFileError, is_safetensors, load_torch_file, short_reason, unsafe_message
 
 FORMAT = "ctseg-model"
+VERSION = 2
+SUFFIX = ".safetensors"
+#: The only import paths a ctseg training checkpoint may name (Lightning imports them when loading).
+ALLOWED_HPARAM_NAMES = {
+    "_class_path": {"ctseg.training.SegmentationTask"},
+    "_instantiator": {"lightning.pytorch.cli.instantiate_module"},
+}
 
 
 @dataclass
@@ -37,19 +50,60 @@ class LoadedModel:
     eval_classes: list[int] | None
 
 
-def _read(path: str | os.PathLike) -> dict[str, Any]:
+def check_hparams(obj: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse a training checkpoint whose model hyper-parameters name code to import other than ctseg's own.
+
+    LightningCLI builds ``hyper_parameters._class_path`` when given ``--ckpt_path`` and Lightning's
+    ``load_from_checkpoint`` calls ``_instantiator``: plain strings in a pickle-free file that would still run
+    code. (``datamodule_hyper_parameters`` is never read by ctseg; it names the user's data module.)
+    """
+    hp = obj.get("hyper_parameters")
+    if not isinstance(hp, dict):
+        return
+    for key, allowed in ALLOWED_HPARAM_NAMES.items():
+        if key in hp and hp[key] not in allowed:
+            raise UnsafeFileError(
+                f"checkpoint {path} names code to import (hyper_parameters.{key} = {str(hp[key])[:80]!r}); "
+                "refusing to load it (loading it could run code). Re-export it with ctseg export from a trusted copy."
+            )
+
+
+def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
+    """The contents of a ctseg file (any of the three kinds) as a dict, read without running code.
+
+    A safetensors export comes back in the version-1 layout (``config``, ``state_dict``, ...), so callers
+    see one shape. ``mmap``: memory-map torch files' tensors (cheap checks of large checkpoints).
+    """
     path = Path(path)
     if not path.is_file():
         raise CtsegError(f"checkpoint {path} does not exist; pass a file written by 'ctseg fit' or 'ctseg export'")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated, not a torch file, ...
-        raise CtsegError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}); is it a ctseg checkpoint?"
-        ) from None
+    if is_safetensors(path):
+        return _read_safetensors(path)
+    obj = load_torch_file(path, "checkpoint", mmap=mmap)
     if not isinstance(obj, dict):
         raise CtsegError(f"checkpoint {path} is not a ctseg checkpoint (no dict inside)")
+    check_hparams(obj, path)
     return obj
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CtsegError(f"checkpoint {path} cannot be read ({short_reason(err)}); is it a ctseg export?") from None
+    if "ctseg" not in meta:
+        raise CtsegError(f"checkpoint {path} is a safetensors file but not a ctseg export (no ctseg metadata)")
+    try:
+        info = json.loads(meta["ctseg"])
+    except json.JSONDecodeError as err:
+        raise CtsegError(f"checkpoint {path}: its ctseg metadata is not valid JSON ({err.msg})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("config"), dict):
+        raise CtsegError(f"checkpoint {path}: its ctseg metadata is not a ctseg model (no format / model config)")
+    return {**info, "state_dict": state}
 
 
 def _from_lightning(obj: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -90,8 +144,10 @@ def _normalise(obj: dict[str, Any], path: Path) -> dict[str, Any]:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model for inference (eval mode) from an exported file or a ``ctseg fit`` checkpoint."""
     path = Path(path)
-    data = _normalise(_read(path), path)
+    data = _normalise(read_checkpoint(path), path)
     config = dict(data["config"])
+    if not isinstance(config.get("name"), str) or not isinstance(config.get("num_classes"), int):
+        raise CtsegError(f"checkpoint {path}: its config names no model ('name') or class count ('num_classes')")
     model = build_model(config.pop("name"), config.pop("num_classes"), **config)
     missing, unexpected = model.load_state_dict(data["state_dict"], strict=False)
     if missing or unexpected:
@@ -105,18 +161,48 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     )
 
 
-def export_model(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Write the inference-only form of a checkpoint (no projection heads, no optimiser) to ``out`` atomically."""
+def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write the inference-only form of a checkpoint to ``out`` (a ``.safetensors`` file), atomically.
+
+    The file holds the Segmentor's tensors (no projection heads, no optimiser) and the JSON metadata of the
+    module docstring; it cannot carry code, so it is the form to share. ``overwrite``: replace an existing
+    ``out`` (refused otherwise).
+    """
     ckpt, out = Path(ckpt), Path(out)
-    data = _normalise(_read(ckpt), ckpt)
+    if out.suffix != SUFFIX:
+        raise CtsegError(
+            f"export output {out}: name it *{SUFFIX} (ctseg export writes safetensors weights with JSON metadata, "
+            "a format that cannot carry code)"
+        )
+    if out.is_dir():
+        raise CtsegError(f"export output {out} is a folder; name a file")
+    if out.exists() and not overwrite:
+        raise CtsegError(f"export output {out} already exists; pass --overwrite to replace it")
+    data = _normalise(read_checkpoint(ckpt), ckpt)
     load_model(ckpt)  # proves the weights rebuild the model before anything is written
     if not out.parent.exists():
         raise CtsegError(f"output folder {out.parent} does not exist; create it first")
     if not out.parent.is_dir():
         raise CtsegError(f"output folder {out.parent} exists and is not a folder; choose another path")
+    from safetensors.torch import save_file
+
+    info = {k: data.get(k) for k in ("config", "dataset", "class_names", "ignore_index", "eval_classes")}
+    # One metadata entry: safetensors writes a map's entries in no fixed order, and equal inputs should give
+    # byte-identical files (so a SHA-256 identifies the model).
+    meta = {"ctseg": json.dumps({"format": FORMAT, "version": VERSION, **info}, sort_keys=True)}
+    seen: set[int] = set()
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in data["state_dict"].items():
+        value = value.detach().cpu().contiguous()
+        ident = value.untyped_storage().data_ptr()
+        tensors[key] = value.clone() if ident in seen else value  # safetensors refuses shared memory
+        seen.add(ident)
     try:
         with atomic_path(out) as tmp:
-            torch.save(data, tmp)
-    except OSError as err:  # read-only folder, OUT is a folder, disk full: atomic_path left nothing behind
+            save_file(tensors, str(tmp), metadata=meta)
+    except OSError as err:  # read-only folder, disk full: atomic_path left nothing behind
         raise CtsegError(f"output {out} cannot be written ({err.strerror or err}); choose a writable path") from None
     return out
+
+
+__all__ = ["FORMAT", "LoadedModel", "export_model", "load_model", "read_checkpoint", "unsafe_message"]

@@ -87,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--dataset", default=None, help="palette / normalisation to use (default: the checkpoint's)")
 
     exp = sub.add_parser("export", help="write the inference-only model (no projection heads, no optimiser)")
-    exp.add_argument("ckpt", metavar="CKPT", help="checkpoint written by 'ctseg fit'")
-    exp.add_argument("out", metavar="OUT", help="output file (e.g. model.pt)")
+    exp.add_argument("ckpt", metavar="CKPT", help="checkpoint written by 'ctseg fit' (or an older export)")
+    exp.add_argument("out", metavar="OUT", help="output file, *.safetensors (weights + JSON metadata, no code)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
 
     grid = sub.add_parser(
         "grid",
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             from ctseg.checkpoints import export_model
 
-            print(f"wrote {export_model(args.ckpt, args.out)}")
+            print(f"wrote {export_model(args.ckpt, args.out, overwrite=args.overwrite)}")
             return 0
         if args.command == "grid":
             from ctseg.grid import run_grid

@@ -30,6 +30,7 @@ run unless ``data_seed=True`` (``--data-seed``) passes ``N`` there as well.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import os
 import shlex
@@ -159,7 +160,10 @@ def run_one(run: PlannedRun, extra: Sequence[str] = ()) -> dict[str, Any]:
     elif cb is not None and getattr(cb, "last_model_path", "") and Path(cb.last_model_path).is_file():
         ckpt, kind = Path(cb.last_model_path), "last"
     t_test = time.perf_counter()
-    scores = trainer.test(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, verbose=False)
+    ckpt_arg = str(ckpt) if ckpt else None
+    # weights_only: torch's restricted unpickler whatever torch's default (the keyword is Lightning >= 2.5's)
+    safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.test).parameters else {}
+    scores = trainer.test(task, datamodule=dm, ckpt_path=ckpt_arg, verbose=False, **safe)
     test_seconds = time.perf_counter() - t_test
     scores = scores[0] if scores else {}
     hp = task.hparams

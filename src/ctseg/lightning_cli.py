@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from ctseg.errors import CtsegError
+from ctseg.safe_load import load_torch_file
 from ctseg.training import SegmentationTask
 
 
@@ -65,13 +66,23 @@ class CtsegLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         check_hardware(config.trainer)
+        # Before LightningCLI's _parse_ckpt_path reads the checkpoint's hyper-parameters (a ckpt_path may also
+        # come from a config file, which the command-line check in build_cli does not see).
+        _check_ckpt_path(config.get("ckpt_path"), config.trainer.get("default_root_dir") or "runs")
 
     def before_instantiate_classes(self) -> None:
         # A fixed checkpoint folder (not one per logger version) so that `--ckpt_path last` finds the last
         # checkpoint of a killed run when the same command is started again.
         config = self.config[self.subcommand] if self.subcommand else self.config
-        _check_ckpt_path(config.get("ckpt_path"))
         root = config.trainer.get("default_root_dir") or "runs"
+        _check_ckpt_path(config.get("ckpt_path"), root)
+        if "weights_only" in config:  # Lightning's own load: torch's restricted unpickler, whatever torch's default
+            if config.weights_only is False:
+                raise CtsegError(
+                    "--weights_only false: ctseg checkpoints hold only tensors and plain data and are always "
+                    "loaded with weights_only; leave the option out"
+                )
+            config.weights_only = True
         for key in ("checkpoint", "step_checkpoint"):
             if config.get(key) is not None and not config[key].get("dirpath"):
                 config[key].dirpath = str(Path(root) / "checkpoints")
@@ -145,20 +156,34 @@ def _ckpt_arg(args: list[str]) -> str | None:
     return None
 
 
-def _check_ckpt_path(path) -> None:
-    """One-line errors for a ``--ckpt_path`` that does not exist or is not a Lightning checkpoint."""
-    if not path or str(path) in ("last", "best", "hpc", "registry"):
+def _check_ckpt_path(path, root: str | os.PathLike | None = None) -> None:
+    """One-line errors for a ``--ckpt_path`` that does not exist, is not a Lightning checkpoint, or could run
+    code when loaded (:mod:`ctseg.safe_load`) — checked before Lightning reads any of it.
+
+    ``last`` / ``hpc`` are resolved like Lightning does (``<root>/checkpoints/last*.ckpt``,
+    ``<root>/hpc_ckpt_*.ckpt``) when ``root`` is known; a file of that very name in the working folder is
+    what Lightning would open first, so it is checked too.
+    """
+    if not path:
+        return
+    from ctseg.checkpoints import check_hparams
+
+    if str(path) in ("last", "best", "hpc", "registry"):
+        files = [Path(str(path))] if Path(str(path)).is_file() else []
+        if root is not None and str(path) == "last":
+            files += sorted((Path(root) / "checkpoints").glob("last*.ckpt"))
+        if root is not None and str(path) == "hpc":
+            files += sorted(Path(root).glob("hpc_ckpt_*.ckpt"))
+        for file in files:
+            _check_ckpt_path(file)
         return
     path = Path(str(path))
     if not path.is_file():
         raise CtsegError(f"--ckpt_path {path} does not exist; give a checkpoint file, or 'last' to resume")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        reason = " ".join(str(err).split())[:120]
-        raise CtsegError(f"--ckpt_path {path} cannot be read ({type(err).__name__}: {reason})") from None
+    ckpt = load_torch_file(path, "checkpoint", mmap=True)
     if not isinstance(ckpt, dict) or "pytorch-lightning_version" not in ckpt or "state_dict" not in ckpt:
         raise CtsegError(f"--ckpt_path {path} is not a training checkpoint written by 'ctseg fit'")
+    check_hparams(ckpt, path)
 
 
 def _num_classes(info) -> int:

@@ -42,6 +42,7 @@ import numpy as np
 from ctseg.data.definitions import DATASETS, DatasetInfo
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path, ensure_writable_dir, write_text_atomic
+from ctseg.safe_load import UnsafeFileError
 
 __all__ = ["Cell", "collect_results", "group_results", "make_report", "render_tables"]
 
@@ -278,8 +279,34 @@ def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------------------------- figures
 def _import(class_path: str):
+    """The data module class a ``results.json`` names — only one of ctseg's own (``ctseg.*``, a
+    LightningDataModule): the file may come from someone else, and its class and arguments are called."""
+    import lightning as L
+
     module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    if not (module == "ctseg" or module.startswith("ctseg.")) or not name.isidentifier():
+        raise CtsegError(
+            f"the run's data module {class_path!r} is not one of ctseg's; only ctseg.data modules are rebuilt"
+        )
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
+        raise CtsegError(f"the run's data module {class_path!r} is not a LightningDataModule")
+    return cls
+
+
+def check_checkpoints(results: list[dict[str, Any]]) -> None:
+    """Refuse (one line) before anything is written if a run's checkpoint on disk could run code when loaded."""
+    from ctseg.checkpoints import read_checkpoint
+
+    for run in results:
+        ckpt = run.get("checkpoint")
+        if ckpt and Path(str(ckpt)).is_file():
+            try:
+                read_checkpoint(ckpt, mmap=True)
+            except UnsafeFileError:
+                raise
+            except CtsegError:
+                pass  # unreadable: the figure that needs it is skipped with a note
 
 
 def _datamodule(run: dict[str, Any]):
@@ -522,6 +549,8 @@ def make_report(
             raise CtsegError(
                 f"--sample-class {sample_class!r} is not a class of these runs: {', '.join(sorted(known))}"
             )
+    if figures:
+        check_checkpoints(results)
     out = ensure_writable_dir(out, "report folder")
     grouped = group_results(results)
     md, table_csv = render_tables(grouped)

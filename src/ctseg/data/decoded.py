@@ -78,8 +78,11 @@ class DecodedCrops:
 
     def _open(self) -> None:
         try:
-            self._images = np.load(self.images_path, mmap_mode="r")
-            self._masks = np.load(self.masks_path, mmap_mode="r")
+            # allow_pickle=False: an object array (a pickle inside the .npy) is refused, never unpickled
+            self._images = np.load(self.images_path, mmap_mode="r", allow_pickle=False)
+            self._masks = np.load(self.masks_path, mmap_mode="r", allow_pickle=False)
+            if self._images.dtype != np.uint8 or self._masks.dtype != np.uint8:
+                raise ValueError(f"holds {self._images.dtype} / {self._masks.dtype} arrays, not uint8")
         except (OSError, ValueError) as err:
             raise CtsegError(
                 f"decoded cache {self.images_path} is unreadable ({str(err).splitlines()[0]}); "

@@ -305,20 +305,21 @@ class LoadReport:
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of a local weights file, read without running any of its code (:mod:`ctseg.safe_load`)."""
+    from ctseg.safe_load import is_safetensors, load_torch_file, short_reason
+
     if not path.is_file():
         raise CtsegError(f"{path}: no such weights file; pass the path of a local .pth/.pt/.bin/.safetensors file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    fix = "Save a plain state dict (torch.save(model.state_dict(), path)) or a .safetensors file from a trusted copy."
+    if path.suffix == ".safetensors" or is_safetensors(path):
+        from safetensors.torch import load_file
 
+        try:
             obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file is the user's to fix
-        raise CtsegError(
-            f"{path}: cannot read weights ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-            "save a plain state dict with torch.save(model.state_dict(), path)"
-        ) from err
+        except Exception as err:  # any unreadable file is the user's to fix
+            raise CtsegError(f"{path}: cannot read weights ({short_reason(err)}); save them again") from None
+    else:
+        obj = load_torch_file(path, "weights file", fix)
     for key in ("state_dict", "model", "module"):
         while isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
