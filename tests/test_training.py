@@ -100,3 +100,58 @@ def test_scheme_stats_are_logged_on_lightning_logging_steps(tmp_path):
     assert logged == {1, 3}
     assert {int(r["step"]) for r in rows if r.get("train/contrastive_unclipped")} == {1, 3}
     assert all(float(r["train/classes_s0"]) >= 0 for r in rows if r.get("train/classes_s0"))
+
+
+def _fit_tiny(tmp_path, options: str, steps: int = 4):
+    from ctseg_tiny import TINY_CONFIG
+
+    from ctseg.cli import main
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    root = tmp_path / "run"
+    argv = ["fit", "--config", str(cfg), "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps),
+            "--trainer.val_check_interval", str(steps), "--model.scheme_options", options]  # fmt: skip
+    assert main(argv) == 0
+    return root
+
+
+def test_clipped_steps_are_logged_and_warned_about(tmp_path, capsys):
+    """A clip below every loss: each step is clipped, the epoch fraction is 1 and one warning line per epoch
+    (2 steps per epoch here) names the ways out; a clip above every loss logs 0 and warns about nothing."""
+    import csv
+
+    root = _fit_tiny(tmp_path / "a", "{clip_value: 0.001}")
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("ctseg: warning:")]
+    assert len(warnings) == 2 and "clipped on 100% of steps (2/2)" in warnings[0]
+    assert "{clip_mode: scale}" in warnings[0] and "{reduction: mean}" in warnings[0]
+    with open(next(root.rglob("metrics.csv")), newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/contrastive_clipped")]
+    assert [float(r["train/contrastive_clipped"]) for r in rows] == [1.0, 1.0]
+
+    root = _fit_tiny(tmp_path / "b", "{clip_value: 100.0, reduction: mean}")
+    assert "ctseg: warning:" not in capsys.readouterr().err
+    with open(next(root.rglob("metrics.csv")), newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/contrastive_clipped")]
+    assert rows and all(float(r["train/contrastive_clipped"]) == 0.0 for r in rows)
+
+
+def test_clip_fraction_survives_a_resume(tmp_path):
+    """The run's clipped-step count is kept in checkpoints: stop at 2 steps, extend to 4, fraction over all 4."""
+    from ctseg.cli import main
+
+    root = _fit_tiny(tmp_path, "{clip_value: 0.001}", steps=2)
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["ctseg_clip"][:2] == [2.0, 2]
+    from ctseg_tiny import TINY_CONFIG
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    argv = ["fit", "--config", str(cfg), "--trainer.default_root_dir", str(root), "--trainer.max_steps", "4",
+            "--trainer.val_check_interval", "2", "--model.scheme_options", "{clip_value: 0.001}",
+            "--ckpt_path", "last"]  # fmt: skip
+    assert main(argv) == 0
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["ctseg_clip"][:2] == [4.0, 4]

@@ -66,6 +66,7 @@ class CtsegLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         check_hardware(config.trainer)
+        check_scheme_options(config.get("model"))
         # Before LightningCLI's _parse_ckpt_path reads the checkpoint's hyper-parameters (a ckpt_path may also
         # come from a config file, which the command-line check in build_cli does not see).
         _check_ckpt_path(config.get("ckpt_path"), config.trainer.get("default_root_dir") or "runs")
@@ -144,6 +145,22 @@ def check_hardware(trainer) -> None:
         trainer["precision"] = "16-mixed"
         note = f"ctseg: note: this GPU has no bf16; using --trainer.precision 16-mixed instead of {precision}"
         print(note, file=sys.stderr)
+
+
+def check_scheme_options(model) -> None:
+    """Build the scheme once on stand-in channels (4 stages, as every preset has) so that a bad
+    ``--model.scheme_options`` value is one line before anything is seeded, logged or written."""
+    if model is None:
+        return
+    from ctseg.schemes import build_scheme
+
+    scheme = model.get("scheme") or "none"
+    options = model.get("scheme_options") or {}
+    if hasattr(options, "as_dict"):
+        options = options.as_dict()
+    if not isinstance(options, dict):
+        raise CtsegError(f"--model.scheme_options must be a mapping such as '{{hard_fraction: 0.25}}', got {options!r}")
+    build_scheme(scheme, [8, 8, 8, 8], 2, ignore_index=int(model.get("ignore_index", 255)), **options)
 
 
 def _ckpt_arg(args: list[str]) -> str | None:

@@ -241,10 +241,36 @@ def _num(result: dict[str, Any], key: str, fmt: str) -> str:
     return "–" if value is None else format(float(value), fmt)
 
 
+def clip_fraction(result: dict[str, Any]) -> float | None:
+    """Fraction of a run's training steps whose contrastive term was clipped (passed no contrastive gradient).
+
+    From ``results.json`` (``contrastive_clipped``, counted by the task) or else from the run's CSV log: the
+    per-epoch means of ``train/contrastive_clipped`` weighted by the steps of each epoch. ``None`` when the run
+    logged no such value (no CT, or a run from before ctseg logged it).
+    """
+    if result.get("contrastive_clipped") is not None:
+        return float(result["contrastive_clipped"])
+    log_dir = result.get("log_dir")
+    path = Path(str(log_dir)) / "metrics.csv" if log_dir else None
+    if path is None or not path.is_file():
+        return None
+    points: list[tuple[int, float]] = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            value, step = row.get("train/contrastive_clipped"), row.get("step")
+            if value not in (None, "") and step not in (None, ""):
+                points.append((int(float(step)), float(value)))
+    points.sort()
+    weights = [b[0] - a[0] for a, b in zip([(0, 0.0), *points[:-1]], points, strict=True)]
+    total = sum(weights)
+    return sum(w * v for w, (_, v) in zip(weights, points, strict=True)) / total if total > 0 else None
+
+
 def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
-    """``(markdown, csv)``: one row per run — config, seed, scores, wall-clock seconds, checkpoint SHA-256."""
+    """``(markdown, csv)``: one row per run — config, seed, scores, wall-clock seconds, the fraction of clipped
+    contrastive steps (:func:`clip_fraction`), checkpoint SHA-256."""
     keys = ("dataset", "config_name", "model", "scheme", "seed", "miou", "mf1", "oa", "wall_seconds",
-            "fit_seconds", "checkpoint_kind", "checkpoint_sha256")  # fmt: skip
+            "fit_seconds", "contrastive_clipped", "checkpoint_kind", "checkpoint_sha256")  # fmt: skip
     ordered = sorted(
         results,
         key=lambda r: (
@@ -260,18 +286,20 @@ def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
     md = [
         "# Runs",
         "",
-        "One row per run: test scores of its best checkpoint, wall-clock seconds (fit + test), and the SHA-256 "
-        "of the checkpoint that was scored.",
+        "One row per run: test scores of its best checkpoint, wall-clock seconds (fit + test), the fraction of "
+        "training steps whose contrastive loss was clipped (no contrastive gradient under the value clip; – without "
+        "CT or when not logged), and the SHA-256 of the checkpoint that was scored.",
         "",
-        "| data set | config | scheme | seed | mIoU | mean F1 | OA | wall s | checkpoint SHA-256 |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| data set | config | scheme | seed | mIoU | mean F1 | OA | wall s | clipped | checkpoint SHA-256 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in ordered:
+        r = {**r, "contrastive_clipped": clip_fraction(r)}
         writer.writerow(["" if r.get(k) is None else r.get(k) for k in keys])
         md.append(
             f"| {r.get('dataset') or '?'} | {r.get('config_name') or '?'} | {r['scheme']} | {r.get('seed', '?')} | "
             f"{_num(r, 'miou', '.4f')} | {_num(r, 'mf1', '.4f')} | {_num(r, 'oa', '.4f')} | "
-            f"{_num(r, 'wall_seconds', '.0f')} | "
+            f"{_num(r, 'wall_seconds', '.0f')} | {_num(r, 'contrastive_clipped', '.0%')} | "
             f"`{r.get('checkpoint_sha256') or '?'}` |"
         )
     return "\n".join(md) + "\n", buf.getvalue()

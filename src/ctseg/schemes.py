@@ -39,3 +39,5 @@ def build_scheme(
         )
     except TypeError as err:  # an unknown option name
         raise CtsegError(f"scheme {scheme!r}: bad scheme_options ({err})") from None
+    except ValueError as err:  # a bad option value: the constructor's message names it and the choices
+        raise CtsegError(f"--model.scheme_options: {err}") from None

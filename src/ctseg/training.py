@@ -9,6 +9,7 @@ exported for inference carries none of their parameters.
 from __future__ import annotations
 
 import random
+import sys
 import warnings
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ctseg.contrastive.stats import SchemeStats
 from ctseg.errors import CtsegError
 from ctseg.metrics import SegmentationMetrics
 from ctseg.models import build_model
@@ -89,6 +91,11 @@ class SegmentationTask(L.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._compiled: tuple | None = None
+        # Clipped contrastive steps of the run (a device tensor: no per-step sync), steps counted, and both at the
+        # end of the last epoch (for the per-epoch warning).
+        self._clip_run: Tensor | None = None
+        self._steps_run = 0
+        self._clip_mark: tuple[float, int] = (0.0, 0)
 
     # ---------------------------------------------------------------- model
     def configure_model(self) -> None:
@@ -141,24 +148,53 @@ class SegmentationTask(L.LightningModule):
         return out["loss"]
 
     def _log_scheme_stats(self, batch_size: int) -> None:
-        """The scheme's ``stats`` (per stage / scale) as ``train/<scheme stat>_s<i>``, on logging steps only.
+        """The scheme's ``stats`` (:class:`~ctseg.contrastive.stats.SchemeStats`) as ``train/<name>``.
 
-        CT: classes taking part, kept positive / negative pairs per stage, and ``train/contrastive_unclipped``
-        (when it stays above the clip value, ``clip_mode="value"`` gives the encoder no contrastive gradient).
-        MS / MSCS: groups, views and anchors per scale. Logged only on the steps Lightning writes
+        Per-stage values and scalars (CT: classes taking part, kept pairs per stage, ``contrastive_unclipped``;
+        MS / MSCS: groups, views and anchors per scale) are logged only on the steps Lightning writes
         (``(global_step + 1) % log_every_n_steps == 0``), so the GPU is not made to wait for them on others
-        and the values written are the current step's.
+        and the values written are the current step's. Epoch means (CT: ``contrastive_clipped``, 1 when the
+        value clip passed no contrastive gradient) are logged at every step and averaged over the epoch by
+        Lightning, without a host sync; the clipped steps are also counted for the end-of-epoch warning.
         """
-        every = self.trainer.log_every_n_steps
-        stats = getattr(self.contrastive, "stats", None) or {}
-        if not stats or not every or (self.global_step + 1) % every:
+        stats = getattr(self.contrastive, "stats", None)
+        if not isinstance(stats, SchemeStats):
             return
-        for key, value in stats.items():
-            if key == "unclipped":
-                self.log("train/contrastive_unclipped", value.float(), batch_size=batch_size)
-            elif key in ("classes", "pos_pairs", "neg_pairs", "groups", "views", "anchors"):
-                for i, v in enumerate(value.float().unbind(0)):
-                    self.log(f"train/{key}_s{i}", v, batch_size=batch_size)
+        for name, value in stats.epoch_loggable().items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
+        if "contrastive_clipped" in stats:
+            clipped = stats["contrastive_clipped"].detach().float()
+            self._clip_run = clipped if self._clip_run is None else self._clip_run + clipped
+            self._steps_run += 1
+        every = self.trainer.log_every_n_steps
+        if not every or (self.global_step + 1) % every:
+            return
+        for name, value in stats.loggable().items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+
+    def on_train_epoch_end(self) -> None:
+        """One warning line when more than half of the epoch's steps passed no contrastive gradient."""
+        if self._clip_run is None:
+            return
+        total = float(self._clip_run)  # one host sync per epoch
+        n, steps = total - self._clip_mark[0], self._steps_run - self._clip_mark[1]
+        self._clip_mark = (total, self._steps_run)
+        if steps > 0 and n / steps > 0.5 and self.trainer.is_global_zero:
+            print(
+                f"ctseg: warning: epoch {self.current_epoch}: the contrastive loss was clipped on {n / steps:.0%} of "
+                f"steps ({int(n)}/{steps}), which then passed no contrastive gradient; use --model.scheme_options "
+                "'{clip_mode: scale}' (gradient kept) or '{reduction: mean}' (ctseg's reduction, below the clip)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    @property
+    def clip_fraction(self) -> float | None:
+        """Fraction of this run's training steps whose contrastive term was clipped (``None`` without CT steps);
+        kept in checkpoints, so a resumed run counts from its start."""
+        if self._clip_run is None or not self._steps_run:
+            return None
+        return float(self._clip_run) / self._steps_run
 
     def _check_finite(self, out: dict[str, Tensor]) -> None:
         """Stop with a one-line error naming the step and the term when a loss is NaN or infinite.
@@ -286,10 +322,17 @@ class SegmentationTask(L.LightningModule):
             torch.distributed.all_gather_object(per_rank, states)
             resume["rng_per_rank"] = per_rank
         checkpoint["ctseg_resume"] = resume
+        if self._clip_run is not None:
+            clipped = float(self._clip_run)
+            checkpoint["ctseg_clip"] = [clipped, self._steps_run, float(self._clip_mark[0]), int(self._clip_mark[1])]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Called before Lightning restores its loops from the same dict (see the note above on_train_epoch_start).
         self._resume_state = checkpoint.get("ctseg_resume")
+        clip = checkpoint.get("ctseg_clip")
+        if clip and len(clip) == 4:
+            self._clip_run = torch.tensor(float(clip[0]), device=self.device)
+            self._steps_run, self._clip_mark = int(clip[1]), (float(clip[2]), int(clip[3]))
         if self._resume_state and self._resume_state.get("cut_short"):
             _reopen_epoch(checkpoint)
 

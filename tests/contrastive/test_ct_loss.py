@@ -13,7 +13,9 @@ from ctseg.contrastive import PatchContrastiveLoss
 
 
 def reference_loss(fn: PatchContrastiveLoss, features, mask):
-    """Loops over stages, classes, samples and pairs; uses the sampled indices recorded by ``fn``."""
+    """``reduction="mean"``: loops over stages, classes, samples and pairs; uses the sampled indices recorded
+    by ``fn``. (The authors' reduction has its own reference in test_ct_paper.py.)"""
+    assert fn.reduction == "mean"
     k = fn.num_classes
     stage_losses = []
     for detail, s in zip(fn.details, fn.stages, strict=True):
@@ -92,7 +94,7 @@ def run_both(seed=0, b=2, size=64, k=4, block=8, **kwargs):
     mask = blocky_mask(b, size, k, block, seed, ignore_frac=0.02)
     feats = make_features(b, size, seed)
     torch.manual_seed(seed)
-    fn = PatchContrastiveLoss(CHANNELS, k, **kwargs)
+    fn = PatchContrastiveLoss(CHANNELS, k, **{"reduction": "mean", **kwargs})
     fn.keep_details = True
     loss = fn(feats, mask)
     ref = reference_loss(fn, feats, mask)
@@ -191,6 +193,8 @@ def test_bad_shapes_raise_with_stage():
         fn(feats, mask[:1])
     with pytest.raises(ValueError):
         PatchContrastiveLoss(CHANNELS, 4, loss="triplet")
+    with pytest.raises(ValueError, match="reduction must be 'paper' or 'mean', got 'sum'"):
+        PatchContrastiveLoss(CHANNELS, 4, reduction="sum")
 
 
 def test_heads_are_the_only_parameters():
@@ -199,10 +203,11 @@ def test_heads_are_the_only_parameters():
     assert sum(p.numel() for p in fn.parameters()) == expected
 
 
+@pytest.mark.parametrize("reduction", ["paper", "mean"])
 @pytest.mark.parametrize("loss", ["cl", "infonce"])
-def test_no_data_dependent_ops(loss):
+def test_no_data_dependent_ops(loss, reduction):
     """On the meta device any host sync (.item, nonzero, boolean-mask indexing) raises: none may be used."""
-    fn = PatchContrastiveLoss(CHANNELS, 6, loss=loss, edge_patches=True).to("meta")
+    fn = PatchContrastiveLoss(CHANNELS, 6, loss=loss, reduction=reduction, edge_patches=True).to("meta")
     mask = torch.zeros(2, 64, 64, dtype=torch.long, device="meta")
     feats = [
         torch.empty(2, c, 64 // s, 64 // s, device="meta", requires_grad=True)
@@ -236,12 +241,15 @@ def test_sync_free_on_cuda():
     hard=st.sampled_from([0.25, 0.5, 1.0]),
     spc=st.sampled_from([1, 3, 64]),
     seed=st.integers(0, 2**16),
+    reduction=st.sampled_from(["paper", "mean"]),
 )
-def test_property_finite_loss_and_gradients(b, k, size, block, ignore, loss, hard, spc, seed):
+def test_property_finite_loss_and_gradients(b, k, size, block, ignore, loss, hard, spc, seed, reduction):
     block = min(block, size)
     mask = blocky_mask(b, size, k, block, seed, ignore_frac=ignore)
     feats = make_features(b, size, seed)
-    fn = PatchContrastiveLoss(CHANNELS, k, loss=loss, hard_fraction=hard, samples_per_class=spc, clip_mode=None)
+    fn = PatchContrastiveLoss(
+        CHANNELS, k, loss=loss, reduction=reduction, hard_fraction=hard, samples_per_class=spc, clip_mode=None
+    )
     out = fn(feats, mask)
     out.backward()
     assert out.shape == () and torch.isfinite(out) and float(out) >= 0

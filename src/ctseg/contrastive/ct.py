@@ -12,8 +12,15 @@ Per stage ``s`` with features ``F_s: (B, C_s, H_s, W_s)`` and stride ``r_s = H /
 3. gather only those feature vectors, then project them: ``Linear(C_s→128) → GELU → Linear(128→128) → L2``;
 4. negative pairs ``(pos_i, neg_i)`` keep the ``hard_fraction`` most similar; positive pairs
    ``(pos_i, pos_{i+n/2})`` keep the ``hard_fraction`` least similar;
-5. loss per class (CL or InfoNCE, :mod:`ctseg.contrastive.losses`), mean over the classes that take part
-   (≥ ``min_samples`` positives and negatives), mean over the stages where any class takes part; then the clip.
+5. loss per class: CL or InfoNCE under one of two reductions (:mod:`ctseg.contrastive.ct_paths`):
+
+   * ``reduction="paper"`` (default; the authors' code): class loss ``term_neg + term_pos`` (CL) or the
+     authors' InfoNCE pair choice; ``total = Σ_stages Σ_classes loss / (#stages × #classes in the batch)`` —
+     classes present in the batch's mask (ignore excluded) that were skipped still count in the divisor;
+   * ``reduction="mean"`` (ctseg's own): one mean over the kept pairs of a class, mean over the classes that
+     take part, mean over the stages where any class takes part;
+
+   then the clip (``clip_mode="value"``: ``clamp(total, 0, 1)``, no gradient above 1).
 
 No step synchronises with the host: every shape is fixed by the configuration and input shapes.
 """
@@ -25,10 +32,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines
-from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
+from ctseg.contrastive.ct_paths import PATHS, ClassLosses, StageSamples
+from ctseg.contrastive.distributed import all_reduce_sum, gather_samples
+from ctseg.contrastive.losses import masked_mean
 from ctseg.contrastive.patches import eligibility, multi_stride_counts, stage_strides
-from ctseg.contrastive.sampling import keep_hardest, sample_eligible, split_halves
+from ctseg.contrastive.sampling import sample_eligible
+from ctseg.contrastive.stats import SchemeStats
+
+REDUCTIONS = ("paper", "mean")
 
 
 class ProjectionHead(nn.Sequential):
@@ -36,53 +47,6 @@ class ProjectionHead(nn.Sequential):
 
     def __init__(self, in_channels: int, proj_dim: int = 128) -> None:
         super().__init__(nn.Linear(in_channels, proj_dim), nn.GELU(), nn.Linear(proj_dim, proj_dim))
-
-
-class _AllGatherDim1(torch.autograd.Function):
-    """Concatenate every rank's tensor along dim 1; backward sums the incoming gradients over ranks
-    (every rank computes the same global loss) and returns this rank's slice."""
-
-    @staticmethod
-    def forward(ctx, t: Tensor) -> Tensor:
-        import torch.distributed as dist
-
-        ctx.rank, ctx.width = dist.get_rank(), t.shape[1]
-        return _gather_no_grad(t)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        import torch.distributed as dist
-
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad.narrow(1, ctx.rank * ctx.width, ctx.width)
-
-
-def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _gather_global(tensors: list[Tensor]) -> list[Tensor]:
-    """All-gather along dim 1 across DDP ranks, with gradient where needed (identity when not distributed)."""
-    if not _distributed():
-        return tensors
-    out = []
-    for t in tensors:
-        if t.requires_grad:
-            out.append(_AllGatherDim1.apply(t))
-        else:
-            out.append(_gather_no_grad(t))
-    return out
-
-
-def _gather_no_grad(t: Tensor) -> Tensor:
-    import torch.distributed as dist
-
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts, dim=1)
 
 
 class PatchContrastiveLoss(nn.Module):
@@ -93,6 +57,9 @@ class PatchContrastiveLoss(nn.Module):
         num_classes: ``K``.
         ignore_index: label of unlabelled pixels.
         loss: ``"cl"`` (the paper's custom loss) or ``"infonce"``.
+        reduction: ``"paper"`` (the authors' code: per-class ``term_neg + term_pos``, total over
+            ``#stages × #classes in the batch``) or ``"mean"`` (ctseg's: means over pairs, classes, stages).
+            Public contract.
         samples_per_class: ``P``, positives (and negatives) sampled per class and stage.
         hard_fraction: fraction of valid pairs kept by hard mining (``1.0`` keeps all).
         min_samples: a class takes part in a stage with at least this many positives and negatives.
@@ -112,9 +79,11 @@ class PatchContrastiveLoss(nn.Module):
     Shapes:
         ``features``: sequence of ``(B, C_s, H_s, W_s)``; ``mask``: ``(B, H, W)`` integer; output: 0-dim.
 
-    After each call, ``stats`` holds detached per-stage tensors ``classes``, ``pos_pairs``, ``neg_pairs``
-    (how many classes took part and how many pairs were kept) and the 0-dim ``unclipped`` loss; ``details``
-    (when ``keep_details`` is set) holds the sampled indices for inspection and tests.
+    After each call, ``stats`` (a :class:`~ctseg.contrastive.stats.SchemeStats`) holds detached per-stage
+    tensors ``classes``, ``pos_pairs``, ``neg_pairs`` (classes that took part, pairs kept) and the scalars
+    ``contrastive_unclipped`` (the loss before the clip) and ``contrastive_clipped`` (1.0 when the clip passed no
+    gradient: ``clip_mode="value"`` and the loss above ``clip_value``); ``details`` (when ``keep_details`` is
+    set) holds the sampled indices for inspection and tests.
 
     Example:
         >>> loss_fn = PatchContrastiveLoss([64, 128, 256, 512], num_classes=6)
@@ -128,6 +97,7 @@ class PatchContrastiveLoss(nn.Module):
         *,
         ignore_index: int = 255,
         loss: str = "cl",
+        reduction: str = "paper",
         samples_per_class: int = 1024,
         hard_fraction: float = 0.5,
         min_samples: int = 5,
@@ -144,6 +114,8 @@ class PatchContrastiveLoss(nn.Module):
         super().__init__()
         if loss not in ("cl", "infonce"):
             raise ValueError(f"loss must be 'cl' or 'infonce', got {loss!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be 'paper' or 'mean', got {reduction!r}")
         if cl_form not in ("logits", "probability"):
             raise ValueError(f"cl_form must be 'logits' or 'probability', got {cl_form!r}")
         if clip_mode not in ("value", "scale", None):
@@ -160,6 +132,7 @@ class PatchContrastiveLoss(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.loss = loss
+        self.reduction = reduction
         self.samples_per_class = samples_per_class
         self.hard_fraction = hard_fraction
         self.min_samples = min_samples
@@ -172,13 +145,14 @@ class PatchContrastiveLoss(nn.Module):
         self.gather_across_ranks = gather_across_ranks
         self.heads = nn.ModuleDict({str(s): ProjectionHead(self.in_channels[s], proj_dim) for s in self.stages})
         self.keep_details = False
-        self.stats: dict[str, Tensor] = {}
+        self.stats: SchemeStats = SchemeStats()
         self.details: list[dict[str, Tensor]] = []
 
     def extra_repr(self) -> str:
         return (
-            f"loss={self.loss!r}, stages={self.stages}, samples_per_class={self.samples_per_class}, "
-            f"hard_fraction={self.hard_fraction}, clip_mode={self.clip_mode!r}"
+            f"loss={self.loss!r}, reduction={self.reduction!r}, stages={self.stages}, "
+            f"samples_per_class={self.samples_per_class}, hard_fraction={self.hard_fraction}, "
+            f"clip_mode={self.clip_mode!r}"
         )
 
     # ------------------------------------------------------------------ checks
@@ -191,24 +165,40 @@ class PatchContrastiveLoss(nn.Module):
         strides = self._strides(features, mask)
         used = [strides[s] for s in self.stages]
         counts = multi_stride_counts(mask, used, self.num_classes)
-        stage_losses, stage_active, stats, details = [], [], [], []
+        results: list[ClassLosses] = []
+        details = []
         for s, stride, count in zip(self.stages, used, counts, strict=True):
-            loss_s, active_s, stat_s, detail_s = self._stage(s, features[s], count, stride, generator)
-            stage_losses.append(loss_s)
-            stage_active.append(active_s)
-            stats.append(stat_s)
-            details.append(detail_s)
-        losses, active = torch.stack(stage_losses), torch.stack(stage_active)
-        loss = masked_mean(losses, active, dim=0)
-        stat = torch.stack(stats).detach()
-        self.stats = {
-            "classes": stat[:, 0],
-            "pos_pairs": stat[:, 1],
-            "neg_pairs": stat[:, 2],
-            "unclipped": loss.detach(),  # before the clip: above clip_value, "value" clipping passes no gradient
-        }
+            result, detail = self._stage(s, features[s], count, stride, generator)
+            results.append(result)
+            details.append(detail)
+        loss = self._reduce(results, counts[0])
+        unclipped = loss.detach()
+        clipped = (unclipped > self.clip_value) if self.clip_mode == "value" else torch.zeros_like(unclipped)
+        self.stats = SchemeStats(
+            per_stage={
+                "classes": torch.stack([r.active.sum() for r in results]).detach(),
+                "pos_pairs": torch.stack([r.pos_pairs.sum() for r in results]).detach(),
+                "neg_pairs": torch.stack([r.neg_pairs.sum() for r in results]).detach(),
+            },
+            scalars={"contrastive_unclipped": unclipped},
+            epoch_means={"contrastive_clipped": clipped.float()},
+        )
         self.details = details if self.keep_details else []
         return self._clip(loss)
+
+    def _reduce(self, results: list[ClassLosses], count: Tensor) -> Tensor:
+        """Per-class losses of every stage → the total (before the clip); ``count``: a stage's ``(B, K+1, h, w)``
+        patch-class pixel counts (any stage: every pixel is in one patch)."""
+        if self.reduction == "mean":
+            stage_losses = torch.stack([masked_mean(r.loss, r.active, dim=0) for r in results])
+            stage_active = torch.stack([r.active.any() for r in results])
+            return masked_mean(stage_losses, stage_active, dim=0)
+        pixels = count[:, : self.num_classes].sum((0, 2, 3))  # (K,) labelled pixels per class in the batch
+        if self.gather_across_ranks:
+            pixels = all_reduce_sum(pixels)
+        n_classes = (pixels > 0).sum().clamp(min=1)  # classes in the batch, ignore excluded, skipped ones too
+        total = torch.stack([(r.loss * r.active).sum() for r in results]).sum()
+        return total / (len(results) * n_classes)
 
     def _clip(self, loss: Tensor) -> Tensor:
         if self.clip_mode == "value":
@@ -230,51 +220,26 @@ class PatchContrastiveLoss(nn.Module):
 
     def _stage(
         self, s: int, feat: Tensor, count: Tensor, stride: int, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        k = self.num_classes
+    ) -> tuple[ClassLosses, dict[str, Tensor]]:
+        """Sample, embed (and under DDP gather) one stage, then run the (loss, reduction) path on it."""
         eligible = self._eligible(count, stride)
         index, valid, n_eligible = self._sample(eligible, generator)
         u = self._embed(s, feat, index)
         detail = {"index": index, "valid": valid} if self.keep_details else {}
         if self.gather_across_ranks:
-            u, valid, n_eligible = self._gather(u, valid, n_eligible)
-        present = (n_eligible[:k] >= self.min_samples) & (n_eligible[k:] >= self.min_samples)
-        v_pos, v_neg = valid[:k], valid[k:]
-
-        # Positive pairs: i with i + n/2 (second[r, i] = i + n/2, i < h); negative pairs: positive i with negative i.
-        _, second, pair_valid = split_halves(v_pos)
+            u, valid, n_eligible = gather_samples(u, valid, n_eligible)
+        samples = StageSamples(u, valid, n_eligible)
+        path = PATHS[(self.loss, self.reduction)]
         if self.loss == "cl":
-            neg_cos, pos_cos = normalized_pair_cosines(u, second)
+            opts = {"smoothing": self.smoothing, "cl_form": self.cl_form}
         else:
-            # Queries z_pos[:, :h], keys z_pos[second]; negatives shared per class. The cosines only rank pairs.
-            z = l2_normalize(u)
-            z_pos, z_neg = z[:k], z[k:]
-            z_a = z_pos[:, : second.shape[1]]
-            z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
-            with torch.no_grad():
-                neg_cos, pos_cos = (z_pos * z_neg).sum(-1), (z_a * z_b).sum(-1)
-        # Keep the most similar negative pairs and the least similar positive pairs.
-        neg_keep = keep_hardest(neg_cos, v_pos & v_neg, self.hard_fraction, hardest_is_high=True)
-        pos_keep = keep_hardest(pos_cos, pair_valid, self.hard_fraction, hardest_is_high=False)
-        neg_keep = neg_keep & present[:, None]
-        pos_keep = pos_keep & present[:, None]
-
-        if self.loss == "cl":
-            pos_loss = cl_pair_loss(pos_cos, torch.ones_like(pos_cos), self.smoothing, self.cl_form)
-            neg_loss = cl_pair_loss(neg_cos, torch.zeros_like(neg_cos), self.smoothing, self.cl_form)
-            total = (pos_loss * pos_keep).sum(-1) + (neg_loss * neg_keep).sum(-1)
-            n_kept = pos_keep.sum(-1) + neg_keep.sum(-1)
-            per_class = total / n_kept.clamp(min=1)
-            class_active = present & (n_kept > 0)
-        else:
-            per_query = info_nce(z_a, z_b, pos_keep, z_neg, neg_keep, self.temperature)
-            per_class = masked_mean(per_query, pos_keep)
-            class_active = present & pos_keep.any(-1) & neg_keep.any(-1)
-        stage_loss = masked_mean(per_class, class_active, dim=0)
-        stat = torch.stack([class_active.sum(), pos_keep.sum(), neg_keep.sum()])
+            opts = {"temperature": self.temperature}
+        result = path(samples, hard_fraction=self.hard_fraction, min_samples=self.min_samples, **opts)
         if self.keep_details:
-            detail["present"] = present
-        return stage_loss, class_active.any(), stat, detail
+            k = self.num_classes
+            detail["present"] = (n_eligible[:k] >= self.min_samples) & (n_eligible[k:] >= self.min_samples)
+            detail["active"] = result.active
+        return result, detail
 
     def _sample(self, eligible: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         """Sampling step (``(2K, N)`` eligibility → index, validity, eligible counts); a hook for tests."""
@@ -301,16 +266,3 @@ class PatchContrastiveLoss(nn.Module):
         else:
             u = head(feat.flatten(2)[flat_index // (h * w), :, flat_index % (h * w)]).float()
         return u.view(*index.shape, -1)
-
-    def _gather(self, u: Tensor, valid: Tensor, n_eligible: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Concatenate every rank's samples per class and move the valid ones to the front (stable)."""
-        u, valid = _gather_global([u, valid])
-        if _distributed():
-            import torch.distributed as dist
-
-            n_eligible = n_eligible.clone()
-            dist.all_reduce(n_eligible)
-        order = (~valid).to(torch.int8).argsort(dim=1, stable=True)
-        valid = valid.gather(1, order)
-        u = u.gather(1, order.unsqueeze(-1).expand(-1, -1, u.shape[-1]))
-        return u, valid, n_eligible

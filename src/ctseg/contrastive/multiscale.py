@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from ctseg.contrastive.losses import masked_logsumexp, masked_mean
 from ctseg.contrastive.patches import stage_strides
+from ctseg.contrastive.stats import SchemeStats
 
 #: A (image, class) pair is an anchor group when it has at least this many pixels at the scale.
 MIN_GROUP_SIZE = 5
@@ -418,7 +419,7 @@ class MultiScaleContrastiveLoss(nn.Module):
         self.min_group_size = MIN_GROUP_SIZE
         self.projectors = nn.ModuleList(ScaleProjector(c, proj_dim) for c in self.in_channels)
         self.keep_details = False
-        self.stats: dict[str, Tensor] = {}
+        self.stats: SchemeStats = SchemeStats()
         self.details: list[dict[str, Tensor]] = []
 
     def extra_repr(self) -> str:
@@ -481,13 +482,17 @@ class MultiScaleContrastiveLoss(nn.Module):
             total = total + torch.stack(cross_losses).sum()
 
         device = total.device
-        self.stats = {
-            "groups": torch.stack([v["groups"] for v in views]).detach(),
-            "views": torch.stack([v["views"] for v in views]).detach(),
-            "anchors": torch.stack(scale_anchors).detach(),
-            "scale_loss": scale_losses_t.detach(),
-            "cross_loss": _stack_or_empty(cross_losses, torch.float32, device),
-            "cross_anchors": _stack_or_empty(cross_anchors, torch.int64, device),
-        }
+        self.stats = SchemeStats(
+            per_stage={
+                "groups": torch.stack([v["groups"] for v in views]).detach(),
+                "views": torch.stack([v["views"] for v in views]).detach(),
+                "anchors": torch.stack(scale_anchors).detach(),
+            },
+            extra={
+                "scale_loss": scale_losses_t.detach(),
+                "cross_loss": _stack_or_empty(cross_losses, torch.float32, device),
+                "cross_anchors": _stack_or_empty(cross_anchors, torch.int64, device),
+            },
+        )
         self.details = views if self.keep_details else []
         return total

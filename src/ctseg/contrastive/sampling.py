@@ -44,8 +44,11 @@ def rank_along_last(values: Tensor, descending: bool) -> Tensor:
     return ranks.scatter_(-1, order, positions)
 
 
-def keep_hardest(similarity: Tensor, valid: Tensor, fraction: float, hardest_is_high: bool) -> Tensor:
-    """Mask of the hardest ``ceil(fraction · n_valid)`` valid pairs of each row.
+def keep_hardest(
+    similarity: Tensor, valid: Tensor, fraction: float, hardest_is_high: bool, rounding: str = "ceil"
+) -> Tensor:
+    """Mask of the hardest ``ceil(fraction · n_valid)`` (``rounding="floor"``: ``floor``, as the authors' code
+    takes ``int(n · fraction)``) valid pairs of each row.
 
     Args:
         similarity: ``(R, P)`` pair similarities (only their order matters; not differentiated).
@@ -61,8 +64,13 @@ def keep_hardest(similarity: Tensor, valid: Tensor, fraction: float, hardest_is_
     fill = float("-inf") if hardest_is_high else float("inf")
     key = similarity.detach().masked_fill(~valid, fill)
     ranks = rank_along_last(key, descending=hardest_is_high)
-    n_keep = torch.ceil(valid.sum(-1, keepdim=True) * fraction)
-    return valid & (ranks < n_keep)
+    return valid & (ranks < keep_count(valid, fraction, rounding))
+
+
+def keep_count(valid: Tensor, fraction: float, rounding: str = "ceil") -> Tensor:
+    """``(R, 1)`` number of pairs hard mining keeps: ``ceil`` or ``floor`` of ``fraction · n_valid``."""
+    scaled = valid.sum(-1, keepdim=True).double() * fraction  # float64: the same rounding as Python's floats
+    return torch.floor(scaled) if rounding == "floor" else torch.ceil(scaled)
 
 
 def split_halves(index_valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,0 +1,191 @@
+"""The four per-stage paths of the CT loss: (CL | InfoNCE) × (``reduction="paper"`` | ``"mean"``).
+
+Each path takes one stage's fixed-size samples (:class:`StageSamples`) and returns per-class losses and
+counts (:class:`ClassLosses`); :class:`~ctseg.contrastive.ct.PatchContrastiveLoss` reduces them over classes
+and stages. Notation, per stage: ``K`` classes, ``P`` sampled positives (and negatives) per class, ``D`` the
+projection size; row ``c`` of the samples holds class ``c``'s positives, row ``K + c`` its negatives.
+Pairs: negative pair ``j`` is (positive ``j``, negative ``j``); positive pair ``i`` is (positive ``i``,
+positive ``i + n/2``) with ``n`` the number of sampled positives (:func:`split_halves`).
+
+* ``cl_mean`` / ``infonce_mean`` — ctseg's own reduction: one mean over all kept pairs (or queries) of a class.
+* ``cl_paper`` / ``infonce_paper`` — what the authors' code (GeoSeg fork, commit 71f35b9) computes, SPEC §1:
+  a class's CL loss is ``mean(kept negative pairs) + mean(kept positive pairs)``; InfoNCE picks its pairs by
+  ranking the negative pairs. Hard mining keeps ``floor(fraction · n)`` pairs there (``int(n · take_top)``).
+
+No path synchronises with the host: every shape is fixed; what depends on the data is a mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines
+from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
+from ctseg.contrastive.sampling import keep_count, keep_hardest, rank_along_last, split_halves
+
+#: The authors' InfoNCE uses at most this many (positive, negative) pairs per class.
+PAPER_INFONCE_MAX_PAIRS = 2000
+
+
+@dataclass
+class StageSamples:
+    """One stage's samples.
+
+    Attributes:
+        u: ``(2K, P, D)`` float32 projections, not yet L2-normalised (the paths normalise, fused where possible).
+        valid: ``(2K, P)`` bool, a prefix of each row.
+        n_eligible: ``(2K,)`` int64 eligible patches per row (may exceed ``P``).
+    """
+
+    u: Tensor
+    valid: Tensor
+    n_eligible: Tensor
+
+    @property
+    def k(self) -> int:
+        return self.valid.shape[0] // 2
+
+
+@dataclass
+class ClassLosses:
+    """Per-class result of one stage: ``loss (K,)`` (0 where not active), ``active (K,)`` bool (the class
+    contributes), ``pos_pairs`` / ``neg_pairs (K,)`` int64 kept pairs (InfoNCE: queries / negatives)."""
+
+    loss: Tensor
+    active: Tensor
+    pos_pairs: Tensor
+    neg_pairs: Tensor
+
+
+def _counts(samples: StageSamples) -> tuple[Tensor, Tensor]:
+    k = samples.k
+    return samples.n_eligible[:k], samples.n_eligible[k:]
+
+
+def _cl_pair_terms(
+    samples: StageSamples, hard_fraction: float, smoothing: float, cl_form: str, rounding: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-pair CL losses and hard-mining masks: ``pos_loss, pos_keep (K, P//2)``, ``neg_loss, neg_keep (K, P)``."""
+    k = samples.k
+    v_pos, v_neg = samples.valid[:k], samples.valid[k:]
+    _, second, pair_valid = split_halves(v_pos)
+    neg_cos, pos_cos = normalized_pair_cosines(samples.u, second)
+    neg_keep = keep_hardest(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True, rounding=rounding)
+    pos_keep = keep_hardest(pos_cos, pair_valid, hard_fraction, hardest_is_high=False, rounding=rounding)
+    pos_loss = cl_pair_loss(pos_cos, torch.ones_like(pos_cos), smoothing, cl_form)
+    neg_loss = cl_pair_loss(neg_cos, torch.zeros_like(neg_cos), smoothing, cl_form)
+    return pos_loss, pos_keep, neg_loss, neg_keep
+
+
+def cl_mean(
+    samples: StageSamples, *, hard_fraction: float, min_samples: int, smoothing: float, cl_form: str
+) -> ClassLosses:
+    """ctseg's CL reduction: ``loss_c = Σ kept pair losses / #kept pairs`` (positive and negative pairs pooled).
+
+    A class takes part with ``≥ min_samples`` eligible positives and negatives. Never above 0.963 for
+    ``cl_form="logits"``, ``ε = 0.1`` (⅓ positive pairs at ≤ 0.363 … ⅔ negative pairs at ≤ 1.263).
+    """
+    n_pos, n_neg = _counts(samples)
+    present = (n_pos >= min_samples) & (n_neg >= min_samples)
+    pos_loss, pos_keep, neg_loss, neg_keep = _cl_pair_terms(samples, hard_fraction, smoothing, cl_form, "ceil")
+    pos_keep, neg_keep = pos_keep & present[:, None], neg_keep & present[:, None]
+    total = (pos_loss * pos_keep).sum(-1) + (neg_loss * neg_keep).sum(-1)
+    n_kept = pos_keep.sum(-1) + neg_keep.sum(-1)
+    return ClassLosses(total / n_kept.clamp(min=1), present & (n_kept > 0), pos_keep.sum(-1), neg_keep.sum(-1))
+
+
+def cl_paper(
+    samples: StageSamples, *, hard_fraction: float, min_samples: int, smoothing: float, cl_form: str
+) -> ClassLosses:
+    """The authors' CL reduction: ``loss_c = term_neg + term_pos``.
+
+    * a class takes part with ``≥ min_samples`` (5) eligible positives and negatives;
+    * ``term_neg`` = mean CL over the kept (``floor(fraction · n)`` most similar) negative pairs;
+    * ``term_pos`` = mean CL over the kept (least similar) positive pairs, only with ``≥ 2 · min_samples`` (10)
+      eligible positives, else 0.
+
+    At initialisation ``loss_c ≈ 2 log 2 ≈ 1.39`` (each mean ≈ log 2), so totals near or above the clip are
+    common. The caller divides the sum over stages and classes by ``#stages × #classes in the batch``.
+    """
+    n_pos, n_neg = _counts(samples)
+    present = (n_pos >= min_samples) & (n_neg >= min_samples)
+    pos_loss, pos_keep, neg_loss, neg_keep = _cl_pair_terms(samples, hard_fraction, smoothing, cl_form, "floor")
+    neg_keep = neg_keep & present[:, None]
+    pos_keep = pos_keep & (present & (n_pos >= 2 * min_samples))[:, None]
+    loss = masked_mean(neg_loss, neg_keep) + masked_mean(pos_loss, pos_keep)
+    return ClassLosses(loss, present & (neg_keep.any(-1) | pos_keep.any(-1)), pos_keep.sum(-1), neg_keep.sum(-1))
+
+
+def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: int, temperature: float) -> ClassLosses:
+    """ctseg's InfoNCE: queries = first half of the sampled positives, keys = the paired second half, kept by
+    hard mining (least similar pairs); negatives = the kept (most similar) negatives of the class, shared by all
+    queries. ``loss_c`` = mean over kept queries of ``−log softmax([q·k, q·n_1 … q·n_N] / τ)[0]``."""
+    k = samples.k
+    n_pos, n_neg = _counts(samples)
+    present = (n_pos >= min_samples) & (n_neg >= min_samples)
+    v_pos, v_neg = samples.valid[:k], samples.valid[k:]
+    _, second, pair_valid = split_halves(v_pos)
+    z = l2_normalize(samples.u)
+    z_pos, z_neg = z[:k], z[k:]
+    z_a = z_pos[:, : second.shape[1]]
+    z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+    with torch.no_grad():  # the cosines only rank pairs
+        neg_cos, pos_cos = (z_pos * z_neg).sum(-1), (z_a * z_b).sum(-1)
+    neg_keep = keep_hardest(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True) & present[:, None]
+    pos_keep = keep_hardest(pos_cos, pair_valid, hard_fraction, hardest_is_high=False) & present[:, None]
+    per_query = info_nce(z_a, z_b, pos_keep, z_neg, neg_keep, temperature)
+    active = present & pos_keep.any(-1) & neg_keep.any(-1)
+    return ClassLosses(masked_mean(per_query, pos_keep), active, pos_keep.sum(-1), neg_keep.sum(-1))
+
+
+def infonce_paper(
+    samples: StageSamples, *, hard_fraction: float, min_samples: int, temperature: float
+) -> ClassLosses:
+    """The authors' InfoNCE pair choice.
+
+    1. a class takes part with ``≥ 2 · min_samples`` (10) eligible positives and negatives (else it is
+       skipped — the authors' fallback computes a loss and returns 0; not repeated);
+    2. ``n = min(#positives, #negatives, 2000)`` pairs (positive ``j``, negative ``j``);
+    3. keep the ``m = floor(fraction · n)`` pairs with the most similar negative, ranked by that similarity;
+    4. the kept pairs' positives, in rank order, are split in halves: query ``r`` = rank ``r``, key = rank
+       ``r + ⌊m/2⌋`` (``r < ⌊m/2⌋``); the ``m`` kept negatives are shared by all queries;
+    5. ``loss_c`` = mean over queries of ``−log softmax([q·k, q·n_1 … q·n_m] / τ)[0]``.
+
+    Shapes: queries / keys ``(K, P//2, D)``, negatives ``(K, P, D)``.
+    """
+    k = samples.k
+    n_pos, n_neg = _counts(samples)
+    present = (n_pos >= 2 * min_samples) & (n_neg >= 2 * min_samples)
+    v_pos, v_neg = samples.valid[:k], samples.valid[k:]
+    z = l2_normalize(samples.u)
+    z_pos, z_neg = z[:k], z[k:]
+    p = z_pos.shape[1]
+    positions = torch.arange(p, device=z.device)
+    pair_valid = v_pos & v_neg & (positions < PAPER_INFONCE_MAX_PAIRS)
+    with torch.no_grad():
+        neg_cos = (z_pos * z_neg).sum(-1).masked_fill(~pair_valid, float("-inf"))
+        rank = rank_along_last(neg_cos, descending=True)  # 0 = most similar negative
+        order = neg_cos.argsort(dim=-1, descending=True, stable=True)  # positions by rank
+    m = keep_count(pair_valid, hard_fraction, "floor").long()  # (K, 1)
+    kept = pair_valid & (rank < m) & present[:, None]
+    half = m // 2
+    ranks = positions[: p // 2].expand(k, -1)
+    query_valid = (ranks < half) & present[:, None]
+    by_rank = z_pos.gather(1, order.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+    key_rank = (ranks + half).clamp(max=max(p - 1, 0))
+    queries = by_rank[:, : p // 2]
+    keys = by_rank.gather(1, key_rank.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+    per_query = info_nce(queries, keys, query_valid, z_neg, kept, temperature)
+    active = present & query_valid.any(-1)
+    return ClassLosses(masked_mean(per_query, query_valid), active, query_valid.sum(-1), kept.sum(-1))
+
+
+PATHS = {
+    ("cl", "mean"): cl_mean,
+    ("cl", "paper"): cl_paper,
+    ("infonce", "mean"): infonce_mean,
+    ("infonce", "paper"): infonce_paper,
+}
