@@ -195,6 +195,38 @@ def fit_too_many_devices(tmp_path, request):
     return Case(_tiny_fit(tmp_path, "--trainer.devices", wanted), [f"--trainer.devices {wanted}", f"has {have}"])
 
 
+def fit_bad_scheme_stage(tmp_path, request):
+    return Case(_tiny_fit(tmp_path, "--model.scheme_options", "{stages: [5]}"), ["--model.scheme_options", "stages"])
+
+
+def fit_bad_hard_fraction(tmp_path, request):
+    argv = _tiny_fit(tmp_path, "--model.scheme_options", "{hard_fraction: 1.5}")
+    return Case(argv, ["--model.scheme_options", "hard_fraction must be in (0, 1], got 1.5"])
+
+
+def fit_negative_lr(tmp_path, request):
+    return Case(_tiny_fit(tmp_path, "--model.lr", "-1"), ["--model.lr -1.0", "must be positive"])
+
+
+def fit_fractional_devices(tmp_path, request):
+    return Case(_tiny_fit(tmp_path, "--trainer.devices", "1.5"), ["--trainer.devices 1.5", "whole number"])
+
+
+def fit_image_size_not_multiple(tmp_path, request):
+    argv = _tiny_fit(tmp_path, "--data.init_args.image_size", "100")
+    return Case(argv, ["--data.init_args.image_size 100", "multiple of 32", "96 or 128"])
+
+
+def validate_other_class_count(tmp_path, request):
+    ckpt = torch.load(_ckpt(request), map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"].update(num_classes=5, dataset="dubai")
+    other = tmp_path / "dubai-model.ckpt"
+    torch.save(ckpt, other)
+    argv = _tiny_fit(tmp_path, "--ckpt_path", str(other))
+    argv[0] = "validate"
+    return Case(argv, [str(other), "trained for 5 classes (dubai)", "has 6"])
+
+
 def predict_garbage_ckpt(tmp_path, request):
     junk = _garbage_ckpt(tmp_path)
     good = _good_png(tmp_path / "good.png")
@@ -263,6 +295,12 @@ CASES: dict[str, Callable[..., Case]] = {
     "fit-junk-ckpt-path": fit_junk_ckpt_path,
     "fit-gpu-without-cuda": fit_gpu_without_cuda,
     "fit-too-many-devices": fit_too_many_devices,
+    "fit-bad-scheme-stage": fit_bad_scheme_stage,
+    "fit-bad-hard-fraction": fit_bad_hard_fraction,
+    "fit-negative-lr": fit_negative_lr,
+    "fit-fractional-devices": fit_fractional_devices,
+    "fit-image-size-not-multiple": fit_image_size_not_multiple,
+    "validate-other-class-count": validate_other_class_count,
     "predict-garbage-ckpt": predict_garbage_ckpt,
     "predict-foreign-ckpt": predict_foreign_ckpt,
     "export-garbage-ckpt": export_garbage_ckpt,

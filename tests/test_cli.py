@@ -53,6 +53,22 @@ def test_validate_from_checkpoint(tmp_path):
     assert main(["validate", "--config", str(cfg), "--ckpt_path", str(ckpt)]) == 0
 
 
+def test_model_options_replaced_by_the_checkpoint_are_warned_about(tmp_path, capsys):
+    """LightningCLI applies a --ckpt_path file's model settings over the command line: say so, per option."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.format(root=tmp_path / "runs", scheme="ct-cl"))
+    assert main(["fit", "--config", str(cfg)]) == 0
+    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+    capsys.readouterr()
+    argv = ["validate", "--config", str(cfg), "--ckpt_path", str(ckpt), "--model.model", "uf-paper",
+            "--model.lr", "0.5", "--model.scheme", "ct-cl"]  # fmt: skip
+    assert main(argv) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ctseg: warning:")]
+    assert len(warnings) == 2, warnings  # --model.scheme ct-cl agrees with the checkpoint
+    assert warnings[0].startswith("ctseg: warning: --model.model uf-paper is replaced by the checkpoint's 'pf-tiny'")
+    assert "--model.lr 0.5 is replaced by the checkpoint's" in warnings[1] and str(ckpt) in warnings[1]
+
+
 def test_demo_quick(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0

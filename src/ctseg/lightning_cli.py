@@ -66,10 +66,16 @@ class CtsegLightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         check_hardware(config.trainer)
+        check_values(config)
         check_scheme_options(config.get("model"))
         # Before LightningCLI's _parse_ckpt_path reads the checkpoint's hyper-parameters (a ckpt_path may also
         # come from a config file, which the command-line check in build_cli does not see).
-        _check_ckpt_path(config.get("ckpt_path"), config.trainer.get("default_root_dir") or "runs")
+        root = config.trainer.get("default_root_dir") or "runs"
+        _check_ckpt_path(config.get("ckpt_path"), root)
+        hparams = _ckpt_hparams(config.get("ckpt_path"), root)
+        if hparams:
+            check_class_count(hparams, config.get("data"))
+        warn_overridden_by_checkpoint(config.get("model"), hparams, sys.argv[1:])
 
     def before_instantiate_classes(self) -> None:
         # A fixed checkpoint folder (not one per logger version) so that `--ckpt_path last` finds the last
@@ -87,6 +93,129 @@ class CtsegLightningCLI(LightningCLI):
         for key in ("checkpoint", "step_checkpoint"):
             if config.get(key) is not None and not config[key].get("dirpath"):
                 config[key].dirpath = str(Path(root) / "checkpoints")
+
+
+def check_class_count(hparams: dict, data) -> None:
+    """One line when the ``--ckpt_path`` model was trained for another number of classes than the data module
+    has (checked before anything is seeded, logged or written; ctseg's data modules only)."""
+    ckpt_k = hparams.get("num_classes")
+    info = _data_info(data)
+    if ckpt_k is None or info is None or int(ckpt_k) == info.num_classes:
+        return
+    name = str(getattr(data, "class_path", "?")).rpartition(".")[2]
+    raise CtsegError(
+        f"--ckpt_path {hparams.get('_path')} was trained for {ckpt_k} classes ({hparams.get('dataset') or '?'}), "
+        f"but the data module ({name}, {info.name}) has {info.num_classes}; use a checkpoint of this data set, or "
+        "the data it was trained on"
+    )
+
+
+def _data_info(data):
+    """The :class:`~ctseg.data.DatasetInfo` of a ctseg data module from its parsed ``data`` group, or None."""
+    class_path = str(getattr(data, "class_path", "") or "")
+    if not class_path.startswith("ctseg."):
+        return None
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        init = data.get("init_args") or {}
+        kwargs = init.as_dict() if hasattr(init, "as_dict") else dict(init)
+        dm = getattr(importlib.import_module(module), name)(**kwargs)
+        return dm.info
+    except Exception:  # the data module's own error is reported where it is built
+        return None
+
+
+def _ckpt_hparams(path, root) -> dict:
+    """The model hyper-parameters of the ``--ckpt_path`` file (``last`` resolved), read safely; ``{}`` if none."""
+    if not path or str(path) in ("best", "hpc", "registry"):
+        return {}
+    if str(path) == "last":
+        found = sorted((Path(root) / "checkpoints").glob("last*.ckpt"))
+        if not found:
+            return {}
+        path = found[-1]
+    ckpt = load_torch_file(path, "checkpoint", mmap=True)
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    return {**hp, "_path": str(path)} if isinstance(hp, dict) else {}
+
+
+def _given_options(argv: list[str], prefix: str) -> dict[str, str]:
+    """``--model.lr 0.5`` / ``--model.lr=0.5`` on the command line → ``{"lr": "0.5"}``."""
+    out = {}
+    for i, arg in enumerate(argv):
+        if not arg.startswith(prefix):
+            continue
+        key, eq, value = arg[len(prefix) :].partition("=")
+        if not eq:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        out[key] = value
+    return out
+
+
+def warn_overridden_by_checkpoint(model, hparams: dict, argv: list[str]) -> None:
+    """One warning line per ``--model.X`` given on the command line that the checkpoint's hyper-parameters
+    replace (LightningCLI applies a ``--ckpt_path`` file's model settings over the command line)."""
+    if model is None or not hparams:
+        return
+    for key, given in _given_options(argv, "--model.").items():
+        if key.startswith("_") or key not in hparams or _same_value(given, hparams[key]):
+            continue
+        print(
+            f"ctseg: warning: --model.{key} {given} is replaced by the checkpoint's {hparams[key]!r} "
+            f"({hparams.get('_path')}); its weights need the checkpoint's model settings",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _same_value(given: str, stored) -> bool:
+    if isinstance(stored, bool) or given.lower() in ("true", "false"):
+        return given.lower() == str(stored).lower()
+    try:
+        return float(given) == float(stored)
+    except (TypeError, ValueError):
+        return given == str(stored)
+
+
+def check_values(config) -> None:
+    """One-line errors for values the parser accepts but training cannot use, before anything is written."""
+    model, trainer, data = config.get("model"), config.get("trainer"), config.get("data")
+    if model is not None:
+        for key, low, example in (("lr", 0.0, "8e-5"), ("weight_decay", None, "0.01")):
+            value = model.get(key)
+            if value is None:
+                continue
+            if (low is not None and not value > low) or (low is None and value < 0):
+                need = "positive" if low is not None else "zero or positive"
+                raise CtsegError(f"--model.{key} {value}: must be {need} (e.g. {example})")
+        size = model.get("img_size")
+        if size is not None and (int(size) < 32 or int(size) % 32):
+            example = max(32, int(size) // 32 * 32)
+            raise CtsegError(f"--model.img_size {size}: must be a multiple of 32 (e.g. {example})")
+    devices = trainer.get("devices") if trainer is not None else None
+    if isinstance(devices, float) or (isinstance(devices, str) and not _devices_text_ok(devices)):
+        raise CtsegError(
+            f"--trainer.devices {devices}: give a whole number of devices, a list of indices such as [0, 1], "
+            "or auto"
+        )
+    init = (data.get("init_args") if hasattr(data, "get") else None) or {}
+    for key in ("image_size", "val_image_size"):
+        size = init.get(key) if hasattr(init, "get") else None
+        if isinstance(size, int) and (size < 32 or size % 32):
+            raise CtsegError(
+                f"--data.init_args.{key} {size}: must be a multiple of 32, the encoders' input multiple "
+                f"(e.g. {max(32, size // 32 * 32)} or {(size // 32 + 1) * 32})"
+            )
+
+
+def _devices_text_ok(text: str) -> bool:
+    text = text.strip()
+    if text in ("auto", "-1"):
+        return True
+    parts = [p.strip() for p in text.strip("[]").split(",") if p.strip()]
+    return bool(parts) and all(p.lstrip("-").isdigit() for p in parts)
 
 
 def _requested_devices(devices) -> int | None:
