@@ -117,6 +117,26 @@ def predict_corrupt_png(tmp_path, request):
     return Case(["predict", "--ckpt", str(_ckpt(request)), str(good), str(bad), "--out", str(out)], [str(bad)])
 
 
+def predict_truncated_jpeg(tmp_path, request):
+    """A JPEG whose header is intact but whose pixels are cut off: found before the first (good) input is done."""
+    good = _good_png(tmp_path / "good.png")
+    bad = tmp_path / "broken.jpg"
+    Image.fromarray(_rgb(256, 256)).save(bad, quality=95)
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    out = tmp_path / "out"
+    return Case(["predict", "--ckpt", str(_ckpt(request)), str(good), str(bad), "--out", str(out)], [str(bad)])
+
+
+def predict_truncated_tif(tmp_path, request):
+    good = _good_png(tmp_path / "good.png")
+    bad = tmp_path / "cut.tif"
+    with rasterio.open(bad, "w", driver="GTiff", height=256, width=256, count=3, dtype="uint8") as dst:
+        dst.write(np.moveaxis(_rgb(256, 256), -1, 0))
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    out = tmp_path / "out"
+    return Case(["predict", "--ckpt", str(_ckpt(request)), str(good), str(bad), "--out", str(out)], [str(bad)])
+
+
 def prepare_corrupt_tif(tmp_path, request):
     tiles = _potsdam(tmp_path / "src")
     tiles["2_13"].image.write_bytes(b"II*\x00" + b"garbage" * 40)
@@ -285,6 +305,8 @@ def predict_existing_output(tmp_path, request):
 CASES: dict[str, Callable[..., Case]] = {
     "predict-corrupt-tif": predict_corrupt_tif,
     "predict-corrupt-png": predict_corrupt_png,
+    "predict-truncated-jpeg": predict_truncated_jpeg,
+    "predict-truncated-tif": predict_truncated_tif,
     "prepare-corrupt-tif": prepare_corrupt_tif,
     "prepare-truncated-tile": prepare_truncated_tile,
     "prepare-unknown-colour": prepare_unknown_colour,

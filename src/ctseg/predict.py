@@ -112,6 +112,37 @@ def check_header(header: ImageHeader) -> None:
         raise CtsegError(f"input {header.path} has {header.dtype} bands; need 8-bit (uint8) images")
 
 
+def check_decodable(header: ImageHeader) -> None:
+    """Raise a one-line error for an input that would fail to decode half-way.
+
+    PNG / JPEG are decoded in full (they are small next to the model's work); a GeoTIFF's last row of pixels is
+    read (a truncated or cut-off file fails there; a whole-tile read here would double the I/O of a big tile).
+    """
+    path = header.path
+    if _is_geotiff(path):
+        import rasterio
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with rasterio.open(path) as src:
+                    src.read(window=Window(0, src.height - 1, src.width, 1))
+        except RasterioError as err:
+            msg = " ".join(str(err).split())
+            raise CtsegError(f"input {path} cannot be read as a GeoTIFF ({msg})") from None
+        return
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        msg = " ".join(str(err).split()) or type(err).__name__
+        raise CtsegError(f"input {path} cannot be read as an image ({msg})") from None
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """``((3, H, W) uint8, georef)`` where ``georef`` holds ``crs`` and ``transform`` (both ``None`` for PNG/JPEG)."""
     path = Path(path)
@@ -233,6 +264,8 @@ def run_predict(
     headers = [inspect_image(p) for p in inputs]
     for h in headers:
         check_header(h)
+    for h in headers:  # before the first prediction: a broken file later in the list writes nothing at all
+        check_decodable(h)
     plan: list[tuple[ImageHeader, Path, Path | None]] = []
     seen: dict[str, Path] = {}
     for h in headers:
