@@ -155,3 +155,24 @@ def test_clip_fraction_survives_a_resume(tmp_path):
     assert main(argv) == 0
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["ctseg_clip"][:2] == [4.0, 4]
+
+
+def test_nan_validation_score_warns_and_picks_no_best(tmp_path, capsys):
+    """A validation split without a labelled pixel: one warning line per validation, no "best" checkpoint."""
+    from ctseg.checkpointing import ScoreCheckpoint
+    from ctseg.data.synthetic import SyntheticDataModule
+
+    class UnlabelledVal(SyntheticDataModule):
+        def val_dataloader(self):
+            for batch in super().val_dataloader():
+                yield {**batch, "mask": torch.full_like(batch["mask"], 255)}
+
+    dm = UnlabelledVal(train_samples=4, val_samples=2, image_size=64, batch_size=2)
+    task = SegmentationTask(model="pf-tiny", img_size=64, dataset="synthetic", eval_classes=[0, 1, 2, 3, 4])
+    best = ScoreCheckpoint(dirpath=tmp_path, monitor="val/miou", mode="max", save_last=True, filename="best")
+    trainer = L.Trainer(max_steps=4, val_check_interval=2, check_val_every_n_epoch=None, logger=False,
+                        callbacks=[best], enable_progress_bar=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(task, datamodule=dm)
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("ctseg: warning: validation")]
+    assert len(lines) == 2 and "val/miou is NaN; no best checkpoint is chosen" in lines[0]
+    assert best.best_model_path == "" and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from ctseg.checkpointing import ScoreCheckpoint as ModelCheckpoint
 from ctseg.errors import CtsegError
 from ctseg.safe_load import load_torch_file
 from ctseg.training import SegmentationTask

@@ -223,6 +223,14 @@ class SegmentationTask(L.LightningModule):
 
     def _eval_epoch_end(self, metrics: SegmentationMetrics, prefix: str) -> None:
         res = metrics.compute()
+        if prefix == "val" and not self.trainer.sanity_checking and torch.isnan(torch.as_tensor(res["miou"])).item():
+            if self.trainer.is_global_zero:
+                print(
+                    f"ctseg: warning: validation at step {self.global_step}: no labelled pixel of the evaluated "
+                    "classes, so val/miou is NaN; no best checkpoint is chosen from it (check the validation split)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         self.log(f"{prefix}/miou", res["miou"], prog_bar=True)
         self.log(f"{prefix}/mf1", res["mf1"])
         self.log(f"{prefix}/oa", res["oa"])
