@@ -157,3 +157,47 @@ def test_report_errors(tmp_path, capsys, fake_runs):
     bad.write_text("{not json")
     assert main(["report", str(bad.parent), "--out", str(tmp_path / "r2")]) == 2
     assert "results.json" in capsys.readouterr().err
+
+
+def test_unknown_highlight_is_one_line(fake_runs, tmp_path, capsys):
+    assert main(["report", str(fake_runs), "--out", str(tmp_path / "r"), "--highlight", "ct-foo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ctseg: error: --highlight 'ct-foo': choose one of ct-cl, ct-infonce, ms, mscs"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_highlight_scheme_is_said(fake_runs, tmp_path, capsys):
+    assert main(["report", str(fake_runs), "--out", str(tmp_path / "r"), "--highlight", "mscs", "--device", "cpu"]) == 0
+    note = "report: no mscs run with a checkpoint beside a baseline; qualitative.png shows ct-cl"
+    assert note in capsys.readouterr().out
+
+
+def test_curves_use_the_recorded_log_shift_validation_and_name_missing_panels(fake_runs, tiny, monkeypatch):
+    """The run's recorded log_dir is read (not the newest metrics.csv below the run), validation points sit at
+    the number of steps done (the tiny run validates after 2 steps; Lightning logs it at step 1), and a panel
+    no run logged is named."""
+    import ctseg.figures
+    from ctseg.report import collect_results, curves_figure, group_results
+
+    decoy = fake_runs / "pf-paper-none" / "seed0" / "later" / "metrics.csv"
+    decoy.parent.mkdir()
+    decoy.write_text("epoch,step,val/miou,train/seg\n0,0,0.99,9.0\n")  # newer than the recorded log
+    captured = {}
+    monkeypatch.setattr(ctseg.figures, "plot_curves", lambda curves, path: captured.update(curves))
+    results = [r for r in collect_results([fake_runs]) if r["scheme"] == "none"]
+    notes = []
+    curves_figure(group_results(results), Path("unused.png"), notes.append)
+    [(name, series)] = [(n, c) for n, c in captured.items() if n.startswith("PF")]
+    assert [x for x, _ in series["val/miou"]] == [2.0] and series["val/miou"][0][1] < 0.5
+    assert [x for x, _ in series["train/seg"]] == [0.0, 1.0] and max(v for _, v in series["train/seg"]) < 9
+    assert notes == []  # the tiny CT-CL log has train/contrastive too
+    log = next(tiny.rglob("metrics.csv"))
+    baseline_log = fake_runs / "base.csv"
+    lines = log.read_text().splitlines()
+    keep = [i for i, h in enumerate(lines[0].split(",")) if not h.startswith("train/contrastive")]
+    baseline_log.write_text("\n".join(",".join(r.split(",")[i] for i in keep) for r in lines) + "\n")
+    for r in results:
+        r["log_dir"] = str(fake_runs)
+    (fake_runs / "metrics.csv").write_text(baseline_log.read_text())
+    curves_figure(group_results(results), Path("unused.png"), notes.append)
+    assert notes == ["report: curves.png has no panel for train/contrastive: no run logged it"]

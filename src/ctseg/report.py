@@ -386,7 +386,7 @@ def _pick_pair(grouped, highlight: str) -> tuple[Cell, Cell] | None:
 
 
 def qualitative_figure(
-    grouped, path: Path, highlight: str, crops: int, device: str
+    grouped, path: Path, highlight: str, crops: int, device: str, echo=print
 ) -> tuple[np.ndarray, np.ndarray, DatasetInfo] | None:
     """Write ``qualitative.png``; returns the first shown crop (image, mask, info) for the patch figure."""
     import torch
@@ -400,6 +400,8 @@ def qualitative_figure(
         raise CtsegError(f"no (data set, model) has a baseline and a {highlight!r} run with a checkpoint on disk")
     dev = resolve_device(device)
     base, other = pair
+    if other.scheme != highlight:
+        echo(f"report: no {highlight} run with a checkpoint beside a baseline; qualitative.png shows {other.scheme}")
     runs = {base.label: base.best_run(), other.label: other.best_run()}
     images, masks, dm = _val_samples(_datamodule(runs[base.label]), limit=max(crops, 16))
     info = _info_for(base.dataset, dm)
@@ -524,8 +526,23 @@ def _read_csv_log(path: Path) -> dict[str, dict[float, float]]:
     return out
 
 
-def curves_figure(grouped, path: Path) -> None:
-    """Write ``curves.png``: per configuration, each metric averaged over seeds at equal steps."""
+def run_log(run: dict[str, Any]) -> Path | None:
+    """The CSV log of a run: ``metrics.csv`` in the log folder ``results.json`` records (``log_dir``); for older
+    results without it, the only ``metrics.csv`` below the run folder (``None`` when there are several)."""
+    log_dir = run.get("log_dir")
+    if log_dir and (Path(str(log_dir)) / "metrics.csv").is_file():
+        return Path(str(log_dir)) / "metrics.csv"
+    found = sorted(Path(run["_path"]).parent.rglob("metrics.csv"))
+    return found[0] if len(found) == 1 else None
+
+
+def curves_figure(grouped, path: Path, echo=print) -> None:
+    """Write ``curves.png``: per configuration, each metric averaged over seeds at equal steps.
+
+    x is the number of optimizer steps done when the value was measured: a training loss logged at step ``s``
+    was computed with ``s`` updates done, a validation logged at step ``s`` (Lightning's convention: the last
+    training batch before it) ran after ``s + 1``.
+    """
     from ctseg.figures import plot_curves
 
     several = len(grouped) > 1
@@ -535,19 +552,23 @@ def curves_figure(grouped, path: Path) -> None:
             for cell in cells:
                 acc: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
                 for run in cell.runs:
-                    logs = sorted(Path(run["_path"]).parent.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
-                    if not logs:
+                    log = run_log(run)
+                    if log is None:
                         continue
-                    for key, series in _read_csv_log(logs[-1]).items():
+                    for key, series in _read_csv_log(log).items():
+                        shift = 1.0 if key.startswith("val/") else 0.0
                         for step, v in series.items():
-                            acc[key][step].append(v)
+                            acc[key][step + shift].append(v)
                 if acc:
                     name = f"{MODEL_LABELS.get(model, model)} {cell.label}" + (f" ({ds})" if several else "")
                     curves[name] = {
                         key: sorted((s, float(np.mean(v))) for s, v in series.items()) for key, series in acc.items()
                     }
     if not curves:
-        raise CtsegError("no Lightning CSV logs (metrics.csv) next to the results")
+        raise CtsegError("no Lightning CSV logs (metrics.csv) recorded for the results")
+    missing = [m for m in CURVE_METRICS if not any(m in c for c in curves.values())]
+    if missing:
+        echo(f"report: curves.png has no panel for {', '.join(missing)}: no run logged it")
     plot_curves(curves, path)
 
 
@@ -567,6 +588,11 @@ def make_report(
     returns the written paths."""
     if crops < 1:
         raise CtsegError(f"--crops must be at least 1, got {crops}")
+    from ctseg.schemes import SCHEMES
+
+    if highlight not in SCHEMES or highlight == "none":
+        choices = ", ".join(x for x in SCHEMES if x != "none")
+        raise CtsegError(f"--highlight {highlight!r}: choose one of {choices}")
     from ctseg.inference import resolve_device
 
     resolve_device(device)  # "cuda" without a GPU is an error before anything is written
@@ -590,7 +616,7 @@ def make_report(
         return written
     crop = None
     try:
-        crop = qualitative_figure(grouped, out / "qualitative.png", highlight, crops, device)
+        crop = qualitative_figure(grouped, out / "qualitative.png", highlight, crops, device, echo)
         written.append(out / "qualitative.png")
     except CtsegError as err:
         echo(f"report: skipped qualitative.png: {err}")
@@ -602,7 +628,7 @@ def make_report(
     patch_sampling_figure(image, mask, info, out / "patch_sampling.png", sample_class)
     written.append(out / "patch_sampling.png")
     try:
-        curves_figure(grouped, out / "curves.png")
+        curves_figure(grouped, out / "curves.png", echo)
         written.append(out / "curves.png")
     except CtsegError as err:
         echo(f"report: skipped curves.png: {err}")
