@@ -1,10 +1,12 @@
 """CPU cost of CT: median training-step time of a model with and without the CT loss, in one process.
 
     python benchmarks/ct_cost.py [--model pf-paper] [--size 256] [--batch 4] [--repeats 10] [--classes 6]
-                                 [--loss cl|infonce] [--threads N]
+                                 [--loss cl|infonce] [--reduction paper mean] [--threads N]
 
-Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW step); off and on alternate so
-that drift in the machine affects both equally; the first ``--warmup`` steps of each are dropped.
+Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW step); CT off and CT on with
+each ``--reduction`` (the authors' ``paper`` and ctseg's ``mean``, by default both) alternate so that drift in
+the machine affects all equally; the first ``--warmup`` steps of each are dropped. The CT loss runs unclipped
+here, so that a clipped value (no gradient under the paper's clip) does not make its backward look free.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--loss", default="cl")
     p.add_argument("--classes", type=int, default=6)
+    p.add_argument("--reduction", nargs="+", default=["paper", "mean"], choices=["paper", "mean"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = p.parse_args()
     if args.threads:
@@ -43,34 +46,40 @@ def main() -> None:
     torch.manual_seed(0)
     k = args.classes
     model = build_model(args.model, k, img_size=args.size)
-    ct = PatchContrastiveLoss(model.channels, k, loss=args.loss)
+    cts = {r: PatchContrastiveLoss(model.channels, k, loss=args.loss, reduction=r, clip_mode=None)
+           for r in args.reduction}  # fmt: skip
     seg = SegmentationLoss()
-    opt = torch.optim.AdamW(list(model.parameters()) + list(ct.parameters()), lr=1e-4)
+    params = list(model.parameters()) + [q for ct in cts.values() for q in ct.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-4)
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = blocky_masks(args.batch, args.size, k)
 
-    def step(with_ct: bool) -> float:
+    def step(reduction: str | None) -> float:
         t0 = time.perf_counter()
         feats = model.encode(x)
         loss = seg(model.decode(feats, x.shape[-2:]), y)
-        if with_ct:
-            loss = loss + ct(feats, y)
+        if reduction is not None:
+            loss = loss + cts[reduction](feats, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         return time.perf_counter() - t0
 
-    times: dict[bool, list[float]] = {False: [], True: []}
+    kinds: list[str | None] = [None, *args.reduction]
+    times: dict[str | None, list[float]] = {kind: [] for kind in kinds}
     for i in range(args.warmup + args.repeats):
-        for flag in (False, True):
-            t = step(flag)
+        for kind in kinds:
+            t = step(kind)
             if i >= args.warmup:
-                times[flag].append(t)
-    off, on = statistics.median(times[False]), statistics.median(times[True])
+                times[kind].append(t)
+    off = statistics.median(times[None])
     print(f"device: {device_name(torch.device('cpu'))}")
     print(f"model {args.model}, {args.batch}×{args.size}², {k} classes, CT loss={args.loss}, {args.repeats} repeats")
-    print(f"step CT off: {off * 1000:.1f} ms   CT on: {on * 1000:.1f} ms   ratio on/off: {on / off:.3f}")
+    print(f"step CT off: {off * 1000:.1f} ms")
+    for r in args.reduction:
+        on = statistics.median(times[r])
+        print(f"step CT on, reduction={r}: {on * 1000:.1f} ms   ratio on/off: {on / off:.3f}")
 
 
 if __name__ == "__main__":

@@ -72,3 +72,12 @@ def test_infer_bench_cpu(tmp_path):
 def test_gpu_suite_is_valid_bash():
     res = subprocess.run(["bash", "-n", str(BENCH / "gpu_suite.sh")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_ct_cost_reports_both_reductions():
+    res = _run("ct_cost.py", "--model", "pf-tiny", "--size", "64", "--batch", "2", "--repeats", "1", "--warmup", "0")
+    lines = res.stdout.splitlines()
+    assert any(line.startswith("step CT off:") for line in lines)
+    for r in ("paper", "mean"):
+        [line] = [x for x in lines if x.startswith(f"step CT on, reduction={r}:")]
+        assert float(line.rsplit(" ", 1)[1]) > 0
