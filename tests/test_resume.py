@@ -87,3 +87,29 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, data_config):
     assert set(range(8)) <= set(reference)
     for step in range(4, 8):  # the resumed run re-does step 4 onwards from the step-4 checkpoint
         assert after[step] == reference[step], (step, after[step], reference[step])
+
+
+def test_last_resumes_from_the_newest_checkpoint_written(tmp_path):
+    """Killed after ``step-step=4.ckpt`` was written but before ``last.ckpt`` was refreshed (it still holds step 2):
+    ``--ckpt_path last`` continues from step 4, the newest checkpoint, not from step 2."""
+    import os
+    import shutil
+
+    full = fit(tmp_path, tmp_path / "full", SYNTHETIC, False)
+    assert full.returncode == 0, full.stderr[-2000:]
+    raced, early = tmp_path / "raced", tmp_path / "early"
+    assert fit(tmp_path, raced, SYNTHETIC, False, "--trainer.max_steps", "4").returncode == 0
+    assert fit(tmp_path, early, SYNTHETIC, False, "--trainer.max_steps", "2").returncode == 0
+    step4 = raced / "checkpoints" / "step-step=4.ckpt"
+    assert step4.is_file()
+    last = raced / "checkpoints" / "last.ckpt"
+    shutil.copy(early / "checkpoints" / "last.ckpt", last)  # the step-2 state a kill would have left
+    os.utime(last, ns=(step4.stat().st_mtime_ns - 10**9,) * 2)
+    for log in raced.rglob("metrics.csv"):
+        log.unlink()
+    resumed = fit(tmp_path, raced, SYNTHETIC, False, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after, reference = train_losses(raced), train_losses(tmp_path / "full")
+    assert min(after) == 4 and max(after) == 7
+    for step in range(4, 8):
+        assert after[step] == reference[step], (step, after[step], reference[step])

@@ -82,6 +82,10 @@ class CtsegLightningCLI(LightningCLI):
         # checkpoint of a killed run when the same command is started again.
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.get("default_root_dir") or "runs"
+        if config.get("ckpt_path") == "last":
+            newest = newest_checkpoint(root)
+            if newest is not None:  # the newest checkpoint written, whichever callback wrote it
+                config.ckpt_path = str(newest)
         _check_ckpt_path(config.get("ckpt_path"), root)
         if "weights_only" in config:  # Lightning's own load: torch's restricted unpickler, whatever torch's default
             if config.weights_only is False:
@@ -132,13 +136,23 @@ def _ckpt_hparams(path, root) -> dict:
     if not path or str(path) in ("best", "hpc", "registry"):
         return {}
     if str(path) == "last":
-        found = sorted((Path(root) / "checkpoints").glob("last*.ckpt"))
-        if not found:
+        path = newest_checkpoint(root)
+        if path is None:
             return {}
-        path = found[-1]
     ckpt = load_torch_file(path, "checkpoint", mmap=True)
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     return {**hp, "_path": str(path)} if isinstance(hp, dict) else {}
+
+
+def newest_checkpoint(root: str | os.PathLike) -> Path | None:
+    """What ``--ckpt_path last`` resumes from: the newest ``*.ckpt`` in ``<root>/checkpoints`` (``last.ckpt`` on a
+    tie). A step or best checkpoint is written just before ``last.ckpt`` is refreshed; a kill in between left
+    ``last.ckpt`` one save behind, so Lightning's own choice (``last*.ckpt``) could lose those steps."""
+    folder = Path(root) / "checkpoints"
+    found = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder.is_dir() else []
+    if not found:
+        return None
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name.startswith("last")))
 
 
 def _given_options(argv: list[str], prefix: str) -> dict[str, str]:
