@@ -40,7 +40,9 @@ def test_grid_config_parses_with_paper_recipe(dataset, model, scheme):
         "image_size": 512,
         "augment_on_device": True,  # the fast pipeline (issue 7): uint8 crops from the decoded cache
         "decoded_cache": True,
+        **({"augment": "paper"} if dataset in ("potsdam", "vaihingen") else {}),  # the authors' train_aug
     }
+    assert cfg["checkpoint"] == {"monitor": "val/mf1", "mode": "max", "save_top_k": 2}  # the authors' selection
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(path), "--print_config"])

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from ctseg_tiny import tiny_run
+from ctseg_tiny import TINY_CONFIG, tiny_run
 from PIL import Image
 
 from ctseg.cli import main
@@ -63,7 +63,10 @@ def test_tiny_grid_run_writes_results(tiny):
         assert key in res, key
     assert (res["model"], res["scheme"], res["seed"], res["dataset"]) == ("pf-tiny", "ct-cl", 0, "synthetic")
     assert set(res["iou"]) == set(CLASSES) and 0.0 <= res["miou"] <= 1.0
+    assert 0.0 <= res["contrastive_clipped"] <= 1.0  # the fraction of CT steps clipped (paper reduction)
     assert res["checkpoint_kind"] == "best" and len(res["checkpoint_sha256"]) == 64
+    assert res["checkpoint_monitor"] == "val/miou" and 0.0 <= res["checkpoint_score"] <= 1.0
+    assert res["fixed_data"] is False and res["data"]["init_args"]["seed"] == 0  # the data seed follows the seed
     from ctseg.grid import sha256_file
 
     assert sha256_file(res["checkpoint"]) == res["checkpoint_sha256"]
@@ -91,7 +94,39 @@ def test_grid_resumes_and_dry_run_lists(tiny, capsys, tmp_path):
         for seed in range(3):
             assert f"{out / stem / f'seed{seed}'}" in printed
     assert "--seed_everything 2" in printed and "--trainer.max_epochs 1" in printed
+    assert "--seed_everything 2 --trainer.default_root_dir" in printed and "--data.init_args.seed 2" in printed
     assert not out.exists()
+
+
+def test_grid_varies_the_data_seed_unless_fixed_data(tmp_path, capsys):
+    paper = str(REPO / "configs/potsdam/pf-cl.yaml")
+    argv = ["grid", "--configs", paper, "--seeds", "2", "--first-seed", "3", "--out", str(tmp_path), "--dry-run"]
+    for flags, data_seeded in (([], True), (["--data-seed"], True), (["--fixed-data"], False)):
+        assert main([*argv, *flags]) == 0
+        printed = capsys.readouterr().out
+        assert ("--data.init_args.seed 3" in printed and "--data.init_args.seed 4" in printed) is data_seeded
+        assert ("--data.init_args.seed" in printed) is data_seeded
+    with pytest.raises(SystemExit) as info:  # argparse's one-line error, exit code 2
+        main([*argv, "--fixed-data", "--data-seed"])
+    assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_grid_tests_the_best_checkpoint_by_the_monitored_metric(tmp_path):
+    """``checkpoint.monitor`` / ``checkpoint.mode`` decide which checkpoint the grid tests: here the validation
+    with the LOWEST val/mf1 of four (mode min), not the last, nor the best val/miou."""
+    cfg = tmp_path / "mon.yaml"
+    cfg.write_text(TINY_CONFIG)
+    extra = ["--checkpoint.monitor", "val/mf1", "--checkpoint.mode", "min", "--trainer.max_steps", "4",
+             "--trainer.val_check_interval", "1"]  # fmt: skip
+    assert main(["grid", "--configs", str(cfg), "--seeds", "1", "--out", str(tmp_path), "--", *extra]) == 0
+    res = json.loads((tmp_path / "mon" / "seed0" / "results.json").read_text())
+    with open(next((tmp_path / "mon").rglob("metrics.csv")), newline="") as fh:
+        mf1 = [float(r["val/mf1"]) for r in csv.DictReader(fh) if r["val/mf1"]]
+    assert len(mf1) == 4
+    k = mf1.index(min(mf1))  # validation k ran after k + 1 training steps
+    assert res["checkpoint_monitor"] == "val/mf1" and res["checkpoint_kind"] == "best"
+    assert res["checkpoint_score"] == pytest.approx(min(mf1))
+    assert Path(res["checkpoint"]).name == f"best-epoch={k // 2}-step={k + 1}.ckpt"  # 2 batches an epoch
 
 
 def test_grid_rejects_clashing_config_names(tmp_path, capsys):
@@ -134,6 +169,7 @@ def test_report_numbers_and_figures(fake_runs, tmp_path):
     assert len(runs) == sum(len(m) for m in FAKE.values())
     assert sorted(float(r["miou"]) for r in runs) == pytest.approx(sorted(v for m in FAKE.values() for v in m))
     assert all(r["checkpoint_sha256"] for r in runs)
+    assert all(0.0 <= float(r["contrastive_clipped"]) <= 1.0 for r in runs)  # from results.json
     runs_md = (out / "runs.md").read_text()
     assert runs_md.count("\n| synthetic |") == len(runs)
     for name in ("qualitative.png", "patch_sampling.png", "curves.png"):

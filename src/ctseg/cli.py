@@ -100,7 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--seeds", type=int, default=3, help="seeds per config: first-seed … first-seed+N-1 (3)")
     grid.add_argument("--first-seed", type=int, default=0, help="first seed (0)")
     grid.add_argument("--out", default="runs/grid", help="runs go to OUT/<config stem>/seed<N> (runs/grid)")
-    grid.add_argument("--data-seed", action="store_true", help="also seed the data module's shuffling with N")
+    data = grid.add_mutually_exclusive_group()
+    data.add_argument("--fixed-data", action="store_true",
+                      help="keep the config's data seed in every run (by default seed N also sets the data order "
+                           "and augmentation: --data.init_args.seed N)")  # fmt: skip
+    data.add_argument(
+        "--data-seed",
+        action="store_true",
+        help="deprecated, no effect: the data seed follows N by default (see --fixed-data)",
+    )
     grid.add_argument("--dry-run", action="store_true", help="list the planned runs and commands; run nothing")
 
     rep = sub.add_parser("report", help="Table 1 (table.md, table.csv) and figures from results.json files")
@@ -183,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.seeds,
                 args.out,
                 first_seed=args.first_seed,
-                data_seed=args.data_seed,
+                fixed_data=args.fixed_data,
                 dry_run=args.dry_run,
                 extra=extra,
             )

@@ -1,12 +1,14 @@
 """``ctseg grid``: every config × several seeds, each trained, then tested on its best checkpoint.
 
 Run ``(config, seed)`` lives in ``OUT/<config stem>/seed<N>/`` and is exactly ``ctseg fit --config CONFIG
---seed_everything N --trainer.default_root_dir OUT/<stem>/seed<N> [extra overrides]``, run in-process through
-the same LightningCLI (``run=False``), followed by ``trainer.test`` on the best checkpoint (highest
-``val/miou``; the last one when no best was recorded). The test split is the validation split for the ISPRS /
-Dubai data modules (the paper's protocol: the 14 Potsdam test tiles) and the held-out test scenes for the
-synthetic set. Logs go to a CSV logger in the run folder (``lightning_logs/version_*/metrics.csv``) unless the
-config names another logger.
+--seed_everything N --data.init_args.seed N --trainer.default_root_dir OUT/<stem>/seed<N> [extra overrides]``,
+run in-process through the same LightningCLI (``run=False``), followed by ``trainer.test`` on the best
+checkpoint: the best by the monitored metric of the ``checkpoint`` callback (``checkpoint.monitor``,
+``val/miou`` by default; the paper selects on validation mean F1: ``checkpoint.monitor: val/mf1``), the last
+checkpoint when no best was recorded (:func:`best_checkpoint`). The test split is the validation split for the
+ISPRS / Dubai data modules (the paper's protocol: the 14 Potsdam test tiles) and the held-out test scenes for
+the synthetic set. Logs go to a CSV logger in the run folder (``lightning_logs/version_*/metrics.csv``) unless
+the config names another logger.
 
 The run ends with ``results.json`` (written atomically, last)::
 
@@ -15,6 +17,8 @@ The run ends with ``results.json`` (written atomically, last)::
      "class_names": [...], "eval_classes": [...] | null,
      "miou": 0.77, "mf1": 0.86, "oa": 0.89, "iou": {class: value}, "f1": {class: value},   # NaN → null
      "checkpoint": "/abs/path/best-….ckpt", "checkpoint_kind": "best" | "last", "checkpoint_sha256": "…",
+     "checkpoint_monitor": "val/miou" | null, "checkpoint_score": 0.78 | null, "fixed_data": false,
+     "contrastive_clipped": 0.93 | null,
      "wall_seconds": …, "fit_seconds": …, "test_seconds": …, "log_dir": "…",
      "data": {"class_path": …, "init_args": {…}}, "cwd": "…", "overrides": [...]}
 
@@ -22,9 +26,11 @@ A run whose ``results.json`` exists is skipped, so an interrupted grid resumes w
 half-way is started again from scratch). Config stems must be unique within one grid; run each data set's
 configs into its own ``--out`` (``runs/grid/potsdam``, ``runs/grid/vaihingen`` …).
 
-Seeds: ``seed_everything N`` seeds the initialisation, dropout / drop-path and the sampling of the CT scheme.
-The data modules shuffle and augment with their own ``seed`` argument (from the config), the same for every
-run unless ``data_seed=True`` (``--data-seed``) passes ``N`` there as well.
+Seeds: seed ``N`` varies everything random in a run. ``seed_everything N`` seeds the initialisation, dropout /
+drop-path and the sampling of the CT scheme, and ``--data.init_args.seed N`` the data module's shuffling and
+augmentation (ctseg's data modules; for the synthetic set it also picks other scenes). With ``fixed_data=True``
+(``--fixed-data``) the data seed stays the config's for every run (data order and augmentation identical across
+seeds; needed for a data module without a ``seed`` argument). An override after ``--`` wins over both.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from typing import Any
 from ctseg.errors import CtsegError
 from ctseg.io import ensure_writable_dir, write_json_atomic
 
-__all__ = ["PlannedRun", "plan_grid", "run_grid", "run_one", "sha256_file"]
+__all__ = ["PlannedRun", "best_checkpoint", "plan_grid", "run_grid", "run_one", "sha256_file"]
 
 RESULTS = "results.json"
 
@@ -53,7 +59,8 @@ class PlannedRun:
     config: Path
     seed: int
     run_dir: Path
-    data_seed: bool = False
+    #: keep the config's data seed (do not pass ``--data.init_args.seed N``)
+    fixed_data: bool = False
 
     @property
     def done(self) -> bool:
@@ -68,7 +75,7 @@ class PlannedRun:
             str(self.seed),
             "--trainer.default_root_dir",
             str(self.run_dir),
-            *(["--data.init_args.seed", str(self.seed)] if self.data_seed else []),
+            *([] if self.fixed_data else ["--data.init_args.seed", str(self.seed)]),
             *extra,
         ]
 
@@ -82,9 +89,9 @@ def plan_grid(
     seeds: int,
     out: str | os.PathLike,
     first_seed: int = 0,
-    data_seed: bool = False,
+    fixed_data: bool = False,
 ) -> list[PlannedRun]:
-    """The runs of a grid, config-major (all seeds of the first config first)."""
+    """The runs of a grid, config-major (all seeds of the first config first); ``fixed_data``: module docstring."""
     if not configs:
         raise CtsegError("no configs given; pass --configs FILE [FILE ...]")
     if seeds < 1:
@@ -102,7 +109,7 @@ def plan_grid(
             )
         stems[cfg.stem] = cfg
         for seed in range(first_seed, first_seed + seeds):
-            runs.append(PlannedRun(cfg, seed, out / cfg.stem / f"seed{seed}", data_seed))
+            runs.append(PlannedRun(cfg, seed, out / cfg.stem / f"seed{seed}", fixed_data))
     return runs
 
 
@@ -145,6 +152,25 @@ def _num(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def best_checkpoint(trainer) -> tuple[Path | None, str | None, Any]:
+    """``(path, "best" | "last", callback)`` of the checkpoint to test after ``trainer.fit``, ``(None, None, cb)``
+    when none was written.
+
+    The callback is the first :class:`~lightning.pytorch.callbacks.ModelCheckpoint` with a ``monitor`` (ctseg's
+    ``checkpoint``; the ``step_checkpoint`` one monitors nothing), else ``trainer.checkpoint_callback``. Its
+    ``best_model_path`` is the best checkpoint by that monitor and ``mode`` (Lightning keeps it up to date over
+    ``save_top_k``); without one, its ``last_model_path``.
+    """
+    callbacks = list(getattr(trainer, "checkpoint_callbacks", None) or [])
+    cb = next((c for c in callbacks if getattr(c, "monitor", None)), None) or trainer.checkpoint_callback
+    if cb is not None and getattr(cb, "best_model_path", "") and Path(cb.best_model_path).is_file():
+        return Path(cb.best_model_path), "best", cb
+    for c in [cb, *callbacks]:
+        if c is not None and getattr(c, "last_model_path", "") and Path(c.last_model_path).is_file():
+            return Path(c.last_model_path), "last", cb
+    return None, None, cb
+
+
 def run_one(run: PlannedRun, extra: Sequence[str] = ()) -> dict[str, Any]:
     """Train, test the best checkpoint and write ``results.json`` for one run; returns the results."""
     start = time.perf_counter()
@@ -153,12 +179,9 @@ def run_one(run: PlannedRun, extra: Sequence[str] = ()) -> dict[str, Any]:
     trainer, task, dm = cli.trainer, cli.model, cli.datamodule
     trainer.fit(task, datamodule=dm)
     fit_seconds = time.perf_counter() - start
-    cb = trainer.checkpoint_callback
-    ckpt, kind = None, None
-    if cb is not None and getattr(cb, "best_model_path", "") and Path(cb.best_model_path).is_file():
-        ckpt, kind = Path(cb.best_model_path), "best"
-    elif cb is not None and getattr(cb, "last_model_path", "") and Path(cb.last_model_path).is_file():
-        ckpt, kind = Path(cb.last_model_path), "last"
+    ckpt, kind, cb = best_checkpoint(trainer)
+    monitor = getattr(cb, "monitor", None) if cb is not None else None
+    best_score = getattr(cb, "best_model_score", None) if kind == "best" else None
     t_test = time.perf_counter()
     ckpt_arg = str(ckpt) if ckpt else None
     # weights_only: torch's restricted unpickler whatever torch's default (the keyword is Lightning >= 2.5's)
@@ -188,6 +211,10 @@ def run_one(run: PlannedRun, extra: Sequence[str] = ()) -> dict[str, Any]:
         "checkpoint": str(ckpt.resolve()) if ckpt else None,
         "checkpoint_kind": kind,
         "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,
+        "checkpoint_monitor": monitor,
+        "checkpoint_score": _num(best_score),
+        "fixed_data": run.fixed_data,
+        "contrastive_clipped": getattr(task, "clip_fraction", None),  # steps whose CT term passed no gradient
         "wall_seconds": round(time.perf_counter() - start, 2),
         "fit_seconds": round(fit_seconds, 2),
         "test_seconds": round(test_seconds, 2),
@@ -206,16 +233,17 @@ def run_grid(
     out: str | os.PathLike = "runs/grid",
     *,
     first_seed: int = 0,
-    data_seed: bool = False,
+    fixed_data: bool = False,
     dry_run: bool = False,
     extra: Sequence[str] = (),
 ) -> list[PlannedRun]:
     """Run (or, with ``dry_run``, list) the grid; finished runs are skipped. Returns the planned runs.
 
-    ``data_seed``: also pass the seed to the data module (``--data.init_args.seed N``), so that the training
-    order and augmentation differ between seeds too (for the synthetic set it also picks other scenes).
+    Seed ``N`` is passed to the data module too (``--data.init_args.seed N``), so that the training order and
+    augmentation differ between seeds (for the synthetic set it also picks other scenes); ``fixed_data=True``
+    keeps the config's data seed for every run.
     """
-    runs = plan_grid(configs, seeds, out, first_seed, data_seed)
+    runs = plan_grid(configs, seeds, out, first_seed, fixed_data)
     todo = [r for r in runs if not r.done]
     print(f"grid: {len(runs)} runs ({len(configs)} configs × {seeds} seeds), {len(runs) - len(todo)} done", flush=True)
     for run in runs:
@@ -229,6 +257,7 @@ def run_grid(
         print(f"grid: run {n}/{len(todo)}: {run.config.stem} seed {run.seed}", flush=True)
         res = run_one(run, extra)
         miou = res["miou"]
-        print(f"grid: {run.config.stem} seed {run.seed}: mIoU {miou if miou is None else f'{miou:.4f}'} "
+        shown = "n/a (no labelled pixel in the test split)" if miou is None else f"{miou:.4f}"
+        print(f"grid: {run.config.stem} seed {run.seed}: mIoU {shown} "
              f"({res['wall_seconds']:.0f} s) → {run.run_dir / RESULTS}", flush=True)  # fmt: skip
     return runs

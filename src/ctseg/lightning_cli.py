@@ -404,6 +404,11 @@ def build_cli(
     except CtsegError:
         raise
     except Exception as err:  # jsonargparse / config errors → one line
+        cause: BaseException | None = err  # jsonargparse wraps a class's own CtsegError (e.g. a data module's)
+        while cause is not None and not isinstance(cause, CtsegError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
         if type(err).__name__ in ("ArgumentError", "NSKeyError") or "jsonargparse" in type(err).__module__:
             where = context or (args[0] if args else "ctseg")
             raise CtsegError(f"{where}: {' '.join(str(err).split())}") from None

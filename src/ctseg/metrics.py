@@ -17,6 +17,11 @@ as false positives / negatives of the other classes and in OA — and is only le
 emulate that with torchmetrics' ``ignore_index=5``: that would drop the clutter pixels and change every other
 class's score.
 
+Test crops (:mod:`ctseg.data.prepare`): the prepared ISPRS test masks keep the label's native 500 × 500
+resolution (the model's logits are resized to it, bilinear, before the argmax) and mark the pixels an earlier,
+overlapping border crop already holds as ignore, so ``Σ M`` over the test crops is exactly the number of labelled
+pixels of the test tiles: each source pixel is scored once.
+
 Absent classes: a class with no pixel in the ground truth *and* none in the prediction has ``0 / 0`` for IoU
 and F1; it is reported as NaN and left out of the means (``nanmean``). A class that is absent from the truth
 but predicted somewhere scores 0 (only false positives), and so does one present but never predicted.

@@ -412,7 +412,11 @@ def qualitative_figure(
         with torch.no_grad():
             for i in range(0, len(images), 4):
                 x = torch.from_numpy(np.stack(images[i : i + 4])).to(dev)
-                out += list(model(x).argmax(1).cpu().numpy())
+                logits = model(x)
+                size = masks[i].shape[-2:]
+                if tuple(logits.shape[-2:]) != tuple(size):  # evaluation masks at their native size (ISPRS: 500)
+                    logits = torch.nn.functional.interpolate(logits.float(), size=size, mode="bilinear")
+                out += list(logits.argmax(1).cpu().numpy())
         preds[label] = out
     names = list(preds)
     diff = [float((preds[names[0]][i] != preds[names[1]][i]).mean()) for i in range(len(images))]

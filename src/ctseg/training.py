@@ -50,6 +50,8 @@ class SegmentationTask(L.LightningModule):
             the data module by the CLI and stored in checkpoints for prediction.
         check_finite_every_n_steps: stop training when a loss term is NaN / inf, checked every N steps
             (each check is one host sync; 0 disables it).
+        allow_partial: load ``pretrained`` even below the 90 % rule (only the shape-matching tensors; how
+            pf-paper takes timm's ``poolformer_s12`` ImageNet weights, as the authors did).
     """
 
     def __init__(
@@ -72,12 +74,14 @@ class SegmentationTask(L.LightningModule):
         model_options: dict[str, Any] | None = None,
         dataset: str | None = None,
         check_finite_every_n_steps: int = 1,
+        allow_partial: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = build_model(
-            model, num_classes, encoder=encoder, pretrained=pretrained, img_size=img_size, **(model_options or {})
-        )
+        options = dict(model_options or {})
+        if allow_partial:
+            options["allow_partial"] = True
+        self.net = build_model(model, num_classes, encoder=encoder, pretrained=pretrained, img_size=img_size, **options)
         self.scheme_name = scheme
         self.contrastive = build_scheme(
             scheme, self.net.channels, num_classes, ignore_index=ignore_index, **(scheme_options or {})

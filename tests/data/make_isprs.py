@@ -132,6 +132,26 @@ def make_vaihingen(root: Path, areas=(1, 2), size: tuple[int, int] = (240, 200),
     return out
 
 
+def expected_eval_masks(records: list[dict], classes: np.ndarray, crop: int) -> dict[str, np.ndarray]:
+    """Evaluation masks of one tile's crops, computed by brute force: mask path → (crop, crop) uint8.
+
+    Crops in row-major order; a pixel already held by an earlier crop (a boolean coverage map of the tile) is
+    ignore, as is the padding beyond the tile. Independent of ``ctseg.data.prepare``'s closed-form boxes.
+    """
+    height, width = classes.shape
+    covered = np.zeros((height, width), bool)
+    out = {}
+    for record in sorted(records, key=lambda r: tuple(r["offset"])):
+        r, c = record["offset"]
+        mask = np.full((crop, crop), IGNORE_INDEX, np.uint8)
+        window = classes[r : r + crop, c : c + crop]
+        fresh = ~covered[r : r + crop, c : c + crop]
+        mask[: window.shape[0], : window.shape[1]][fresh] = window[fresh]
+        covered[r : r + crop, c : c + crop] = True
+        out[record["mask"]] = mask
+    return out
+
+
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny_isprs")
     make_potsdam(target / "potsdam")

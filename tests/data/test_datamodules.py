@@ -98,10 +98,10 @@ class _Probe(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-@pytest.mark.parametrize("on_device", [False, True])
-def test_lightning_fit(prepared_potsdam, on_device):
+@pytest.mark.parametrize("on_device, augment", [(False, "ctseg"), (True, "ctseg"), (False, "paper"), (True, "paper")])
+def test_lightning_fit(prepared_potsdam, on_device, augment):
     dm = PotsdamDataModule(
-        str(prepared_potsdam), batch_size=4, num_workers=0, image_size=32, augment_on_device=on_device
+        str(prepared_potsdam), batch_size=4, num_workers=0, image_size=32, augment_on_device=on_device, augment=augment
     )
     probe = _Probe()
     trainer = L.Trainer(
@@ -120,3 +120,4 @@ def test_lightning_fit(prepared_potsdam, on_device):
     assert all(s[1] == (4, 3, 32, 32) and s[2] == torch.float32 and s[3] == torch.int64 for s in train)
     assert all(s[1][1:] == (3, 64, 64) and s[2] == torch.float32 and s[3] == torch.int64 for s in val)
     assert dm._train_sampler.epoch == 1  # Lightning set the epoch
+    assert dm.augment == augment and dm.hparams["augment"] == augment

@@ -7,11 +7,11 @@ import re
 
 import numpy as np
 import pytest
-from make_isprs import PALETTE, make_potsdam, write_geotiff
+from make_isprs import PALETTE, expected_eval_masks, make_potsdam, write_geotiff
 from PIL import Image
 
 from ctseg.data.definitions import IGNORE_INDEX, ISPRS_CLASSES
-from ctseg.data.prepare import crop_offsets, prepare_dataset, read_rgb
+from ctseg.data.prepare import FORMAT_VERSION, crop_offsets, prepare_dataset, read_rgb, scored_start
 from ctseg.errors import CtsegError
 
 
@@ -40,6 +40,18 @@ def test_crop_offsets_cover_with_border_aligned_last_crop():
         assert covered.all() and offsets[-1] == length - 100
 
 
+def test_scored_start_is_the_first_pixel_no_earlier_window_covers():
+    assert [scored_start([0, 500, 600], i, 500) for i in range(3)] == [0, 0, 400]
+    assert [scored_start([0, 50, 100, 150, 200], i, 100) for i in range(5)] == [0, 50, 50, 50, 50]
+    for length, crop, stride in [(1100, 500, 500), (2336, 500, 500), (90, 100, 100), (377, 64, 40), (300, 100, 30)]:
+        offsets = crop_offsets(length, crop, stride)
+        covered = np.zeros(max(length, crop), bool)
+        for i, o in enumerate(offsets):
+            fresh = np.flatnonzero(~covered[o : o + crop])
+            assert fresh.size == 0 or (fresh[0] == scored_start(offsets, i, crop) and np.all(np.diff(fresh) == 1))
+            covered[o : o + crop] = True
+
+
 def test_prepare_potsdam_crops_match_sources(potsdam_src, tmp_path):
     src, tiles = potsdam_src
     dst = prepare_dataset("potsdam", src, tmp_path / "out", crop=100, resize=0, workers=1, progress=False)
@@ -55,15 +67,23 @@ def test_prepare_potsdam_crops_match_sources(potsdam_src, tmp_path):
     assert {tuple(c["offset"]) for c in crops if c["tile"] == "2_10"} == {
         (r, c) for r in (0, 100, 160) for c in (0, 100, 200)
     }
+    test_expected = expected_eval_masks([c for c in crops if c["split"] == "test"], tiles["2_13"].eroded_classes, 100)
     for record in crops:
         tile = tiles[record["tile"]]
         assert record["split"] == ("test" if record["tile"] == "2_13" else "train")
         r, c = record["offset"]
         window = (slice(r, r + 100), slice(c, c + 100))
         source_image = read_rgb(tile.image)[window]
-        source_classes = (tile.eroded_classes if record["split"] == "test" else tile.classes)[window]
         assert np.array_equal(_png(dst / record["image"]), source_image)
-        assert np.array_equal(_png(dst / record["mask"]), source_classes)
+        if record["split"] == "train":  # the whole window, overlaps included
+            assert np.array_equal(_png(dst / record["mask"]), tile.classes[window]) and "scored" not in record
+        else:  # eroded labels; the part an earlier crop holds is ignore, the box says which part is scored
+            mask = _png(dst / record["mask"])
+            assert np.array_equal(mask, test_expected[record["mask"]])
+            top, left, bottom, right = record["scored"]
+            assert np.array_equal(mask[top:bottom, left:right], tile.eroded_classes[window][top:bottom, left:right])
+            # 260 rows → windows at 0, 100, 160: the last one's first 40 rows are window 100's; 300 columns tile
+            assert (top, left, bottom, right) == ((40 if r == 160 else 0), 0, 100, 100)
     # test crops use the eroded labels (boundaries → ignore), train crops the full ones
     test_masks = np.stack([_png(dst / c["mask"]) for c in crops if c["split"] == "test"])
     train_masks = np.stack([_png(dst / c["mask"]) for c in crops if c["split"] == "train"])
@@ -71,34 +91,56 @@ def test_prepare_potsdam_crops_match_sources(potsdam_src, tmp_path):
     pixels = manifest["pixels"]["train"]
     assert sum(pixels.values()) == train_masks.size
     assert pixels["building"] == int((train_masks == 1).sum())
+    scored = manifest["pixels"]["test"]  # each source pixel once: the eroded tile's own counts
+    assert scored["building"] == int((tiles["2_13"].eroded_classes == 1).sum())
+    assert sum(v for k, v in scored.items() if k != "ignore") == int((tiles["2_13"].eroded_classes != 255).sum())
+    assert manifest["mask_size"] == {"test": 100, "train": 100} and manifest["version"] == FORMAT_VERSION == 2
     assert [t["tile"] for t in manifest["tiles"]] == ["2_10", "2_13"] and manifest["tiles"][0]["height"] == 260
 
 
-def test_resize_uses_nearest_for_masks(potsdam_src, tmp_path):
+def test_resize_uses_nearest_for_masks_and_keeps_test_masks_native(potsdam_src, tmp_path):
     src, tiles = potsdam_src
     dst = prepare_dataset("potsdam", src, tmp_path / "out", crop=100, resize=128, workers=1, progress=False)
-    for record in _manifest(dst)["crops"]:
+    manifest = _manifest(dst)
+    assert manifest["mask_size"] == {"test": 100, "train": 128} and manifest["size"] == 128
+    test_expected = expected_eval_masks(
+        [c for c in manifest["crops"] if c["split"] == "test"], tiles["2_13"].eroded_classes, 100
+    )
+    for record in manifest["crops"]:
         tile = tiles[record["tile"]]
         r, c = record["offset"]
-        classes = (tile.eroded_classes if record["split"] == "test" else tile.classes)[r : r + 100, c : c + 100]
         mask = _png(dst / record["mask"])
-        assert mask.shape == (128, 128) and _png(dst / record["image"]).shape == (128, 128, 3)
+        assert _png(dst / record["image"]).shape == (128, 128, 3)
+        if record["split"] == "test":  # scored at the label's resolution: never resized
+            assert mask.shape == (100, 100) and np.array_equal(mask, test_expected[record["mask"]])
+            continue
+        classes = tile.classes[r : r + 100, c : c + 100]
+        assert mask.shape == (128, 128)
         assert set(np.unique(mask)) <= set(np.unique(classes))  # no invented labels
         expected = np.asarray(Image.fromarray(classes).resize((128, 128), Image.Resampling.NEAREST))
         assert np.array_equal(mask, expected)
 
 
 def test_default_isprs_settings_are_500_crops_resized_to_512(tmp_path):
-    make_potsdam(tmp_path / "src", tiles=("2_10",), size=(600, 550))
-    dst = prepare_dataset("potsdam", tmp_path / "src", tmp_path / "out", progress=False)
+    make_potsdam(tmp_path / "src", tiles=("2_10", "2_13"), size=(600, 550))
+    dst = prepare_dataset("potsdam", tmp_path / "src", tmp_path / "out", workers=1, progress=False)
     manifest = _manifest(dst)
     assert (manifest["settings"]["crop"], manifest["settings"]["stride"], manifest["settings"]["resize"]) == (
         500,
         500,
         512,
     )
-    assert sorted(tuple(c["offset"]) for c in manifest["crops"]) == [(0, 0), (0, 50), (100, 0), (100, 50)]
-    assert _png(dst / manifest["crops"][0]["mask"]).shape == (512, 512)
+    train = [c for c in manifest["crops"] if c["split"] == "train"]
+    test = [c for c in manifest["crops"] if c["split"] == "test"]
+    assert sorted(tuple(c["offset"]) for c in train) == [(0, 0), (0, 50), (100, 0), (100, 50)]
+    assert _png(dst / train[0]["mask"]).shape == (512, 512)
+    # test crops: image resized to 512 for the model, mask kept at 500 × 500 for scoring
+    assert {_png(dst / c["image"]).shape for c in test} == {(512, 512, 3)}
+    assert {_png(dst / c["mask"]).shape for c in test} == {(500, 500)}
+    assert manifest["mask_size"] == {"test": 500, "train": 512}
+    boxes = {tuple(c["offset"]): c["scored"] for c in test}
+    assert boxes == {(0, 0): [0, 0, 500, 500], (0, 50): [0, 450, 500, 500],
+                     (100, 0): [400, 0, 500, 500], (100, 50): [400, 450, 500, 500]}  # fmt: skip
 
 
 def test_small_tile_is_padded_with_ignore(tmp_path):
@@ -124,6 +166,29 @@ def test_rerun_is_a_no_op_and_other_settings_need_overwrite(potsdam_src, tmp_pat
     prepare_dataset("potsdam", src, dst, crop=120, resize=64, workers=1, overwrite=True, progress=False)
     assert _manifest(dst)["settings"]["crop"] == 120
     assert _leftovers(tmp_path) == []
+
+
+def test_folder_of_an_older_format_is_detected(prepared_potsdam, tmp_path):
+    """A version-1 folder (test masks resized, overlaps scored twice) is not "already prepared": it needs
+    --overwrite, and its test split is not read; its train split still is."""
+    import shutil
+
+    from ctseg.data.prepared import PreparedDataset
+
+    dst = tmp_path / "old"
+    shutil.copytree(prepared_potsdam, dst)
+    manifest = _manifest(dst)
+    manifest["version"] = manifest["settings"]["version"] = 1
+    del manifest["mask_size"]
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CtsegError, match=r"older ctseg \(format version 1: test masks resized .*overwrite") as info:
+        prepare_dataset("potsdam", manifest["source"], dst, crop=100, resize=64, workers=1, progress=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(CtsegError, match=r"format version 1.*'test' masks .*ctseg prepare potsdam .*--overwrite"):
+        PreparedDataset(dst, "test")
+    assert len(PreparedDataset(dst, "train")) == 9
+    prepare_dataset("potsdam", manifest["source"], dst, crop=100, resize=64, workers=1, overwrite=True, progress=False)
+    assert _manifest(dst)["version"] == FORMAT_VERSION and len(PreparedDataset(dst, "test")) == 9
 
 
 def test_partial_destination_needs_overwrite(prepared_potsdam, tmp_path):
@@ -213,9 +278,13 @@ def test_bad_arguments(potsdam_src, tmp_path):
 def test_vaihingen_test_crops_use_eroded_labels(vaihingen_src, tmp_path):
     src, tiles = vaihingen_src
     dst = prepare_dataset("vaihingen", src, tmp_path / "out", crop=100, resize=0, workers=1, progress=False)
-    for record in _manifest(dst)["crops"]:
+    crops = _manifest(dst)["crops"]
+    expected = expected_eval_masks([c for c in crops if c["split"] == "test"], tiles["area2"].eroded_classes, 100)
+    for record in crops:
         tile = tiles[record["tile"]]
         r, c = record["offset"]
-        classes = tile.eroded_classes if record["split"] == "test" else tile.classes
-        assert np.array_equal(_png(dst / record["mask"]), classes[r : r + 100, c : c + 100])
+        if record["split"] == "test":
+            assert np.array_equal(_png(dst / record["mask"]), expected[record["mask"]])
+        else:
+            assert np.array_equal(_png(dst / record["mask"]), tile.classes[r : r + 100, c : c + 100])
     assert {c["tile"]: c["split"] for c in _manifest(dst)["crops"]} == {"area1": "train", "area2": "test"}

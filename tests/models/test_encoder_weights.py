@@ -132,3 +132,101 @@ def test_original_poolformer_release_format_is_converted(tmp_path):
     torch.testing.assert_close(
         encoder.body.stages_2.blocks[0].layer_scale1.scale, full.stages[2].blocks[0].layer_scale1.scale
     )
+
+
+def _poolformer_s12_file(tmp_path, original_format=False):
+    """timm's ``poolformer_s12`` (layers 2/2/6/2, dims 64/128/320/512) saved as an ImageNet checkpoint would be,
+    random weights (``pretrained=False``: nothing downloaded)."""
+    import timm
+
+    torch.manual_seed(0)
+    full = timm.create_model("poolformer_s12", pretrained=False)
+    # perturbed, so that every loaded tensor differs from its initialisation (layer scales start at 1e-5 in both)
+    state = {k: v + torch.rand_like(v) for k, v in full.state_dict().items()}
+    path = tmp_path / ("poolformer_s12.pth.tar" if original_format else "poolformer_s12.pth")
+    torch.save(_to_original_poolformer_keys(state) if original_format else state, path)
+    return path, state
+
+
+def _timm_key(key):
+    """``body.stages_2.blocks.0.…`` → timm's ``stages.2.blocks.0.…``."""
+    return re.sub(r"^body\.([a-z]+)_(\d+)\.", r"\1.\2.", key).removeprefix("body.")
+
+
+@pytest.mark.parametrize("original_format", [False, True])
+def test_pf_paper_takes_poolformer_s12_partially_as_the_authors(tmp_path, capsys, original_format):
+    """The authors load timm's poolformer_s12 into their 2/2/8/2, 64/128/256/512 PoolFormer: exactly the tensors
+    whose shapes match are loaded, the rest keeps its initialisation, and one line says what loaded."""
+    path, s12 = _poolformer_s12_file(tmp_path, original_format)
+    torch.manual_seed(1)
+    model = build_model("pf-paper", 6)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="loaded 63/148"):
+        report = load_encoder_weights(model, path, allow_partial=True)
+    after = model.encoder.state_dict()
+    # Expected from the shapes alone: key "body.stages_i.…" ↔ timm "stages.i.…", same shape.
+    expected = {
+        k
+        for k in before
+        if k.startswith("body.")
+        and (src := _timm_key(k)) in s12
+        and s12[src].shape == before[k].shape
+    }
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == expected and report.loaded == len(expected) == 63 and report.total == 148
+    for key in expected:
+        torch.testing.assert_close(after[key], s12[_timm_key(key)])
+    assert report.groups == {
+        "stem": (1, 2),  # the bias; the 7×7 kernel does not fit the 8×8 stem
+        "stages_0": (20, 20),
+        "stages_1": (21, 22),  # the 3×3 downsampling kernel does not fit the 2×2 one
+        "stages_2": (0, 82),  # 320 channels, 6 blocks vs 256 channels, 8 blocks
+        "stages_3": (21, 22),
+    }
+    assert report.norms_loaded == 0 and report.norms_total == 8
+    assert "body.stem.conv.weight (64, 3, 7, 7) vs (64, 3, 8, 8)" in report.mismatched
+    assert "body.stages_2.blocks.7.mlp.fc1.weight" in report.missing
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"ctseg: encoder weights {path}: loaded 63/148 encoder tensors (42 %) — stem 1/2, stages_0 20/20, "
+        "stages_1 21/22, stages_2 0/82, stages_3 21/22; stage norms 0/8"
+    ]
+
+
+def test_pf_paper_refuses_poolformer_s12_without_allow_partial(tmp_path):
+    path, _ = _poolformer_s12_file(tmp_path)
+    with pytest.raises(CtsegError) as info:
+        build_model("pf-paper", 6, pretrained=path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: only 63/148 (42 %) of encoder 'ctseg_poolformer_paper'")
+    assert "allow_partial" in message
+    with pytest.warns(UserWarning, match="loaded 63/148"):
+        model = build_model("pf-paper", 6, pretrained=path, allow_partial=True)  # the build_model route
+    torch.testing.assert_close(model.encoder.body.stages_3.blocks[1].mlp.fc2.weight,
+                               torch.load(path)["stages.3.blocks.1.mlp.fc2.weight"])  # fmt: skip
+
+
+def test_complete_load_prints_one_line_and_quiet_mode(tmp_path, capsys):
+    path = tmp_path / "tiny.pth"
+    torch.save(build_model("pf-tiny", 6).encoder.state_dict(), path)
+    capsys.readouterr()
+    report = load_encoder_weights(build_model("pf-tiny", 6), path)
+    assert capsys.readouterr().err == f"ctseg: encoder weights {report.summary()}\n"
+    assert report.summary().startswith(f"{path}: loaded {report.total}/{report.total} encoder tensors (100 %) — stem")
+    load_encoder_weights(build_model("pf-tiny", 6), path, verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_allow_partial_is_a_fit_option(tmp_path, capsys):
+    """``ctseg fit --model.pretrained PATH --model.allow_partial true`` (SegmentationTask's own argument)."""
+    from ctseg.training import SegmentationTask
+
+    path, _ = _poolformer_s12_file(tmp_path)
+    with pytest.raises(CtsegError, match=r"--model.allow_partial true"):
+        SegmentationTask(model="pf-paper", pretrained=str(path), img_size=64)
+    capsys.readouterr()
+    task = SegmentationTask(model="pf-paper", pretrained=str(path), img_size=64, allow_partial=True)
+    assert "stages_0 20/20" in capsys.readouterr().err
+    assert task.hparams.allow_partial is True

@@ -2,21 +2,36 @@
 
 Batches are ``{"image": float32 (B, 3, H, W) normalised, "mask": int64 (B, H, W)}`` (255 = ignore).
 
-Two pipelines, the same augmentation recipe (:mod:`ctseg.data.transforms`):
+Training augmentation presets (``augment``, :mod:`ctseg.data.transforms`):
+
+- ``"paper"``: the authors' ``train_aug`` (SPEC §1) — scale from {0.75, 1, 1.25, 1.5}, class-balanced 375 px crop
+  (re-drawn up to 10 times), resize to 512, 90° rotation with p = 0.5, no flips, mosaic of four on 25 % of the
+  samples; the preset of every ``configs/potsdam`` and ``configs/vaihingen`` config;
+- ``"ctseg"`` (default): ctseg's own recipe — scale uniform in ``scale_range``, plain random crop, 90°
+  rotations, horizontal and vertical flips;
+- ``"none"``: normalisation only.
+
+Two pipelines, the same preset:
 
 - ``augment_on_device=False`` (default): DataLoader workers decode, augment and normalise each crop
-  (:class:`~ctseg.data.transforms.TrainTransform`); the loader yields finished batches.
+  (:class:`~ctseg.data.transforms.PaperTrainTransform` / :class:`~ctseg.data.transforms.TrainTransform`); the
+  loader yields finished batches. ``paper``'s mosaic reads its three other crops in the worker, drawn from the
+  whole training split with the sample's generator.
 - ``augment_on_device=True`` (the fast pipeline): workers only decode PNGs to uint8; the batch is augmented and
   normalised on the training device in :meth:`PreparedDataModule.on_after_batch_transfer` (a Lightning hook;
-  code iterating the loaders by hand calls :meth:`PreparedDataModule.device_transform` itself). With
-  ``decoded_cache`` on as well, workers do not even decode: each crop is a copy out of a memory-mapped uint8
-  cache (:mod:`ctseg.data.decoded`), so a few workers feed a GPU at its training rate.
+  code iterating the loaders by hand calls :meth:`PreparedDataModule.device_transform` itself) by
+  :class:`~ctseg.data.transforms.PaperBatchTransform` / :class:`~ctseg.data.transforms.BatchTrainTransform`.
+  Everything runs there, ``paper``'s class-balanced crop choice included (batched, no host sync); its mosaic
+  takes the three other crops from the same batch. With ``decoded_cache`` on as well, workers do not even
+  decode: each crop is a copy out of a memory-mapped uint8 cache (:mod:`ctseg.data.decoded`), so a few workers
+  feed a GPU at its training rate.
 
 Determinism: the training order is a permutation drawn from ``(seed, epoch)`` (a
 :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``, sharded over DDP ranks; Lightning sets its
-epoch), and each sample's augmentation draws from a generator seeded with ``(seed, epoch, index)`` — so a run
-resumed at an epoch boundary sees the same crops, in the same order, augmented the same way, whatever
-``num_workers`` is. The on-device pipeline seeds one device generator per ``(seed, epoch, rank)``.
+epoch), and each sample's augmentation draws from a generator seeded with ``(seed, epoch, index)`` (``paper``'s
+mosaic partners and their augmentations included) — so a run resumed at an epoch boundary sees the same crops,
+in the same order, augmented the same way, whatever ``num_workers`` is. The on-device pipeline seeds one device
+generator per ``(seed, epoch, rank)``, whichever preset.
 """
 
 from __future__ import annotations
@@ -29,10 +44,36 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ctseg.data.definitions import DatasetInfo, get_dataset_info
 from ctseg.data.prepared import PreparedDataset, info_from_manifest, load_manifest
-from ctseg.data.transforms import BatchTrainTransform, Normalize, TrainTransform, normalize
+from ctseg.data.transforms import (
+    BatchTrainTransform,
+    Normalize,
+    PaperBatchTransform,
+    PaperTrainTransform,
+    TrainTransform,
+    normalize,
+)
 from ctseg.errors import CtsegError
 
 _MIX = 0x9E3779B97F4A7C15
+
+#: Values of the data modules' ``augment`` option (module docstring).
+AUGMENT_PRESETS = ("paper", "ctseg", "none")
+
+
+def check_augment(augment: str | bool) -> str:
+    """The validated ``augment`` preset (case-insensitive); ``True`` / ``False`` (the former on/off switch, also
+    as the strings ``"true"`` / ``"false"`` from a command line) mean ``"ctseg"`` / ``"none"``.
+
+    Raises:
+        CtsegError: an unknown value (one line naming the option and the choices).
+    """
+    if isinstance(augment, str) and augment.strip().lower() in ("true", "false"):
+        augment = augment.strip().lower() == "true"
+    if isinstance(augment, bool):
+        return "ctseg" if augment else "none"
+    if isinstance(augment, str) and augment.strip().lower() in AUGMENT_PRESETS:
+        return augment.strip().lower()
+    raise CtsegError(f"--data.augment {augment!r}: choose one of {', '.join(AUGMENT_PRESETS)}")
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -66,11 +107,19 @@ class EpochSampler(DistributedSampler):
                 yield epoch, index
 
 
+_SampleTransform = PaperTrainTransform | TrainTransform | Normalize
+
+
 class _TrainView(Dataset):
     """Training crops as batch items: ``{"image", "mask"}``, augmented per sample or left as uint8."""
 
-    def __init__(self, base: PreparedDataset, transform: TrainTransform | Normalize | None, seed: int) -> None:
+    def __init__(self, base: PreparedDataset, transform: _SampleTransform | None, seed: int) -> None:
         self.base, self.transform, self.seed = base, transform, seed
+
+    def _partner(self, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """A uniformly drawn training crop (``paper``'s mosaic), drawn with the sample's generator."""
+        image, mask = self.base.read_uint8(int(torch.randint(len(self.base), (), generator=generator)))
+        return {"image": image, "mask": mask}
 
     def __len__(self) -> int:
         return len(self.base)
@@ -82,6 +131,8 @@ class _TrainView(Dataset):
         if self.transform is None:
             return sample
         generator = torch.Generator().manual_seed(_sample_seed(self.seed, epoch, index))
+        if isinstance(self.transform, PaperTrainTransform):
+            return self.transform(sample, generator=generator, partner=self._partner)
         return self.transform(sample, generator=generator)
 
 
@@ -110,11 +161,16 @@ class PreparedDataModule(L.LightningDataModule):
         image_size: training crop side after augmentation (validation crops keep their prepared size).
         train_split, val_split: split names in the manifest (``"train"`` / ``"test"``: the paper validates on
             the 14 Potsdam test tiles).
-        augment: the authors' augmentation for training (scale 0.75–1.5, crop, 90° rotations, flips); without
-            it training crops are only normalised.
+        augment: the training augmentation preset (module docstring): ``"paper"`` (the authors' ``train_aug``:
+            scale from {0.75, 1, 1.25, 1.5}, class-balanced crop of ``round(375 · image_size / 512)`` px resized to
+            ``image_size``, 90° rotation with p = 0.5, no flips, mosaic on 25 % of the samples), ``"ctseg"``
+            (default; ctseg's own: scale uniform in ``scale_range``, random crop, 90° rotations, flips) or
+            ``"none"`` (normalisation only). ``True`` / ``False`` (the former on/off switch, as in configs saved
+            by earlier runs) are read as ``"ctseg"`` / ``"none"``. Any other value raises
+            :class:`~ctseg.errors.CtsegError`.
         augment_on_device: decode-only workers; augment and normalise whole batches on the device (see module
             docstring).
-        scale_range: random scale range of the augmentation.
+        scale_range: random scale range of the ``ctseg`` preset (``paper`` uses its fixed scale set).
         pin_memory: pin host batches (only when CUDA is available).
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
         seed: seeds the shuffling and the augmentation.
@@ -136,7 +192,7 @@ class PreparedDataModule(L.LightningDataModule):
         image_size: int = 512,
         train_split: str = "train",
         val_split: str = "test",
-        augment: bool = True,
+        augment: str | bool = "ctseg",
         augment_on_device: bool = False,
         scale_range: tuple[float, float] = (0.75, 1.5),
         pin_memory: bool = True,
@@ -156,7 +212,7 @@ class PreparedDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.image_size = image_size
         self.train_split, self.val_split = train_split, val_split
-        self.augment, self.augment_on_device = augment, augment_on_device
+        self.augment, self.augment_on_device = check_augment(augment), augment_on_device
         self.scale_range = tuple(scale_range)
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
@@ -168,6 +224,7 @@ class PreparedDataModule(L.LightningDataModule):
         self.val_dataset: PreparedDataset | None = None
         self._train_sampler: EpochSampler | None = None
         self._device_generators: dict[str, tuple[int, torch.Generator]] = {}
+        self._batch_transform: PaperBatchTransform | BatchTrainTransform | None = None
 
     # ------------------------------------------------------------------------------------------ data set info
     @property
@@ -204,13 +261,28 @@ class PreparedDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
             self.val_dataset = self._dataset(self.val_split)
 
-    def train_transform(self) -> TrainTransform | Normalize | None:
-        """The per-sample training transform (``None`` in the on-device pipeline)."""
+    def train_transform(self) -> _SampleTransform | None:
+        """The per-sample training transform of the ``augment`` preset (``None`` in the on-device pipeline)."""
         if self.augment_on_device:
             return None
-        if not self.augment:
+        if self.augment == "none":
             return Normalize.from_info(self.info)
+        if self.augment == "paper":
+            return PaperTrainTransform.from_info(self.info, self.image_size)
         return TrainTransform.from_info(self.info, self.image_size, scale_range=self.scale_range)
+
+    def batch_transform(self) -> PaperBatchTransform | BatchTrainTransform | None:
+        """The batched (on-device) training transform of the ``augment`` preset (``None`` for ``"none"``)."""
+        if self.augment == "none":
+            return None
+        if self._batch_transform is None:
+            if self.augment == "paper":
+                self._batch_transform = PaperBatchTransform.from_info(self.info, self.image_size)
+            else:
+                self._batch_transform = BatchTrainTransform.from_info(
+                    self.info, self.image_size, scale_range=self.scale_range
+                )
+        return self._batch_transform
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler=None, drop_last: bool = False) -> DataLoader:
         workers = self.num_workers
@@ -264,10 +336,11 @@ class PreparedDataModule(L.LightningDataModule):
         return cached[1]
 
     def device_transform(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
-        """On-device pipeline: uint8 batch → augmented (when ``training`` and ``augment``) and normalised batch."""
+        """On-device pipeline: uint8 batch → augmented (when ``training``, by the ``augment`` preset's batched
+        transform, :meth:`batch_transform`) and normalised batch."""
         image, mask = batch["image"], batch["mask"]
-        if training and self.augment:
-            recipe = BatchTrainTransform.from_info(self.info, self.image_size, scale_range=self.scale_range)
+        recipe = self.batch_transform() if training else None
+        if recipe is not None:
             image, mask = recipe(image, mask, self._device_generator(image.device))
         else:
             image, mask = normalize(image, self.info.mean, self.info.std), mask.to(torch.int64)

@@ -70,7 +70,7 @@ class DecodedCrops:
         self._open()
         assert self._images is not None and self._masks is not None
         im, mk = self._images.shape, self._masks.shape
-        if len(im) != 4 or im[1] != 3 or mk != (im[0], im[2], im[3]) or im[0] != count:
+        if len(im) != 4 or im[1] != 3 or len(mk) != 3 or mk[0] != im[0] or im[0] != count:
             raise CtsegError(
                 f"decoded cache {self.images_path} does not match its split ({im} / {mk} for {count} crops); "
                 "delete it and it is rebuilt"
@@ -112,15 +112,16 @@ class DecodedCrops:
 
 def _write_split(dataset: PreparedDataset, images_path: Path, masks_path: Path, workers: int) -> None:
     n = len(dataset)
-    first_image, _ = dataset.read_png(0)
+    first_image, first_mask = dataset.read_png(0)
     h, w = first_image.shape[-2:]
+    mh, mw = first_mask.shape[-2:]  # evaluation splits: the label's native size, not the image's
     with atomic_path(images_path) as tmp_images, atomic_path(masks_path) as tmp_masks:
         images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
-        masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=(n, h, w))
+        masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=(n, mh, mw))
 
         def fill(i: int, images: np.ndarray = images, masks: np.ndarray = masks) -> None:
             image, mask = dataset.read_png(i)
-            if tuple(image.shape[-2:]) != (h, w):
+            if tuple(image.shape[-2:]) != (h, w) or tuple(mask.shape[-2:]) != (mh, mw):
                 record = dataset.records[i]["image"]
                 raise CtsegError(
                     f"{dataset.root / record} is {tuple(image.shape[-2:])}, not {(h, w)} like the split's first "

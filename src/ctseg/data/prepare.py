@@ -9,13 +9,34 @@ Output layout (one folder, written atomically)::
 
 Each crop record in ``manifest.json`` holds ``image`` and ``mask`` (paths relative to DST), ``tile`` (source tile
 id), ``group`` (the unit the split is made of: the ISPRS tile, the Dubai ``tileN``), ``offset`` ``[row, col]`` of
-the crop's top-left corner in the source tile (source pixels, before any resize) and ``split``.
+the crop's top-left corner in the source tile (source pixels, before any resize) and ``split``; crops of an
+evaluation split also hold ``scored`` (below). ``mask_size`` gives the side of the stored masks per split.
 
 Cropping: a ``crop`` × ``crop`` window moves by ``stride`` along rows and columns; the last window of each row and
 column is aligned to the tile's border, so the whole tile is covered (the last crops overlap their neighbours
 when the tile size is not a multiple of the stride). A tile smaller than ``crop`` is padded at the bottom/right:
 image with black, mask with ignore. Crops are then resized to ``resize`` × ``resize`` when asked: bilinear for
 images, nearest for masks (always — no invented labels).
+
+**Evaluation splits** (every split but ``"train"``; for ISPRS the test tiles, SPEC §4) are scored at the label's
+native resolution, each source pixel once:
+
+- their masks are never resized: a ``crop`` × ``crop`` mask (500 × 500 for ISPRS) beside its resized image
+  (512 × 512); the model's logits are resized (bilinear) to the mask before scoring;
+- pixels an earlier crop of the same tile already holds are set to ignore (255). Crops are numbered row-major
+  over the row offsets ``r_0 < r_1 < …`` and column offsets ``c_0 < c_1 < …`` (:func:`crop_offsets`). The
+  earlier row bands cover source rows ``[0, r_{i-1} + crop)`` over the whole width and the earlier crops of the
+  same band columns ``[0, c_{j-1} + crop)``, so the new part of crop ``(i, j)`` is the rectangle
+  ``mask[t_i:, l_j:]`` with ``t_i = max(0, r_{i-1} + crop − r_i)`` and ``l_j = max(0, c_{j-1} + crop − c_j)``
+  (``t_0 = l_0 = 0``; :func:`scored_start`). The record's ``scored`` is ``[t_i, l_j, bottom, right]``, the
+  scored box in crop pixels (half-open; ``bottom``/``right`` stop at the tile's border), and the boxes of a
+  tile's crops partition the tile: ``Σ (bottom − t)(right − l) = H · W``, so the labelled pixels counted over
+  the crops are exactly the tile's labelled pixels. Training crops keep their overlaps (more views, no bias in
+  a score).
+
+Format version 2 (this one) introduced both rules; :func:`prepare_dataset` refuses a version-1 folder (its test
+masks were resized to 512 and its overlapping border pixels counted twice) without ``overwrite=True``, and
+:class:`~ctseg.data.prepared.PreparedDataset` refuses to read its evaluation splits.
 
 The generic machinery lives here (readers, colour decoding, crop offsets, the process pool, the atomic write);
 the data-set specific parts (file names, splits) live in :mod:`ctseg.data.isprs` and :mod:`ctseg.data.dubai`.
@@ -48,7 +69,10 @@ from ctseg.io import set_default_mode
 
 MANIFEST = "manifest.json"
 FORMAT = "ctseg-prepared"
-FORMAT_VERSION = 1
+#: 2: evaluation masks at crop size and each source pixel scored once (module docstring); 1: masks resized.
+FORMAT_VERSION = 2
+#: The split trained on; every other split is an evaluation split (native-size masks, no pixel scored twice).
+TRAIN_SPLIT = "train"
 #: PNG compression level of the written crops: level 1 is ~30 % smaller than uncompressed and decodes in ~6 ms
 #: per 512² RGB crop (measured with Pillow on one core).
 PNG_LEVEL = 1
@@ -253,6 +277,23 @@ def crop_offsets(length: int, crop: int, stride: int) -> list[int]:
     return offsets
 
 
+def scored_start(offsets: Sequence[int], index: int, crop: int) -> int:
+    """First crop pixel of window ``index`` along one axis that no earlier window covers.
+
+    ``t_i = max(0, o_{i-1} + crop − o_i)`` and ``t_0 = 0`` for the offsets ``o`` of :func:`crop_offsets`
+    (sorted, gaps never larger than ``crop``): ``scored_start([0, 500, 600], 2, 500)`` → 400, since window 1
+    already holds source pixels 500–999 and window 2 starts at 600.
+    """
+    if index == 0:
+        return 0
+    return max(0, offsets[index - 1] + crop - offsets[index])
+
+
+def is_eval_split(split: str) -> bool:
+    """Whether ``split`` is scored (every split but :data:`TRAIN_SPLIT`): native-size masks, no pixel twice."""
+    return split != TRAIN_SPLIT
+
+
 def _window(array: np.ndarray, row: int, col: int, crop: int, fill: int) -> np.ndarray:
     part = array[row : row + crop, col : col + crop]
     if part.shape[0] == crop and part.shape[1] == crop:
@@ -280,7 +321,10 @@ def natural_key(text: str) -> tuple:
 
 # --------------------------------------------------------------------------------------------------- one tile
 def _cut_tile(tile: SourceTile, info: DatasetInfo, settings: CropSettings, out: Path) -> dict[str, Any]:
-    """Read, decode and crop one tile into ``out``; returns its crop records and pixel counts per class index."""
+    """Read, decode and crop one tile into ``out``; returns its crop records and pixel counts per class index.
+
+    Evaluation-split masks are kept at crop size and their already-covered part set to ignore (module docstring).
+    """
     image = read_rgb(tile.image)
     label = read_rgb(tile.label, label=True)
     if image.shape[:2] != label.shape[:2]:
@@ -294,27 +338,37 @@ def _cut_tile(tile: SourceTile, info: DatasetInfo, settings: CropSettings, out: 
     name = _safe_name(tile.tile)
     counts = np.zeros(256, dtype=np.int64)
     records = []
-    for row in crop_offsets(height, settings.crop, settings.stride):
-        for col in crop_offsets(width, settings.crop, settings.stride):
+    evaluation = is_eval_split(tile.split)
+    crop = settings.crop
+    rows, cols = crop_offsets(height, crop, settings.stride), crop_offsets(width, crop, settings.stride)
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
             stem = f"{name}_r{row:05d}_c{col:05d}"
-            image_crop = _window(image, row, col, settings.crop, 0)
-            mask_crop = _window(mask, row, col, settings.crop, info.ignore_index)
+            image_crop = _window(image, row, col, crop, 0)
+            mask_crop = _window(mask, row, col, crop, info.ignore_index)
             _save_png(image_crop, out / "images" / f"{stem}.png", settings.resize, Image.Resampling.BILINEAR)
-            mask_im = Image.fromarray(mask_crop)
-            if settings.resize is not None and settings.resize != settings.crop:
-                mask_im = mask_im.resize((settings.resize, settings.resize), Image.Resampling.NEAREST)
+            record: dict[str, Any] = {
+                "image": f"images/{stem}.png",
+                "mask": f"masks/{stem}.png",
+                "tile": tile.tile,
+                "group": tile.group,
+                "offset": [row, col],
+                "split": tile.split,
+            }
+            if evaluation:  # native size; pixels an earlier crop holds → ignore (a copy: never the tile's mask)
+                top, left = scored_start(rows, i, crop), scored_start(cols, j, crop)
+                mask_crop = mask_crop.copy()
+                mask_crop[:top] = info.ignore_index
+                mask_crop[:, :left] = info.ignore_index
+                record["scored"] = [top, left, min(crop, height - row), min(crop, width - col)]
+                mask_im = Image.fromarray(mask_crop)
+            else:
+                mask_im = Image.fromarray(mask_crop)
+                if settings.resize is not None and settings.resize != crop:
+                    mask_im = mask_im.resize((settings.resize, settings.resize), Image.Resampling.NEAREST)
             counts += np.bincount(np.asarray(mask_im).ravel(), minlength=256)
             mask_im.save(out / "masks" / f"{stem}.png", format="PNG", compress_level=PNG_LEVEL)
-            records.append(
-                {
-                    "image": f"images/{stem}.png",
-                    "mask": f"masks/{stem}.png",
-                    "tile": tile.tile,
-                    "group": tile.group,
-                    "offset": [row, col],
-                    "split": tile.split,
-                }
-            )
+            records.append(record)
     return {"tile": tile.tile, "height": height, "width": width, "records": records, "counts": counts}
 
 
@@ -431,6 +485,13 @@ def _existing_state(dst: Path, wanted: dict[str, Any]) -> tuple[str, str]:
         crops = manifest["crops"]
     except Exception:
         return "partial", f"{dst} has no readable {MANIFEST}"
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    if isinstance(version, int) and version < FORMAT_VERSION:
+        return "different", (
+            f"{dst} was prepared by an older ctseg (format version {version}: test masks resized and overlapping "
+            f"border pixels scored twice; version {FORMAT_VERSION} keeps them at the label's resolution, each "
+            "pixel once)"
+        )
     if settings != wanted:
         diff = [k for k in sorted(set(settings) | set(wanted)) if settings.get(k) != wanted.get(k)]
         return "different", f"{dst} was prepared with different settings ({', '.join(diff)})"
@@ -537,6 +598,8 @@ def prepare_dataset(
             Must not exceed ``crop``.
         resize: side the crops are resized to (bilinear images, nearest masks); ``0`` keeps the crop size.
             Default: 512 for ISPRS when ``crop`` is left at its default (the paper's 500 → 512), else none.
+            Masks of the evaluation splits (all but ``"train"``) are never resized, and the pixels they share
+            with an earlier crop are ignore (module docstring: each source pixel is scored once).
         workers: processes, one tile at a time each (default: all cores). Workers are started with
             ``forkserver`` (``spawn`` where missing), never ``fork`` (unsafe once torch runs threads), so a script
             calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
@@ -627,6 +690,7 @@ def prepare_dataset(
             "dataset": info_to_json(info),
             "settings": wanted,
             "size": settings.size,
+            "mask_size": {split: settings.crop if is_eval_split(split) else settings.size for split in pixels},
             "source": str(src_path.absolute()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "pixels": {

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from ctseg.data.decoded import DecodedCrops, ensure_decoded
 from ctseg.data.definitions import DATASETS, DatasetInfo
-from ctseg.data.prepare import FORMAT, FORMAT_VERSION, MANIFEST
+from ctseg.data.prepare import FORMAT, FORMAT_VERSION, MANIFEST, is_eval_split
 from ctseg.errors import CtsegError
 
 _HINT = "prepare it first with `ctseg prepare <dataset> --src DOWNLOAD --dst FOLDER`"
@@ -86,7 +86,10 @@ class PreparedDataset(Dataset):
 
     - ``"image"``: float32 (3, H, W) in 0–1 — *not* normalised: normalisation (``info.mean`` / ``info.std``)
       is the transform's job (:mod:`ctseg.data.transforms`, done by the data modules);
-    - ``"mask"``: int64 (H, W) class indices, ``info.ignore_index`` (255) = ignore;
+    - ``"mask"``: int64 (H', W') class indices, ``info.ignore_index`` (255) = ignore. Training crops: the image's
+      size. Evaluation splits (all but ``"train"``): the label's native crop size (ISPRS: 500 × 500 beside a
+      512 × 512 image; the manifest's ``mask_size``), with the pixels an earlier crop already holds set to
+      ignore, so that every source pixel is scored once (:mod:`ctseg.data.prepare`);
     - ``"meta"``: ``{"tile": str, "offset": (row, col)}`` — the source tile and the crop's top-left corner in it
       (source pixels, before the resize done at preparation).
 
@@ -107,7 +110,9 @@ class PreparedDataset(Dataset):
             the PNGs).
 
     Raises:
-        CtsegError: missing or garbled folder / manifest, unknown or empty split, a missing or broken crop file.
+        CtsegError: missing or garbled folder / manifest, unknown or empty split, a missing or broken crop file,
+            an evaluation split of a folder prepared by format version 1 (resized test masks, overlaps counted
+            twice: prepare it again).
     """
 
     def __init__(
@@ -131,6 +136,16 @@ class PreparedDataset(Dataset):
             raise CtsegError(
                 f"{self.root} has no crops in split {split!r} (splits present: {', '.join(present) or 'none'})"
             )
+        version = int(self.manifest.get("version", 0))
+        if is_eval_split(split) and version < 2:
+            raise CtsegError(
+                f"{self.root} was prepared by an older ctseg (format version {version}), whose {split!r} masks are "
+                "resized and count overlapping border pixels twice; prepare it again: ctseg prepare "
+                f"{self.info.name} --src DOWNLOAD --dst {self.root} --overwrite"
+            )
+        size = (self.manifest.get("mask_size") or {}).get(split)
+        #: (H', W') of every mask of the split, or None: the mask has its image's size.
+        self.mask_size: tuple[int, int] | None = None if size is None else (int(size), int(size))
         self.decoded: DecodedCrops | None = None
         if decoded_cache:
             self.use_decoded_cache(None if decoded_cache is True else decoded_cache)
@@ -163,8 +178,12 @@ class PreparedDataset(Dataset):
         record = self.records[index]
         image = _read_png(self.root / record["image"], "RGB")
         mask = _read_png(self.root / record["mask"], "L")
-        if image.shape[:2] != mask.shape:
-            raise CtsegError(f"{self.root / record['mask']}: size differs from its image; prepare the data again")
+        expected = self.mask_size or image.shape[:2]
+        if mask.shape != tuple(expected):
+            raise CtsegError(
+                f"{self.root / record['mask']}: mask is {mask.shape[0]}×{mask.shape[1]}, expected "
+                f"{expected[0]}×{expected[1]}; prepare the data again"
+            )
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), torch.from_numpy(mask)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

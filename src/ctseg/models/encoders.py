@@ -21,6 +21,7 @@ Weights come only from local files (:func:`load_encoder_weights`); nothing is ev
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import warnings
@@ -290,7 +291,14 @@ class Encoder(nn.Module):
 # ----------------------------------------------------------------------------------------- weights
 @dataclass
 class LoadReport:
-    """What :func:`load_encoder_weights` loaded: counts over the timm body's tensors (stage norms aside)."""
+    """What :func:`load_encoder_weights` loaded: counts over the timm body's tensors (stage norms aside).
+
+    ``loaded / total`` counts the body's tensors (``body.*`` keys, BN counters excluded) that the file gave with the
+    encoder's own shape; ``groups`` splits that count by the body's top-level module, in the body's order
+    (MetaFormer / PoolFormer: ``stem``, ``stages_0`` … ``stages_3``; Swin: ``patch_embed``, ``layers_0`` …), as
+    ``name → (loaded, total)``; ``norms_loaded`` of ``norms_total`` stage-output norm tensors came from the file
+    (the others keep their initialisation).
+    """
 
     path: str
     loaded: int
@@ -298,10 +306,38 @@ class LoadReport:
     norms_loaded: int = 0
     missing: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
+    norms_total: int = 0
 
     @property
     def fraction(self) -> float:
         return self.loaded / max(self.total, 1)
+
+    def summary(self) -> str:
+        """One line: ``PATH: loaded 63/148 encoder tensors (42 %) — stem 1/2, stages_0 20/20, …; stage norms 0/8``."""
+        parts = ", ".join(f"{name} {done}/{count}" for name, (done, count) in self.groups.items())
+        text = f"{self.path}: loaded {self.loaded}/{self.total} encoder tensors ({math.floor(100 * self.fraction)} %)"
+        if parts:
+            text += f" — {parts}"
+        if self.norms_total:
+            text += f"; stage norms {self.norms_loaded}/{self.norms_total}"
+        return text
+
+
+def _group_counts(keys: list[str], usable: Mapping[str, Tensor]) -> dict[str, tuple[int, int]]:
+    """``body.<group>.…`` keys → ``{group: (loaded, total)}`` in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for key in keys:
+        name = key.split(".", 2)[1]
+        counts = groups.setdefault(name, [0, 0])
+        counts[0] += key in usable
+        counts[1] += 1
+    return {name: (done, count) for name, (done, count) in groups.items()}
+
+
+def _is_main_process() -> bool:
+    """False on the non-zero ranks of a multi-process launch (torchrun / Lightning set these variables)."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK"))
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -368,7 +404,9 @@ def _to_encoder_keys(state: dict[str, Tensor], encoder: Encoder) -> dict[str, Te
     return out
 
 
-def load_encoder_weights(model_or_encoder: nn.Module, path: str | Path, allow_partial: bool = False) -> LoadReport:
+def load_encoder_weights(
+    model_or_encoder: nn.Module, path: str | Path, allow_partial: bool = False, verbose: bool = True
+) -> LoadReport:
     """Load encoder weights from a local file into a :class:`Encoder` (or a model with an ``encoder``).
 
     Reads ``.pth`` / ``.pt`` / ``.bin`` (``torch.load(weights_only=True)``; state dicts nested under
@@ -377,9 +415,17 @@ def load_encoder_weights(model_or_encoder: nn.Module, path: str | Path, allow_pa
     whole timm models, and the original Swin / PoolFormer releases, converted by timm's own
     ``checkpoint_filter_fn`` (which also resizes Swin's relative position tables and patch embedding).
 
-    Counts the fraction of the timm body's tensors that the file provides with the right shape; below 90 %
-    raises :class:`~ctseg.errors.CtsegError` unless ``allow_partial=True`` (the authors' code silently loaded
-    almost nothing into its 64-dim Swin). Stage norms are loaded when present, kept otherwise.
+    Only tensors whose key and shape both match the encoder's are loaded; the others keep their initialisation.
+    With ``B`` the timm body's tensors and ``L ⊆ B`` those loaded, the fraction ``|L| / |B|`` below 0.9 raises
+    :class:`~ctseg.errors.CtsegError` unless ``allow_partial=True`` (the authors' code silently loaded almost
+    nothing into its 64-dim Swin). ``allow_partial`` is how the CT paper's PoolFormer (layers 2/2/8/2, dims
+    64/128/256/512, 8×8 stem, 2×2 downsampling) takes timm's ``poolformer_s12`` ImageNet checkpoint (layers
+    2/2/6/2, dims 64/128/320/512, 7×7 stem, 3×3 downsampling), as the authors did: the blocks of stages 0, 1
+    and 3 and the biases of the stem and of the stage-1 / stage-3 downsampling match (63 of 148 tensors);
+    stage 2, the stem and downsampling kernels do not. Stage norms are loaded when present, kept otherwise.
+
+    With ``verbose`` (default) one line on stderr says what was loaded, per top-level module of the body
+    (:meth:`LoadReport.summary`; printed by the main process only); a partial load also warns.
 
     Returns:
         a :class:`LoadReport`.
@@ -410,21 +456,27 @@ def load_encoder_weights(model_or_encoder: nn.Module, path: str | Path, allow_pa
         if key.endswith("num_batches_tracked") and key in encoder.state_dict():
             usable[key] = value
     body_keys = [k for k in targets if k.startswith("body.")]
+    norm_keys = [k for k in targets if k.startswith("norms.")]
     report = LoadReport(
         path=str(path),
         loaded=sum(k in usable for k in body_keys),
         total=len(body_keys),
-        norms_loaded=sum(k in usable for k in targets if k.startswith("norms.")),
+        norms_loaded=sum(k in usable for k in norm_keys),
         missing=[k for k in missing if k.startswith("body.")],
         mismatched=mismatched,
+        groups=_group_counts(body_keys, usable),
+        norms_total=len(norm_keys),
     )
     if report.fraction < 0.9 and not allow_partial:
         example = f"; e.g. {mismatched[0]}" if mismatched else ""
         raise CtsegError(
             f"{path}: only {report.loaded}/{report.total} ({math.floor(100 * report.fraction)} %) of encoder "
             f"{encoder.name!r}'s tensors match this checkpoint{example}; use weights made for this encoder, "
-            "or pass allow_partial=True to load them anyway"
+            "or pass allow_partial=True (ctseg fit: --model.allow_partial true) to load only "
+            "the tensors whose shapes match"
         )
+    if verbose and _is_main_process():
+        print(f"ctseg: encoder weights {report.summary()}", file=sys.stderr, flush=True)
     if report.loaded < report.total:
         warnings.warn(
             f"{path}: loaded {report.loaded}/{report.total} encoder tensors "

@@ -158,9 +158,10 @@ def build_model(
             :func:`~ctseg.models.encoders.load_encoder_weights`; nothing is ever downloaded.
         img_size: nominal input size (multiple of 32); other multiples of 32 run too.
         **kwargs: ``stage_norm`` ("auto", "layernorm", "groupnorm", "none"), ``drop_path_rate``,
-            ``encoder_kwargs`` (dict for the timm constructor), ``allow_partial`` (for ``pretrained``), and
-            decoder options: DCSwin ``atrous_rates``, ``dropout``; UNetFormer ``decode_channels``,
-            ``window_size``, ``num_heads``, ``dropout``.
+            ``encoder_kwargs`` (dict for the timm constructor), ``allow_partial`` (for ``pretrained``: load only
+            the tensors whose shapes match, below the 90 % rule — how ``pf-paper`` takes timm's ``poolformer_s12``
+            ImageNet checkpoint, as the authors did), and decoder options: DCSwin ``atrous_rates``, ``dropout``;
+            UNetFormer ``decode_channels``, ``window_size``, ``num_heads``, ``dropout``.
 
     Returns:
         a :class:`Segmentor` whose ``config`` rebuilds it: ``build_model(**model.config)``.
