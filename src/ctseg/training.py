@@ -294,7 +294,10 @@ class SegmentationTask(L.LightningModule):
         elif 0 < done < total:
             batches = getattr(self.trainer.train_dataloader, "batch_sampler", None)
             samples = getattr(batches, "sampler", None)
-            if hasattr(batches, "skip_next"):  # ctseg.data.resumable.SkippableBatchSampler
+            if getattr(samples, "resume_skip_batches", 0) == done:  # the data module skipped them already
+                samples.resume_skip_batches = 0
+                self._epoch_batches = done
+            elif hasattr(batches, "skip_next"):  # ctseg.data.resumable.SkippableBatchSampler
                 batches.skip_next(done)
                 self._epoch_batches = done
             elif hasattr(samples, "skip_samples") and getattr(batches, "batch_size", None):  # EpochSampler
@@ -318,6 +321,17 @@ class SegmentationTask(L.LightningModule):
                     stacklevel=2,
                 )
             _set_rng_states(state.get("rng", {}))
+
+    def resume_skip_batches(self, total: int) -> int:
+        """Batches of the current epoch that a run resumed from a mid-epoch checkpoint has already trained on
+        (0 otherwise); asked by the data modules while they build the training loader, so that the skip is in
+        place before Lightning starts the loader's iterator (``total``: batches per epoch)."""
+        state = getattr(self, "_resume_state", None)
+        if not state:
+            return 0
+        done = int(state.get("epoch_batches", 0))
+        same_epoch = state.get("batches_epoch", self.current_epoch) == self.current_epoch
+        return done if 0 < done < total and same_epoch else 0
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._epoch_batches = getattr(self, "_epoch_batches", 0) + 1

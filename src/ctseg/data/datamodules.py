@@ -128,7 +128,8 @@ class _TrainView(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image, mask = self.base.read_uint8(index)
         sample = {"image": image, "mask": mask}
-        if self.transform is None:
+        if self.transform is None:  # on-device augmentation: the batch's seed travels with it (exact resume)
+            sample["aug_seed"] = torch.tensor(_sample_seed(self.seed, epoch, index), dtype=torch.int64)
             return sample
         generator = torch.Generator().manual_seed(_sample_seed(self.seed, epoch, index))
         if isinstance(self.transform, PaperTrainTransform):
@@ -312,7 +313,15 @@ class PreparedDataModule(L.LightningDataModule):
             self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed, drop_last=True
         )
         view = _TrainView(self.train_dataset, self.train_transform(), self.seed)
-        return self._loader(view, self.batch_size, self._train_sampler, drop_last=self.drop_last)
+        loader = self._loader(view, self.batch_size, self._train_sampler, drop_last=self.drop_last)
+        # A run resumed mid-epoch: skip what the checkpoint's epoch consumed now, before Lightning creates the
+        # iterator (with worker processes it starts drawing from the sampler at once, before on_train_start).
+        task = getattr(getattr(self, "trainer", None), "lightning_module", None)
+        skip = task.resume_skip_batches(len(loader)) if hasattr(task, "resume_skip_batches") else 0
+        if skip:
+            self._train_sampler.skip_samples(skip * self.batch_size)
+            self._train_sampler.resume_skip_batches = skip
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         if self.val_dataset is None:
@@ -325,15 +334,31 @@ class PreparedDataModule(L.LightningDataModule):
         return self.val_dataloader()
 
     # ------------------------------------------------------------------------------------------ on device
-    def _device_generator(self, device: torch.device) -> torch.Generator:
+    def _device_generator(self, device: torch.device, batch_seed: int | None = None) -> torch.Generator:
+        """The device generator for one training batch, seeded from the batch itself (its first sample's
+        ``(seed, epoch, index)`` seed, read on the CPU before the transfer) and the rank: the augmentation of a
+        batch does not depend on how many batches this process has drawn before, so a run resumed mid-epoch
+        augments exactly as the uninterrupted one. Without a batch seed, one generator per ``(seed, epoch,
+        rank)``."""
         epoch = self._train_sampler.epoch if self._train_sampler is not None else 0
         _, rank = self._rank()
         key = str(device)
         cached = self._device_generators.get(key)
+        if batch_seed is not None:
+            generator = cached[1] if cached is not None else torch.Generator(device=device)
+            self._device_generators[key] = (epoch, generator)
+            return generator.manual_seed(_sample_seed(batch_seed & 0x7FFFFFFF, epoch, -1 - rank))
         if cached is None or cached[0] != epoch:
             generator = torch.Generator(device=device).manual_seed(_sample_seed(self.seed, epoch, -1 - rank))
             self._device_generators[key] = cached = (epoch, generator)
         return cached[1]
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "aug_seed" in batch:
+            batch = dict(batch)
+            seeds = batch.pop("aug_seed")
+            self._batch_seed = int(seeds.reshape(-1)[0]) if seeds.numel() else None  # a CPU tensor: no sync
+        return batch
 
     def device_transform(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
         """On-device pipeline: uint8 batch → augmented (when ``training``, by the ``augment`` preset's batched
@@ -341,7 +366,8 @@ class PreparedDataModule(L.LightningDataModule):
         image, mask = batch["image"], batch["mask"]
         recipe = self.batch_transform() if training else None
         if recipe is not None:
-            image, mask = recipe(image, mask, self._device_generator(image.device))
+            seed, self._batch_seed = getattr(self, "_batch_seed", None), None
+            image, mask = recipe(image, mask, self._device_generator(image.device, seed))
         else:
             image, mask = normalize(image, self.info.mean, self.info.std), mask.to(torch.int64)
         return {**batch, "image": image, "mask": mask}
