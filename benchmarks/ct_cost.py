@@ -1,7 +1,7 @@
 """CPU cost of CT: median training-step time of a model with and without the CT loss, in one process.
 
-    python benchmarks/ct_cost.py [--model pf-paper] [--size 256] [--batch 4] [--repeats 10] [--classes 6]
-                                 [--loss cl|infonce] [--reduction paper mean] [--threads N]
+    python benchmarks/ct_cost.py [--model pf-paper] [--encoder NAME] [--size 256] [--batch 4] [--repeats 10]
+                                 [--classes 6] [--loss cl|infonce] [--reduction paper mean] [--threads N]
 
 Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW step); CT off and CT on with
 each ``--reduction`` (the authors' ``paper`` and ctseg's ``mean``, by default both) alternate so that drift in
@@ -31,6 +31,7 @@ from ctseg.seg_loss import SegmentationLoss
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="pf-paper")
+    p.add_argument("--encoder", default=None, help="timm encoder for the generic presets (e.g. poolformer_s12)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=10)
@@ -45,7 +46,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
     k = args.classes
-    model = build_model(args.model, k, img_size=args.size)
+    model = build_model(args.model, k, encoder=args.encoder, img_size=args.size)
     cts = {r: PatchContrastiveLoss(model.channels, k, loss=args.loss, reduction=r, clip_mode=None)
            for r in args.reduction}  # fmt: skip
     seg = SegmentationLoss()
@@ -75,7 +76,8 @@ def main() -> None:
                 times[kind].append(t)
     off = statistics.median(times[None])
     print(f"device: {device_name(torch.device('cpu'))}")
-    print(f"model {args.model}, {args.batch}×{args.size}², {k} classes, CT loss={args.loss}, {args.repeats} repeats")
+    name = f"{args.model} ({args.encoder})" if args.encoder else args.model
+    print(f"model {name}, {args.batch}×{args.size}², {k} classes, CT loss={args.loss}, {args.repeats} repeats")
     print(f"step CT off: {off * 1000:.1f} ms")
     for r in args.reduction:
         on = statistics.median(times[r])
