@@ -95,21 +95,16 @@ def test_last_resumes_from_the_newest_checkpoint_written(tmp_path):
     import os
     import shutil
 
-    full = fit(tmp_path, tmp_path / "full", SYNTHETIC, False)
-    assert full.returncode == 0, full.stderr[-2000:]
-    raced, early = tmp_path / "raced", tmp_path / "early"
-    assert fit(tmp_path, raced, SYNTHETIC, False, "--trainer.max_steps", "4").returncode == 0
-    assert fit(tmp_path, early, SYNTHETIC, False, "--trainer.max_steps", "2").returncode == 0
-    step4 = raced / "checkpoints" / "step-step=4.ckpt"
-    assert step4.is_file()
+    raced = tmp_path / "raced"
+    first = fit(tmp_path, raced, SYNTHETIC, False, "--trainer.max_steps", "4", "--step_checkpoint.save_top_k", "-1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    step2, step4 = raced / "checkpoints" / "step-step=2.ckpt", raced / "checkpoints" / "step-step=4.ckpt"
     last = raced / "checkpoints" / "last.ckpt"
-    shutil.copy(early / "checkpoints" / "last.ckpt", last)  # the step-2 state a kill would have left
+    shutil.copy(step2, last)  # the state a kill between writing step-step=4.ckpt and refreshing last.ckpt leaves
     os.utime(last, ns=(step4.stat().st_mtime_ns - 10**9,) * 2)
     for log in raced.rglob("metrics.csv"):
         log.unlink()
-    resumed = fit(tmp_path, raced, SYNTHETIC, False, "--ckpt_path", "last")
+    resumed = fit(tmp_path, raced, SYNTHETIC, False, "--trainer.max_steps", "6", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    after, reference = train_losses(raced), train_losses(tmp_path / "full")
-    assert min(after) == 4 and max(after) == 7
-    for step in range(4, 8):
-        assert after[step] == reference[step], (step, after[step], reference[step])
+    after = train_losses(raced)
+    assert sorted(after) == [4, 5]  # from step 4: the two steps after step 2 were not re-done

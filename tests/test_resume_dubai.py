@@ -7,6 +7,9 @@ reference and every logged training loss of the other runs must equal it:
 * extend: stop at 4 steps, then ``--trainer.max_steps 8 --ckpt_path last``;
 * kill: SIGKILL as step 5 starts (step checkpoints every 2 steps), then the same command with
   ``--ckpt_path last``.
+
+The default suite runs the extension on the fast pipeline with 2 workers (the case that was broken); the rest is
+marked slow: ``pytest -m slow tests/test_resume_dubai.py`` (all six passed, 2026-12-02).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def _reference(tmp_path: Path, data: Path, variant: str) -> dict[int, float]:
 
 @pytest.mark.parametrize(
     "variant",
-    [pytest.param("cpu-w0"), pytest.param("device-cache-w2"),
+    [pytest.param("device-cache-w2"), pytest.param("cpu-w0", marks=pytest.mark.slow),
      pytest.param("cpu-w2", marks=pytest.mark.slow), pytest.param("device-cache-w0", marks=pytest.mark.slow)],
 )  # fmt: skip
 def test_extend_a_finished_run_is_exact(tmp_path, prepared_dubai, variant):
@@ -78,7 +81,8 @@ def test_extend_a_finished_run_is_exact(tmp_path, prepared_dubai, variant):
 
 
 @pytest.mark.parametrize(
-    "variant", [pytest.param("device-cache-w0"), pytest.param("cpu-w2", marks=pytest.mark.slow)]
+    "variant",
+    [pytest.param("device-cache-w0", marks=pytest.mark.slow), pytest.param("cpu-w2", marks=pytest.mark.slow)],
 )
 def test_sigkill_then_resume_is_exact(tmp_path, prepared_dubai, variant):
     reference = _reference(tmp_path, prepared_dubai, variant)
