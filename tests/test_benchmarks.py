@@ -74,6 +74,7 @@ def test_gpu_suite_is_valid_bash():
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.slow  # a subprocess building a model: ~20 s; the default suite stays under 10 minutes
 def test_ct_cost_reports_both_reductions():
     res = _run("ct_cost.py", "--model", "pf-tiny", "--size", "64", "--batch", "2", "--repeats", "1", "--warmup", "0")
     lines = res.stdout.splitlines()
