@@ -5,11 +5,7 @@
 # Needs: make install; .venv/bin/ctseg prepare dubai --src ../shared/data/dubai-aerial --dst data/dubai
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-OUT=${OUT:-runs/grid/dubai-cpu}
-C=configs/dubai/cpu
-mkdir -p "$OUT"
-grid() { .venv/bin/ctseg grid --data-seed --out "$OUT" "$@" -- --trainer.enable_progress_bar false; }
+source results/dubai/grid_env.sh
 grid --configs $C/cl-paper.yaml --seeds 2 > "$OUT/worker_paper_a.log" 2>&1 &
 grid --configs $C/cl-paper.yaml --first-seed 2 --seeds 1 > "$OUT/worker_paper_b.log" 2>&1 &
 wait

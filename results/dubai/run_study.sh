@@ -6,11 +6,7 @@
 # Needs: make install; .venv/bin/ctseg prepare dubai --src ../shared/data/dubai-aerial --dst data/dubai
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-OUT=${OUT:-runs/grid/dubai-cpu}
-C=configs/dubai/cpu
-mkdir -p "$OUT"
-grid() { .venv/bin/ctseg grid --data-seed --out "$OUT" "$@" -- --trainer.enable_progress_bar false; }
+source results/dubai/grid_env.sh
 (
   grid --configs $C/baseline.yaml $C/cl.yaml --seeds 3
   grid --configs $C/cl-hf025.yaml $C/cl-deep.yaml --seeds 1

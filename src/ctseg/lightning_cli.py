@@ -68,11 +68,10 @@ class CtsegLightningCLI(LightningCLI):
         check_hardware(config.trainer)
         check_values(config)
         check_scheme_options(config.get("model"))
-        # Before LightningCLI's _parse_ckpt_path reads the checkpoint's hyper-parameters (a ckpt_path may also
-        # come from a config file, which the command-line check in build_cli does not see).
+        # Before LightningCLI's _parse_ckpt_path reads the checkpoint's hyper-parameters (the path may come from
+        # the command line or a config file); each file is read once, here.
         root = config.trainer.get("default_root_dir") or "runs"
-        _check_ckpt_path(config.get("ckpt_path"), root)
-        hparams = _ckpt_hparams(config.get("ckpt_path"), root)
+        hparams = _check_ckpt_path(config.get("ckpt_path"), root)
         if hparams:
             check_class_count(hparams, config.get("data"))
         warn_overridden_by_checkpoint(config.get("model"), hparams, sys.argv[1:])
@@ -84,9 +83,8 @@ class CtsegLightningCLI(LightningCLI):
         root = config.trainer.get("default_root_dir") or "runs"
         if config.get("ckpt_path") == "last":
             newest = newest_checkpoint(root)
-            if newest is not None:  # the newest checkpoint written, whichever callback wrote it
+            if newest is not None:  # the newest checkpoint written, whichever callback wrote it (checked above)
                 config.ckpt_path = str(newest)
-        _check_ckpt_path(config.get("ckpt_path"), root)
         if "weights_only" in config:  # Lightning's own load: torch's restricted unpickler, whatever torch's default
             if config.weights_only is False:
                 raise CtsegError(
@@ -129,19 +127,6 @@ def _data_info(data):
         return dm.info
     except Exception:  # the data module's own error is reported where it is built
         return None
-
-
-def _ckpt_hparams(path, root) -> dict:
-    """The model hyper-parameters of the ``--ckpt_path`` file (``last`` resolved), read safely; ``{}`` if none."""
-    if not path or str(path) in ("best", "hpc", "registry"):
-        return {}
-    if str(path) == "last":
-        path = newest_checkpoint(root)
-        if path is None:
-            return {}
-    ckpt = load_torch_file(path, "checkpoint", mmap=True)
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    return {**hp, "_path": str(path)} if isinstance(hp, dict) else {}
 
 
 def newest_checkpoint(root: str | os.PathLike) -> Path | None:
@@ -306,37 +291,31 @@ def check_scheme_options(model) -> None:
     build_scheme(scheme, [8, 8, 8, 8], 2, ignore_index=int(model.get("ignore_index", 255)), **options)
 
 
-def _ckpt_arg(args: list[str]) -> str | None:
-    """The value of ``--ckpt_path`` on the command line, if any."""
-    for i, arg in enumerate(args):
-        if arg == "--ckpt_path" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--ckpt_path="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _check_ckpt_path(path, root: str | os.PathLike | None = None) -> None:
+def _check_ckpt_path(path, root: str | os.PathLike | None = None) -> dict:
     """One-line errors for a ``--ckpt_path`` that does not exist, is not a Lightning checkpoint, or could run
     code when loaded (:mod:`ctseg.safe_load`) — checked before Lightning reads any of it.
 
-    ``last`` / ``hpc`` are resolved like Lightning does (``<root>/checkpoints/last*.ckpt``,
-    ``<root>/hpc_ckpt_*.ckpt``) when ``root`` is known; a file of that very name in the working folder is
-    what Lightning would open first, so it is checked too.
+    Returns the model hyper-parameters (plus ``_path``) of the file the run will load (``{}`` when none).
+    ``last`` is resolved as ctseg resumes (:func:`newest_checkpoint`; Lightning's own ``last*.ckpt`` are checked
+    too), ``hpc`` as Lightning does (``<root>/hpc_ckpt_*.ckpt``) when ``root`` is known; a file of that very name
+    in the working folder is what Lightning would open first, so it is checked too.
     """
     if not path:
-        return
-    from ctseg.checkpoints import check_hparams
-
+        return {}
     if str(path) in ("last", "best", "hpc", "registry"):
         files = [Path(str(path))] if Path(str(path)).is_file() else []
+        newest = newest_checkpoint(root) if root is not None and str(path) == "last" else None
         if root is not None and str(path) == "last":
             files += sorted((Path(root) / "checkpoints").glob("last*.ckpt"))
         if root is not None and str(path) == "hpc":
             files += sorted(Path(root).glob("hpc_ckpt_*.ckpt"))
-        for file in files:
-            _check_ckpt_path(file)
-        return
+        hparams = {}
+        for file in dict.fromkeys([*files, *([newest] if newest else [])]):
+            found = _check_ckpt_path(file)
+            hparams = found if file == newest else hparams
+        return hparams
+    from ctseg.checkpoints import check_hparams
+
     path = Path(str(path))
     if not path.is_file():
         raise CtsegError(f"--ckpt_path {path} does not exist; give a checkpoint file, or 'last' to resume")
@@ -344,6 +323,8 @@ def _check_ckpt_path(path, root: str | os.PathLike | None = None) -> None:
     if not isinstance(ckpt, dict) or "pytorch-lightning_version" not in ckpt or "state_dict" not in ckpt:
         raise CtsegError(f"--ckpt_path {path} is not a training checkpoint written by 'ctseg fit'")
     check_hparams(ckpt, path)
+    hp = ckpt.get("hyper_parameters")
+    return {**hp, "_path": str(path)} if isinstance(hp, dict) else {}
 
 
 def _num_classes(info) -> int:
@@ -385,7 +366,6 @@ def build_cli(
             "class_path": "lightning.pytorch.loggers.CSVLogger",
             "init_args": {"save_dir": root, "name": "lightning_logs"},
         }
-    _check_ckpt_path(_ckpt_arg(args))  # LightningCLI loads it while parsing, before any hook of ours
     saved_argv = sys.argv
     # LightningCLI reads sys.argv itself when running and warns when it sees both sys.argv and args.
     sys.argv = [saved_argv[0] if saved_argv else "ctseg", *(args if run else [])]
