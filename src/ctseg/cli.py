@@ -3,7 +3,7 @@
 Subcommands:
     fit | validate | test   LightningCLI with YAML configs (``--config FILE`` and dotted overrides)
     demo                    baseline vs CT on built-in synthetic data, table + figures (CPU, minutes)
-    prepare                 turn a data set download into crops (potsdam | vaihingen | dubai)
+    prepare                 turn a data set download or your own image/label folder into crops (--list)
     predict                 segment GeoTIFF / PNG / JPEG files by sliding windows (ctseg.predict)
     export                  write the inference-only model of a checkpoint (ctseg.checkpoints)
     grid                    configs × seeds: fit, test the best checkpoint, results.json (ctseg.grid)
@@ -34,6 +34,19 @@ def _run_lightning(argv: list[str]) -> int:
     return 0
 
 
+def _band_list(text: str) -> tuple[int, ...]:
+    """``"1,2,3,4"`` → ``(1, 2, 3, 4)`` (1-based band numbers, as GDAL counts them)."""
+    try:
+        bands = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of band numbers (e.g. 1,2,3,4)"
+        ) from None
+    if not bands or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: bands are numbered from 1 (e.g. 1,2,3,4)")
+    return bands
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse with ctseg's error style: one line on stderr naming the problem, exit code 2."""
 
@@ -62,14 +75,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="tiny budget, for tests")
     demo.add_argument("--seed", type=int, default=0)
 
-    prep = sub.add_parser("prepare", help="cut a downloaded data set into training crops")
-    prep.add_argument("dataset", help="potsdam | vaihingen | dubai")
-    prep.add_argument("--src", required=True, help="folder holding the download (searched recursively)")
-    prep.add_argument("--dst", required=True, help="output folder for crops and manifest.json")
+    prep = sub.add_parser(
+        "prepare",
+        help="cut a downloaded data set (or your own folder of image/label pairs) into training crops",
+        epilog="Data sets: ctseg prepare --list. Your own data: ctseg prepare folder --src DIR --classes "
+        "classes.yaml --dst data/mine (DIR/images + DIR/masks paired by file stem; see the README).",
+    )
+    prep.add_argument("dataset", nargs="?", help="a registered data set (ctseg prepare --list)")
+    prep.add_argument("--list", action="store_true", help="print the registered data sets, one line each")
+    prep.add_argument("--src", default=None, help="folder holding the download (searched recursively)")
+    prep.add_argument("--dst", default=None, help="output folder for crops and manifest.json")
     prep.add_argument("--crop", type=int, default=None, help="crop size in source pixels")
     prep.add_argument("--stride", type=int, default=None, help="crop stride in source pixels")
     prep.add_argument("--resize", type=int, default=None, help="resize crops to this size (0: keep)")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    prep.add_argument("--classes", default=None, help="folder: classes.yaml (class names with values or colours)")
+    prep.add_argument("--val-fraction", type=float, default=None, help="folder: share of images for val (0.2)")
+    prep.add_argument("--seed", type=int, default=0, help="folder: seed of the train/val split (default 0)")
+    prep.add_argument("--bands", type=_band_list, default=None, help="folder: source bands to keep, e.g. 1,2,3,4")
+    prep.add_argument("--nodata", type=float, default=None, help="folder: nodata value (default: the raster's)")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing, different destination")
 
     pred = sub.add_parser("predict", help="segment GeoTIFF / PNG / JPEG files with a trained model")
@@ -143,6 +167,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(out=args.out, steps=args.steps, quick=args.quick, seed=args.seed)
             return 0
         if args.command == "prepare":
+            from ctseg.data.registry import describe_datasets
+
+            if args.list:
+                print("\n".join(describe_datasets()))
+                return 0
+            missing = [flag for flag, value in (("DATASET", args.dataset), ("--src", args.src), ("--dst", args.dst))
+                       if value is None]  # fmt: skip
+            if missing:
+                return _fail(f"ctseg prepare: {' and '.join(missing)} required (or --list to see the data sets)")
             from ctseg.data import prepare_dataset
 
             dst = prepare_dataset(
@@ -155,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers,
                 overwrite=args.overwrite,
                 progress=sys.stderr.isatty(),  # bar and notes for people; logs get one line
+                classes=args.classes,
+                val_fraction=args.val_fraction,
+                seed=args.seed,
+                bands=args.bands,
+                nodata=args.nodata,
             )
             if not sys.stderr.isatty():
                 print(f"prepared {args.dataset} in {dst}")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ctseg.data import PreparedDataModule
 from ctseg.data.decoded import DEFAULT_DIR, cache_paths, ensure_decoded, manifest_key
-from ctseg.data.prepare import _existing_state
+from ctseg.data.manifest import existing_state as _existing_state
 from ctseg.data.prepared import PreparedDataset
 from ctseg.errors import CtsegError
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from ctseg.data import PreparedDataset
 from ctseg.data.definitions import DUBAI, IGNORE_INDEX
-from ctseg.data.dubai import DUBAI_VAL_TILES, discover_dubai
 from ctseg.data.prepare import decode_label, prepare_dataset, read_rgb
+from ctseg.data.sets.dubai import DUBAI_VAL_TILES, discover_dubai
 from ctseg.errors import CtsegError
 
 needs_dubai = pytest.mark.skipif(not DUBAI_DIR.is_dir(), reason=f"Dubai data set absent ({DUBAI_DIR})")

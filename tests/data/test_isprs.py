@@ -10,14 +10,14 @@ import pytest
 from make_isprs import PALETTE, make_potsdam, make_vaihingen, write_geotiff
 
 from ctseg.data.definitions import IGNORE_INDEX, ISPRS_COLORS, POTSDAM
-from ctseg.data.isprs import (
+from ctseg.data.prepare import decode_label, read_rgb
+from ctseg.data.sets.isprs import (
     POTSDAM_TEST,
     POTSDAM_TRAIN,
     VAIHINGEN_TEST,
     VAIHINGEN_TRAIN,
     discover_isprs,
 )
-from ctseg.data.prepare import decode_label, read_rgb
 from ctseg.errors import CtsegError
 
 

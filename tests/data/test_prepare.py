@@ -94,7 +94,7 @@ def test_prepare_potsdam_crops_match_sources(potsdam_src, tmp_path):
     scored = manifest["pixels"]["test"]  # each source pixel once: the eroded tile's own counts
     assert scored["building"] == int((tiles["2_13"].eroded_classes == 1).sum())
     assert sum(v for k, v in scored.items() if k != "ignore") == int((tiles["2_13"].eroded_classes != 255).sum())
-    assert manifest["mask_size"] == {"test": 100, "train": 100} and manifest["version"] == FORMAT_VERSION == 2
+    assert manifest["mask_size"] == {"test": 100, "train": 100} and manifest["version"] == FORMAT_VERSION == 3
     assert [t["tile"] for t in manifest["tiles"]] == ["2_10", "2_13"] and manifest["tiles"][0]["height"] == 260
 
 

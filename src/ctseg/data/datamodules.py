@@ -184,6 +184,8 @@ class PreparedDataModule(L.LightningDataModule):
 
     #: Set by presets: the data set the folder must hold.
     dataset_name: str | None = None
+    #: The evaluation split when ``val_split`` is not given.
+    default_val_split: str = "test"
 
     def __init__(
         self,
@@ -192,7 +194,7 @@ class PreparedDataModule(L.LightningDataModule):
         num_workers: int = 4,
         image_size: int = 512,
         train_split: str = "train",
-        val_split: str = "test",
+        val_split: str | None = None,
         augment: str | bool = "ctseg",
         augment_on_device: bool = False,
         scale_range: tuple[float, float] = (0.75, 1.5),
@@ -212,7 +214,8 @@ class PreparedDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.image_size = image_size
-        self.train_split, self.val_split = train_split, val_split
+        self.train_split = train_split
+        self.val_split = self.default_val_split if val_split is None else val_split
         self.augment, self.augment_on_device = check_augment(augment), augment_on_device
         self.scale_range = tuple(scale_range)
         self.pin_memory = pin_memory
@@ -396,3 +399,25 @@ class DubaiDataModule(PreparedDataModule):
     """:class:`PreparedDataModule` for the prepared Dubai aerial set (validation = tiles 1–3 by default)."""
 
     dataset_name = "dubai"
+
+
+
+class FolderDataModule(PreparedDataModule):
+    """:class:`PreparedDataModule` for a folder prepared with ``ctseg prepare folder`` (your own imagery): classes,
+    band layout and normalisation statistics all come from the folder's manifest; evaluation on ``val``."""
+
+    default_val_split = "val"
+
+
+class LoveDADataModule(PreparedDataModule):
+    """:class:`PreparedDataModule` for prepared LoveDA (seven classes; evaluation on its Val split, ``val``)."""
+
+    dataset_name = "loveda"
+    default_val_split = "val"
+
+
+class UAVidDataModule(PreparedDataModule):
+    """:class:`PreparedDataModule` for prepared UAVid (eight classes; evaluation on the val sequences, ``val``)."""
+
+    dataset_name = "uavid"
+    default_val_split = "val"

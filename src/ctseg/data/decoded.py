@@ -5,7 +5,8 @@ core of the 2-core CI machine (``python benchmarks/loader_bench.py``). At the 50
 is 7–9 such cores doing nothing but decode — per GPU. The cache decodes every crop once and keeps the result
 as two ``.npy`` files::
 
-    CACHE/<split>-<key>.images.npy   uint8 (N, 3, H, W)   channels first: a crop is one contiguous block
+    CACHE/<split>-<key>.images.npy   (N, C, H, W) in the stored dtype (uint8 for RGB data sets), channels
+                                     first: a crop is one contiguous block
     CACHE/<split>-<key>.masks.npy    uint8 (N, H, W)      class indices, 255 = ignore
 
 ``key`` is the first 16 hex digits of the SHA-256 of the folder's ``manifest.json``, so a folder prepared again
@@ -13,8 +14,10 @@ gets a new cache and a stale one is never read (older caches of the split are de
 written). Reading crop ``i`` is ``mmap[i]``: a ~1 MiB copy out of the page cache, shared by every DataLoader
 worker and DDP process on the machine. Size: ``N · H · W · 4`` bytes (Potsdam at 512² crops, stride 512: ~3.6 GB).
 
-Both files are written to temporary names and renamed when complete (images last), so a killed build leaves no
-cache that looks finished. All crops of a split must have one size (true of every prepared folder).
+Size: ``N · H · W · (C · itemsize + 1)`` bytes for other band layouts.
+
+Both files are written to temporary names and renamed when complete (images last), so a killed build leaves
+no cache that looks finished. All crops of a split must have one size (true of every prepared folder).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ _FIX = "pass another folder (--data.decoded_cache DIR) or turn the cache off (--
 
 def manifest_key(root: str | os.PathLike) -> str:
     """First 16 hex digits of the SHA-256 of ``root/manifest.json`` (identifies one preparation)."""
-    from ctseg.data.prepare import MANIFEST
+    from ctseg.data.manifest import MANIFEST
 
     return hashlib.sha256((Path(root) / MANIFEST).read_bytes()).hexdigest()[:16]
 
@@ -63,14 +66,15 @@ class DecodedCrops:
     ``crops[i]`` → ``(image uint8 (3, H, W), mask uint8 (H, W))``, fresh writable tensors.
     """
 
-    def __init__(self, images: Path, masks: Path, count: int) -> None:
+    def __init__(self, images: Path, masks: Path, count: int, bands: int = 3, dtype: str = "uint8") -> None:
         self.images_path, self.masks_path = Path(images), Path(masks)
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
+        self.bands, self.dtype = int(bands), str(dtype)
         self._open()
         assert self._images is not None and self._masks is not None
         im, mk = self._images.shape, self._masks.shape
-        if len(im) != 4 or im[1] != 3 or len(mk) != 3 or mk[0] != im[0] or im[0] != count:
+        if len(im) != 4 or im[1] != self.bands or len(mk) != 3 or mk[0] != im[0] or im[0] != count:
             raise CtsegError(
                 f"decoded cache {self.images_path} does not match its split ({im} / {mk} for {count} crops); "
                 "delete it and it is rebuilt"
@@ -81,8 +85,8 @@ class DecodedCrops:
             # allow_pickle=False: an object array (a pickle inside the .npy) is refused, never unpickled
             self._images = np.load(self.images_path, mmap_mode="r", allow_pickle=False)
             self._masks = np.load(self.masks_path, mmap_mode="r", allow_pickle=False)
-            if self._images.dtype != np.uint8 or self._masks.dtype != np.uint8:
-                raise ValueError(f"holds {self._images.dtype} / {self._masks.dtype} arrays, not uint8")
+            if self._images.dtype != np.dtype(self.dtype) or self._masks.dtype != np.uint8:
+                raise ValueError(f"holds {self._images.dtype} / {self._masks.dtype} arrays, not {self.dtype} / uint8")
         except (OSError, ValueError) as err:
             raise CtsegError(
                 f"decoded cache {self.images_path} is unreadable ({str(err).splitlines()[0]}); "
@@ -116,7 +120,8 @@ def _write_split(dataset: PreparedDataset, images_path: Path, masks_path: Path, 
     h, w = first_image.shape[-2:]
     mh, mw = first_mask.shape[-2:]  # evaluation splits: the label's native size, not the image's
     with atomic_path(images_path) as tmp_images, atomic_path(masks_path) as tmp_masks:
-        images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, 3, h, w))
+        bands, dtype = first_image.shape[0], first_image.numpy().dtype
+        images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=dtype, shape=(n, bands, h, w))
         masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=(n, mh, mw))
 
         def fill(i: int, images: np.ndarray = images, masks: np.ndarray = masks) -> None:
@@ -168,4 +173,4 @@ def ensure_decoded(
         for old in cache.glob(f"{dataset.split}-*.npy"):
             if old not in (images_path, masks_path):
                 old.unlink(missing_ok=True)
-    return DecodedCrops(images_path, masks_path, len(dataset))
+    return DecodedCrops(images_path, masks_path, len(dataset), dataset.info.bands, dataset.info.dtype)

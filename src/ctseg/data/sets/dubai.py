@@ -5,7 +5,7 @@ Layout, found anywhere under the source folder (``Tile 1`` as in the original do
     tileN/images/image_part_00K.jpg    RGB image
     tileN/masks/image_part_00K.png     RGB colour-coded mask (some tiles store it as a palette PNG)
 
-Mask colours are :data:`ctseg.data.definitions.DUBAI` (the ``classes.json`` shipped with the data lists wrong
+Mask colours are :data:`DUBAI` (the ``classes.json`` shipped with the data lists wrong
 colours and is not read); Unlabeled ``#9B9B9B`` and the few pure-black pixels map to ignore (255). Every mask
 pixel of tiles 1–7 was checked to be one of these seven colours exactly (70.4 M pixels, none outside the palette).
 
@@ -37,8 +37,19 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ctseg.data.prepare import SourceTile, natural_key, resolve_splits
+from ctseg.data.definitions import DatasetInfo
+from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
+from ctseg.data.splits import natural_key, resolve_splits
 from ctseg.errors import CtsegError
+
+#: Dubai aerial set (Humans in the Loop, CC0); colours as actually used in the masks (its README).
+DUBAI = DatasetInfo(
+    name="dubai",
+    classes=("building", "land", "road", "vegetation", "water"),
+    colors=((0x3C, 0x10, 0x98), (0x84, 0x29, 0xF6), (0x6E, 0xC1, 0xE4), (0xFE, 0xDD, 0x3A), (0xE2, 0xA9, 0x29)),
+    ignore_colors=((0x9B, 0x9B, 0x9B), (0, 0, 0)),
+    eval_classes=None,
+)
 
 #: Default validation ("test") tiles; the rest are training tiles. See the module docstring for the choice.
 DUBAI_VAL_TILES = ("tile1", "tile2", "tile3")
@@ -119,3 +130,22 @@ def discover_dubai(
         if orphans:
             notes.append(f"dubai: {group}: {len(orphans)} mask(s) without an image, skipped: {', '.join(orphans)}")
     return tiles, notes
+
+
+def _discover(src: Path, split_tiles, options: PrepareOptions) -> tuple[list[SourceTile], list[str]]:
+    return discover_dubai(src, split_tiles)
+
+
+#: 512 × 512 crops with stride 512 and no resize — the images are 509–2062 px a side, so 512 keeps the native
+#: resolution and gives 441 crops for tiles 1–7 (the narrowest images, 509 px wide, get 3 columns of padding).
+register_dataset(
+    DatasetSpec(
+        name="dubai",
+        summary="Dubai aerial imagery (Humans in the Loop, CC0), 72 RGB images in 8 tiles",
+        info=DUBAI,
+        crop=CropSettings(512, 512, None),
+        discover=_discover,
+        datamodule="ctseg.data.DubaiDataModule",
+        layout=_EXPECTED,
+    )
+)

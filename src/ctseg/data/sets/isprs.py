@@ -17,8 +17,8 @@ Files are found anywhere under the source folder, whatever the sub-folders are c
     - eroded labels ``top_mosaic_09cm_areaN_noBoundary.tif`` (``gts_eroded_for_participants/`` or
       ``..._ground_truth_eroded_COMPLETE/``), used for the test areas.
 
-Labels are colour-coded RGB (:data:`ctseg.data.definitions.ISPRS_COLORS`, black = ignore); decoding and cropping
-are in :mod:`ctseg.data.prepare`.
+Labels are colour-coded RGB (:data:`ISPRS_COLORS`, black = ignore); decoding and cropping are generic
+(:mod:`ctseg.data.crops`). Default crops: the paper's 500 × 500, resized to 512 × 512.
 """
 
 from __future__ import annotations
@@ -28,8 +28,29 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ctseg.data.prepare import SourceTile, natural_key, resolve_splits
+from ctseg.data.definitions import DatasetInfo
+from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
+from ctseg.data.splits import natural_key, resolve_splits
 from ctseg.errors import CtsegError
+
+ISPRS_CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
+ISPRS_COLORS = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
+
+#: SPEC §4: scored over the five classes without clutter; black label pixels (eroded boundaries) are ignore.
+POTSDAM = DatasetInfo(
+    name="potsdam",
+    classes=ISPRS_CLASSES,
+    colors=ISPRS_COLORS,
+    ignore_colors=((0, 0, 0),),
+    eval_classes=(0, 1, 2, 3, 4),
+)
+VAIHINGEN = DatasetInfo(
+    name="vaihingen",
+    classes=ISPRS_CLASSES,
+    colors=ISPRS_COLORS,
+    ignore_colors=((0, 0, 0),),
+    eval_classes=(0, 1, 2, 3, 4),
+)
 
 #: SPEC §4: the 14 Potsdam test tiles and the 24 train tiles.
 POTSDAM_TEST = (
@@ -186,3 +207,34 @@ def discover_isprs(
     if orphans:
         notes.append(f"{name}: {len(orphans)} label(s) without an image, skipped: {', '.join(orphans)}")
     return tiles, notes
+
+
+def _discover(name: str):
+    def discover(src: Path, split_tiles, options: PrepareOptions) -> tuple[list[SourceTile], list[str]]:
+        return discover_isprs(name, src, split_tiles)
+
+    return discover
+
+
+register_dataset(
+    DatasetSpec(
+        name="potsdam",
+        summary="ISPRS Potsdam, 5 cm RGB tiles (24 train / 14 test, SPEC §4)",
+        info=POTSDAM,
+        crop=CropSettings(500, 500, 512),
+        discover=_discover("potsdam"),
+        datamodule="ctseg.data.PotsdamDataModule",
+        layout=_EXPECTED["potsdam"],
+    )
+)
+register_dataset(
+    DatasetSpec(
+        name="vaihingen",
+        summary="ISPRS Vaihingen, 9 cm IR-R-G tiles (16 train / 17 test areas)",
+        info=VAIHINGEN,
+        crop=CropSettings(500, 500, 512),
+        discover=_discover("vaihingen"),
+        datamodule="ctseg.data.VaihingenDataModule",
+        layout=_EXPECTED["vaihingen"],
+    )
+)

@@ -1,0 +1,226 @@
+"""Cutting one source tile into crops: window geometry, the scored boxes of evaluation splits, crop files.
+
+Cropping: a ``crop`` × ``crop`` window moves by ``stride`` along rows and columns; the last window of each row and
+column is aligned to the tile's border, so the whole tile is covered, every pixel of it (the last crops overlap
+their neighbours when the tile size is not a multiple of the stride; no row or column is dropped). A tile
+smaller than ``crop`` is padded at the bottom/right: image with 0, mask with ignore. Crops are then resized to
+``resize`` × ``resize`` when asked: bilinear for images, nearest for masks (always — no invented labels).
+
+**Evaluation splits** (every split but ``"train"``) are scored at the label's native resolution, each source
+pixel once:
+
+- their masks are never resized: a ``crop`` × ``crop`` mask (500 × 500 for ISPRS) beside its resized image
+  (512 × 512); the model's logits are resized (bilinear) to the mask before scoring;
+- pixels an earlier crop of the same tile already holds are set to ignore (255). Crops are numbered row-major
+  over the row offsets ``r_0 < r_1 < …`` and column offsets ``c_0 < c_1 < …`` (:func:`crop_offsets`). The
+  earlier row bands cover source rows ``[0, r_{i-1} + crop)`` over the whole width and the earlier crops of the
+  same band columns ``[0, c_{j-1} + crop)``, so the new part of crop ``(i, j)`` is the rectangle
+  ``mask[t_i:, l_j:]`` with ``t_i = max(0, r_{i-1} + crop − r_i)`` and ``l_j = max(0, c_{j-1} + crop − c_j)``
+  (``t_0 = l_0 = 0``; :func:`scored_start`). The record's ``scored`` is ``[t_i, l_j, bottom, right]``, the
+  scored box in crop pixels (half-open; ``bottom``/``right`` stop at the tile's border), and the boxes of a
+  tile's crops partition the tile: ``Σ (bottom − t)(right − l) = H · W``. Training crops keep their overlaps.
+
+**Nodata**: pixels where every image band equals the nodata value are ignore in the mask; a crop with no
+valid image pixel at all is not written (its scored box held only ignore pixels). **Files**: 3-band uint8
+images are RGB PNGs (as every earlier ctseg wrote them); any other band count or dtype is a deflate-compressed
+``(C, H, W)`` GeoTIFF; masks are single-channel uint8 PNGs of class indices.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ctseg.data.definitions import DatasetInfo
+from ctseg.data.labels import decode_index, decode_label
+from ctseg.data.raster import nodata_mask, read_header, read_image, read_index, read_rgb, uses_pillow
+from ctseg.data.registry import CropSettings, SourceTile
+from ctseg.data.splits import is_eval_split
+from ctseg.errors import CtsegError
+
+#: PNG compression level of the written crops: level 1 is ~30 % smaller than uncompressed and decodes in ~6 ms
+#: per 512² RGB crop (measured with Pillow on one core).
+PNG_LEVEL = 1
+
+
+def crop_offsets(length: int, crop: int, stride: int) -> list[int]:
+    """Start positions of windows of ``crop`` every ``stride`` along ``length``; the last ends at the border.
+
+    ``crop_offsets(6000, 500, 500)`` → 0, 500, …, 5500 (12 windows); ``crop_offsets(1100, 500, 500)`` →
+    0, 500, 600; a length not larger than ``crop`` gives the single offset 0 (the crop is then padded).
+    """
+    if length <= crop:
+        return [0]
+    offsets = list(range(0, length - crop, stride))
+    offsets.append(length - crop)
+    return offsets
+
+
+def scored_start(offsets: Sequence[int], index: int, crop: int) -> int:
+    """First crop pixel of window ``index`` along one axis that no earlier window covers.
+
+    ``t_i = max(0, o_{i-1} + crop − o_i)`` and ``t_0 = 0`` for the offsets ``o`` of :func:`crop_offsets`
+    (sorted, gaps never larger than ``crop``): ``scored_start([0, 500, 600], 2, 500)`` → 400, since window 1
+    already holds source pixels 500–999 and window 2 starts at 600.
+    """
+    if index == 0:
+        return 0
+    return max(0, offsets[index - 1] + crop - offsets[index])
+
+
+def _window(array: np.ndarray, row: int, col: int, crop: int, fill: int) -> np.ndarray:
+    part = array[row : row + crop, col : col + crop]
+    if part.shape[0] == crop and part.shape[1] == crop:
+        return np.ascontiguousarray(part)
+    out = np.full((crop, crop, *array.shape[2:]), fill, dtype=array.dtype)
+    out[: part.shape[0], : part.shape[1]] = part
+    return out
+
+
+def safe_name(tile: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", tile)
+
+
+def image_suffix(info: DatasetInfo) -> str:
+    """``".png"`` for 3-band uint8 data sets, ``".tif"`` otherwise (module docstring)."""
+    return ".png" if (info.bands, info.dtype) == (3, "uint8") else ".tif"
+
+
+def _resize_bands(array: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, C) any dtype → (size, size, C) bilinear per band (Pillow float mode), rounded back for integers."""
+    out = np.empty((size, size, array.shape[2]), dtype=array.dtype)
+    for b in range(array.shape[2]):
+        band = Image.fromarray(array[..., b].astype(np.float32), mode="F").resize(
+            (size, size), Image.Resampling.BILINEAR
+        )
+        values = np.asarray(band)
+        if np.issubdtype(array.dtype, np.integer):
+            limits = np.iinfo(array.dtype)
+            values = np.clip(np.rint(values), limits.min, limits.max)
+        out[..., b] = values
+    return out
+
+
+def save_image(array: np.ndarray, path: Path, resize: int | None) -> None:
+    """Write an (H, W, C) image crop: RGB PNG for 3 × uint8 (``path`` ends .png), else a (C, H, W) GeoTIFF."""
+    if path.suffix == ".png":
+        im = Image.fromarray(array)
+        if resize is not None and im.size != (resize, resize):
+            im = im.resize((resize, resize), Image.Resampling.BILINEAR)
+        im.save(path, format="PNG", compress_level=PNG_LEVEL)
+        return
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    if resize is not None and array.shape[:2] != (resize, resize):
+        array = _resize_bands(array, resize)
+    height, width, count = array.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(
+            path, "w", driver="GTiff", height=height, width=width, count=count, dtype=array.dtype.name,
+            compress="deflate", predictor=2 if np.issubdtype(array.dtype, np.integer) else 3, interleave="pixel",
+        ) as dst:  # fmt: skip
+            dst.write(np.moveaxis(array, -1, 0))
+
+
+def read_crop_image(path: Path) -> np.ndarray:
+    """A written image crop back as (C, H, W) in its dtype."""
+    if path.suffix == ".png":
+        with Image.open(path) as im:
+            if im.mode != "RGB":
+                raise CtsegError(f"{path}: expected an RGB PNG, found mode {im.mode}; prepare the data again")
+            return np.array(im).transpose(2, 0, 1)
+    from ctseg.data.raster import open_raster
+
+    with open_raster(path) as ds:
+        return ds.read()
+
+
+def read_tile(tile: SourceTile, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(image (H, W, C), class-index mask (H, W) uint8, valid pixels (H, W) bool or None) of one source tile.
+
+    Bands: ``info.band_indices``, else the first ``info.bands``. Nodata: ``info.nodata``, else the image's own.
+    """
+    if (info.bands, info.dtype) == (3, "uint8") and info.band_indices is None:
+        # RGB data sets read as every ctseg did: palette, grey and RGBA images converted to RGB
+        image = read_rgb(tile.image)
+        file_nodata = None if uses_pillow(tile.image) else read_header(tile.image).nodata
+    else:
+        image, file_nodata = read_image(tile.image, info.band_indices or tuple(range(1, info.bands + 1)))
+    if image.dtype.name != info.dtype:
+        raise CtsegError(
+            f"{tile.image}: {image.dtype.name} pixels, but {info.name} holds {info.dtype} images; convert it or "
+            "prepare it as a data set of its own"
+        )
+    if info.label_kind == "index":
+        mask = decode_index(read_index(tile.label), info, tile.label)
+    else:
+        mask = decode_label(read_rgb(tile.label, label=True), info, tile.label)
+    if image.shape[:2] != mask.shape:
+        raise CtsegError(
+            f"{tile.label}: label is {mask.shape[0]}×{mask.shape[1]} but its image {tile.image.name} is "
+            f"{image.shape[0]}×{image.shape[1]} (height×width)"
+        )
+    invalid = nodata_mask(image, info.nodata if info.nodata is not None else file_nodata)
+    if invalid is not None and invalid.any():
+        mask[invalid] = info.ignore_index
+    return image, mask, (None if invalid is None else ~invalid)
+
+
+def cut_tile(tile: SourceTile, info: DatasetInfo, settings: CropSettings, out: Path) -> dict[str, Any]:
+    """Read, decode and crop one tile into ``out``; returns its crop records, pixel counts per class index and
+    per-band sums over its valid pixels (``stats``: count, Σx, Σx² on the ``x / scale`` scale, float64).
+
+    Evaluation-split masks are kept at crop size and their already-covered part set to ignore (module docstring).
+    """
+    image, mask, valid = read_tile(tile, info)
+    height, width = mask.shape
+    pixels = image.reshape(-1, image.shape[2]) if valid is None else image[valid]
+    scaled = pixels.astype(np.float64) / info.scale
+    stats = (int(scaled.shape[0]), scaled.sum(axis=0), np.square(scaled).sum(axis=0))
+    del pixels, scaled
+    name = safe_name(tile.tile)
+    suffix = image_suffix(info)
+    counts = np.zeros(256, dtype=np.int64)
+    records = []
+    evaluation = is_eval_split(tile.split)
+    crop = settings.crop
+    rows, cols = crop_offsets(height, crop, settings.stride), crop_offsets(width, crop, settings.stride)
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            if valid is not None and not valid[row : row + crop, col : col + crop].any():
+                continue  # all nodata: nothing to learn or score
+            stem = f"{name}_r{row:05d}_c{col:05d}"
+            image_crop = _window(image, row, col, crop, 0)
+            mask_crop = _window(mask, row, col, crop, info.ignore_index)
+            save_image(image_crop, out / "images" / f"{stem}{suffix}", settings.resize)
+            record: dict[str, Any] = {
+                "image": f"images/{stem}{suffix}",
+                "mask": f"masks/{stem}.png",
+                "tile": tile.tile,
+                "group": tile.group,
+                "offset": [row, col],
+                "split": tile.split,
+            }
+            if evaluation:  # native size; pixels an earlier crop holds → ignore (a copy: never the tile's mask)
+                top, left = scored_start(rows, i, crop), scored_start(cols, j, crop)
+                mask_crop = mask_crop.copy()
+                mask_crop[:top] = info.ignore_index
+                mask_crop[:, :left] = info.ignore_index
+                record["scored"] = [top, left, min(crop, height - row), min(crop, width - col)]
+                mask_im = Image.fromarray(mask_crop)
+            else:
+                mask_im = Image.fromarray(mask_crop)
+                if settings.resize is not None and settings.resize != crop:
+                    mask_im = mask_im.resize((settings.resize, settings.resize), Image.Resampling.NEAREST)
+            counts += np.bincount(np.asarray(mask_im).ravel(), minlength=256)
+            mask_im.save(out / "masks" / f"{stem}.png", format="PNG", compress_level=PNG_LEVEL)
+            records.append(record)
+    return {"tile": tile.tile, "height": height, "width": width, "records": records, "counts": counts, "stats": stats}

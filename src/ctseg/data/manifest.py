@@ -1,0 +1,123 @@
+"""The prepared folder's ``manifest.json``: format, versions, settings, and reading it back.
+
+Layout of a prepared folder (one folder, written atomically by :func:`ctseg.data.prepare.prepare_dataset`)::
+
+    DST/
+      images/<tile>_r<row>_c<col>.png   3-band uint8 crops (RGB; Vaihingen IR-R-G), or
+      images/<tile>_r<row>_c<col>.tif   any other band count / dtype: (C, H, W) GeoTIFF
+      masks/<tile>_r<row>_c<col>.png    single-channel uint8 class indices, 255 = ignore
+      manifest.json                     data set, settings, source tiles and one record per crop
+
+``manifest.json`` holds ``format`` (``"ctseg-prepared"``), ``version``, ``dataset`` (the
+:class:`~ctseg.data.definitions.DatasetInfo` as :func:`~ctseg.data.definitions.info_to_json` writes it — classes,
+colours or label values, bands, dtype, band selection, nodata and the normalisation statistics), ``settings``
+(what the folder was made from and with: compared on the next prepare), ``size`` and ``mask_size`` (per split),
+``pixels`` (per split and class), ``tiles`` and ``crops``. Each crop record holds ``image`` and ``mask`` (paths
+relative to DST), ``tile`` (source tile id), ``group`` (the unit the split is made of), ``offset`` ``[row, col]``
+of the crop's top-left corner in the source tile (source pixels, before any resize) and ``split``; crops of an
+evaluation split also hold ``scored`` (:mod:`ctseg.data.crops`).
+
+Versions: **3** (this one) added the band layout (``bands``, ``dtype``, ``band_indices``, ``nodata``), index
+labels (``label_values``, ``ignore_values``) and GeoTIFF crops; version-2 folders (3-band uint8, PNG) still
+load and count as prepared with the same settings. **2** keeps evaluation masks at the label's resolution and
+scores each source pixel once; version-1 folders (resized test masks, overlaps counted twice) must be
+prepared again: their evaluation splits are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ctseg.data.definitions import DatasetInfo, info_from_json
+from ctseg.errors import CtsegError
+
+MANIFEST = "manifest.json"
+FORMAT = "ctseg-prepared"
+FORMAT_VERSION = 3
+#: Oldest version whose evaluation splits are read (and whose folders count as prepared).
+MIN_EVAL_VERSION = 2
+#: Entries a prepared folder may contain; anything else means "not ours" and is never deleted
+#: (``decoded``: the default decoded-crop cache, :mod:`ctseg.data.decoded`).
+OWN_ENTRIES = {"images", "masks", "decoded", MANIFEST}
+_HINT = "prepare it first with `ctseg prepare <dataset> --src DOWNLOAD --dst FOLDER`"
+
+
+def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``root/manifest.json``; a missing or garbled one raises :class:`CtsegError`."""
+    root = Path(root).expanduser()
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise CtsegError(f"prepared data folder {root} does not exist; {_HINT}")
+    if not path.is_file():
+        raise CtsegError(f"{root} is not a prepared data folder (no {MANIFEST}); {_HINT}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CtsegError(f"{path} is unreadable ({str(err).splitlines()[0]}); prepare the data again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CtsegError(f'{path} is not a ctseg manifest (expected "format": "{FORMAT}")')
+    if int(manifest.get("version", 0)) > FORMAT_VERSION:
+        raise CtsegError(
+            f"{path} was written by a newer ctseg (format version {manifest['version']}); upgrade ctseg or prepare "
+            "the data again with this one"
+        )
+    try:
+        for key in ("name", "classes", "colors"):
+            manifest["dataset"][key]
+        for record in manifest["crops"]:
+            record["image"], record["mask"], record["tile"], record["offset"], record["split"]
+    except (KeyError, TypeError):
+        raise CtsegError(f"{path} is garbled (missing dataset or crop fields); prepare the data again") from None
+    return manifest
+
+
+def info_from_manifest(manifest: dict[str, Any]) -> DatasetInfo:
+    """The :class:`DatasetInfo` stored in a manifest (the registered object when it is the same)."""
+    try:
+        return info_from_json(manifest["dataset"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CtsegError(f"{MANIFEST}: garbled data set definition ({err}); prepare the data again") from None
+
+
+def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings without the version (a version-2 folder made with the same settings is still prepared)."""
+    return {k: v for k, v in settings.items() if k != "version"}
+
+
+def existing_state(dst: Path, wanted: dict[str, Any]) -> tuple[str, str]:
+    """('absent' | 'complete' | 'different' | 'partial' | 'foreign', explanation) for a destination folder."""
+    if not dst.exists():
+        return "absent", ""
+    if not dst.is_dir():
+        return "foreign", f"{dst} exists and is not a folder"
+    entries = {p.name for p in dst.iterdir()}
+    if not entries:
+        return "absent", ""
+    if not entries <= OWN_ENTRIES:
+        extra = sorted(entries - OWN_ENTRIES)[:3]
+        return "foreign", f"{dst} holds files that are not prepared crops ({', '.join(extra)})"
+    try:
+        manifest = json.loads((dst / MANIFEST).read_text())
+        settings = manifest["settings"]
+        crops = manifest["crops"]
+    except Exception:
+        return "partial", f"{dst} has no readable {MANIFEST}"
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    if isinstance(version, int) and version < MIN_EVAL_VERSION:
+        return "different", (
+            f"{dst} was prepared by an older ctseg (format version {version}: test masks resized and overlapping "
+            f"border pixels scored twice; version {FORMAT_VERSION} keeps them at the label's resolution, each "
+            "pixel once)"
+        )
+    if comparable_settings(settings) != comparable_settings(wanted):
+        a, b = comparable_settings(settings), comparable_settings(wanted)
+        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        return "different", f"{dst} was prepared with different settings ({', '.join(diff)})"
+    for record in crops:
+        for key in ("image", "mask"):
+            if not (dst / record[key]).is_file():
+                return "partial", f"{dst} is incomplete ({record[key]} is missing)"
+    return "complete", ""

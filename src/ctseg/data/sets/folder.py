@@ -1,0 +1,307 @@
+"""Any folder of image / label pairs with a classes file: ``ctseg prepare folder`` (a public contract).
+
+Layout — either a flat folder, split by source image, or given splits whose folder names become the split names::
+
+    DIR/images/<stem>.<tif|png|jpg|…>    DIR/masks/<stem>.<png|tif>
+    DIR/<split>/images/<stem>.<ext>      DIR/<split>/masks/<stem>.<ext>      e.g. train/, val/, test/
+
+Images and masks are paired by file stem; an image without its mask (or a mask without its image) is an
+error. A flat folder gets ``train`` and ``val`` by source image: ``--val-fraction`` (default 0.2) of the images,
+drawn with ``--seed``, go to ``val`` (at least one when there are two or more images); one image never lands
+in two splits. Images may have any number of bands and uint8 / uint16 / float32 values (every image the same),
+read with rasterio (GeoTIFF, JP2, VRT …) or Pillow (PNG, JPEG); ``--bands 1,2,3,4`` keeps those source bands,
+``--nodata V`` (default: each raster's own nodata) marks nodata pixels.
+
+``classes.yaml`` — class index order in ctseg = order of the list::
+
+    name: mine                             # optional; default "folder"
+    classes:
+      - {name: building, value: 1}         # index masks: the label value of the class
+      - {name: road, value: 2}             # (or, for colour masks: {name: road, color: "#6ec1e4"})
+    ignore: [0]                            # values (or colours) that mean "no label"
+    eval_classes: [building, road]         # optional; default: all classes
+    mean: [..]                             # optional per-band statistics (x / 255 for uint8, x / 65535 for
+    std: [..]                              #   uint16, x for float32); default: computed over the train split
+
+One kind per file: every class has a ``value`` (index masks: single-band PNG / GeoTIFF; a class may add a
+``color`` for display) or every class has a ``color`` (``"#rrggbb"`` or ``[r, g, b]``; colour-coded masks).
+A mask value or colour not in the file is an error naming the file, the pixel and the value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctseg.data.definitions import IGNORE_INDEX, DatasetInfo, generic_colors
+from ctseg.data.raster import read_header
+from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
+from ctseg.data.splits import TRAIN_SPLIT, check_split_name, natural_key, resolve_splits
+from ctseg.errors import CtsegError
+
+IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img", ".bmp"}
+MASK_SUFFIXES = {".png", ".tif", ".tiff"}
+DEFAULT_VAL_FRACTION = 0.2
+_KEYS = {"name", "classes", "ignore", "eval_classes", "mean", "std"}
+_LAYOUT = "DIR/images/* with DIR/masks/* of the same stems (or DIR/<split>/images/* and DIR/<split>/masks/*)"
+
+
+# --------------------------------------------------------------------------------------------------- classes file
+def _color(raw: Any, where: str) -> tuple[int, int, int]:
+    if isinstance(raw, str) and re.fullmatch(r"#?[0-9a-fA-F]{6}", raw.strip()):
+        h = raw.strip().lstrip("#")
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    if isinstance(raw, list | tuple) and len(raw) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in raw):
+        return int(raw[0]), int(raw[1]), int(raw[2])
+    raise CtsegError(f'{where}: colour {raw!r} is not "#rrggbb" or [r, g, b] with values 0–255')
+
+
+def _value(raw: Any, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 65535:
+        raise CtsegError(f"{where}: label value {raw!r} is not an integer 0–65535")
+    return int(raw)
+
+
+def _floats(raw: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, int | float) for v in raw):
+        raise CtsegError(f"{where}: expected a list of numbers, one per band")
+    return tuple(float(v) for v in raw)
+
+
+def read_classes(path: Path) -> dict[str, Any]:
+    """Parse and check a ``classes.yaml`` (module docstring); every problem is one line naming the file.
+
+    Returns a dict with ``name``, ``classes`` (names), ``kind`` (``"index"`` | ``"color"``), ``values`` or
+    ``colors``, ``display`` (colours for predictions), ``ignore`` (values or colours), ``eval_classes``
+    (indices or ``None``), ``mean`` / ``std`` (or ``None``).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CtsegError(f"classes file {path} does not exist; write one (see `ctseg prepare --help`)")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CtsegError(f"classes file {path} cannot be read ({first})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("classes"), list) or not doc["classes"]:
+        raise CtsegError(f"classes file {path}: expected a mapping with a non-empty 'classes' list")
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise CtsegError(f"classes file {path}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_KEYS))})")
+    names, values, colors = [], [], []
+    for i, entry in enumerate(doc["classes"]):
+        where = f"classes file {path}, class {i + 1}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise CtsegError(f"{where}: expected {{name: ..., value: N}} or {{name: ..., color: '#rrggbb'}}")
+        extra = sorted(set(entry) - {"name", "value", "color"})
+        if extra:
+            raise CtsegError(f"{where}: unknown key {extra[0]!r} (allowed: name, value, color)")
+        name = entry["name"].strip()
+        if name in names:
+            raise CtsegError(f"classes file {path}: class name {name!r} appears twice")
+        names.append(name)
+        values.append(_value(entry["value"], where) if "value" in entry else None)
+        colors.append(_color(entry["color"], where) if "color" in entry else None)
+    if len(names) >= 254:
+        raise CtsegError(f"classes file {path}: {len(names)} classes; at most 253 fit ctseg's uint8 masks")
+    if all(v is not None for v in values):
+        kind = "index"
+    elif all(v is None for v in values) and all(c is not None for c in colors):
+        kind = "color"
+    else:
+        raise CtsegError(
+            f"classes file {path}: give every class a 'value' (index masks) or every class a 'color' (colour masks)"
+        )
+    keys = values if kind == "index" else colors
+    for i, key in enumerate(keys):
+        if keys.index(key) != i:
+            what = "value" if kind == "index" else "colour"
+            raise CtsegError(
+                f"classes file {path}: {what} {key} is used by both {names[keys.index(key)]!r} and {names[i]!r}"
+            )
+    ignore_raw = doc.get("ignore", [])
+    if not isinstance(ignore_raw, list):
+        ignore_raw = [ignore_raw]
+    parse = _value if kind == "index" else _color
+    ignore = [parse(v, f"classes file {path}, ignore") for v in ignore_raw]
+    for key in ignore:
+        if key in keys:
+            raise CtsegError(
+                f"classes file {path}: ignore {key} is also the {kind} of class {names[keys.index(key)]!r}"
+            )
+    eval_classes = None
+    if doc.get("eval_classes") is not None:
+        wanted = doc["eval_classes"]
+        if not isinstance(wanted, list) or not wanted:
+            raise CtsegError(f"classes file {path}: eval_classes must be a non-empty list of class names")
+        missing = [w for w in wanted if w not in names]
+        if missing:
+            raise CtsegError(f"classes file {path}: eval_classes names {missing[0]!r}, which is not a class")
+        eval_classes = tuple(sorted(names.index(w) for w in set(wanted)))
+    mean = _floats(doc["mean"], f"classes file {path}, mean") if "mean" in doc else None
+    std = _floats(doc["std"], f"classes file {path}, std") if "std" in doc else None
+    if (mean is None) != (std is None) or (mean is not None and std is not None and len(mean) != len(std)):
+        raise CtsegError(f"classes file {path}: give both mean and std, one value per band each")
+    if std is not None and min(std) <= 0:
+        raise CtsegError(f"classes file {path}: std values must be positive")
+    fallback = generic_colors(len(names))
+    display = [c if c is not None else fallback[i] for i, c in enumerate(colors)]
+    name = str(doc.get("name") or "folder").strip().lower()
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise CtsegError(f"classes file {path}: name {doc.get('name')!r}: use lower-case letters, digits, - and _")
+    return {
+        "name": name, "classes": names, "kind": kind, "values": values, "colors": colors, "display": display,
+        "ignore": ignore, "eval_classes": eval_classes, "mean": mean, "std": std,
+    }  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------- pairs
+def _files(folder: Path, suffixes: set[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in out:
+            raise CtsegError(
+                f"{folder} holds two files with the stem {path.stem!r} ({out[path.stem].name}, {path.name})"
+            )
+        out[path.stem] = path
+    return out
+
+
+def _pairs(root: Path) -> list[tuple[str, Path, Path]]:
+    images, masks = _files(root / "images", IMAGE_SUFFIXES), _files(root / "masks", MASK_SUFFIXES)
+    for stem, path in images.items():
+        if stem not in masks:
+            raise CtsegError(f"{path} has no mask: expected {root / 'masks' / stem}.png (or .tif)")
+    for stem, path in masks.items():
+        if stem not in images:
+            raise CtsegError(f"{path} has no image: expected {root / 'images' / stem}.<tif|png|jpg>")
+    return [(stem, images[stem], masks[stem]) for stem in sorted(images, key=natural_key)]
+
+
+def _source_splits(src: Path) -> dict[str, list[tuple[str, Path, Path]]]:
+    """split → pairs: the given split folders, or ``{"": pairs}`` for a flat folder."""
+    if (src / "images").is_dir() or (src / "masks").is_dir():
+        return {"": _pairs(src)}
+    given = {}
+    for sub in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (sub / "images").is_dir() or (sub / "masks").is_dir():
+            given[check_split_name(sub.name, f"split folder {sub}")] = _pairs(sub)
+    if not given:
+        raise CtsegError(f"no images/ and masks/ folders under {src}: expected {_LAYOUT}")
+    return given
+
+
+def discover_folder(
+    src: Path, split_tiles: Mapping[str, Iterable[str]] | None, options: PrepareOptions
+) -> tuple[list[SourceTile], list[str]]:
+    """Pair images and masks under ``src`` and assign splits (module docstring)."""
+    found = _source_splits(src)
+    notes: list[str] = []
+    if "" in found:
+        pairs = found[""]
+        if not pairs:
+            raise CtsegError(f"{src / 'images'} holds no images: expected {_LAYOUT}")
+        fraction = DEFAULT_VAL_FRACTION if options.val_fraction is None else float(options.val_fraction)
+        if not 0.0 <= fraction < 1.0:
+            raise CtsegError(f"--val-fraction must be in [0, 1), got {fraction}")
+        stems = [stem for stem, _, _ in pairs]
+        order = np.random.default_rng(options.seed).permutation(len(stems))
+        count = int(round(fraction * len(stems)))
+        if fraction > 0 and len(stems) >= 2:
+            count = min(max(count, 1), len(stems) - 1)
+        val = {stems[i] for i in order[:count]}
+        default = {TRAIN_SPLIT: [s for s in stems if s not in val], "val": sorted(val, key=natural_key)}
+        assignment, skipped = resolve_splits(stems, default, split_tiles, what="image")
+        by_stem = {stem: (image, mask) for stem, image, mask in pairs}
+        tiles = [
+            SourceTile(stem, stem, assignment[stem], *by_stem[stem], label_kind="mask")
+            for stem in sorted(assignment, key=natural_key)
+        ]
+        if skipped:
+            notes.append(f"folder: skipping {len(skipped)} image(s) in no split: {', '.join(skipped[:6])}")
+        return tiles, notes
+    if options.val_fraction is not None:
+        raise CtsegError(f"--val-fraction: {src} already has split folders ({', '.join(found)}); drop the option")
+    if split_tiles is not None:
+        raise CtsegError(f"split_tiles: {src} already has split folders ({', '.join(found)}); move files instead")
+    tiles, seen = [], {}
+    for split, pairs in found.items():
+        for stem, image, mask in pairs:
+            if stem in seen:
+                raise CtsegError(f"{image}: the stem {stem!r} is also in split {seen[stem]!r}; rename one of them")
+            seen[stem] = split
+            tiles.append(SourceTile(stem, stem, split, image, mask, label_kind="mask"))
+    if not tiles:
+        raise CtsegError(f"the split folders under {src} hold no images: expected {_LAYOUT}")
+    return tiles, notes
+
+
+def _first_image(src: Path) -> Path:
+    for pairs in _source_splits(src).values():
+        if pairs:
+            return pairs[0][1]
+    raise CtsegError(f"no images under {src}: expected {_LAYOUT}")
+
+
+def folder_info(src: Path, options: PrepareOptions) -> DatasetInfo:
+    """The folder's :class:`DatasetInfo`: classes from ``options.classes``, bands and dtype from its first image."""
+    if options.classes is None:
+        raise CtsegError("ctseg prepare folder needs --classes classes.yaml (class names with label values or colours)")
+    spec = read_classes(options.classes)
+    first = _first_image(src)
+    header = read_header(first)
+    if header.dtype not in ("uint8", "uint16", "float32"):
+        raise CtsegError(f"{first}: {header.dtype} pixels; ctseg reads uint8, uint16 or float32 images")
+    bands = options.bands
+    if bands is not None and max(bands) > header.bands:
+        raise CtsegError(f"--bands {','.join(map(str, bands))}: {first} has only {header.bands} band(s)")
+    count = len(bands) if bands is not None else header.bands
+    if spec["mean"] is not None and len(spec["mean"]) != count:
+        raise CtsegError(
+            f"classes file {options.classes}: mean/std have {len(spec['mean'])} values but the images have {count} "
+            "band(s) (after --bands)"
+        )
+    nodata = options.nodata if options.nodata is not None else header.nodata
+    kind = spec["kind"]
+    return DatasetInfo(
+        name=spec["name"],
+        classes=tuple(spec["classes"]),
+        colors=tuple(spec["colors"] if kind == "color" else spec["display"]),
+        ignore_colors=tuple(spec["ignore"]) if kind == "color" else (),
+        eval_classes=spec["eval_classes"],
+        mean=spec["mean"] or (0.0,) * count,
+        std=spec["std"] or (1.0,) * count,
+        ignore_index=IGNORE_INDEX,
+        label_values=tuple(spec["values"]) if kind == "index" else None,
+        ignore_values=tuple(spec["ignore"]) if kind == "index" else (),
+        bands=count,
+        dtype=header.dtype,
+        band_indices=bands,
+        nodata=None if nodata is None else float(nodata),
+        extra={"stats_given": spec["mean"] is not None},
+    )
+
+
+register_dataset(
+    DatasetSpec(
+        name="folder",
+        summary="your own imagery: DIR/images + DIR/masks paired by stem, classes from --classes classes.yaml",
+        crop=CropSettings(512, 512, None),
+        discover=discover_folder,
+        make_info=folder_info,
+        options=("classes", "val_fraction", "bands", "nodata"),
+        compute_stats=True,
+        datamodule="ctseg.data.FolderDataModule",
+        layout=_LAYOUT,
+    )
+)
