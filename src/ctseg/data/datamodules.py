@@ -40,7 +40,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ctseg.data.definitions import DatasetInfo, get_dataset_info
 from ctseg.data.prepared import PreparedDataset, info_from_manifest, load_manifest
@@ -52,9 +52,8 @@ from ctseg.data.transforms import (
     TrainTransform,
     normalize,
 )
+from ctseg.data.views import EpochSampler, EvalView, SampleTransform, TrainView, sample_seed
 from ctseg.errors import CtsegError
-
-_MIX = 0x9E3779B97F4A7C15
 
 #: Values of the data modules' ``augment`` option (module docstring).
 AUGMENT_PRESETS = ("paper", "ctseg", "none")
@@ -74,82 +73,6 @@ def check_augment(augment: str | bool) -> str:
     if isinstance(augment, str) and augment.strip().lower() in AUGMENT_PRESETS:
         return augment.strip().lower()
     raise CtsegError(f"--data.augment {augment!r}: choose one of {', '.join(AUGMENT_PRESETS)}")
-
-
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed from (seed, epoch, index) that differs for neighbouring values of each."""
-    value = (seed * 1_000_003 + epoch) * 998_244_353 + index
-    value = (value * _MIX) & 0xFFFFFFFFFFFFFFFF
-    value ^= value >> 29
-    return value & 0x7FFFFFFFFFFFFFFF
-
-
-class EpochSampler(DistributedSampler):
-    """Seeded shuffling by epoch (and DDP shard): yields ``(epoch, index)`` so datasets can seed per sample.
-
-    Lightning recognises it as a distributed sampler (it is not replaced) and calls :meth:`set_epoch`.
-    :meth:`skip_samples` makes the next iteration start that many samples in (exact mid-epoch resume,
-    :mod:`ctseg.data.resumable`); the skip is taken when iteration starts, so unused iterators keep it.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._skip = 0
-
-    def skip_samples(self, samples: int) -> None:
-        self._skip = max(0, int(samples))
-
-    def __iter__(self):
-        skip, self._skip = self._skip, 0
-        epoch = self.epoch
-        for i, index in enumerate(super().__iter__()):
-            if i >= skip:
-                yield epoch, index
-
-
-_SampleTransform = PaperTrainTransform | TrainTransform | Normalize
-
-
-class _TrainView(Dataset):
-    """Training crops as batch items: ``{"image", "mask"}``, augmented per sample or left as uint8."""
-
-    def __init__(self, base: PreparedDataset, transform: _SampleTransform | None, seed: int) -> None:
-        self.base, self.transform, self.seed = base, transform, seed
-
-    def _partner(self, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """A uniformly drawn training crop (``paper``'s mosaic), drawn with the sample's generator."""
-        image, mask = self.base.read_uint8(int(torch.randint(len(self.base), (), generator=generator)))
-        return {"image": image, "mask": mask}
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        image, mask = self.base.read_uint8(index)
-        sample = {"image": image, "mask": mask}
-        if self.transform is None:  # on-device augmentation: the batch's seed travels with it (exact resume)
-            sample["aug_seed"] = torch.tensor(_sample_seed(self.seed, epoch, index), dtype=torch.int64)
-            return sample
-        generator = torch.Generator().manual_seed(_sample_seed(self.seed, epoch, index))
-        if isinstance(self.transform, PaperTrainTransform):
-            return self.transform(sample, generator=generator, partner=self._partner)
-        return self.transform(sample, generator=generator)
-
-
-class _EvalView(Dataset):
-    """Validation crops: normalised, or uint8 for the on-device pipeline."""
-
-    def __init__(self, base: PreparedDataset, transform: Normalize | None) -> None:
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image, mask = self.base.read_uint8(index)
-        sample = {"image": image, "mask": mask}
-        return self.transform(sample) if self.transform is not None else sample
 
 
 class PreparedDataModule(L.LightningDataModule):
@@ -265,7 +188,7 @@ class PreparedDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
             self.val_dataset = self._dataset(self.val_split)
 
-    def train_transform(self) -> _SampleTransform | None:
+    def train_transform(self) -> SampleTransform | None:
         """The per-sample training transform of the ``augment`` preset (``None`` in the on-device pipeline)."""
         if self.augment_on_device:
             return None
@@ -315,7 +238,7 @@ class PreparedDataModule(L.LightningDataModule):
         self._train_sampler = EpochSampler(
             self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed, drop_last=True
         )
-        view = _TrainView(self.train_dataset, self.train_transform(), self.seed)
+        view = TrainView(self.train_dataset, self.train_transform(), self.seed)
         loader = self._loader(view, self.batch_size, self._train_sampler, drop_last=self.drop_last)
         # A run resumed mid-epoch: skip what the checkpoint's epoch consumed now, before Lightning creates the
         # iterator (with worker processes it starts drawing from the sampler at once, before on_train_start).
@@ -331,7 +254,7 @@ class PreparedDataModule(L.LightningDataModule):
             self.setup("validate")
         assert self.val_dataset is not None
         transform = None if self.augment_on_device else Normalize.from_info(self.info)
-        return self._loader(_EvalView(self.val_dataset, transform), self.val_batch_size)
+        return self._loader(EvalView(self.val_dataset, transform), self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
@@ -350,9 +273,9 @@ class PreparedDataModule(L.LightningDataModule):
         if batch_seed is not None:
             generator = cached[1] if cached is not None else torch.Generator(device=device)
             self._device_generators[key] = (epoch, generator)
-            return generator.manual_seed(_sample_seed(batch_seed & 0x7FFFFFFF, epoch, -1 - rank))
+            return generator.manual_seed(sample_seed(batch_seed & 0x7FFFFFFF, epoch, -1 - rank))
         if cached is None or cached[0] != epoch:
-            generator = torch.Generator(device=device).manual_seed(_sample_seed(self.seed, epoch, -1 - rank))
+            generator = torch.Generator(device=device).manual_seed(sample_seed(self.seed, epoch, -1 - rank))
             self._device_generators[key] = cached = (epoch, generator)
         return cached[1]
 
@@ -399,7 +322,6 @@ class DubaiDataModule(PreparedDataModule):
     """:class:`PreparedDataModule` for the prepared Dubai aerial set (validation = tiles 1–3 by default)."""
 
     dataset_name = "dubai"
-
 
 
 class FolderDataModule(PreparedDataModule):
