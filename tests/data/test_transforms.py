@@ -1,12 +1,23 @@
-"""Training augmentation (per sample and batched) and normalisation."""
+"""Training augmentation (per sample and batched) and normalisation; any number of bands, uint8 / uint16 / float."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ctseg.data.definitions import DUBAI, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from ctseg.data.transforms import BatchTrainTransform, Normalize, TrainTransform, normalize
+from ctseg.data.transforms import (
+    BatchTrainTransform,
+    Normalize,
+    PaperBatchTransform,
+    PaperTrainTransform,
+    TrainTransform,
+    normalize,
+    to_float_image,
+    value_scale,
+)
+from ctseg.errors import CtsegError
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -135,3 +146,109 @@ def test_batched_runs_on_meta_tensors():
     out_image, out_mask = BatchTrainTransform(48)(image, mask)
     assert out_image.shape == (4, 3, 48, 48) and out_mask.shape == (4, 48, 48) and out_mask.device.type == "meta"
     assert normalize(image).device.type == "meta"
+
+
+# ------------------------------------------------------------------------------------ any number of bands, uint16
+def _stats_for(bands: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return tuple(0.2 + 0.1 * i for i in range(bands)), tuple(0.15 + 0.05 * i for i in range(bands))
+
+
+def _raw(bands: int, dtype: torch.dtype, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (bands, size, size) image of ``dtype`` over its whole range, and its float image ``x / scale``."""
+    g = torch.Generator().manual_seed(seed)
+    top = 65535 if dtype == torch.uint16 else 255
+    image = torch.randint(0, top + 1, (bands, size, size), generator=g).to(dtype)
+    return image, image.to(torch.float32) / top
+
+
+def _recipes(bands: int) -> dict[str, object]:
+    mean, std = _stats_for(bands)
+    return {
+        "ctseg": TrainTransform(32, mean, std),
+        "ctseg-batch": BatchTrainTransform(32, mean, std),
+        "paper": PaperTrainTransform(32, mean, std, num_classes=6, mosaic_ratio=0.5),
+        "paper-batch": PaperBatchTransform(32, mean, std, num_classes=6, mosaic_ratio=0.5),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint8])
+@pytest.mark.parametrize("bands", [4, 1, 5])
+@pytest.mark.parametrize("recipe", ["ctseg", "ctseg-batch", "paper", "paper-batch"])
+def test_every_recipe_takes_any_bands_and_integer_dtypes_exactly(recipe, bands, dtype):
+    """A C-band uint16 (or uint8) image gives the same result as its float image x / value_scale, same seed."""
+    t = _recipes(bands)[recipe]
+    mask = _blocks(64, seed=bands)[1]
+    if recipe.endswith("batch"):
+        pairs = [_raw(bands, dtype, seed=i) for i in range(4)]
+        raw, flt = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        masks = torch.stack([torch.rot90(mask, i, (-2, -1)) for i in range(4)]).to(torch.uint8)
+        for seed in range(3):
+            a_image, a_mask = t(raw, masks, torch.Generator().manual_seed(seed))
+            b_image, b_mask = t(flt, masks, torch.Generator().manual_seed(seed))
+            assert a_image.shape == (4, bands, 32, 32) and a_image.dtype == torch.float32
+            assert torch.equal(a_image, b_image) and torch.equal(a_mask, b_mask) and a_mask.shape == (4, 32, 32)
+        return
+    raw, flt = _raw(bands, dtype)
+    other_raw, other_flt = _raw(bands, dtype, size=48, seed=9)  # a mosaic partner of another size (resized)
+    other_mask = _blocks(48, seed=9, block=6)[1]
+    for seed in range(4):
+        kwargs = [{}, {}]
+        if recipe == "paper":
+            kwargs = [{"partner": lambda g, x=x: {"image": x, "mask": other_mask}} for x in (other_raw, other_flt)]
+        a = t({"image": raw, "mask": mask}, torch.Generator().manual_seed(seed), **kwargs[0])
+        b = t({"image": flt, "mask": mask}, torch.Generator().manual_seed(seed), **kwargs[1])
+        assert a["image"].shape == (bands, 32, 32) and a["image"].dtype == torch.float32
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+
+
+def test_uint16_bands_are_normalised_with_their_own_stats():
+    raw, flt = _raw(4, torch.uint16)
+    mean, std = _stats_for(4)
+    expected = (flt - torch.tensor(mean).view(4, 1, 1)) / torch.tensor(std).view(4, 1, 1)
+    assert torch.allclose(normalize(raw, mean, std), expected, atol=1e-6)
+    assert torch.allclose(Normalize(mean, std)({"image": raw})["image"], expected, atol=1e-6)
+    plain = TrainTransform(64, mean, std, scale_range=(1.0, 1.0), rotate=False, flip=False)
+    out = plain({"image": raw, "mask": _blocks()[1]})
+    assert torch.allclose(out["image"], expected, atol=1e-6)
+    out_image, _ = BatchTrainTransform(64, mean, std, scale_range=(1.0, 1.0), rotate=False, flip=False)(
+        raw[None], _blocks()[1][None]
+    )
+    assert torch.allclose(out_image[0], expected, atol=1e-4)  # grid_sample at pixel centres: float rounding
+    assert torch.equal(to_float_image(raw), flt) and to_float_image(flt) is flt  # float32 is taken as it is
+
+
+def test_value_scale():
+    assert value_scale(torch.uint8) == 255.0 and value_scale(torch.uint16) == 65535.0
+    assert value_scale("uint8") == 255.0 and value_scale("uint16") == 65535.0 and value_scale("torch.uint16") == 65535.0
+    assert value_scale(np.dtype("uint16")) == 65535.0 and value_scale(np.uint8) == 255.0
+    for floating in (torch.float32, torch.float16, torch.bfloat16, torch.float64, "float32", "bfloat16", np.float64):
+        assert value_scale(floating) == 1.0
+    for bad in (torch.int16, torch.int64, torch.bool, "int32", "uint32", np.int8, "nonsense"):
+        with pytest.raises(CtsegError):
+            value_scale(bad)
+    with pytest.raises(CtsegError, match="int64"):
+        to_float_image(torch.zeros(3, 4, 4, dtype=torch.int64))
+
+
+def test_stats_of_the_wrong_length_are_one_line_errors():
+    raw, _ = _raw(4, torch.uint16, size=16)
+    with pytest.raises(CtsegError) as info:
+        normalize(raw)  # ImageNet statistics: 3 values
+    assert "3" in str(info.value) and "4" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CtsegError, match="4 bands"):
+        TrainTransform(16)({"image": raw, "mask": torch.zeros(16, 16, dtype=torch.int64)})
+    with pytest.raises(CtsegError, match="4 bands"):
+        PaperBatchTransform(16, num_classes=6)(raw[None], torch.zeros(1, 16, 16, dtype=torch.int64))
+    with pytest.raises(CtsegError, match="3 and 4"):
+        Normalize((0.5,) * 3, (0.2,) * 4)
+    with pytest.raises(CtsegError):
+        BatchTrainTransform(16, (0.5,) * 4, (0.2,) * 5)
+
+
+@pytest.mark.parametrize("kind", [BatchTrainTransform, PaperBatchTransform])
+def test_batched_multiband_uint16_runs_on_meta_tensors(kind):
+    mean, std = _stats_for(5)
+    t = kind(48, mean, std, num_classes=6) if kind is PaperBatchTransform else kind(48, mean, std)
+    image = torch.empty(2, 5, 64, 64, dtype=torch.uint16, device="meta")
+    out_image, out_mask = t(image, torch.empty(2, 64, 64, dtype=torch.uint8, device="meta"))
+    assert out_image.shape == (2, 5, 48, 48) and out_image.dtype == torch.float32 and out_mask.shape == (2, 48, 48)
