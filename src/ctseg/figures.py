@@ -21,10 +21,20 @@ def _plt():
 
 
 def denormalize(image: np.ndarray, info: DatasetInfo) -> np.ndarray:
-    """(3, H, W) normalised float → (H, W, 3) float in [0, 1]."""
+    """(C, H, W) normalised float → (H, W, 3) float in [0, 1] for display.
+
+    The first three bands are shown as RGB (one or two bands: the first as grey). 8-bit data sets are shown as
+    stored; others (uint16, float32) are stretched per band between their 2nd and 98th percentiles, since e.g. a
+    12-bit product fills only 1/16 of the uint16 range.
+    """
     mean = np.asarray(info.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(info.std, dtype=np.float32)[:, None, None]
-    return np.clip(image * std + mean, 0, 1).transpose(1, 2, 0)
+    values = image * std + mean
+    shown = values[:3] if values.shape[0] >= 3 else np.repeat(values[:1], 3, axis=0)
+    if info.dtype != "uint8":
+        low, high = np.percentile(shown, [2, 98], axis=(1, 2), keepdims=True)
+        shown = (shown - low) / np.maximum(high - low, 1e-12)
+    return np.clip(shown, 0, 1).transpose(1, 2, 0)
 
 
 def plot_predictions(
@@ -38,7 +48,7 @@ def plot_predictions(
     """One row per sample: image, truth, then each run's prediction.
 
     Args:
-        images: (3, H, W) normalised float arrays; truths: (H, W) class indices.
+        images: (C, H, W) normalised float arrays; truths: (H, W) class indices.
         predictions: run name → list of (H, W) predicted class indices.
         highlight: name of the run whose pixels that differ from the first run's and are correct are outlined
             in white, and wrong ones in red — the "differences highlighted" view of the paper's Fig. 3.

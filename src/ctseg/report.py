@@ -351,13 +351,12 @@ def _datamodule(run: dict[str, Any]):
 
 
 def _val_samples(dm, limit: int) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
-    """Up to ``limit`` validation ``(images (3, H, W) normalised float, masks (H, W))`` and the batches' source."""
-    import torch
+    """Up to ``limit`` validation ``(images (C, H, W) normalised float, masks (H, W))`` and the batches' source."""
 
     dm.setup("validate")
     images, masks = [], []
     for batch in dm.val_dataloader():
-        if batch["image"].dtype == torch.uint8 and hasattr(dm, "device_transform"):
+        if getattr(dm, "augment_on_device", False) and hasattr(dm, "device_transform"):  # stored dtype
             batch = dm.device_transform(batch, training=False)
         images += list(batch["image"].float().numpy())
         masks += list(batch["mask"].numpy())

@@ -103,3 +103,17 @@ def make_color_folder(root: Path, count: int = 3, h: int = 64, w: int = 80, seed
         out[stem] = classes
     (root / "classes.yaml").write_text(COLOR_CLASSES)
     return out
+
+
+if __name__ == "__main__":  # the README's worked example: python tests/data/make_folder.py demo_tiles
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write a tiny 4-band uint16 folder data set (with nodata)")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--count", type=int, default=6)
+    parser.add_argument("--size", type=int, default=192)
+    args = parser.parse_args()
+    if args.out.exists():
+        parser.error(f"{args.out} exists; choose a new folder")
+    make_uint16_folder(args.out, count=args.count, h=args.size, w=args.size)
+    print(f"wrote {args.count} image/mask pairs and classes.yaml to {args.out}")

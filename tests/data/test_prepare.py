@@ -191,6 +191,28 @@ def test_folder_of_an_older_format_is_detected(prepared_potsdam, tmp_path):
     assert _manifest(dst)["version"] == FORMAT_VERSION and len(PreparedDataset(dst, "test")) == 9
 
 
+def test_version_2_folders_still_load_and_count_as_prepared(prepared_potsdam, tmp_path):
+    """Format 3 added the band layout and index labels; a version-2 folder (3-band uint8 PNGs, none of the new
+    fields) reads as before and is "already prepared" for the same settings (no --overwrite needed)."""
+    import shutil
+
+    from ctseg.data.definitions import POTSDAM
+    from ctseg.data.prepared import PreparedDataset
+
+    dst = tmp_path / "v2"
+    shutil.copytree(prepared_potsdam, dst)
+    manifest = _manifest(dst)
+    manifest["version"] = manifest["settings"]["version"] = 2
+    for key in ("label_values", "ignore_values", "bands", "dtype", "band_indices", "nodata"):
+        del manifest["dataset"][key]
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    stamp = (dst / "manifest.json").stat().st_mtime_ns
+    ds = PreparedDataset(dst, "test")
+    assert ds.info is POTSDAM and len(ds) == 9 and ds[0]["image"].shape == (3, 64, 64)
+    prepare_dataset("potsdam", manifest["source"], dst, crop=100, resize=64, workers=1, progress=False)
+    assert (dst / "manifest.json").stat().st_mtime_ns == stamp  # nothing to do
+
+
 def test_partial_destination_needs_overwrite(prepared_potsdam, tmp_path):
     import shutil
 
