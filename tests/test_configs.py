@@ -1,4 +1,5 @@
-"""The paper-grid configs (configs/{potsdam,vaihingen,dubai}/) parse with the ``ctseg fit`` LightningCLI parser."""
+"""The paper-grid configs (configs/{potsdam,vaihingen,dubai,loveda,uavid}/) parse with the ``ctseg fit``
+LightningCLI parser."""
 
 import contextlib
 import io
@@ -12,7 +13,15 @@ from ctseg.models import list_models
 from ctseg.schemes import SCHEMES
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = {"potsdam": "PotsdamDataModule", "vaihingen": "VaihingenDataModule", "dubai": "DubaiDataModule"}
+DATASETS = {
+    "potsdam": "PotsdamDataModule",
+    "vaihingen": "VaihingenDataModule",
+    "dubai": "DubaiDataModule",
+    "loveda": "LoveDADataModule",
+    "uavid": "UAVidDataModule",
+}
+#: Data sets prepared as 1024² crops: validation batches of 8 (the pixels of 32 training crops of 512²).
+LARGE_EVAL_CROPS = ("loveda", "uavid")
 MODELS = {"ds": "ds-paper", "uf": "uf-paper", "pf": "pf-paper"}
 SCHEME_FILES = {"baseline": "none", "cl": "ct-cl", "infonce": "ct-infonce", "ms": "ms", "mscs": "mscs"}
 GRID = [(d, m, s) for d in DATASETS for m in MODELS for s in SCHEME_FILES]
@@ -37,6 +46,7 @@ def test_grid_config_parses_with_paper_recipe(dataset, model, scheme):
     assert data["init_args"] == {
         "root": f"data/{dataset}",
         "batch_size": 32,
+        **({"val_batch_size": 8} if dataset in LARGE_EVAL_CROPS else {}),
         "image_size": 512,
         "augment_on_device": True,  # the fast pipeline (issue 7): uint8 crops from the decoded cache
         "decoded_cache": True,
@@ -51,6 +61,7 @@ def test_grid_config_parses_with_paper_recipe(dataset, model, scheme):
     assert resolved["model"]["scheme"] == SCHEME_FILES[scheme]
     assert resolved["trainer"]["max_epochs"] == 50
     assert resolved["data"]["class_path"] == data["class_path"]
+    assert resolved["data"]["init_args"]["val_batch_size"] == data["init_args"].get("val_batch_size")
 
 
 CPU_STUDY = REPO / "configs" / "dubai" / "cpu"

@@ -64,9 +64,9 @@ def resolve_splits(
         for raw in members:
             group = normalize(str(raw))
             if group not in found:
+                shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
                 raise CtsegError(
-                    f"split_tiles: {what} {raw!r} (split {split!r}) was not found in the source; "
-                    f"found: {', '.join(found)}"
+                    f"split_tiles: {what} {raw!r} (split {split!r}) was not found in the source; found: {shown}"
                 )
             if group in assignment and assignment[group] != split:
                 raise CtsegError(f"split_tiles: {what} {raw!r} is listed in both {assignment[group]!r} and {split!r}")
