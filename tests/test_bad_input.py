@@ -247,6 +247,42 @@ def validate_other_class_count(tmp_path, request):
     return Case(argv, [str(other), "trained for 5 classes (dubai)", "has 6"])
 
 
+def validate_other_band_count(tmp_path, request):
+    from ctseg.data.definitions import DatasetInfo, generic_colors, info_to_json
+
+    four = DatasetInfo("rgbn", tuple(f"c{i}" for i in range(6)), generic_colors(6), mean=(0.1,) * 4, std=(0.2,) * 4,
+                       bands=4, dtype="uint16")  # fmt: skip
+    ckpt = torch.load(_ckpt(request), map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"].update(in_chans=4, data_info=info_to_json(four), dataset="rgbn")
+    other = tmp_path / "rgbn-model.ckpt"
+    torch.save(ckpt, other)
+    argv = _tiny_fit(tmp_path, "--ckpt_path", str(other))
+    argv[0] = "validate"
+    return Case(argv, [str(other), "trained on 4 bands uint16 images (rgbn)", "has 3 bands uint8"])
+
+
+def predict_16bit_to_8bit_model(tmp_path, request):
+    good = _good_png(tmp_path / "good.png")
+    bad = tmp_path / "deep.tif"
+    with rasterio.open(bad, "w", driver="GTiff", height=64, width=64, count=3, dtype="uint16") as dst:
+        dst.write(np.full((3, 64, 64), 300, np.uint16))
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(good), str(bad), "--out", str(tmp_path / "out")]
+    return Case(argv, [str(bad), "uint16", "3 bands uint8", "rescale it to 8 bits"])
+
+
+def predict_bands_out_of_range(tmp_path, request):
+    good = _good_png(tmp_path / "good.png")
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(good), "--bands", "1,2,4", "--out", str(tmp_path / "out")]
+    return Case(argv, ["--bands 1,2,4", str(good), "band 4 does not exist"])
+
+
+def predict_index_png_over_input(tmp_path, request):
+    good = _good_png(tmp_path / "tile.png")
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(good), "--format", "index-png", "--overwrite",
+            "--out", str(tmp_path)]  # fmt: skip
+    return Case(argv, [str(good), "would replace an input image"])
+
+
 def predict_garbage_ckpt(tmp_path, request):
     junk = _garbage_ckpt(tmp_path)
     good = _good_png(tmp_path / "good.png")
@@ -323,6 +359,10 @@ CASES: dict[str, Callable[..., Case]] = {
     "fit-fractional-devices": fit_fractional_devices,
     "fit-image-size-not-multiple": fit_image_size_not_multiple,
     "validate-other-class-count": validate_other_class_count,
+    "validate-other-band-count": validate_other_band_count,
+    "predict-16bit-to-8bit-model": predict_16bit_to_8bit_model,
+    "predict-bands-out-of-range": predict_bands_out_of_range,
+    "predict-index-png-over-input": predict_index_png_over_input,
     "predict-garbage-ckpt": predict_garbage_ckpt,
     "predict-foreign-ckpt": predict_foreign_ckpt,
     "export-garbage-ckpt": export_garbage_ckpt,

@@ -170,7 +170,52 @@ def test_bad_arguments(kwargs, needle):
 
 
 def test_bad_images():
-    with pytest.raises(CtsegError, match="uint8"):
-        predict_tile(Pointwise(), np.zeros((64, 64, 3), dtype=np.float32))
+    with pytest.raises(CtsegError, match="uint8, uint16 or float32, got int32"):
+        predict_tile(Pointwise(), np.zeros((64, 64, 3), dtype=np.int32))
     with pytest.raises(CtsegError, match="3 bands"):
         predict_tile(Pointwise(), np.zeros((64, 64, 4), dtype=np.uint8))
+    with pytest.raises(CtsegError, match="4 values"):
+        predict_tile(Pointwise(), np.zeros((64, 64, 3), dtype=np.uint8), mean=(0.5,) * 4, std=(0.2,) * 3)
+
+
+class Bands(nn.Module):
+    """1×1 convolutions over ``c`` bands."""
+
+    def __init__(self, c: int, k: int = 4):
+        super().__init__()
+        torch.manual_seed(2)
+        self.net = nn.Sequential(nn.Conv2d(c, 16, 1), nn.ReLU(), nn.Conv2d(16, k, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize(
+    "dtype, scale", [(np.uint8, 255.0), (np.uint16, 65535.0), (np.float32, 1.0)], ids=["uint8", "uint16", "float32"]
+)
+@pytest.mark.parametrize("channels", [1, 4, 5])
+def test_any_band_count_and_dtype(dtype, scale, channels):
+    """(x / scale − mean) / std over C bands, scale from the dtype; (H, W, C), (C, H, W) and (H, W) for 1 band."""
+    rng = np.random.default_rng(channels)
+    high = 1.0 if dtype == np.float32 else np.iinfo(dtype).max + 1
+    img = (rng.random((channels, 64, 96)) * high).astype(dtype)
+    mean, std = tuple(rng.uniform(0.3, 0.6, channels)), tuple(rng.uniform(0.1, 0.3, channels))
+    model = Bands(channels)
+    pred, probs = predict_tile(model, img, window=128, mean=mean, std=std, return_probs=True)
+    x = torch.from_numpy(img.astype(np.float32))[None] / scale
+    x = (x - torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)) / torch.tensor(std).float().view(1, -1, 1, 1)
+    with torch.no_grad():
+        ref = model(x).softmax(1)[0]
+    np.testing.assert_allclose(probs.astype(np.float32), ref.numpy(), atol=2e-3)
+    again = predict_tile(model, img.transpose(1, 2, 0), window=128, mean=mean, std=std)
+    np.testing.assert_array_equal(pred, again)
+    if channels == 1:
+        np.testing.assert_array_equal(pred, predict_tile(model, img[0], window=128, mean=mean, std=std))
+    explicit = predict_tile(model, img, window=128, mean=mean, std=std, scale=scale)
+    np.testing.assert_array_equal(pred, explicit)
+
+
+def test_mean_must_match_the_model_bands():
+    model = build_model("pf-tiny", 3, in_chans=4, img_size=64)
+    with pytest.raises(CtsegError, match="takes 4 bands but mean / std have 3"):
+        predict_tile(model, np.zeros((3, 64, 64), np.uint8))

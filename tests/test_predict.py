@@ -154,3 +154,14 @@ def test_export_drops_heads_and_keeps_logits(tmp_path, ckpt):
     # the exported model predicts like the checkpoint
     src = _geotiff(tmp_path / "t.tif", _rgb(64, 64))
     assert main(["predict", "--ckpt", str(out), str(src), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_fit_links_bands_and_data_info_into_the_checkpoint(ckpt):
+    """``ctseg fit`` links ``data.info`` to ``model.in_chans`` and ``model.data_info``: predict needs nothing else."""
+    from ctseg.data.definitions import info_to_json
+
+    hp = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hp["in_chans"] == SYNTHETIC.bands == 3
+    assert hp["data_info"] == info_to_json(SYNTHETIC)
+    loaded = load_model(ckpt)
+    assert loaded.info == SYNTHETIC and loaded.in_chans == 3

@@ -6,8 +6,11 @@ Every file is read without running any of its code (:mod:`ctseg.safe_load`). Thr
   header only and so cannot carry code. The weights are the Segmentor's (no projection heads, no optimiser
   state); the header's metadata holds one entry, ``"ctseg"``, a JSON string ``{"format": "ctseg-model",
   "version": 2, "config": {...}, "dataset": "potsdam" | null, "class_names": [...], "ignore_index": 255,
-  "eval_classes": [...] | null}``; ``build_model(**config)`` rebuilds the architecture. Equal inputs give
-  byte-identical files;
+  "eval_classes": [...] | null, "data_info": {...} | null}``; ``build_model(**config)`` rebuilds the
+  architecture (``config["in_chans"]``: input bands, written only when not 3), and ``data_info`` is the data
+  set's :class:`~ctseg.data.definitions.DatasetInfo` as :func:`~ctseg.data.definitions.info_to_json` writes it
+  (classes, palette, band layout, dtype, normalisation, nodata; absent from files of earlier ctseg, which
+  load as 3-band uint8 models). Equal inputs give byte-identical files;
 * the version-1 exports of earlier ctseg (a ``torch.save`` dict of the same fields plus ``state_dict``),
   loaded with the static pickle scan and ``weights_only=True``;
 * Lightning checkpoints written by ``ctseg fit``, loaded the same way; their ``hyper_parameters`` may
@@ -24,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ctseg.data.definitions import DatasetInfo, info_from_json
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path
 from ctseg.models import Segmentor, build_model
@@ -41,13 +45,22 @@ ALLOWED_HPARAM_NAMES = {
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference, with what is needed to score and colour its output."""
+    """A model ready for inference, with what is needed to score and colour its output.
+
+    ``info``: the training data set's description stored in the file (``data_info``); ``None`` for files of
+    earlier ctseg (then ``dataset`` names a registered data set, if any). ``in_chans``: the model's input bands.
+    """
 
     model: Segmentor
     dataset: str | None
     class_names: list[str]
     ignore_index: int
     eval_classes: list[int] | None
+    info: DatasetInfo | None = None
+
+    @property
+    def in_chans(self) -> int:
+        return int(getattr(self.model.encoder, "in_chans", 3))
 
 
 def check_hparams(obj: dict[str, Any], path: str | os.PathLike) -> None:
@@ -121,6 +134,9 @@ def _from_lightning(obj: dict[str, Any], path: Path) -> dict[str, Any]:
         "img_size": hp.get("img_size", 512),
         **(hp.get("model_options") or {}),
     }
+    in_chans = hp.get("in_chans", 3)
+    if in_chans is not None and in_chans != 3:  # as build_model records it: only when not 3
+        config["in_chans"] = in_chans
     return {
         "format": FORMAT,
         "version": 1,
@@ -130,7 +146,19 @@ def _from_lightning(obj: dict[str, Any], path: Path) -> dict[str, Any]:
         "class_names": hp.get("class_names") or [f"class_{i}" for i in range(hp["num_classes"])],
         "ignore_index": hp.get("ignore_index", 255),
         "eval_classes": hp.get("eval_classes"),
+        "data_info": hp.get("data_info"),
     }
+
+
+def _data_info(data: dict[str, Any], path: Path) -> DatasetInfo | None:
+    """The stored ``data_info`` as a :class:`DatasetInfo` (``None`` when the file has none)."""
+    stored = data.get("data_info")
+    if stored is None:
+        return None
+    try:
+        return info_from_json(stored)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CtsegError(f"checkpoint {path}: its data set description (data_info) is unreadable ({err})") from None
 
 
 def _normalise(obj: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -157,7 +185,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         )
     model.to(device).eval()
     return LoadedModel(
-        model, data.get("dataset"), list(data["class_names"]), data["ignore_index"], data.get("eval_classes")
+        model,
+        data.get("dataset"),
+        list(data["class_names"]),
+        data["ignore_index"],
+        data.get("eval_classes"),
+        _data_info(data, path),
     )
 
 
@@ -186,7 +219,8 @@ def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
         raise CtsegError(f"output folder {out.parent} exists and is not a folder; choose another path")
     from safetensors.torch import save_file
 
-    info = {k: data.get(k) for k in ("config", "dataset", "class_names", "ignore_index", "eval_classes")}
+    keys = ("config", "dataset", "class_names", "ignore_index", "eval_classes", "data_info")
+    info = {k: data.get(k) for k in keys}
     # One metadata entry: safetensors writes a map's entries in no fixed order, and equal inputs should give
     # byte-identical files (so a SHA-256 identifies the model).
     meta = {"ctseg": json.dumps({"format": FORMAT, "version": VERSION, **info}, sort_keys=True)}

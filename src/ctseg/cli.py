@@ -47,6 +47,22 @@ def _band_list(text: str) -> tuple[int, ...]:
     return bands
 
 
+def _split_arg(text: str) -> tuple[str, list[str]]:
+    """``"test=tile1,tile2"`` → ``("test", ["tile1", "tile2"])``."""
+    name, sep, groups = text.partition("=")
+    members = [g.strip() for g in groups.split(",") if g.strip()]
+    if not sep or not name.strip() or not members:
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=ID,ID (e.g. test=tile1,tile2)")
+    return name.strip(), members
+
+
+def _merge_splits(items: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
+    merged: dict[str, list[str]] = {}
+    for name, members in items:
+        merged.setdefault(name, []).extend(members)
+    return merged
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse with ctseg's error style: one line on stderr naming the problem, exit code 2."""
 
@@ -89,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--stride", type=int, default=None, help="crop stride in source pixels")
     prep.add_argument("--resize", type=int, default=None, help="resize crops to this size (0: keep)")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    prep.add_argument(
+        "--split",
+        action="append",
+        type=_split_arg,
+        default=None,
+        metavar="NAME=ID,ID",
+        help="assign groups (tiles, sequences, images) to a split, e.g. --split test=tile1,tile2 (repeatable; "
+        "groups not listed go to train unless a train split is given)",
+    )
     prep.add_argument("--classes", default=None, help="folder: classes.yaml (class names with values or colours)")
     prep.add_argument("--val-fraction", type=float, default=None, help="folder: share of images for val (0.2)")
     prep.add_argument("--seed", type=int, default=0, help="folder: seed of the train/val split (default 0)")
@@ -109,6 +134,15 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pred.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto)")
     pred.add_argument("--dataset", default=None, help="palette / normalisation to use (default: the checkpoint's)")
+    pred.add_argument("--bands", default=None, metavar="B1,B2,...",
+                      help="1-based input bands to read, in the training order, e.g. 1,2,3,4 (default: the "
+                           "checkpoint's source bands, else all bands of a file with the model's count)")  # fmt: skip
+    pred.add_argument("--nodata", default=None, metavar="V",
+                      help="input nodata value: pixels where every band equals it get class 255 (output "
+                           "nodata 255); 'none': off (default: the GeoTIFF's, else the data set's)")  # fmt: skip
+    pred.add_argument("--format", default="geotiff", choices=["geotiff", "index-png"],
+                      help="geotiff: <stem>_pred.tif (+ colour PNG); index-png: only <stem>.png, uint8 class "
+                           "indices (LoveDA test-server format) (default: geotiff)")  # fmt: skip
 
     exp = sub.add_parser("export", help="write the inference-only model (no projection heads, no optimiser)")
     exp.add_argument("ckpt", metavar="CKPT", help="checkpoint written by 'ctseg fit' (or an older export)")
@@ -193,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 bands=args.bands,
                 nodata=args.nodata,
+                split_tiles=None if args.split is None else _merge_splits(args.split),
             )
             if not sys.stderr.isatty():
                 print(f"prepared {args.dataset} in {dst}")
@@ -212,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overwrite=args.overwrite,
                 device=args.device,
                 dataset=args.dataset,
+                bands=args.bands,
+                nodata=args.nodata,
+                out_format=args.format,
             )
             for path in written:
                 print(f"wrote {path}")

@@ -1,7 +1,7 @@
 """Full-tile inference: sliding windows with overlap, weighted blending, optional flip TTA.
 
-:func:`predict_tile` turns one uint8 image of any size (a 6000×6000 Potsdam tile included) into an ``(H, W)``
-uint8 class map.
+:func:`predict_tile` turns one image of any size (a 6000×6000 Potsdam tile included), with any number of bands
+and uint8, uint16 or float32 values, into an ``(H, W)`` uint8 class map.
 
 **Windows.** ``window`` (pixels, a multiple of the model's input multiple, 32) is the side of every window fed
 to the model. Along an axis shorter than ``window`` the window shrinks to the axis length rounded up to that
@@ -26,15 +26,16 @@ in a rolling *strip* buffer ``(K, window, W)`` on the model's device that covers
 next row of windows starts at ``y``, every row above ``y`` is final (no later window reaches it), is reduced
 by ``argmax`` into the uint8 output and leaves the buffer. For a 6000×6000 tile with 6 classes and 512² windows
 that buffer is 6 · 512 · 6000 · 4 B ≈ 74 MB instead of 864 MB for the whole ``(K, H, W)`` float32 map; the
-uint8 output is 36 MB and the uint8 input 108 MB (both on the host). ``return_probs=True`` additionally
-returns the blended probabilities as a host float16 ``(K, H, W)`` array (432 MB for that tile), so ask for them
-only when needed.
+uint8 output is 36 MB and the uint8 RGB input 108 MB (both on the host; a uint16 / float32 input takes 2× / 4×
+that per band). ``return_probs=True`` additionally returns the blended probabilities as a host float16
+``(K, H, W)`` array (432 MB for that tile), so ask for them only when needed.
 
 **Precision.** On CUDA the forward runs under bf16 autocast (``amp=None`` → on for CUDA, off elsewhere); the
 softmax and the blending are float32.
 
-Normalisation: ``(pixel / 255 − mean) / std`` per channel, with the data set's ``mean`` / ``std``
-(:class:`~ctseg.data.definitions.DatasetInfo`; ImageNet statistics by default).
+Normalisation: ``(pixel / scale − mean) / std`` per band, with the data set's ``mean`` / ``std`` (one value per
+band; :class:`~ctseg.data.definitions.DatasetInfo`; ImageNet statistics by default) and ``scale`` = 255 for uint8,
+65535 for uint16, 1 for float32 (:func:`~ctseg.data.definitions.value_scale`; ``DatasetInfo.scale``).
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ctseg.data.definitions import IMAGENET_MEAN, IMAGENET_STD
+from ctseg.data.definitions import IMAGENET_MEAN, IMAGENET_STD, value_scale
 from ctseg.errors import CtsegError
 
-__all__ = ["blend_weights", "predict_tile", "resolve_device", "to_chw_uint8", "window_positions"]
+__all__ = ["blend_weights", "predict_tile", "resolve_device", "to_chw", "to_chw_uint8", "window_positions"]
+
+#: Sample dtypes :func:`predict_tile` takes (as :data:`ctseg.data.definitions.DTYPES`).
+_DTYPES = (np.uint8, np.uint16, np.float32)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -63,18 +67,39 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def to_chw(image: np.ndarray | Tensor, channels: int | None = None) -> np.ndarray:
+    """An image as ``(C, H, W)`` from ``(H, W, C)`` or ``(C, H, W)`` (or ``(H, W)`` for one band), uint8 / uint16 /
+    float32 kept as they are.
+
+    ``channels``: the number of bands expected (default: 3 when one of the end axes has 3, else the first axis);
+    an array whose first axis has ``channels`` entries counts as channels-first.
+    """
+    arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if arr.dtype not in _DTYPES:
+        raise CtsegError(f"image must be uint8, uint16 or float32, got {arr.dtype}; convert it to one of these first")
+    if arr.ndim == 2 and channels in (None, 1):
+        arr = arr[None]
+    if channels is None:
+        channels = 3 if arr.ndim == 3 and 3 in (arr.shape[0], arr.shape[-1]) else (arr.shape[0] if arr.ndim else 0)
+    plural = "s" if channels != 1 else ""
+    if arr.ndim != 3 or channels not in (arr.shape[0], arr.shape[-1]):
+        raise CtsegError(
+            f"image must have {channels} band{plural} as (H, W, {channels}) or ({channels}, H, W), "
+            f"got shape {tuple(arr.shape)}"
+        )
+    if arr.shape[0] != channels:
+        arr = arr.transpose(2, 0, 1)
+    if arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise CtsegError(f"image has no pixels (shape {tuple(arr.shape)})")
+    return arr
+
+
 def to_chw_uint8(image: np.ndarray | Tensor) -> np.ndarray:
     """An RGB (or IR-R-G) image as ``(3, H, W)`` uint8 from ``(H, W, 3)`` or ``(3, H, W)`` uint8 input."""
     arr = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
     if arr.dtype != np.uint8:
         raise CtsegError(f"image must be uint8 (0-255), got {arr.dtype}; rescale it to 8 bits first")
-    if arr.ndim != 3 or 3 not in (arr.shape[0], arr.shape[-1]):
-        raise CtsegError(f"image must have 3 bands as (H, W, 3) or (3, H, W), got shape {tuple(arr.shape)}")
-    if arr.shape[-1] == 3 and arr.shape[0] != 3:  # (3, H, 3) counts as channels-first
-        arr = arr.transpose(2, 0, 1)
-    if arr.shape[1] < 1 or arr.shape[2] < 1:
-        raise CtsegError(f"image has no pixels (shape {tuple(arr.shape)})")
-    return arr
+    return to_chw(arr, 3)
 
 
 def window_positions(length: int, window: int, overlap: float) -> list[int]:
@@ -131,6 +156,7 @@ def predict_tile(
     device: str | torch.device | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    scale: float | None = None,
     amp: bool | None = None,
     return_probs: bool = False,
     progress: bool = False,
@@ -139,15 +165,18 @@ def predict_tile(
     """Segment one image of any size by overlapping windows (method, weights and memory: module docstring).
 
     Args:
-        model: ``model(x)`` → logits ``(B, K, h, w)`` for normalised ``x`` ``(B, 3, h, w)`` (a
+        model: ``model(x)`` → logits ``(B, K, h, w)`` for normalised ``x`` ``(B, C, h, w)`` (a
             :class:`~ctseg.models.Segmentor`); it is put in eval mode for the call and moved to ``device``.
-        image: uint8 ``(H, W, 3)`` or ``(3, H, W)``.
+        image: ``(H, W, C)`` or ``(C, H, W)`` (``(H, W)`` for one band), uint8, uint16 or float32, with
+            ``C = len(mean)`` bands (the model's ``in_chans``).
         window: window side in pixels, a multiple of the model's input multiple (32).
         overlap: fraction of the window shared by neighbouring windows, in ``[0, 1)``.
         batch_size: windows per forward pass (the most that are on the device at once).
         tta: average over the identity, horizontal and vertical flips.
         device: ``"auto"`` / ``None`` (the model's device, CUDA if it is on CUDA), ``"cpu"``, ``"cuda"`` …
-        mean, std: per-channel normalisation on the 0–1 scale.
+        mean, std: per-band normalisation on the ``x / scale`` scale, one value per band.
+        scale: raw values are divided by this first; ``None``: by the image's dtype (255 for uint8, 65535 for
+            uint16, 1 for float32).
         amp: bf16 autocast; ``None`` → on for CUDA devices that support bf16.
         return_probs: also return the blended probabilities as float16 ``(K, H, W)``.
         progress: show a tqdm bar over windows (``desc`` labels it).
@@ -155,7 +184,18 @@ def predict_tile(
     Returns:
         ``(H, W)`` uint8 class indices, or ``(classes, probs)`` with ``return_probs``.
     """
-    img = to_chw_uint8(image)
+    mean, std = [float(m) for m in mean], [float(s) for s in std]
+    if len(mean) != len(std):
+        raise CtsegError(f"mean has {len(mean)} values but std has {len(std)}; give one of each per band")
+    img = to_chw(image, len(mean))
+    model_bands = getattr(getattr(model, "encoder", None), "in_chans", None)
+    if model_bands is not None and int(model_bands) != len(mean):
+        raise CtsegError(f"the model takes {model_bands} bands but mean / std have {len(mean)} values (one per band)")
+    if scale is None:
+        scale = value_scale(str(img.dtype))
+    scale = float(scale)
+    if not scale > 0:
+        raise CtsegError(f"scale must be positive, got {scale}")
     window, batch_size = int(window), int(batch_size)
     multiple = _input_multiple(model)
     if window < multiple or window % multiple:
@@ -185,8 +225,9 @@ def predict_tile(
     model.eval()
     if _model_device(model) != dev:
         model.to(dev)
-    mean_t = torch.tensor([float(m) for m in mean], device=dev).view(1, 3, 1, 1)
-    std_t = torch.tensor([float(s) for s in std], device=dev).view(1, 3, 1, 1)
+    channels = img.shape[0]
+    mean_t = torch.tensor(mean, device=dev).view(1, channels, 1, 1)
+    std_t = torch.tensor(std, device=dev).view(1, channels, 1, 1)
     flips: list[tuple[int, ...]] = [(), (-1,), (-2,)] if tta else [()]
 
     out = np.zeros((height, width), dtype=np.uint8)
@@ -217,7 +258,12 @@ def predict_tile(
         for start in range(0, len(jobs), batch_size):
             batch_jobs = jobs[start : start + batch_size]
             crops = np.stack([img[:, ys[i] : ys[i] + win_h, xs[j] : xs[j] + win_w] for i, j in batch_jobs])
-            x = torch.from_numpy(crops).to(dev, non_blocking=True).float().div_(255).sub_(mean_t).div_(std_t)
+            if crops.dtype == np.uint16:  # exact in float32; torch's uint16 tensors support few operations
+                crops = crops.astype(np.float32)
+            x = torch.from_numpy(crops).to(dev, non_blocking=True).float()
+            if scale != 1.0:
+                x = x.div_(scale)
+            x = x.sub_(mean_t).div_(std_t)
             prob: Tensor | None = None
             for dims in flips:
                 xin = x.flip(dims) if dims else x

@@ -2,7 +2,8 @@
 
 * the model is always :class:`ctseg.training.SegmentationTask`; the data module is any LightningDataModule
   given by ``data.class_path`` (ours expose ``.info``, a :class:`~ctseg.data.DatasetInfo`);
-* ``num_classes``, ``ignore_index``, class names and evaluated classes are linked from the data module;
+* ``num_classes``, ``ignore_index``, class names, evaluated classes, the input bands (``in_chans``) and the whole
+  data set description (``data_info``, kept in checkpoints for ``ctseg predict``) are linked from the data module;
 * defaults: bf16 mixed precision on a GPU that has it, fp32 on CPU; gradient-norm clip 1.0; CSV logs and
   checkpoints (best ``val/miou`` and ``last``) under ``runs/``.
 Argument and config errors are turned into one line (:class:`~ctseg.errors.CtsegError`).
@@ -59,6 +60,8 @@ class CtsegLightningCLI(LightningCLI):
         parser.link_arguments("data.info", "model.class_names", compute_fn=_names, apply_on="instantiate")
         parser.link_arguments("data.info", "model.eval_classes", compute_fn=_eval, apply_on="instantiate")
         parser.link_arguments("data.info", "model.dataset", compute_fn=_dataset, apply_on="instantiate")
+        parser.link_arguments("data.info", "model.in_chans", compute_fn=_in_chans, apply_on="instantiate")
+        parser.link_arguments("data.info", "model.data_info", compute_fn=_info_json, apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -98,17 +101,37 @@ class CtsegLightningCLI(LightningCLI):
 
 
 def check_class_count(hparams: dict, data) -> None:
-    """One line when the ``--ckpt_path`` model was trained for another number of classes than the data module
-    has (checked before anything is seeded, logged or written; ctseg's data modules only)."""
+    """One line when the ``--ckpt_path`` model was trained for another number of classes, or on images of another
+    band count or dtype, than the data module has (checked before anything is seeded, logged or written; ctseg's
+    data modules only; checkpoints written before ctseg knew bands took 3 bands)."""
     ckpt_k = hparams.get("num_classes")
     info = _data_info(data)
-    if ckpt_k is None or info is None or int(ckpt_k) == info.num_classes:
+    if info is None:
         return
     name = str(getattr(data, "class_path", "?")).rpartition(".")[2]
+    if ckpt_k is not None and int(ckpt_k) != info.num_classes:
+        raise CtsegError(
+            f"--ckpt_path {hparams.get('_path')} was trained for {ckpt_k} classes ({hparams.get('dataset') or '?'}), "
+            f"but the data module ({name}, {info.name}) has {info.num_classes}; use a checkpoint of this data set, "
+            "or the data it was trained on"
+        )
+    ckpt_bands, ckpt_dtype = int(hparams.get("in_chans") or 3), None
+    layout = f"{ckpt_bands} band{'s' if ckpt_bands != 1 else ''}"
+    stored = hparams.get("data_info")
+    if isinstance(stored, dict):
+        from ctseg.data.definitions import info_from_json
+
+        try:
+            stored_info = info_from_json(stored)
+            layout, ckpt_dtype = stored_info.band_layout(), stored_info.dtype
+        except (KeyError, TypeError, ValueError):
+            pass
+    if ckpt_bands == int(getattr(info, "bands", 3)) and ckpt_dtype in (None, getattr(info, "dtype", "uint8")):
+        return
     raise CtsegError(
-        f"--ckpt_path {hparams.get('_path')} was trained for {ckpt_k} classes ({hparams.get('dataset') or '?'}), "
-        f"but the data module ({name}, {info.name}) has {info.num_classes}; use a checkpoint of this data set, or "
-        "the data it was trained on"
+        f"--ckpt_path {hparams.get('_path')} was trained on {layout} images ({hparams.get('dataset') or '?'}), but "
+        f"the data module ({name}, {info.name}) has {info.band_layout()}; use a checkpoint of this data set, or the "
+        "data it was trained on"
     )
 
 
@@ -341,6 +364,16 @@ def _names(info) -> list[str]:
 
 def _dataset(info) -> str:
     return info.name
+
+
+def _in_chans(info) -> int:
+    return int(getattr(info, "bands", 3))
+
+
+def _info_json(info) -> dict:
+    from ctseg.data.definitions import info_to_json
+
+    return info_to_json(info)
 
 
 def _eval(info) -> list[int] | None:

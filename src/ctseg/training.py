@@ -52,6 +52,11 @@ class SegmentationTask(L.LightningModule):
             (each check is one host sync; 0 disables it).
         allow_partial: load ``pretrained`` even below the 90 % rule (only the shape-matching tensors; how
             pf-paper takes timm's ``poolformer_s12`` ImageNet weights, as the authors did).
+        in_chans: input bands of the model (linked from the data module's ``info.bands`` by the CLI). RGB
+            ``pretrained`` weights get their first convolution adapted as timm does (``adapt_input_conv``).
+        data_info: the data set's :class:`~ctseg.data.definitions.DatasetInfo` in its JSON form
+            (:func:`~ctseg.data.definitions.info_to_json`; linked by the CLI), stored in checkpoints so that
+            ``ctseg predict`` knows the classes, palette, band layout, normalisation and nodata with nothing else.
     """
 
     def __init__(
@@ -75,13 +80,19 @@ class SegmentationTask(L.LightningModule):
         dataset: str | None = None,
         check_finite_every_n_steps: int = 1,
         allow_partial: bool = False,
+        in_chans: int = 3,
+        data_info: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if data_info is not None:
+            _check_data_info(data_info, in_chans, num_classes)
         options = dict(model_options or {})
         if allow_partial:
             options["allow_partial"] = True
-        self.net = build_model(model, num_classes, encoder=encoder, pretrained=pretrained, img_size=img_size, **options)
+        self.net = build_model(
+            model, num_classes, encoder=encoder, pretrained=pretrained, img_size=img_size, in_chans=in_chans, **options
+        )
         self.scheme_name = scheme
         self.contrastive = build_scheme(
             scheme, self.net.channels, num_classes, ignore_index=ignore_index, **(scheme_options or {})
@@ -367,6 +378,26 @@ class SegmentationTask(L.LightningModule):
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused
+        )
+
+
+def _check_data_info(data_info: Any, in_chans: int, num_classes: int) -> None:
+    """One line when ``data_info`` is not a DatasetInfo's JSON form or disagrees with ``in_chans`` / ``num_classes``."""
+    from ctseg.data.definitions import info_from_json
+
+    try:
+        info = info_from_json(data_info)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CtsegError(f"data_info is not a data set description (info_to_json's form): {err}") from None
+    if info.bands != in_chans:
+        raise CtsegError(
+            f"in_chans={in_chans} but data_info (data set {info.name!r}) has {info.band_layout()}; pass "
+            f"in_chans={info.bands} (ctseg fit links both from the data module)"
+        )
+    if info.num_classes != num_classes:
+        raise CtsegError(
+            f"num_classes={num_classes} but data_info (data set {info.name!r}) has {info.num_classes} classes; pass "
+            f"num_classes={info.num_classes} (ctseg fit links both from the data module)"
         )
 
 

@@ -15,7 +15,14 @@ Besides timm names, three ctseg architectures are known (built with timm's class
   stated in the paper; it is what the authors' parameter count (9,457,600) requires.
 - ``ctseg_poolformer_tiny``: the same family at dims 32/64/128/256, layers 1/1/2/1 (CPU demos and tests).
 
-Weights come only from local files (:func:`load_encoder_weights`); nothing is ever downloaded.
+Every encoder takes ``in_chans`` input bands (default 3; ``Encoder(name, in_chans=4)``, passed to timm's
+constructor, which builds the first convolution for that many channels). Weights come only from local files
+(:func:`load_encoder_weights`); nothing is ever downloaded. RGB weights loaded into an encoder with another
+band count get their first convolution adapted by timm's own ``adapt_input_conv`` (what timm does for
+``pretrained=True, in_chans=N``): for N > 3 the RGB filters are repeated cyclically over the N input channels
+(band k takes the filter of channel k mod 3: R, G, B, R, … for bands 1, 2, 3, 4, …) and scaled by 3 / N, which
+keeps the layer's output scale; for N = 1 the three filters are summed; for N = 2 the R and G filters are kept,
+scaled by 3 / 2.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
 from ctseg.errors import CtsegError
@@ -189,10 +197,11 @@ class Encoder(nn.Module):
             (hence the parameter count) does not depend on ``img_size``.
         stage_norm: ``"auto"`` (LayerNorm for transformer / MetaFormer families, GroupNorm(1, C) for PoolFormer,
             none otherwise), ``"layernorm"``, ``"groupnorm"`` or ``"none"``.
-        **timm_kwargs: passed to the timm constructor (``drop_path_rate``, ``in_chans`` …).
+        **timm_kwargs: passed to the timm constructor (``drop_path_rate``, ``in_chans`` …); ``in_chans``
+            (default 3) is the number of input bands the first convolution takes.
 
     Attributes:
-        channels: ``[C_1, C_2, C_3, C_4]``. strides: ``[4, 8, 16, 32]``.
+        channels: ``[C_1, C_2, C_3, C_4]``. strides: ``[4, 8, 16, 32]``. in_chans: input bands.
         body: the timm ``features_only`` module. norms: one norm per stage, or ``None``.
 
     ``forward(x)``: (B, in_chans, H, W) → list of 4 tensors (B, C_s, H / r_s, W / r_s).
@@ -205,8 +214,12 @@ class Encoder(nn.Module):
             raise CtsegError(
                 f"unknown encoder {name!r}: use a timm model name (timm.list_models()) or one of {list_encoders()}"
             )
+        in_chans = timm_kwargs.get("in_chans", 3)
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise CtsegError(f"in_chans={in_chans!r}: expected a positive number of input bands")
         self.name = name
         self.img_size = img_size
+        self.in_chans = int(in_chans)
         self.module = _timm_module(name)
         self._kwargs = self._size_kwargs(img_size) | dict(timm_kwargs)
         self.body = self._create(features_only=True)
@@ -271,6 +284,23 @@ class Encoder(nn.Module):
         with torch.device(device):
             return self._create(features_only=False)
 
+    def first_conv_key(self) -> str | None:
+        """The state-dict key of the first convolution's weight (``body.stem.conv.weight``,
+        ``body.patch_embed.proj.weight`` …), from timm's ``pretrained_cfg["first_conv"]``; else the first 4-D
+        weight that takes ``in_chans`` channels; ``None`` if there is none."""
+        targets = self.state_dict()
+        first = (getattr(self.body, "pretrained_cfg", None) or {}).get("first_conv")
+        names = [first] if isinstance(first, str) else list(first or ())
+        for name in names:
+            key = f"{name}.weight"
+            for candidate in ("body." + key, "body." + re.sub(r"^([^.]+)\.([^.]+)\.", r"\1_\2.", key)):
+                if candidate in targets and targets[candidate].ndim == 4:
+                    return candidate
+        for key, value in targets.items():
+            if key.startswith("body.") and value.ndim == 4 and value.shape[1] == self.in_chans:
+                return key
+        return None
+
     @property
     def input_multiple(self) -> int:
         """Input heights and widths must be multiples of this (the coarsest stride, at least 32)."""
@@ -297,7 +327,8 @@ class LoadReport:
     encoder's own shape; ``groups`` splits that count by the body's top-level module, in the body's order
     (MetaFormer / PoolFormer: ``stem``, ``stages_0`` … ``stages_3``; Swin: ``patch_embed``, ``layers_0`` …), as
     ``name → (loaded, total)``; ``norms_loaded`` of ``norms_total`` stage-output norm tensors came from the file
-    (the others keep their initialisation).
+    (the others keep their initialisation). ``adapted``: ``key → (file channels, encoder channels)`` for a first
+    convolution whose input channels were adapted by timm's ``adapt_input_conv`` (counted as loaded).
     """
 
     path: str
@@ -308,6 +339,7 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)
     groups: dict[str, tuple[int, int]] = field(default_factory=dict)
     norms_total: int = 0
+    adapted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
@@ -321,6 +353,8 @@ class LoadReport:
             text += f" — {parts}"
         if self.norms_total:
             text += f"; stage norms {self.norms_loaded}/{self.norms_total}"
+        for key, (src, dst) in self.adapted.items():
+            text += f"; {key} adapted from {src} to {dst} input channels (timm adapt_input_conv)"
         return text
 
 
@@ -424,6 +458,11 @@ def load_encoder_weights(
     and 3 and the biases of the stem and of the stage-1 / stage-3 downsampling match (63 of 148 tensors);
     stage 2, the stem and downsampling kernels do not. Stage norms are loaded when present, kept otherwise.
 
+    **Input bands.** When the file's first convolution takes another number of channels than the encoder's
+    ``in_chans`` (RGB ImageNet weights into a 4-band encoder), it is adapted with timm's ``adapt_input_conv``,
+    as timm does for ``pretrained=True, in_chans=N``: the RGB filters repeated cyclically over the N channels and
+    scaled by 3 / N (N > 1), or summed (N = 1). The report's ``adapted`` and its summary line say so.
+
     With ``verbose`` (default) one line on stderr says what was loaded, per top-level module of the body
     (:meth:`LoadReport.summary`; printed by the main process only); a partial load also warns.
 
@@ -444,6 +483,17 @@ def load_encoder_weights(
                 pass
         state = _to_encoder_keys(state, encoder)
     targets = {k: v for k, v in encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
+    adapted: dict[str, tuple[int, int]] = {}
+    first = encoder.first_conv_key()
+    if first is not None and first in state:
+        weight, target = state[first], targets[first]
+        same_kernels = weight.ndim == 4 and weight.shape[0] == target.shape[0] and weight.shape[2:] == target.shape[2:]
+        if same_kernels and weight.shape[1] != target.shape[1]:
+            try:
+                state[first] = adapt_input_conv(int(target.shape[1]), weight, base_chans=int(weight.shape[1]))
+                adapted[first] = (int(weight.shape[1]), int(target.shape[1]))
+            except (NotImplementedError, ValueError, AssertionError):
+                pass  # left as it is: reported like any other tensor of another shape
     usable, missing, mismatched = {}, [], []
     for key, target in targets.items():
         if key not in state:
@@ -466,6 +516,7 @@ def load_encoder_weights(
         mismatched=mismatched,
         groups=_group_counts(body_keys, usable),
         norms_total=len(norm_keys),
+        adapted=adapted,
     )
     if report.fraction < 0.9 and not allow_partial:
         example = f"; e.g. {mismatched[0]}" if mismatched else ""

@@ -146,6 +146,7 @@ def build_model(
     encoder: str | None = None,
     pretrained: str | Path | None = None,
     img_size: int = 512,
+    in_chans: int = 3,
     **kwargs: Any,
 ) -> Segmentor:
     """Build a named model (:func:`list_models`) as a :class:`Segmentor`.
@@ -157,6 +158,9 @@ def build_model(
         pretrained: a local encoder weights file (.pth/.pt/.bin/.safetensors), loaded by
             :func:`~ctseg.models.encoders.load_encoder_weights`; nothing is ever downloaded.
         img_size: nominal input size (multiple of 32); other multiples of 32 run too.
+        in_chans: input bands (the data set's ``DatasetInfo.bands``), passed to the timm encoder's constructor.
+            RGB ``pretrained`` weights get their first convolution adapted by timm's ``adapt_input_conv``: the RGB
+            filters repeated cyclically over the bands and scaled by 3 / ``in_chans`` (summed for 1 band).
         **kwargs: ``stage_norm`` ("auto", "layernorm", "groupnorm", "none"), ``drop_path_rate``,
             ``encoder_kwargs`` (dict for the timm constructor), ``allow_partial`` (for ``pretrained``: load only
             the tensors whose shapes match, below the 90 % rule — how ``pf-paper`` takes timm's ``poolformer_s12``
@@ -181,6 +185,8 @@ def build_model(
         raise CtsegError(
             f"model {name!r} fixes its encoder ({preset.encoder}); for encoder={encoder!r} use 'dcswin' or 'unetformer'"
         )
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise CtsegError(f"in_chans={in_chans!r}: expected a positive number of input bands")
     if pretrained is True:
         raise CtsegError("pretrained=True: ctseg never downloads weights; pass pretrained=PATH to a local weights file")
     options = dict(kwargs)
@@ -191,6 +197,10 @@ def build_model(
     for key in [k for k in options if k in allowed]:
         decoder_kwargs[key] = options.pop(key)
     encoder_kwargs = dict(options.pop("encoder_kwargs", None) or {})
+    if in_chans != 3:
+        if encoder_kwargs.get("in_chans", in_chans) != in_chans:
+            raise CtsegError(f"in_chans={in_chans} and encoder_kwargs in_chans={encoder_kwargs['in_chans']} differ")
+        encoder_kwargs["in_chans"] = in_chans
     if "drop_path_rate" in options:
         encoder_kwargs["drop_path_rate"] = options.pop("drop_path_rate")
     stage_norm = options.pop("stage_norm", "auto")
@@ -202,6 +212,8 @@ def build_model(
 
     config: dict[str, Any] = dict(name=name, num_classes=num_classes, encoder=encoder, img_size=img_size, **kwargs)
     config.pop("allow_partial", None)
+    if in_chans != 3:  # 3-band configs stay as earlier ctseg wrote them (and readable by it)
+        config["in_chans"] = in_chans
     model = _build(
         encoder_name=encoder or preset.encoder,
         decoder_name=preset.decoder,

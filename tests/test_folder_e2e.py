@@ -1,0 +1,102 @@
+"""Your own data end to end (issue 16): ``ctseg prepare folder`` → ``fit`` a few steps → ``test`` → ``predict``,
+on generated 4-band uint16 GeoTIFFs with nodata and on 3-band JPEGs with index PNG masks, through the README's
+commands and ``configs/folder/cpu-cl.yaml``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from ctseg.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "data"))
+from make_folder import make_jpeg_folder, make_uint16_folder  # noqa: E402
+
+CONFIG = REPO / "configs" / "folder" / "cpu-cl.yaml"
+FAST = [
+    "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", "--trainer.limit_val_batches", "1",
+    "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false", "--model.img_size", "64", "--data.image_size", "64",
+    "--data.batch_size", "2", "--data.num_workers", "0", "--data.persistent_workers", "false",
+]  # fmt: skip
+
+
+def _run(argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0, argv
+    return out.getvalue()
+
+
+def _fit_test(data: Path, runs: Path) -> Path:
+    _run(["fit", "--config", str(CONFIG), "--data.root", str(data), "--trainer.default_root_dir", str(runs), *FAST])
+    ckpts = sorted((runs / "checkpoints").glob("last*.ckpt"))
+    assert ckpts, sorted(p.name for p in runs.rglob("*"))
+    ckpt = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    printed = _run(["test", "--config", str(CONFIG), "--data.root", str(data), "--ckpt_path", str(ckpts[-1]),
+                    "--trainer.default_root_dir", str(runs), *FAST])  # fmt: skip
+    assert "test/miou" in printed
+    return ckpts[-1], hp
+
+
+@pytest.fixture(scope="module")
+def uint16_run(tmp_path_factory):
+    """Generated 4-band uint16 GeoTIFFs with nodata, prepared, trained 4 steps and tested."""
+    tmp = tmp_path_factory.mktemp("uint16")
+    src, data = tmp / "tiles", tmp / "data" / "mine"
+    scenes = make_uint16_folder(src, count=5, h=96, w=96)
+    _run(["prepare", "folder", "--src", str(src), "--classes", str(src / "classes.yaml"), "--dst", str(data),
+          "--crop", "64"])  # fmt: skip
+    manifest = json.loads((data / "manifest.json").read_text())
+    ckpt, hp = _fit_test(data, tmp / "runs")
+    return src, scenes, manifest, ckpt, hp
+
+
+def test_uint16_four_band_geotiffs_with_nodata(uint16_run, tmp_path):
+    src, scenes, manifest, ckpt, hp = uint16_run
+    # the band layout and the statistics travel with the checkpoint
+    assert hp["in_chans"] == 4 and hp["data_info"]["bands"] == 4 and hp["data_info"]["dtype"] == "uint16"
+    assert hp["data_info"]["mean"] == manifest["dataset"]["mean"] and hp["num_classes"] == 3
+    out = tmp_path / "pred"
+    _run(["predict", "--ckpt", str(ckpt), str(src / "images" / "scene_0.tif"), "--out", str(out)])
+    with rasterio.open(out / "scene_0_pred.tif") as pred, rasterio.open(src / "images" / "scene_0.tif") as ref:
+        classes = pred.read(1)
+        assert pred.crs == ref.crs and pred.transform == ref.transform and pred.nodata == 255
+    nodata = (scenes["scene_0"][0] == 0).all(-1)
+    assert nodata.any() and (classes[nodata] == 255).all() and (classes[~nodata] < 3).all()
+
+
+def test_jpeg_images_with_index_png_masks(tmp_path):
+    src, data = tmp_path / "tiles", tmp_path / "data" / "jpeg"
+    make_jpeg_folder(src, count=4, h=80, w=96)
+    _run(["prepare", "folder", "--src", str(src), "--classes", str(src / "classes.yaml"), "--dst", str(data),
+          "--crop", "64", "--val-fraction", "0.25"])  # fmt: skip
+    ckpt, hp = _fit_test(data, tmp_path / "runs")
+    assert hp["in_chans"] == 3 and hp["data_info"]["dtype"] == "uint8" and hp["data_info"]["name"] == "mine"
+    out = tmp_path / "pred"
+    _run(["predict", "--ckpt", str(ckpt), str(src / "images" / "tile_00.jpg"), "--out", str(out)])
+    from PIL import Image
+
+    png = np.asarray(Image.open(out / "tile_00_pred.png"))
+    assert png.shape == (80, 96) and png.max() < 3
+
+
+def test_a_16_bit_model_refuses_an_8_bit_raster(uint16_run, tmp_path, capsys):
+    ckpt = uint16_run[3]
+    with rasterio.open(tmp_path / "eight.tif", "w", driver="GTiff", height=64, width=64, count=4, dtype="uint8") as dst:
+        dst.write(np.ones((4, 64, 64), np.uint8))
+    capsys.readouterr()
+    assert main(["predict", "--ckpt", str(ckpt), str(tmp_path / "eight.tif"), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ctseg: error:") and "eight.tif" in err[0] and "uint16" in err[0]
+    assert not (tmp_path / "p").exists()
