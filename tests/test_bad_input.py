@@ -338,6 +338,47 @@ def predict_existing_output(tmp_path, request):
     return Case(argv, [str(out / "tile_pred.tif"), "--overwrite"])
 
 
+def _folder(tmp_path: Path, **kwargs) -> Path:
+    sys.path.insert(0, str(DATA_TESTS))
+    from make_folder import make_uint16_folder
+
+    make_uint16_folder(tmp_path / "src", count=2, h=40, w=40, **kwargs)
+    return tmp_path / "src"
+
+
+def _prepare_folder(src: Path, dst: Path) -> list[str]:
+    return ["prepare", "folder", "--src", str(src), "--classes", str(src / "classes.yaml"), "--dst", str(dst)]
+
+
+def prepare_folder_image_without_mask(tmp_path, request):
+    src = _folder(tmp_path)
+    (src / "masks" / "scene_1.png").unlink()
+    return Case(_prepare_folder(src, tmp_path / "dst"), [str(src / "images" / "scene_1.tif"), "has no mask"])
+
+
+def prepare_folder_band_count_differs(tmp_path, request):
+    src = _folder(tmp_path)
+    image = src / "images" / "scene_1.tif"
+    with rasterio.open(image, "w", driver="GTiff", height=40, width=40, count=3, dtype="uint16") as ds:
+        ds.write(np.ones((3, 40, 40), np.uint16))
+    return Case(_prepare_folder(src, tmp_path / "dst"), [str(image), "3 band(s)", "needs 4"], True)
+
+
+def prepare_folder_duplicate_value(tmp_path, request):
+    src = _folder(tmp_path)
+    (src / "classes.yaml").write_text("classes:\n  - {name: a, value: 1}\n  - {name: b, value: 1}\n")
+    return Case(_prepare_folder(src, tmp_path / "dst"), [str(src / "classes.yaml"), "value 1 is used by both"])
+
+
+def prepare_folder_undeclared_value(tmp_path, request):
+    src = _folder(tmp_path)
+    mask = src / "masks" / "scene_0.png"
+    values = np.asarray(Image.open(mask)).copy()
+    values[3, 4] = 42
+    Image.fromarray(values).save(mask)
+    return Case(_prepare_folder(src, tmp_path / "dst"), [str(mask), "label value 42", "row 3, col 4"], True)
+
+
 CASES: dict[str, Callable[..., Case]] = {
     "predict-corrupt-tif": predict_corrupt_tif,
     "predict-corrupt-png": predict_corrupt_png,
@@ -349,6 +390,10 @@ CASES: dict[str, Callable[..., Case]] = {
     "prepare-size-mismatch": prepare_size_mismatch,
     "prepare-empty-src": prepare_empty_src,
     "prepare-wrong-src": prepare_wrong_src,
+    "prepare-folder-image-without-mask": prepare_folder_image_without_mask,
+    "prepare-folder-band-count-differs": prepare_folder_band_count_differs,
+    "prepare-folder-duplicate-value": prepare_folder_duplicate_value,
+    "prepare-folder-undeclared-value": prepare_folder_undeclared_value,
     "fit-missing-config": fit_missing_config,
     "fit-junk-ckpt-path": fit_junk_ckpt_path,
     "fit-gpu-without-cuda": fit_gpu_without_cuda,

@@ -100,3 +100,47 @@ def test_a_16_bit_model_refuses_an_8_bit_raster(uint16_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ctseg: error:") and "eight.tif" in err[0] and "uint16" in err[0]
     assert not (tmp_path / "p").exists()
+
+
+GRID_CONFIG = """
+seed_everything: 0
+trainer:
+  max_steps: 2
+  limit_val_batches: 1
+  limit_test_batches: 1
+  val_check_interval: 2
+  check_val_every_n_epoch: null
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+model:
+  model: pf-tiny
+  img_size: 64
+  scheme: {scheme}
+data:
+  class_path: ctseg.data.FolderDataModule
+  init_args:
+    root: {root}
+    image_size: 64
+    batch_size: 2
+    num_workers: 0
+    persistent_workers: false
+"""
+
+
+def test_grid_and_report_on_a_folder_data_set(uint16_run, tmp_path):
+    """``ctseg grid`` and ``ctseg report`` on 4-band uint16 data: the table names the folder's classes and the
+    prediction figure shows the first three bands."""
+    src, _, manifest, _, _ = uint16_run
+    data = Path(manifest["tiles"][0]["image"]).parents[2] / "data" / "mine"
+    for scheme in ("none", "ct-cl"):
+        (tmp_path / f"{scheme}.yaml").write_text(GRID_CONFIG.format(scheme=scheme, root=data))
+    configs = [str(tmp_path / "none.yaml"), str(tmp_path / "ct-cl.yaml")]
+    _run(["grid", "--configs", *configs, "--seeds", "1", "--out", str(tmp_path / "grid")])
+    runs = sorted(str(p.parent) for p in (tmp_path / "grid").rglob("results.json"))
+    assert len(runs) == 2
+    _run(["report", *runs, "--out", str(tmp_path / "report"), "--device", "cpu"])
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "IoU building" in table and "IoU water" in table
+    pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert {"qualitative.png", "patch_sampling.png", "curves.png"} <= set(pngs), pngs

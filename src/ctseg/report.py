@@ -260,6 +260,8 @@ def clip_fraction(result: dict[str, Any]) -> float | None:
             value, step = row.get("train/contrastive_clipped"), row.get("step")
             if value not in (None, "") and step not in (None, ""):
                 points.append((int(float(step)), float(value)))
+    if not points:  # e.g. a baseline: no contrastive term, nothing clipped
+        return None
     points.sort()
     weights = [b[0] - a[0] for a, b in zip([(0, 0.0), *points[:-1]], points, strict=True)]
     total = sum(weights)

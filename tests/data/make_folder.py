@@ -17,7 +17,7 @@ name: mine
 classes:
   - {name: building, value: 1}
   - {name: road, value: 2}
-  - {name: water, value: 3, color: "#1f78b4"}
+  - {name: water, value: 3, color: "#33a02c"}
 ignore: [0]
 eval_classes: [building, road]
 """

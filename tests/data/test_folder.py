@@ -30,7 +30,7 @@ def test_uint16_four_bands_with_nodata(tmp_path):
     assert info["name"] == "mine" and info["classes"] == ["building", "road", "water"]
     assert info["bands"] == 4 and info["dtype"] == "uint16" and info["nodata"] == 0.0 and info["band_indices"] is None
     assert info["label_values"] == [1, 2, 3] and info["ignore_values"] == [0] and info["eval_classes"] == [0, 1]
-    assert info["colors"][2] == [0x1F, 0x78, 0xB4]  # a display colour given in the classes file
+    assert info["colors"][2] == [0x33, 0xA0, 0x2C]  # a display colour given in the classes file
     # split by source image, 20 % (one of five) to val, seeded
     splits = manifest["settings"]["splits"]
     assert sorted(splits) == ["train", "val"] and len(splits["val"]) == 1 and len(splits["train"]) == 4
@@ -223,3 +223,34 @@ def test_options_of_other_data_sets_are_refused(tmp_path):
     with pytest.raises(CtsegError, match="--classes does not apply to data set 'dubai'"):
         prepare_dataset("dubai", tmp_path / "src", tmp_path / "d", classes=tmp_path / "src" / "classes.yaml")
     _fails(tmp_path, tmp_path / "src", "--bands 5,1: ", bands=(5, 1))
+
+
+def test_float32_images_with_nan_nodata(tmp_path):
+    """Float products (reflectance, heights): NaN pixels are nodata — ignore in labels, out of the statistics,
+    stored as 0 so training never sees a NaN."""
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    rng = np.random.default_rng(3)
+    image = rng.normal(100.0, 20.0, (2, 48, 48)).astype(np.float32)
+    image[:, :10, :10] = np.nan
+    image[1, 20, 30] = np.inf  # one band broken: the pixel is nodata too
+    with rasterio.open(src / "images" / "dsm.tif", "w", driver="GTiff", height=48, width=48, count=2,
+                       dtype="float32", nodata=float("nan")) as dst:  # fmt: skip
+        dst.write(image)
+    Image.fromarray(np.ones((48, 48), np.uint8)).save(src / "masks" / "dsm.png")
+    (src / "classes.yaml").write_text("classes:\n  - {name: ground, value: 1}\n")
+    manifest = _prepare(src, tmp_path / "out", crop=48, val_fraction=0)
+    assert manifest["dataset"]["dtype"] == "float32" and np.isnan(manifest["dataset"]["nodata"])
+    valid = np.isfinite(image).all(0)
+    np.testing.assert_allclose(manifest["dataset"]["mean"], image[:, valid].mean(1, dtype=np.float64), rtol=1e-6)
+    sample = PreparedDataset(tmp_path / "out", "train")[0]
+    assert torch_isfinite(sample["image"]) and (sample["image"][:, ~valid] == 0).all()
+    mask = sample["mask"].numpy()
+    assert (mask[~valid] == 255).all() and (mask[valid] == 0).all()
+
+
+def torch_isfinite(tensor) -> bool:
+    import torch
+
+    return bool(torch.isfinite(tensor).all())

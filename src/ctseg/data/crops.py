@@ -20,8 +20,9 @@ pixel once:
   scored box in crop pixels (half-open; ``bottom``/``right`` stop at the tile's border), and the boxes of a
   tile's crops partition the tile: ``Σ (bottom − t)(right − l) = H · W``. Training crops keep their overlaps.
 
-**Nodata**: pixels where every image band equals the nodata value are ignore in the mask; a crop with no
-valid image pixel at all is not written (its scored box held only ignore pixels). **Files**: 3-band uint8
+**Nodata**: pixels where every image band equals the nodata value (and, in float images, pixels with a NaN or
+infinite band, stored as 0) are ignore in the mask and left out of the band statistics; a crop with no valid
+image pixel at all is not written (its scored box held only ignore pixels). **Files**: 3-band uint8
 images are RGB PNGs (as every earlier ctseg wrote them); any other band count or dtype is a deflate-compressed
 ``(C, H, W)`` GeoTIFF; masks are single-channel uint8 PNGs of class indices.
 """
@@ -169,6 +170,13 @@ def read_tile(tile: SourceTile, info: DatasetInfo) -> tuple[np.ndarray, np.ndarr
             f"{image.shape[0]}×{image.shape[1]} (height×width)"
         )
     invalid = nodata_mask(image, info.nodata if info.nodata is not None else file_nodata)
+    if np.issubdtype(image.dtype, np.floating):  # NaN / inf anywhere in a pixel: nodata, stored as 0
+        finite = np.isfinite(image)
+        if not finite.all():
+            broken = ~finite.all(axis=-1)
+            image = image.copy()
+            image[broken] = 0
+            invalid = broken if invalid is None else (invalid | broken)
     if invalid is not None and invalid.any():
         mask[invalid] = info.ignore_index
     return image, mask, (None if invalid is None else ~invalid)

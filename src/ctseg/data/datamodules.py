@@ -1,6 +1,8 @@
 """LightningDataModules over prepared crops: :class:`PreparedDataModule` and its per-data-set presets.
 
-Batches are ``{"image": float32 (B, 3, H, W) normalised, "mask": int64 (B, H, W)}`` (255 = ignore).
+Batches are ``{"image": float32 (B, C, H, W) normalised, "mask": int64 (B, H, W)}`` (255 = ignore; C = the data
+set's band count, ``info.bands``; the on-device pipeline's loaders yield the stored dtype, uint8 / uint16 /
+float32, normalised after the transfer).
 
 Training augmentation presets (``augment``, :mod:`ctseg.data.transforms`):
 
@@ -83,8 +85,9 @@ class PreparedDataModule(L.LightningDataModule):
         batch_size: training batch size.
         num_workers: DataLoader worker processes.
         image_size: training crop side after augmentation (validation crops keep their prepared size).
-        train_split, val_split: split names in the manifest (``"train"`` / ``"test"``: the paper validates on
-            the 14 Potsdam test tiles).
+        train_split, val_split: split names in the manifest. ``val_split`` defaults to the preset's evaluation
+            split: ``"test"`` for ISPRS and Dubai (the paper validates on the 14 Potsdam test tiles), ``"val"`` for
+            LoveDA, UAVid and folder data sets.
         augment: the training augmentation preset (module docstring): ``"paper"`` (the authors' ``train_aug``:
             scale from {0.75, 1, 1.25, 1.5}, class-balanced crop of ``round(375 · image_size / 512)`` px resized to
             ``image_size``, 90° rotation with p = 0.5, no flips, mosaic on 25 % of the samples), ``"ctseg"``
