@@ -122,3 +122,14 @@ def test_input_not_a_multiple_of_32_is_refused(shape):
     model = build_model("pf-tiny", 6)
     with pytest.raises(CtsegError, match="multiples of 32"):
         model(torch.randn(*shape))
+
+
+def test_a_preset_is_named_once_and_a_duplicate_is_refused():
+    import pytest
+
+    from ctseg.models.registry import _PRESETS, ModelPreset, register_model
+
+    assert all(name == preset.name for name, preset in _PRESETS.items())
+    with pytest.raises(ValueError, match="'pf-tiny' is already registered"):
+        register_model(ModelPreset("pf-tiny", "ctseg_poolformer_tiny", "unetformer"))
+    assert _PRESETS["pf-tiny"].decoder == "dcswin"  # the first one stays

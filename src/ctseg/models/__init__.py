@@ -9,10 +9,11 @@ See :mod:`ctseg.models.registry` for the presets and their parameter counts.
 """
 
 from ctseg.models.dcswin import DCSwinDecoder
-from ctseg.models.encoders import Encoder, LoadReport, list_encoders, load_encoder_weights
+from ctseg.models.encoders import Encoder, list_encoders
 from ctseg.models.registry import build_model, list_models, register_model
 from ctseg.models.segmentor import Segmentor
 from ctseg.models.unetformer import UNetFormerDecoder
+from ctseg.models.weights import LoadReport, load_encoder_weights
 
 __all__ = [
     "DCSwinDecoder",

@@ -1,8 +1,8 @@
 """Named model presets over one private builder (timm-style registry).
 
-Each preset is a function decorated with :func:`register_model` that returns its settings: the encoder
-(fixed, or a default the caller may replace), the decoder and the decoder's options. :func:`build_model` looks
-the name up and calls :func:`_build`, the only place where models are assembled.
+Each preset is one :class:`ModelPreset` registered with :func:`register_model`, named once: the encoder (fixed, or
+a default the caller may replace), the decoder and the decoder's options; a duplicate name is an error.
+:func:`build_model` looks the name up and calls :func:`_build`, the only place where models are assembled.
 
 ==============  ==========================================  ==========  =====================================
 name            encoder                                     decoder     parameters (6 classes)
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from torch import nn
 
 from ctseg.errors import CtsegError
 from ctseg.models.dcswin import DCSwinDecoder
-from ctseg.models.encoders import Encoder, load_encoder_weights
+from ctseg.models.encoders import Encoder
 from ctseg.models.segmentor import Segmentor
 from ctseg.models.unetformer import UNetFormerDecoder
+from ctseg.models.weights import load_encoder_weights
 
 __all__ = ["ModelPreset", "build_model", "list_models", "register_model"]
 
@@ -53,17 +54,32 @@ class ModelPreset:
 _PRESETS: dict[str, ModelPreset] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[[], ModelPreset]], Callable[[], ModelPreset]]:
-    """Decorator: register a zero-argument function returning a :class:`ModelPreset` under ``name``."""
+def register_model(preset: ModelPreset | str):
+    """Register a :class:`ModelPreset` under its own ``name`` (returns it); a second preset of the same name is an
+    error (a duplicate never silently replaces the first).
 
-    def decorate(fn: Callable[[], ModelPreset]) -> Callable[[], ModelPreset]:
-        preset = fn()
-        if preset.decoder not in _DECODERS:
-            raise ValueError(f"preset {name!r}: unknown decoder {preset.decoder!r}")
-        _PRESETS[name] = preset
-        return fn
+    ``register_model("name")`` is the decorator form: it registers the :class:`ModelPreset` that the decorated
+    zero-argument function returns (its ``name`` must be ``"name"`` or empty).
+    """
+    if isinstance(preset, str):
+        name = preset
 
-    return decorate
+        def decorate(fn: Callable[[], ModelPreset]) -> Callable[[], ModelPreset]:
+            made = fn()
+            if made.name not in ("", name):
+                raise ValueError(f"preset function for {name!r} returned a preset named {made.name!r}")
+            register_model(replace(made, name=name))
+            return fn
+
+        return decorate
+    if preset.decoder not in _DECODERS:
+        raise ValueError(f"preset {preset.name!r}: unknown decoder {preset.decoder!r}")
+    if not preset.name:
+        raise ValueError("a model preset needs a name")
+    if preset.name in _PRESETS:
+        raise ValueError(f"model preset {preset.name!r} is already registered; choose another name")
+    _PRESETS[preset.name] = preset
+    return preset
 
 
 def list_models() -> list[str]:
@@ -71,61 +87,45 @@ def list_models() -> list[str]:
     return sorted(_PRESETS)
 
 
-@register_model("ds-paper")
-def _ds_paper() -> ModelPreset:
-    return ModelPreset("ds-paper", "ctseg_swin_paper", "dcswin", description="CT paper's DS: Swin + DCSwin")
-
-
-@register_model("uf-paper")
-def _uf_paper() -> ModelPreset:
-    return ModelPreset(
+register_model(ModelPreset("ds-paper", "ctseg_swin_paper", "dcswin", description="CT paper's DS: Swin + DCSwin"))
+register_model(
+    ModelPreset(
         "uf-paper", "ctseg_swin_paper", "unetformer", description="CT paper's UF: Swin + UNetFormer (no aux head)"
     )
-
-
-@register_model("pf-paper")
-def _pf_paper() -> ModelPreset:
-    return ModelPreset("pf-paper", "ctseg_poolformer_paper", "dcswin", description="CT paper's PF: PoolFormer + DCSwin")
-
-
-@register_model("dcswin")
-def _dcswin() -> ModelPreset:
-    return ModelPreset(
+)
+register_model(
+    ModelPreset("pf-paper", "ctseg_poolformer_paper", "dcswin", description="CT paper's PF: PoolFormer + DCSwin")
+)
+register_model(
+    ModelPreset(
         "dcswin",
         "swin_tiny_patch4_window7_224",
         "dcswin",
         encoder_fixed=False,
         description="DCSwin decoder over any timm pyramid encoder",
     )
-
-
-@register_model("unetformer")
-def _unetformer() -> ModelPreset:
-    return ModelPreset(
+)
+register_model(
+    ModelPreset(
         "unetformer",
         "poolformerv2_s12",
         "unetformer",
         encoder_fixed=False,
         description="UNetFormer decoder over any timm pyramid encoder",
     )
-
-
-@register_model("pf-tiny")
-def _pf_tiny() -> ModelPreset:
-    return ModelPreset(
-        "pf-tiny", "ctseg_poolformer_tiny", "dcswin", description="small PoolFormer + DCSwin for CPU demos"
-    )
-
-
-@register_model("uf-tiny")
-def _uf_tiny() -> ModelPreset:
-    return ModelPreset(
+)
+register_model(
+    ModelPreset("pf-tiny", "ctseg_poolformer_tiny", "dcswin", description="small PoolFormer + DCSwin for CPU demos")
+)
+register_model(
+    ModelPreset(
         "uf-tiny",
         "ctseg_poolformer_tiny",
         "unetformer",
         decoder_kwargs=dict(decode_channels=32, num_heads=4),
         description="small PoolFormer + UNetFormer for CPU demos",
     )
+)
 
 
 def _decoder_options() -> dict[str, set[str]]:
@@ -156,7 +156,7 @@ def build_model(
         num_classes: K.
         encoder: timm encoder name for the ``"dcswin"`` / ``"unetformer"`` presets (others fix their encoder).
         pretrained: a local encoder weights file (.pth/.pt/.bin/.safetensors), loaded by
-            :func:`~ctseg.models.encoders.load_encoder_weights`; nothing is ever downloaded.
+            :func:`~ctseg.models.weights.load_encoder_weights`; nothing is ever downloaded.
         img_size: nominal input size (multiple of 32); other multiples of 32 run too.
         in_chans: input bands (the data set's ``DatasetInfo.bands``), passed to the timm encoder's constructor.
             RGB ``pretrained`` weights get their first convolution adapted by timm's ``adapt_input_conv``: the RGB
