@@ -1,8 +1,8 @@
 """Named contrastive schemes selectable from configs: ``none``, ``ct-cl``, ``ct-infonce``, ``ms``, ``mscs``.
 
 ``ct-*`` is the Contrastive Transformer (patch-level, :class:`~ctseg.contrastive.PatchContrastiveLoss`, default
-weight 1.0, SPEC §1); ``ms`` / ``mscs`` the multi-scale (and cross-scale) pixel contrast of Pissas et al.
-(:class:`~ctseg.contrastive.MultiScaleContrastiveLoss`, default weight 0.1, SPEC §5).
+weight 1.0, docs/design.md §1); ``ms`` / ``mscs`` the multi-scale (and cross-scale) pixel contrast of Pissas et al.
+(:class:`~ctseg.contrastive.MultiScaleContrastiveLoss`, default weight 0.1, docs/design.md §5).
 """
 
 from __future__ import annotations

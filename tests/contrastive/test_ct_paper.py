@@ -1,6 +1,6 @@
 """``reduction="paper"``: the authors' CT loss, against a slow loop reference written from their code's rules.
 
-The rules (SPEC §1, the authors' GeoSeg fork at commit 71f35b9), per stage and class ``c``:
+The rules (docs/design.md §1.7, the authors' GeoSeg fork at commit 71f35b9), per stage and class ``c``:
 
 * skip the class unless it has ≥ 5 positive and ≥ 5 negative patches;
 * CL: ``term_neg`` = mean CL over the ``int(n · hf)`` most similar of the ``n = min(#pos, #neg)`` negative pairs;

@@ -1,4 +1,5 @@
-"""The ``paper`` augmentation preset (the authors' train_aug, SPEC §1): per sample (CPU) and batched (device).
+"""The ``paper`` augmentation preset (the authors' train_aug, docs/design.md §1.12): per sample (CPU) and batched
+(device).
 
 Tiny generated images: a coordinate image (channel 0 = source x, channel 1 = source y, linear ramps) lets each
 output tell its scale and rotation (the Jacobian of output → source coordinates); constant per-sample images

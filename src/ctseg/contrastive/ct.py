@@ -1,7 +1,7 @@
 """PatchContrastiveLoss: the Contrastive Transformer scheme on every encoder stage.
 
 Reference: S. R. Jyhne, P.-A. Andersen, M. Goodwin, "Contrastive Transformer: Contrastive Learning Scheme with
-Transformer innate Patches", arXiv:2303.14806. Decisions where the paper is vague: ``SPEC.md`` §1.
+Transformer innate Patches", arXiv:2303.14806. Decisions where the paper is vague: ``docs/design.md`` §1.
 
 Per stage ``s`` with features ``F_s: (B, C_s, H_s, W_s)`` and stride ``r_s = H // H_s``:
 

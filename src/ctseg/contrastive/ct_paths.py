@@ -8,7 +8,7 @@ Pairs: negative pair ``j`` is (positive ``j``, negative ``j``); positive pair ``
 positive ``i + n/2``) with ``n`` the number of sampled positives (:func:`split_halves`).
 
 * ``cl_mean`` / ``infonce_mean`` — ctseg's own reduction: one mean over all kept pairs (or queries) of a class.
-* ``cl_paper`` / ``infonce_paper`` — what the authors' code (GeoSeg fork, commit 71f35b9) computes, SPEC §1:
+* ``cl_paper`` / ``infonce_paper`` — what the authors' code (GeoSeg fork, commit 71f35b9) computes, docs/design.md §1.7:
   a class's CL loss is ``mean(kept negative pairs) + mean(kept positive pairs)``; InfoNCE picks its pairs by
   ranking the negative pairs. Hard mining keeps ``floor(fraction · n)`` pairs there (``int(n · take_top)``).
 
@@ -85,8 +85,10 @@ def cl_mean(
 ) -> ClassLosses:
     """ctseg's CL reduction: ``loss_c = Σ kept pair losses / #kept pairs`` (positive and negative pairs pooled).
 
-    A class takes part with ``≥ min_samples`` eligible positives and negatives. Never above 0.963 for
-    ``cl_form="logits"``, ``ε = 0.1`` (⅓ positive pairs at ≤ 0.363 … ⅔ negative pairs at ≤ 1.263).
+    A class takes part with ``≥ min_samples`` eligible positives and negatives. For ``cl_form="logits"``,
+    ``ε = 0.1``, a mean of per-pair losses in ``[0.363, 1.263]``: at most 0.963 while every kept pair has the same
+    cosine and there are about twice as many kept negative as positive pairs, so the value clip rarely acts;
+    above 1 only with opposed positive and aligned negative pairs, or very few positives (docs/design.md §1.7).
     """
     n_pos, n_neg = _counts(samples)
     present = (n_pos >= min_samples) & (n_neg >= min_samples)

@@ -2,7 +2,7 @@
 
 Reference: T. Pissas, C. S. Ravasio, L. Da Cruz, C. Bergeles, "Multi-scale and Cross-scale Contrastive
 Learning for Semantic Segmentation", ECCV 2022, arXiv:2203.13409. Decisions where the paper is vague or where
-the project departs from it: ``SPEC.md`` §5 and the list below.
+the project departs from it: ``docs/design.md`` §5 and the list below.
 
 Per scale ``s`` with features ``F_s: (B, C_s, H_s, W_s)`` and stride ``r_s = H // H_s``:
 
@@ -28,8 +28,8 @@ Total: ``Σ_s w_s · L_s`` (weights finest first) plus, when ``cross_scale``, ``
 ``L(finest → second deepest)`` with weight 1 each. A cross-scale term takes its anchors from the finest scale and
 its positives **and** negatives only from the other scale: anchors do not contrast with their own scale there
 (that is the within-scale term's job). It is one-directional (finest anchors only). With 2 stages there is one
-cross term (finest → deepest), with 1 stage none. The spec's ``0.1 ×`` factor in ``seg + 0.1 × contrastive`` is the
-caller's: this module returns the unweighted sum.
+cross term (finest → deepest), with 1 stage none. The ``0.1 ×`` of ``seg + 0.1 × contrastive`` (docs/design.md §5)
+is the caller's ``contrastive_weight``: this module returns the unweighted sum.
 
 No step synchronises with the host: every shape is fixed by the configuration and the input shapes; what varies
 with the data is carried by validity masks and device-side counts.

@@ -2,7 +2,7 @@
 
 A ``DatasetInfo`` travels with every prepared folder (its manifest) and every checkpoint, so that predictions
 can be coloured back to the original palette, inputs checked for the band layout the model was trained on,
-and scores computed with the right protocol (SPEC §4: ISPRS scores mIoU / mean F1 over the five classes
+and scores computed with the right protocol (docs/design.md §4: ISPRS scores mIoU / mean F1 over the five classes
 without clutter, OA over all six).
 
 Each data set defines its ``DatasetInfo`` in its own file under :mod:`ctseg.data.sets` and registers it

@@ -1,4 +1,6 @@
-"""The authors' training augmentation (preset ``paper``; their ``train_aug``, SPEC §1), per sample and batched.
+"""The authors' training augmentation (preset ``paper``; their ``train_aug``), per sample and batched.
+
+The recipe and why it is the authors': docs/design.md §1.12.
 
 :class:`PaperTrainTransform` (one sample, CPU, DataLoader workers) and :class:`PaperBatchTransform` (a batch, on
 its device). In this order:
@@ -53,8 +55,8 @@ __all__ = [
     "PAPER_SIZE", "PaperBatchTransform", "PaperTrainTransform", "balanced",
 ]  # fmt: skip
 
-#: The authors' training augmentation (SPEC §1): scale set, crop side at the 512 training size, crop re-draws,
-#: the class-balance bound, rotation probability and the mosaic ratio.
+#: The authors' training augmentation (docs/design.md §1.12): scale set, crop side at the 512 training size, crop
+#: re-draws, the class-balance bound, rotation probability and the mosaic ratio.
 PAPER_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5)
 PAPER_CROP = 375
 PAPER_SIZE = 512

@@ -9,9 +9,9 @@ training ``size`` when the crop size differs, a random 90° rotation (``k`` unif
 vertical flips, then normalisation; :class:`TrainTransform` (per sample) and :class:`BatchTrainTransform`
 (batched).
 
-``paper`` — **the authors' training augmentation** (their ``train_aug``, SPEC §1): :class:`PaperTrainTransform`
-and :class:`PaperBatchTransform`, defined in :mod:`ctseg.data.paper_transforms` (which describes the recipe)
-and re-exported here (imported on first use: that module builds on this one).
+``paper`` — **the authors' training augmentation** (their ``train_aug``, docs/design.md §1.12):
+:class:`PaperTrainTransform` and :class:`PaperBatchTransform`, defined in :mod:`ctseg.data.paper_transforms`
+(which describes the recipe) and re-exported here (imported on first use: that module builds on this one).
 
 ``none`` only normalises. In every preset images are interpolated bilinearly and masks always with nearest
 neighbour (no invented labels; the authors' Pillow default filter for masks is not repeated). Validation,

@@ -2,7 +2,7 @@
 
 Reference: L. Wang, R. Li, C. Duan, C. Zhang, X. Meng, S. Fang, "A Novel Transformer Based Semantic
 Segmentation Scheme for Fine-Resolution Remote Sensing Images", IEEE Geoscience and Remote Sensing Letters 19
-(2022). Written here from the structure in SPEC §3; the exact layer shapes follow the parameter count of the
+(2022). Written here from the structure in docs/design.md §3.3; the exact layer shapes follow the parameter count of the
 authors' decoder (8,055,746 parameters on channels 64/128/256/512 with 6 classes). That count fixes two details
 against a literal reading of the prose: the stride-2 shortcut of a down connection is a 3×3 conv-BN (a 1×1 one
 gives 1,638,400 fewer parameters), and a separable conv normalises after its pointwise conv, over the output

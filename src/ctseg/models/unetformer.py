@@ -2,9 +2,9 @@
 
 Reference: L. Wang, R. Li, C. Zhang, S. Fang, C. Duan, X. Meng, P. M. Atkinson, "UNetFormer: A UNet-like
 transformer for efficient semantic segmentation of remote sensing urban scene imagery", ISPRS Journal of
-Photogrammetry and Remote Sensing 190 (2022) 196–214. Written from the structure in SPEC §3; with decode channels
-64, window 8, 8 heads, encoder channels 64/128/256/512 and 6 classes it has 511,006 parameters, as the authors'
-decoder does.
+Photogrammetry and Remote Sensing 190 (2022) 196–214. Written from the structure in docs/design.md §3.4; with
+decode channels 64, window 8, 8 heads, encoder channels 64/128/256/512 and 6 classes it has 511,006 parameters, as
+the authors' decoder does.
 
 Dataflow, with encoder features ``x1 … x4`` (channels ``C1 … C4`` at strides r, 2r, 4r, 8r) and D decode
 channels::

@@ -36,7 +36,7 @@ from ctseg.errors import CtsegError
 ISPRS_CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
 ISPRS_COLORS = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
 
-#: SPEC §4: scored over the five classes without clutter; black label pixels (eroded boundaries) are ignore.
+#: docs/design.md §4: scored over the five classes without clutter; black label pixels (eroded boundaries) are ignore.
 POTSDAM = DatasetInfo(
     name="potsdam",
     classes=ISPRS_CLASSES,
@@ -52,7 +52,7 @@ VAIHINGEN = DatasetInfo(
     eval_classes=(0, 1, 2, 3, 4),
 )
 
-#: SPEC §4: the 14 Potsdam test tiles and the 24 train tiles.
+#: docs/design.md §4.1: the 14 Potsdam test tiles and the 24 train tiles.
 POTSDAM_TEST = (
     "2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15", "6_13", "6_14", "6_15", "7_13",
 )  # fmt: skip
@@ -60,7 +60,7 @@ POTSDAM_TRAIN = (
     "2_10", "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11", "4_12", "5_10", "5_11", "5_12",
     "6_7", "6_8", "6_9", "6_10", "6_11", "6_12", "7_7", "7_8", "7_9", "7_10", "7_11", "7_12",
 )  # fmt: skip
-#: SPEC §4: the customary Vaihingen split (16 train areas, 17 test areas).
+#: docs/design.md §4.2: the customary Vaihingen split (16 train areas, 17 test areas).
 VAIHINGEN_TRAIN = tuple(f"area{n}" for n in (1, 3, 5, 7, 11, 13, 15, 17, 21, 23, 26, 28, 30, 32, 34, 37))
 VAIHINGEN_TEST = tuple(f"area{n}" for n in (2, 4, 6, 8, 10, 12, 14, 16, 20, 22, 24, 27, 29, 31, 33, 35, 38))
 
@@ -219,7 +219,7 @@ def _discover(name: str):
 register_dataset(
     DatasetSpec(
         name="potsdam",
-        summary="ISPRS Potsdam, 5 cm RGB tiles (24 train / 14 test, SPEC §4)",
+        summary="ISPRS Potsdam, 5 cm RGB tiles (24 train / 14 test, docs/design.md §4)",
         info=POTSDAM,
         crop=CropSettings(500, 500, 512),
         discover=_discover("potsdam"),
