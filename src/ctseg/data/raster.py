@@ -8,7 +8,8 @@ Pillow. Georeferencing is not needed for preparation and its warning is silenced
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,17 @@ def first_line(err: BaseException) -> str:
         err, seen = inner, seen + 1
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn any failure while reading ``path`` (rasterio, Pillow, OS) into one ``cannot read PATH: …`` line."""
+    try:
+        yield
+    except (CtsegError, MemoryError):
+        raise
+    except Exception as err:  # the user's file is at fault
+        raise CtsegError(f"cannot read {path}: {first_line(err)}") from None
 
 
 def uses_pillow(path: Path) -> bool:
@@ -73,17 +85,13 @@ def _pillow_header(im: Image.Image) -> tuple[int, str]:
 def read_header(path: Path) -> RasterHeader:
     """Size, band count, dtype and nodata of a raster, read from its header only."""
     path = Path(path)
-    try:
+    with reading(path):
         if not uses_pillow(path):
             with open_raster(path) as ds:
                 return RasterHeader(ds.height, ds.width, ds.count, str(ds.dtypes[0]), ds.nodata)
         with Image.open(path) as im:
             bands, dtype = _pillow_header(im)
             return RasterHeader(im.height, im.width, bands, dtype, None)
-    except CtsegError:
-        raise
-    except Exception as err:  # rasterio, Pillow and OS errors alike: the user's file is at fault
-        raise CtsegError(f"cannot read {path}: {first_line(err)}") from None
 
 
 def raster_shape(path: Path) -> tuple[int, int]:
@@ -114,7 +122,7 @@ def read_image(path: Path, bands: Sequence[int] | None = None) -> tuple[np.ndarr
         Pillow formats).
     """
     path = Path(path)
-    try:
+    with reading(path):
         if uses_pillow(path):
             with Image.open(path) as im:
                 im.load()
@@ -143,12 +151,6 @@ def read_image(path: Path, bands: Sequence[int] | None = None) -> tuple[np.ndarr
             chosen = _select(ds.count, bands, path)
             data = ds.read(chosen)
             return np.ascontiguousarray(np.moveaxis(data, 0, -1)), ds.nodata
-    except CtsegError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as err:
-        raise CtsegError(f"cannot read {path}: {first_line(err)}") from None
 
 
 def read_rgb(path: Path, *, label: bool = False) -> np.ndarray:
@@ -158,7 +160,7 @@ def read_rgb(path: Path, *, label: bool = False) -> np.ndarray:
     through it. Pillow formats: palette and grey images are converted to RGB.
     """
     path = Path(path)
-    try:
+    with reading(path):
         if uses_pillow(path):
             with Image.open(path) as im:
                 im.load()
@@ -182,18 +184,12 @@ def read_rgb(path: Path, *, label: bool = False) -> np.ndarray:
                     lut[value] = rgba[:3]
                 return lut[band]
             raise CtsegError(f"{path}: expected a 3-band (RGB / IRRG) image, found {ds.count} band(s)")
-    except CtsegError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as err:
-        raise CtsegError(f"cannot read {path}: {first_line(err)}") from None
 
 
 def read_index(path: Path) -> np.ndarray:
     """Read a single-band index mask as (H, W) integers (uint8 or uint16; palette PNGs give their indices)."""
     path = Path(path)
-    try:
+    with reading(path):
         if uses_pillow(path):
             with Image.open(path) as im:
                 im.load()
@@ -215,12 +211,6 @@ def read_index(path: Path) -> np.ndarray:
             if not np.issubdtype(np.dtype(ds.dtypes[0]), np.integer):
                 raise CtsegError(f"{path}: an index mask must hold integers, found {ds.dtypes[0]}")
             return ds.read(1)
-    except CtsegError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as err:
-        raise CtsegError(f"cannot read {path}: {first_line(err)}") from None
 
 
 def nodata_mask(image: np.ndarray, nodata: float | None) -> np.ndarray | None:

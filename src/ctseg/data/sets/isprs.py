@@ -23,7 +23,6 @@ Labels are colour-coded RGB (:data:`ISPRS_COLORS`, black = ignore); decoding and
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 from ctseg.data.definitions import DatasetInfo
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
 from ctseg.data.splits import natural_key, resolve_splits
+from ctseg.data.walk import walk_files
 from ctseg.errors import CtsegError
 
 ISPRS_CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
@@ -94,14 +94,6 @@ _LABEL_FILE = {
 }
 
 
-def _walk(src: Path) -> Iterable[tuple[Path, str]]:
-    """(folder, file name) for every file under ``src``; hidden and temporary folders are skipped."""
-    for folder, dirs, files in os.walk(src, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and ".tmp-" not in d and ".old-" not in d)
-        for file in sorted(files):
-            yield Path(folder), file
-
-
 def _in_label_folder(folder: Path, src: Path) -> bool:
     try:
         parts = folder.relative_to(src).parts
@@ -113,7 +105,7 @@ def _in_label_folder(folder: Path, src: Path) -> bool:
 def _classify(name: str, src: Path) -> dict[str, dict[str, list[Path]]]:
     """role ("image" | "full" | "eroded") → tile id → candidate files."""
     found: dict[str, dict[str, list[Path]]] = {"image": {}, "full": {}, "eroded": {}}
-    for folder, file in _walk(src):
+    for folder, file in walk_files(src):
         role = tile = None
         if name == "potsdam":
             for candidate, pattern in _POTSDAM.items():

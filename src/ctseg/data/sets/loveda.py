@@ -27,14 +27,14 @@ position inside the 1024 px crop), which sees more variety than four fixed 512 p
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ctseg.data.definitions import DatasetInfo
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
 from ctseg.data.splits import natural_key, resolve_splits
+from ctseg.data.walk import subfolders, walk_folders
 from ctseg.errors import CtsegError
 
 #: LoveDA: seven classes from index masks (1–7), 0 = no-data; colours: the palette LoveDA results are shown in.
@@ -60,33 +60,12 @@ _EXPECTED = (
 )
 
 
-def _skip(name: str) -> bool:
-    return name.startswith(".") or ".tmp-" in name or ".old-" in name
-
-
-def _children(folder: Path) -> dict[str, Path]:
-    """Lower-case name → sub-folder of ``folder``."""
-    try:
-        return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir() and not _skip(p.name)}
-    except OSError:
-        return {}
-
-
-def _folders(src: Path) -> Iterator[Path]:
-    """``src`` and every folder under it (hidden and temporary folders left out), in sorted order."""
-    yield src
-    for folder, dirs, _ in os.walk(src, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not _skip(d))
-        for d in dirs:
-            yield Path(folder) / d
-
-
 def _split_folders(src: Path) -> dict[str, list[Path]]:
     """Release folder (``"train"``, ``"val"``, ``"test"``) → folders of that name holding Urban/ or Rural/."""
     found: dict[str, list[Path]] = {}
-    for folder in _folders(src):
+    for folder in walk_folders(src):
         key = folder.name.lower()
-        if key in SPLIT_FOLDERS and any(d in _children(folder) for d in DOMAINS):
+        if key in SPLIT_FOLDERS and any(d in subfolders(folder) for d in DOMAINS):
             found.setdefault(key, []).append(folder)
     return found
 
@@ -126,12 +105,12 @@ def discover_loveda(
             raise CtsegError(f"LoveDA {paths[0].name}/ found twice: {paths[0]} and {paths[1]}; keep one of them")
         split, folder = SPLIT_FOLDERS[key], paths[0]
         assert split is not None
-        domains = _children(folder)
+        domains = subfolders(folder)
         for domain in DOMAINS:
             if domain not in domains:
                 notes.append(f"loveda: {folder} has no {domain.capitalize()}/ folder")
                 continue
-            parts = _children(domains[domain])
+            parts = subfolders(domains[domain])
             if "images_png" not in parts:
                 raise CtsegError(f"{domains[domain]} has no images_png/ folder: expected {_EXPECTED}")
             images = _images(parts["images_png"])

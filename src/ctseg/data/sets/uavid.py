@@ -26,14 +26,14 @@ each axis is aligned to the frame's border, so a 3840 × 2160 frame gives column
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ctseg.data.definitions import DatasetInfo
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
 from ctseg.data.splits import natural_key, resolve_splits
+from ctseg.data.walk import subfolders, walk_folders
 from ctseg.errors import CtsegError
 
 #: UAVid: eight classes from colour-coded labels (the release's colours); clutter is scored like the others.
@@ -60,27 +60,6 @@ _EXPECTED = "uavid_train/seqN/Images/000000.png frames with seqN/Labels/000000.p
 _NO_SPLIT = object()
 
 
-def _skip(name: str) -> bool:
-    return name.startswith(".") or ".tmp-" in name or ".old-" in name
-
-
-def _children(folder: Path) -> dict[str, Path]:
-    """Lower-case name → sub-folder of ``folder``."""
-    try:
-        return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir() and not _skip(p.name)}
-    except OSError:
-        return {}
-
-
-def _folders(src: Path) -> Iterator[Path]:
-    """``src`` and every folder under it (hidden and temporary folders left out), in sorted order."""
-    yield src
-    for folder, dirs, _ in os.walk(src, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not _skip(d))
-        for d in dirs:
-            yield Path(folder) / d
-
-
 def folder_split(folder: Path, src: Path):
     """The split named by the nearest folder above ``folder``, up to ``src`` (included): ``"train"``, ``"val"``,
     ``None`` (test) or ``_NO_SPLIT``."""
@@ -102,15 +81,15 @@ def normalize_sequence(raw: str) -> str:
 def _sequences(src: Path) -> dict[str, list[Path]]:
     """``"seqN"`` → sequence folders (``seqN`` holding ``Images/``) under ``src``."""
     found: dict[str, list[Path]] = {}
-    for folder in _folders(src):
+    for folder in walk_folders(src):
         m = _SEQUENCE.match(folder.name)
-        if m and "images" in _children(folder):
+        if m and "images" in subfolders(folder):
             found.setdefault(f"seq{int(m[1])}", []).append(folder)
     return found
 
 
 def _frames(folder: Path) -> list[Path]:
-    images = _children(folder)["images"]
+    images = subfolders(folder)["images"]
     return sorted(
         (p for p in images.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES),
         key=lambda p: natural_key(p.stem),
@@ -165,8 +144,8 @@ def discover_uavid(
         folder = folders[group]
         frames = _frames(folder)
         if not frames:
-            raise CtsegError(f"{_children(folder)['images']} holds no frames: expected {_EXPECTED}")
-        labels = _children(folder).get("labels", folder / "Labels")
+            raise CtsegError(f"{subfolders(folder)['images']} holds no frames: expected {_EXPECTED}")
+        labels = subfolders(folder).get("labels", folder / "Labels")
         for image in frames:
             label = labels / f"{image.stem}.png"
             if not label.is_file():
