@@ -338,6 +338,46 @@ def predict_existing_output(tmp_path, request):
     return Case(argv, [str(out / "tile_pred.tif"), "--overwrite"])
 
 
+def predict_disk_full(tmp_path, request):
+    """The disk fills while the class map is streamed (the second row band): its partial file goes, one line."""
+    import errno
+
+    import ctseg.predict_write as pw
+
+    src = tmp_path / "tall.tif"
+    with rasterio.open(src, "w", driver="GTiff", height=256, width=64, count=3, dtype="uint8") as dst:
+        dst.write(np.moveaxis(_rgb(256, 64), -1, 0))
+    (tmp_path / "out").mkdir()
+    real, calls = pw._write_block, []
+
+    def full(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    request.getfixturevalue("monkeypatch").setattr(pw, "_write_block", full)
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(src), "--out", str(tmp_path / "out"), "--window", "64"]
+    return Case(argv, [str(tmp_path / "out" / "tall_pred.tif"), "no space left on device", "removed"])
+
+
+def predict_corrupt_window(tmp_path, request):
+    """A tile in the middle of a GeoTIFF is garbage (header and last row fine): found mid-stream, one line naming
+    the file and the window, nothing of that input left behind."""
+    bad = tmp_path / "city.tif"
+    with rasterio.open(bad, "w", driver="GTiff", height=512, width=256, count=3, dtype="uint8", tiled=True,
+                       blockxsize=128, blockysize=128, compress="deflate") as dst:  # fmt: skip
+        dst.write(np.moveaxis(_rgb(512, 256), -1, 0))
+    with rasterio.open(bad) as src:
+        offset, size = (int(src.get_tag_item(f"BLOCK_{k}_1_2", "TIFF", bidx=1)) for k in ("OFFSET", "SIZE"))
+    raw = bytearray(bad.read_bytes())
+    raw[offset : offset + size] = b"\xff" * size
+    bad.write_bytes(bytes(raw))
+    (tmp_path / "out").mkdir()
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(bad), "--out", str(tmp_path / "out"), "--window", "64"]
+    return Case(argv, [str(bad), "cannot be read at rows", "window row_off="])
+
+
 def _folder(tmp_path: Path, **kwargs) -> Path:
     sys.path.insert(0, str(DATA_TESTS))
     from make_folder import make_uint16_folder
@@ -417,6 +457,8 @@ CASES: dict[str, Callable[..., Case]] = {
     "predict-unwritable-out": predict_unwritable_out,
     "report-unwritable-out": report_unwritable_out,
     "predict-existing-output": predict_existing_output,
+    "predict-disk-full": predict_disk_full,
+    "predict-corrupt-window": predict_corrupt_window,
 }
 XFAIL: dict[str, str] = {}
 

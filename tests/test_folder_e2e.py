@@ -144,3 +144,28 @@ def test_grid_and_report_on_a_folder_data_set(uint16_run, tmp_path):
     assert "IoU building" in table and "IoU water" in table
     pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
     assert {"qualitative.png", "patch_sampling.png", "curves.png"} <= set(pngs), pngs
+
+
+def test_mapping_a_city_readme_commands(uint16_run, tmp_path):
+    """README "Mapping a city": tiles → VRT → predict (COG + confidence) → vectorize, with the folder model."""
+    from make_city import make_city
+
+    ckpt = uint16_run[3]
+    vrt = make_city(tmp_path / "city", grid=2, size=128)
+    maps = tmp_path / "maps"
+    _run(["predict", "--ckpt", str(ckpt), str(vrt), "--out", str(maps), "--confidence", "--window", "64"])
+    with rasterio.open(maps / "city_pred.tif") as pred:
+        assert pred.shape == (256, 256) and pred.crs.to_epsg() == 32633
+        assert pred.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert json.loads(pred.tags()["CTSEG_CLASSES"]) == ["building", "road", "water"]
+        built = int((pred.read(1) == 0).sum())
+    out = maps / "buildings.gpkg"
+    _run(["vectorize", str(maps / "city_pred.tif"), "--classes", "building", "--confidence",
+          str(maps / "city_conf.tif"), "--out", str(out)])  # fmt: skip
+    import pyogrio
+
+    info = pyogrio.read_info(out)
+    assert info["features"] > 0 and "mean_confidence" in list(info["fields"])
+    meta, _, _, fields = pyogrio.raw.read(out)
+    areas = fields[list(meta["fields"]).index("area")]
+    assert abs(float(np.sum(areas)) - built * 0.25) < 1e-6  # every building pixel (0.5 m²) in exactly one polygon

@@ -50,6 +50,10 @@ def fake_runs(tmp_path, tiny):
                 "mf1": miou + 0.1,
                 "oa": 0.9,
                 "iou": {c: miou + 0.01 * i for i, c in enumerate(CLASSES)},
+                "mbiou": miou - 0.3,
+                "mbf1": miou - 0.2,
+                "biou": {c: miou - 0.3 + 0.01 * i for i, c in enumerate(CLASSES)},
+                "bf1": {c: miou - 0.2 + 0.01 * i for i, c in enumerate(CLASSES)},
             }
             (run / "results.json").write_text(json.dumps(res))
             shutil.copy(log, run / "metrics.csv")
@@ -63,6 +67,10 @@ def test_tiny_grid_run_writes_results(tiny):
         assert key in res, key
     assert (res["model"], res["scheme"], res["seed"], res["dataset"]) == ("pf-tiny", "ct-cl", 0, "synthetic")
     assert set(res["iou"]) == set(CLASSES) and 0.0 <= res["miou"] <= 1.0
+    # boundary IoU / F1 at the default tolerance, logged by the test step (test/biou, test/biou_<class> …)
+    assert res["boundary_tolerance"] == 3 and res["boundary"] == {}
+    assert set(res["biou"]) == set(res["bf1"]) == set(CLASSES)
+    assert 0.0 <= res["mbiou"] <= 1.0 and 0.0 <= res["mbf1"] <= 1.0
     assert 0.0 <= res["contrastive_clipped"] <= 1.0  # the fraction of CT steps clipped (paper reduction)
     assert res["checkpoint_kind"] == "best" and len(res["checkpoint_sha256"]) == 64
     assert res["checkpoint_monitor"] == "val/miou" and 0.0 <= res["checkpoint_score"] <= 1.0
@@ -72,6 +80,8 @@ def test_tiny_grid_run_writes_results(tiny):
     assert sha256_file(res["checkpoint"]) == res["checkpoint_sha256"]
     log = next(tiny.rglob("metrics.csv")).read_text()
     assert "train/seg" in log
+    for key in ("val/biou", "val/bf1", "val/biou_building", "val/bf1_building", "test/biou", "test/bf1_car"):
+        assert key in log, key
     # CT's per-stage statistics and the loss before its clip are logged (log_every_n_steps 1 in the tiny config)
     for key in ("train/contrastive_unclipped", "train/classes_s0", "train/pos_pairs_s3", "train/neg_pairs_s0"):
         assert key in log, key
@@ -160,7 +170,20 @@ def test_report_numbers_and_figures(fake_runs, tmp_path):
             star = "*" if c == "clutter" else ""
             got = float(rows[("synthetic", f"IoU {c}{star}")][col])
             assert got == pytest.approx(statistics.mean(mious) + 0.01 * i, abs=1e-6)
+        bmean = statistics.mean(mious) - 0.3
+        assert float(rows[("synthetic", "boundary IoU")][col]) == pytest.approx(bmean, abs=1e-6)
+        assert float(rows[("synthetic", "boundary F1")][col]) == pytest.approx(bmean + 0.1, abs=1e-6)
+        if len(mious) > 1:
+            assert float(rows[("synthetic", "boundary IoU std")][col]) == pytest.approx(
+                statistics.stdev(mious), abs=1e-6
+            )
+        got = float(rows[("synthetic", "bIoU building")][col])
+        assert got == pytest.approx(bmean + 0.01, abs=1e-6)
+        assert float(rows[("synthetic", "bF1 clutter*")][col]) == pytest.approx(bmean + 0.15, abs=1e-6)
     md = (out / "table.md").read_text()
+    assert "| boundary IoU | 0.320 | **0.340** | 0.430 | **0.445** | 0.410 |" in md
+    assert "### synthetic: boundary IoU / F1 per class (d = 3 px)" in md
+    assert "| bIoU building | 0.330 | **0.350** | 0.440 | **0.455** | 0.420 |" in md
     assert "| | DS baseline | DS CL | PF baseline | PF CL | PF InfoNCE |" in md
     assert "| mIoU | 0.620 | **0.640** | 0.730 | **0.745** | 0.710 |" in md
     assert "| mIoU std | 0.0283 | 0.0283 | 0.0361 | 0.0071 | – |" in md
@@ -168,6 +191,7 @@ def test_report_numbers_and_figures(fake_runs, tmp_path):
         runs = list(csv.DictReader(fh))
     assert len(runs) == sum(len(m) for m in FAKE.values())
     assert sorted(float(r["miou"]) for r in runs) == pytest.approx(sorted(v for m in FAKE.values() for v in m))
+    assert sorted(float(r["mbiou"]) for r in runs) == pytest.approx(sorted(v - 0.3 for m in FAKE.values() for v in m))
     assert all(r["checkpoint_sha256"] for r in runs)
     assert all(0.0 <= float(r["contrastive_clipped"]) <= 1.0 for r in runs)  # from results.json
     runs_md = (out / "runs.md").read_text()

@@ -194,6 +194,21 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     )
 
 
+EXPORT_KEYS = ("config", "dataset", "class_names", "ignore_index", "eval_classes", "data_info")
+
+
+def export_metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``"ctseg"`` metadata of an export (module docstring) from :func:`read_checkpoint`-like contents
+    (also stored by the ONNX export, :mod:`ctseg.onnx_export`)."""
+    return {"format": FORMAT, "version": VERSION, **{k: data.get(k) for k in EXPORT_KEYS}}
+
+
+def read_for_export(ckpt: str | os.PathLike) -> dict[str, Any]:
+    """The contents of a checkpoint in the export layout (``config``, ``state_dict``, ``class_names`` …)."""
+    ckpt = Path(ckpt)
+    return _normalise(read_checkpoint(ckpt), ckpt)
+
+
 def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write the inference-only form of a checkpoint to ``out`` (a ``.safetensors`` file), atomically.
 
@@ -219,11 +234,9 @@ def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
         raise CtsegError(f"output folder {out.parent} exists and is not a folder; choose another path")
     from safetensors.torch import save_file
 
-    keys = ("config", "dataset", "class_names", "ignore_index", "eval_classes", "data_info")
-    info = {k: data.get(k) for k in keys}
     # One metadata entry: safetensors writes a map's entries in no fixed order, and equal inputs should give
     # byte-identical files (so a SHA-256 identifies the model).
-    meta = {"ctseg": json.dumps({"format": FORMAT, "version": VERSION, **info}, sort_keys=True)}
+    meta = {"ctseg": json.dumps(export_metadata(data), sort_keys=True)}
     seen: set[int] = set()
     tensors: dict[str, torch.Tensor] = {}
     for key, value in data["state_dict"].items():
@@ -239,4 +252,13 @@ def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
     return out
 
 
-__all__ = ["FORMAT", "LoadedModel", "export_model", "load_model", "read_checkpoint", "unsafe_message"]
+__all__ = [
+    "FORMAT",
+    "LoadedModel",
+    "export_metadata",
+    "export_model",
+    "load_model",
+    "read_checkpoint",
+    "read_for_export",
+    "unsafe_message",
+]

@@ -4,10 +4,12 @@ Subcommands:
     fit | validate | test   LightningCLI with YAML configs (``--config FILE`` and dotted overrides)
     demo                    baseline vs CT on built-in synthetic data, table + figures (CPU, minutes)
     prepare                 turn a data set download or your own image/label folder into crops (--list)
-    predict                 segment GeoTIFF / PNG / JPEG files by sliding windows (ctseg.predict)
-    export                  write the inference-only model of a checkpoint (ctseg.checkpoints)
+    predict                 segment rasters of any size by sliding windows, streamed into COGs (ctseg.predict)
+    export                  write the inference-only model of a checkpoint: safetensors or ONNX (ctseg.checkpoints)
+    vectorize               polygons (GeoPackage / GeoJSON) of classes of a predicted class map (ctseg.vectorize)
     grid                    configs × seeds: fit, test the best checkpoint, results.json (ctseg.grid)
     report                  Table 1 (Markdown + CSV) and figures from results.json files (ctseg.report)
+    evaluate                score prediction files against label files: region + boundary metrics (ctseg.evaluate)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ctseg.errors import CtsegError
@@ -80,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         parser_class=_OneLineParser,
         dest="command",
-        metavar="{fit,validate,test,demo,prepare,predict,export,grid,report}",
+        metavar="{fit,validate,test,demo,prepare,predict,export,vectorize,grid,report,evaluate}",
     )
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} with a YAML config", add_help=False)
@@ -121,16 +124,44 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--nodata", type=float, default=None, help="folder: nodata value (default: the raster's)")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing, different destination")
 
-    pred = sub.add_parser("predict", help="segment GeoTIFF / PNG / JPEG files with a trained model")
-    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="images: .tif/.tiff (rasterio) or PNG/JPEG")
-    pred.add_argument("--ckpt", required=True, help="checkpoint from 'ctseg fit' or 'ctseg export'")
-    pred.add_argument("--out", required=True, help="output folder for <stem>_pred.tif / <stem>_pred.png")
+    pred = sub.add_parser(
+        "predict",
+        help="segment rasters of any size (GeoTIFF, JP2, VRT mosaics, PNG, JPEG) with a trained model",
+        epilog="Rasters are streamed by rows of windows (memory bounded by the raster width, not its size) into "
+        "Cloud-Optimized GeoTIFFs. Many files over many GPUs: torchrun --nproc_per_node N -m ctseg.cli predict ... "
+        "(or srun): rank r takes every N-th input; add --skip-existing to resume a killed job.",
+    )
+    pred.add_argument("inputs", nargs="*", metavar="INPUT",
+                      help="rasters GDAL reads (.tif, .jp2, .vrt ...; by windows) or PNG / JPEG (whole)")  # fmt: skip
+    pred.add_argument("--inputs", dest="input_lists", action="append", default=[], metavar="LIST.txt",
+                      help="text file of further inputs, one path a line (# comments; relative to the file's "
+                           "folder); repeatable")  # fmt: skip
+    pred.add_argument("--ckpt", required=True,
+                      help="checkpoint from 'ctseg fit' or 'ctseg export' (an .onnx export runs with "
+                           "onnxruntime)")  # fmt: skip
+    pred.add_argument("--out", required=True, help="output folder for <stem>_pred.tif (COG) / <stem>_pred.png")
     pred.add_argument("--tta", action="store_true", help="average over horizontal and vertical flips (3x time)")
     pred.add_argument("--window", type=int, default=512, help="window side in pixels, multiple of 32 (512)")
     pred.add_argument("--overlap", type=float, default=0.25, help="window overlap as a fraction in [0, 1) (0.25)")
     pred.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (8)")
     pred.add_argument("--color", action=argparse.BooleanOptionalAction, default=True,
-                      help="also write the colour PNG <stem>_pred.png (default: on)")  # fmt: skip
+                      help="also write the colour PNG <stem>_pred.png, for inputs up to --png-max-mpx "
+                           "(default: on)")  # fmt: skip
+    pred.add_argument("--png-max-mpx", type=float, default=100.0, metavar="MPX",
+                      help="largest input (megapixels) given a PNG: above it the colour PNG is skipped with a "
+                           "note and --format index-png is refused (a PNG needs the whole map in memory) "
+                           "(100)")  # fmt: skip
+    pred.add_argument("--probs", default=None, choices=["uint8", "float16"],
+                      help="also write <stem>_probs.tif: one band per class, round(255 p) or float16 p")  # fmt: skip
+    pred.add_argument("--confidence", action="store_true",
+                      help="also write <stem>_conf.tif: uint8 round(255 * max probability), 0 at nodata")  # fmt: skip
+    pred.add_argument("--skip-existing", action="store_true",
+                      help="skip inputs whose outputs all exist (resume a killed job; others are redone)")  # fmt: skip
+    pred.add_argument("--vector", default=None, metavar="DIR|.gpkg",
+                      help="also outline --vector-classes as polygons (ctseg vectorize): DIR/<stem>.gpkg, or "
+                           "<stem>.gpkg / .geojson beside the class map for a suffix")  # fmt: skip
+    pred.add_argument("--vector-classes", default=None, metavar="NAMES",
+                      help="classes to outline with --vector, by name or index, e.g. building or 1,2")  # fmt: skip
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pred.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto)")
     pred.add_argument("--dataset", default=None, help="palette / normalisation to use (default: the checkpoint's)")
@@ -146,8 +177,38 @@ def _parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="write the inference-only model (no projection heads, no optimiser)")
     exp.add_argument("ckpt", metavar="CKPT", help="checkpoint written by 'ctseg fit' (or an older export)")
-    exp.add_argument("out", metavar="OUT", help="output file, *.safetensors (weights + JSON metadata, no code)")
+    exp.add_argument("out", metavar="OUT",
+                     help="output file: *.safetensors (weights + JSON metadata, no code) or *.onnx")  # fmt: skip
+    exp.add_argument("--format", default=None, choices=["safetensors", "onnx"],
+                     help="output format (default: by OUT's suffix)")  # fmt: skip
+    exp.add_argument("--window", type=int, default=512,
+                     help="onnx: the model's fixed input side in pixels, a multiple of 32 (512); the batch "
+                          "size stays free")  # fmt: skip
     exp.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+    vec = sub.add_parser(
+        "vectorize",
+        help="polygons of classes of a class map (ctseg predict output) as GeoPackage or GeoJSON",
+        epilog="Example: ctseg vectorize scene_pred.tif --classes building --out buildings.gpkg --min-area 10 "
+        "--simplify 0.5 (sizes in the raster's CRS units, e.g. m² and m).",
+    )
+    vec.add_argument("raster", metavar="PRED.tif", help="single-band class map, e.g. <stem>_pred.tif of ctseg predict")
+    vec.add_argument("--classes", required=True, metavar="C1,C2,...",
+                     help="class names (stored by ctseg predict in the raster) or class indices, e.g. building,road "
+                          "or 1,2")  # fmt: skip
+    vec.add_argument("--out", required=True, help="output file: *.gpkg (GeoPackage) or *.geojson (GeoJSON)")
+    vec.add_argument("--min-area", type=float, default=0.0, metavar="A",
+                     help="drop polygons smaller than A map units² (e.g. m²) (0)")  # fmt: skip
+    vec.add_argument("--simplify", type=float, default=0.0, metavar="T",
+                     help="simplification tolerance in map units, topology kept (0: exact pixel outlines)")  # fmt: skip
+    vec.add_argument("--fill-holes", action="store_true", help="fill the polygons' holes (courtyards)")
+    vec.add_argument("--confidence", default=None, metavar="CONF.tif",
+                     help="raster on the same grid (uint8 0-255 or float 0-1): adds mean_confidence per polygon "
+                          "(default: the class raster's band described 'confidence', if any)")  # fmt: skip
+    vec.add_argument("--layer", default=None, help="layer name (default: the output's file stem)")
+    vec.add_argument("--block-size", type=int, default=None, metavar="PX",
+                     help="pixels per block side read at a time (default: whole internal blocks, ~1024)")  # fmt: skip
+    vec.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     grid = sub.add_parser(
         "grid",
@@ -176,6 +237,24 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--crops", type=int, default=4, help="validation crops in qualitative.png (4)")
     rep.add_argument("--sample-class", default=None, help="class shown in patch_sampling.png (default: automatic)")
     rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for the figures")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score prediction files against label files (mIoU, F1, OA, boundary IoU / F1)",
+        epilog="Pairs <stem>_pred.tif (ctseg predict) or <stem>.png in PRED_DIR with TRUTH_DIR/<stem>.png|.tif; "
+        "labels are decoded with the data set's colours or label values. Example: ctseg evaluate predictions/ "
+        "--truth labels/ --dataset dubai --out scores.json",
+    )
+    ev.add_argument("pred_dir", metavar="PRED_DIR", help="folder of predicted class maps")
+    ev.add_argument("--truth", required=True, metavar="TRUTH_DIR", help="folder of label files, paired by stem")
+    ev_info = ev.add_mutually_exclusive_group(required=True)
+    ev_info.add_argument("--dataset", default=None, help="registered data set (ctseg prepare --list) to score as")
+    ev_info.add_argument("--manifest", default=None, metavar="PREPARED_DIR/manifest.json",
+                         help="the data set definition of a prepared folder (e.g. a folder data set)")  # fmt: skip
+    ev.add_argument("--tolerance", type=int, nargs="+", default=[3], metavar="D",
+                    help="boundary tolerance(s) in pixels, >= 1; the first is the main one (3)")  # fmt: skip
+    ev.add_argument("--out", default=None, metavar="SCORES.json", help="also write the scores as JSON")
+    ev.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to compute (cpu)")
     return parser
 
 
@@ -250,14 +329,54 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bands=args.bands,
                 nodata=args.nodata,
                 out_format=args.format,
+                input_lists=args.input_lists,
+                probs=args.probs,
+                confidence=args.confidence,
+                skip_existing=args.skip_existing,
+                png_max_mpx=args.png_max_mpx,
+                vector=args.vector,
+                vector_classes=args.vector_classes,
             )
             for path in written:
                 print(f"wrote {path}")
             return 0
         if args.command == "export":
+            fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "safetensors")
+            if fmt == "onnx":
+                from ctseg.onnx_export import export_onnx
+
+                print(f"wrote {export_onnx(args.ckpt, args.out, window=args.window, overwrite=args.overwrite)}")
+                return 0
             from ctseg.checkpoints import export_model
 
             print(f"wrote {export_model(args.ckpt, args.out, overwrite=args.overwrite)}")
+            return 0
+        if args.command == "vectorize":
+            from ctseg.vectorize import VectorizeWarning, vectorize_raster
+
+            caught: list[warnings.WarningMessage] = []
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", VectorizeWarning)
+                    out = vectorize_raster(
+                        args.raster,
+                        args.out,
+                        args.classes,
+                        min_area=args.min_area,
+                        simplify=args.simplify,
+                        fill_holes=args.fill_holes,
+                        confidence_tif=args.confidence,
+                        block_size=args.block_size,
+                        layer=args.layer,
+                        overwrite=args.overwrite,
+                    )
+            finally:  # notes on the input as one line each, other warnings as usual
+                for w in caught:
+                    if issubclass(w.category, VectorizeWarning):
+                        print(f"ctseg: warning: {w.message}", file=sys.stderr)
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            print(f"wrote {out}")
             return 0
         if args.command == "grid":
             from ctseg.grid import run_grid
@@ -271,6 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 extra=extra,
             )
+            return 0
+        if args.command == "evaluate":
+            from ctseg.evaluate import run_evaluate
+
+            print(run_evaluate(args.pred_dir, args.truth, dataset=args.dataset, manifest=args.manifest,
+                               tolerance=args.tolerance, out=args.out, device=args.device))  # fmt: skip
             return 0
         if args.command == "report":
             from ctseg.report import make_report

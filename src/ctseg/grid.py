@@ -16,11 +16,17 @@ The run ends with ``results.json`` (written atomically, last)::
      "dataset": "potsdam", "model": "ds-paper", "scheme": "ct-cl", "seed": 0, "split": "test",
      "class_names": [...], "eval_classes": [...] | null,
      "miou": 0.77, "mf1": 0.86, "oa": 0.89, "iou": {class: value}, "f1": {class: value},   # NaN → null
+     "boundary_tolerance": 3, "mbiou": 0.41, "mbf1": 0.55, "biou": {class: value}, "bf1": {class: value},
+     "boundary": {"5": {"mbiou": …, "mbf1": …, "biou": {…}, "bf1": {…}}},   # further tolerances, if any
      "checkpoint": "/abs/path/best-….ckpt", "checkpoint_kind": "best" | "last", "checkpoint_sha256": "…",
      "checkpoint_monitor": "val/miou" | null, "checkpoint_score": 0.78 | null, "fixed_data": false,
      "contrastive_clipped": 0.93 | null,
      "wall_seconds": …, "fit_seconds": …, "test_seconds": …, "log_dir": "…",
      "data": {"class_path": …, "init_args": {…}}, "cwd": "…", "overrides": [...]}
+
+The boundary scores (``mbiou`` / ``mbf1``: means over the evaluated classes, like ``miou``; per class ``biou`` /
+``bf1``; :mod:`ctseg.boundary`) are the logged ``test/biou*`` / ``test/bf1*`` values at the task's first
+``boundary_tolerance``; ``boundary`` holds the others (empty with one tolerance).
 
 A run whose ``results.json`` exists is skipped, so an interrupted grid resumes where it stopped (a run killed
 half-way is started again from scratch). Config stems must be unique within one grid; run each data set's
@@ -152,6 +158,27 @@ def _num(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _boundary_results(scores: dict[str, Any], names: Sequence[str], tolerance: Any) -> dict[str, Any]:
+    """The boundary part of ``results.json`` from the logged ``test/biou*`` / ``test/bf1*`` values."""
+    from ctseg.boundary import parse_tolerances
+
+    tolerances = parse_tolerances(tolerance)
+
+    def block(tag: str) -> dict[str, Any]:
+        return {
+            "mbiou": _num(scores.get(f"test/biou{tag}")),
+            "mbf1": _num(scores.get(f"test/bf1{tag}")),
+            "biou": {n: _num(scores.get(f"test/biou_{n}{tag}")) for n in names},
+            "bf1": {n: _num(scores.get(f"test/bf1_{n}{tag}")) for n in names},
+        }
+
+    return {
+        "boundary_tolerance": tolerances[0],
+        **block(""),
+        "boundary": {str(d): block(f"@{d}") for d in tolerances[1:]},
+    }
+
+
 def best_checkpoint(trainer) -> tuple[Path | None, str | None, Any]:
     """``(path, "best" | "last", callback)`` of the checkpoint to test after ``trainer.fit``, ``(None, None, cb)``
     when none was written.
@@ -208,6 +235,7 @@ def run_one(run: PlannedRun, extra: Sequence[str] = ()) -> dict[str, Any]:
         "oa": _num(scores.get("test/oa")),
         "iou": {n: _num(scores.get(f"test/iou_{n}")) for n in names},
         "f1": {n: _num(scores.get(f"test/f1_{n}")) for n in names},
+        **_boundary_results(scores, names, hp.get("boundary_tolerance", 3)),
         "checkpoint": str(ckpt.resolve()) if ckpt else None,
         "checkpoint_kind": kind,
         "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,

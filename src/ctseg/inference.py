@@ -40,18 +40,42 @@ band; :class:`~ctseg.data.definitions.DatasetInfo`; ImageNet statistics by defau
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctseg.data.definitions import IMAGENET_MEAN, IMAGENET_STD, value_scale
 from ctseg.errors import CtsegError
+from ctseg.predict_blend import (  # noqa: F401 - the window grid and blend are part of this module's API
+    WindowGrid,
+    _input_multiple,
+    _model_device,
+    blend_weights,
+    blend_windows,
+    call_model,
+    check_window_args,
+    class_indices,
+    resolve_amp,
+    window_grid,
+    window_positions,
+)
 
-__all__ = ["blend_weights", "predict_tile", "resolve_device", "to_chw", "to_chw_uint8", "window_positions"]
+__all__ = [
+    "WindowGrid",
+    "blend_weights",
+    "blend_windows",
+    "call_model",
+    "class_indices",
+    "check_window_args",
+    "predict_tile",
+    "resolve_device",
+    "to_chw",
+    "to_chw_uint8",
+    "window_grid",
+    "window_positions",
+]
 
 #: Sample dtypes :func:`predict_tile` takes (as :data:`ctseg.data.definitions.DTYPES`).
 _DTYPES = (np.uint8, np.uint16, np.float32)
@@ -102,46 +126,25 @@ def to_chw_uint8(image: np.ndarray | Tensor) -> np.ndarray:
     return to_chw(arr, 3)
 
 
-def window_positions(length: int, window: int, overlap: float) -> list[int]:
-    """Start offsets of the windows along one axis of ``length`` (≥ ``window``) pixels.
-
-    The fewest windows whose step is at most ``window − round(overlap · window)``, spread evenly from 0 to
-    ``length − window`` (so the real overlap is at least the requested one).
-    """
-    if length <= window:
-        return [0]
-    step = max(1, window - int(round(overlap * window)))
-    n = math.ceil((length - window) / step) + 1
-    return [int(round(k * (length - window) / (n - 1))) for k in range(n)]
-
-
-def _hann(n: int) -> np.ndarray:
-    t = (np.arange(n, dtype=np.float64) + 0.5) / n
-    return np.sin(np.pi * t) ** 2
+def check_normalisation(model, mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
+    """``mean`` / ``std`` as float lists; one-line errors unless one of each per band of the model."""
+    mean, std = [float(m) for m in mean], [float(s) for s in std]
+    if len(mean) != len(std):
+        raise CtsegError(f"mean has {len(mean)} values but std has {len(std)}; give one of each per band")
+    model_bands = getattr(getattr(model, "encoder", None), "in_chans", None)
+    if model_bands is None:
+        model_bands = getattr(model, "in_chans", None)
+    if model_bands is not None and int(model_bands) != len(mean):
+        raise CtsegError(f"the model takes {model_bands} bands but mean / std have {len(mean)} values (one per band)")
+    return mean, std
 
 
-def blend_weights(length: int, window: int, positions: Sequence[int]) -> list[np.ndarray]:
-    """Per-window 1-D weights along one axis, normalised so that at every pixel they sum to 1 (float32)."""
-    base = _hann(window)
-    total = np.zeros(length, dtype=np.float64)
-    for p in positions:
-        total[p : p + window] += base
-    return [(base / total[p : p + window]).astype(np.float32) for p in positions]
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def _input_multiple(model: nn.Module) -> int:
-    encoder = getattr(model, "encoder", None)
-    return int(getattr(encoder, "input_multiple", 32)) if encoder is not None else 32
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+def check_scale(scale: float | None, dtype: str) -> float:
+    """The divisor of raw values: ``scale`` or the dtype's (255 / 65535 / 1); one-line error unless positive."""
+    scale = float(value_scale(dtype) if scale is None else scale)
+    if not scale > 0:
+        raise CtsegError(f"scale must be positive, got {scale}")
+    return scale
 
 
 @torch.no_grad()
@@ -183,120 +186,44 @@ def predict_tile(
 
     Returns:
         ``(H, W)`` uint8 class indices, or ``(classes, probs)`` with ``return_probs``.
+
+    :func:`ctseg.streaming.predict_rows` computes the same class map from a raster read by row bands.
     """
-    mean, std = [float(m) for m in mean], [float(s) for s in std]
-    if len(mean) != len(std):
-        raise CtsegError(f"mean has {len(mean)} values but std has {len(std)}; give one of each per band")
+    mean, std = check_normalisation(model, mean, std)
     img = to_chw(image, len(mean))
-    model_bands = getattr(getattr(model, "encoder", None), "in_chans", None)
-    if model_bands is not None and int(model_bands) != len(mean):
-        raise CtsegError(f"the model takes {model_bands} bands but mean / std have {len(mean)} values (one per band)")
-    if scale is None:
-        scale = value_scale(str(img.dtype))
-    scale = float(scale)
-    if not scale > 0:
-        raise CtsegError(f"scale must be positive, got {scale}")
-    window, batch_size = int(window), int(batch_size)
-    multiple = _input_multiple(model)
-    if window < multiple or window % multiple:
-        raise CtsegError(f"window must be a positive multiple of {multiple}, got {window}")
-    if not 0.0 <= float(overlap) < 1.0:
-        raise CtsegError(f"overlap is a fraction of the window in [0, 1), got {overlap}")
-    if batch_size < 1:
-        raise CtsegError(f"batch_size must be at least 1, got {batch_size}")
+    scale = check_scale(scale, str(img.dtype))
+    window, batch_size = check_window_args(model, window, overlap, batch_size)
     dev = _model_device(model) if device is None or str(device) == "auto" else resolve_device(device)
-    if amp is None:
-        amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    amp = resolve_amp(dev, amp)
 
     _, height, width = img.shape
-    win_h = min(window, _round_up(height, multiple))
-    win_w = min(window, _round_up(width, multiple))
-    pad_h, pad_w = max(0, win_h - height), max(0, win_w - width)
-    if pad_h or pad_w:
-        img = np.pad(img, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect" if min(height, width) > 1 else "edge")
-    full_h, full_w = height + pad_h, width + pad_w
-    ys = window_positions(full_h, win_h, overlap)
-    xs = window_positions(full_w, win_w, overlap)
-    wy = [torch.from_numpy(w).to(dev) for w in blend_weights(full_h, win_h, ys)]
-    wx = [torch.from_numpy(w).to(dev) for w in blend_weights(full_w, win_w, xs)]
-    jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-
-    was_training = model.training
-    model.eval()
-    if _model_device(model) != dev:
-        model.to(dev)
-    channels = img.shape[0]
-    mean_t = torch.tensor(mean, device=dev).view(1, channels, 1, 1)
-    std_t = torch.tensor(std, device=dev).view(1, channels, 1, 1)
-    flips: list[tuple[int, ...]] = [(), (-1,), (-2,)] if tta else [()]
-
+    grid = window_grid(height, width, window, float(overlap), _input_multiple(model))
+    img = grid.pad(img)
     out = np.zeros((height, width), dtype=np.uint8)
-    probs_out: np.ndarray | None = None
-    strip: Tensor | None = None  # (K, win_h, full_w) float32: rows [top, top + win_h) of the padded image
-    top = 0
+    probs_out: list[np.ndarray] = []
 
-    def flush(stop: int) -> None:
-        """Rows [top, stop) are final: argmax them into ``out`` (and ``probs_out``)."""
-        nonlocal strip, top
-        assert strip is not None
-        n = stop - top
-        rows = min(stop, height) - top
-        if rows > 0:
-            part = strip[:, :rows, :width]
-            out[top : top + rows] = part.argmax(0).to(torch.uint8).cpu().numpy()
-            if probs_out is not None:
-                probs_out[:, top : top + rows] = part.to(torch.float16).cpu().numpy()
-        if n < win_h:
-            strip[:, : win_h - n] = strip[:, n:].clone()
-        strip[:, max(0, win_h - n) :] = 0
-        top = stop
+    def crops(jobs: list[tuple[int, int]]) -> np.ndarray:
+        g = grid
+        return np.stack([img[:, g.ys[i] : g.ys[i] + g.win_h, g.xs[j] : g.xs[j] + g.win_w] for i, j in jobs])
+
+    def emit(top: int, part: Tensor) -> None:
+        rows = part.shape[1]
+        out[top : top + rows] = class_indices(part).cpu().numpy()
+        if return_probs:
+            if not probs_out:
+                probs_out.append(np.zeros((part.shape[0], height, width), dtype=np.float16))
+            probs_out[0][:, top : top + rows] = part.to(torch.float16).cpu().numpy()
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(jobs), disable=not progress, desc=desc, unit="win", leave=False)
+    bar = tqdm(total=len(grid.jobs), disable=not progress, desc=desc, unit="win", leave=False)
     try:
-        for start in range(0, len(jobs), batch_size):
-            batch_jobs = jobs[start : start + batch_size]
-            crops = np.stack([img[:, ys[i] : ys[i] + win_h, xs[j] : xs[j] + win_w] for i, j in batch_jobs])
-            if crops.dtype == np.uint16:  # exact in float32; torch's uint16 tensors support few operations
-                crops = crops.astype(np.float32)
-            x = torch.from_numpy(crops).to(dev, non_blocking=True).float()
-            if scale != 1.0:
-                x = x.div_(scale)
-            x = x.sub_(mean_t).div_(std_t)
-            prob: Tensor | None = None
-            for dims in flips:
-                xin = x.flip(dims) if dims else x
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(amp)):
-                    logits = model(xin)
-                logits = logits.float()
-                if logits.shape[-2:] != (win_h, win_w):
-                    logits = F.interpolate(logits, size=(win_h, win_w), mode="bilinear", align_corners=False)
-                p = logits.softmax(1)
-                p = p.flip(dims) if dims else p
-                prob = p if prob is None else prob.add_(p)
-            assert prob is not None
-            if len(flips) > 1:
-                prob.div_(len(flips))
-            if strip is None:
-                k = prob.shape[1]
-                if k > 256:
-                    raise CtsegError(f"the model predicts {k} classes; a uint8 class map holds at most 256")
-                strip = torch.zeros((k, win_h, full_w), dtype=torch.float32, device=dev)
-                if return_probs:
-                    probs_out = np.zeros((k, height, width), dtype=np.float16)
-            for n, (i, j) in enumerate(batch_jobs):
-                if ys[i] > top:
-                    flush(ys[i])
-                y0 = ys[i] - top
-                weight = wy[i][:, None] * wx[j][None, :]
-                strip[:, y0 : y0 + win_h, xs[j] : xs[j] + win_w].addcmul_(prob[n], weight)
-            bar.update(len(batch_jobs))
-        flush(full_h)
+        blend_windows(
+            model, grid, crops, emit, batch_size=batch_size, device=dev, mean=mean, std=std, scale=scale,
+            amp=amp, tta=tta, on_batch=bar.update,
+        )  # fmt: skip
     finally:
         bar.close()
-        model.train(was_training)
     if return_probs:
-        assert probs_out is not None
-        return out, probs_out
+        return out, probs_out[0]
     return out

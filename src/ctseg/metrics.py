@@ -1,6 +1,6 @@
 """The ISPRS metrics protocol: one confusion matrix over all classes, per-class IoU / F1, mIoU, mean F1 and OA.
 
-Protocol (SPEC §4). With ``K`` classes, ignore pixels dropped, and the confusion matrix ``M`` (``K × K``,
+Protocol (docs/design.md §4.6). With ``K`` classes, ignore pixels dropped, and the confusion matrix ``M`` (``K × K``,
 rows = ground truth, columns = prediction, ``M[t, p]`` = number of pixels of true class ``t`` predicted ``p``)::
 
     TP_c = M[c, c]
@@ -27,6 +27,10 @@ and F1; it is reported as NaN and left out of the means (``nanmean``). A class t
 but predicted somewhere scores 0 (only false positives), and so does one present but never predicted.
 If every evaluated class is NaN (or nothing was counted) the means are NaN; OA is NaN when no pixel was
 counted.
+
+Boundary metrics (boundary IoU, Cheng et al., CVPR 2021, and boundary F1 with a distance tolerance) live in
+:mod:`ctseg.boundary` and are importable from here: :func:`boundary_scores` (one batch) and
+:class:`BoundaryMetrics` (accumulated over an evaluation, beside :class:`SegmentationMetrics`).
 """
 
 from __future__ import annotations
@@ -39,9 +43,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from ctseg.boundary import BoundaryMetrics, boundary_scores
 from ctseg.errors import CtsegError
 
-__all__ = ["SegmentationMetrics", "confusion_matrix_scores", "format_table"]
+__all__ = ["BoundaryMetrics", "SegmentationMetrics", "boundary_scores", "confusion_matrix_scores", "format_table"]
 
 
 def confusion_matrix_scores(confmat: Tensor, eval_classes: Sequence[int] | None = None) -> dict[str, Tensor]:

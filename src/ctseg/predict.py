@@ -1,14 +1,26 @@
-"""``ctseg predict``: segment GeoTIFF / PNG / JPEG files with a trained model and write class maps.
+"""``ctseg predict``: segment rasters of any size (GeoTIFF, JP2, VRT mosaics, PNG, JPEG) and write class maps.
 
-For each input ``<stem>.<ext>`` the output folder receives, with ``format="geotiff"`` (the default),
+**Streaming.** A GDAL raster is read by full-width row bands, one row of windows at a time plus the overlap,
+predicted and blended exactly as :func:`ctseg.inference.predict_tile` does (:mod:`ctseg.streaming`), and the
+finished rows go straight into the output files: host memory is bounded by a row of windows, not by the
+raster (``benchmarks/predict_memory.py``). PNG / JPEG inputs are read whole, with Pillow.
 
-* ``<stem>_pred.tif`` — single-band uint8 GeoTIFF of class indices (deflate-compressed, tiled when large) with
-  the input's CRS and geotransform (none for PNG / JPEG input) and a colour table in the data set's palette;
-* ``<stem>_pred.png`` (unless ``color=False``) — the same class indices as a palette PNG, which viewers show
-  in the data set's colours;
+**Outputs.** For each input ``<stem>.<ext>`` the output folder receives, with ``format="geotiff"`` (default),
+
+* ``<stem>_pred.tif`` — a uint8 Cloud-Optimized GeoTIFF of class indices (512² DEFLATE tiles, internal
+  overviews by nearest resampling) with the input's CRS and geotransform (none for PNG / JPEG input), the
+  data set's palette as colour table, the class names as a JSON list in the tag ``CTSEG_CLASSES``, and nodata
+  255 where the input is nodata;
+* ``<stem>_probs.tif`` with ``probs="uint8"`` (round(255 p); 0 in every band at nodata) or ``"float16"`` (NaN
+  at nodata): one band per class, a COG with average overviews;
+* ``<stem>_conf.tif`` with ``confidence=True``: uint8 round(255 · max probability), 1–255, 0 at nodata;
+* ``<stem>.gpkg`` with ``vector`` / ``vector_classes``: polygons of those classes (:mod:`ctseg.vectorize`, with
+  the confidence when it is written), in the ``vector`` folder or, for a suffix, beside the class map;
+* ``<stem>_pred.png`` (unless ``color=False``) — the class map as a palette PNG, for inputs of at most
+  ``png_max_mpx`` megapixels (a PNG needs the whole map in memory; above the limit it is skipped with a note);
 
 or, with ``format="index-png"``, only ``<stem>.png``: a uint8 single-channel PNG whose values are the class
-indices (the input's file name with ``.png``; the format of the LoveDA test server, values 0–6).
+indices (the LoveDA test server's format), for inputs of at most ``png_max_mpx`` megapixels.
 
 **The model's input.** The data set description comes from, in this order: the ``dataset`` argument (a
 registered data set, whose class count must match the model's), the checkpoint's own ``data_info`` (stored by
@@ -16,44 +28,79 @@ registered data set, whose class count must match the model's), the checkpoint's
 generic palette with ImageNet normalisation. It fixes the band layout the model takes (``bands``, ``dtype``,
 the source ``band_indices``), the normalisation ``(x / scale − mean) / std`` and the palette.
 
-**Inputs.** ``.tif`` / ``.tiff`` are read with rasterio, anything else with Pillow. Every input must hold the
-model's dtype (uint8, uint16 or float32) and, after band selection, its number of bands:
+**Inputs.** ``.png`` / ``.jpg`` / ``.jpeg`` (and BMP / GIF / WebP) are read with Pillow, anything else with
+rasterio (GDAL: GeoTIFF, JPEG 2000, a ``.vrt`` mosaic over a folder of tiles …). ``input_lists`` name text
+files of further inputs, one path per line. Every input must hold the model's dtype (uint8, uint16 or
+float32) and, after band selection, its number of bands:
 
 * ``bands`` (``--bands 1,2,3,4``, 1-based) picks the bands, in that order;
 * without it, the checkpoint's ``band_indices`` (the source bands the training images were made of), if any;
 * otherwise the file must have exactly the model's number of bands (a file with more is refused with the
   ``--bands`` to pass); for a 3-band model a Pillow palette / RGBA / CMYK image counts as RGB.
 
-**Nodata.** With a nodata value — ``nodata`` (``--nodata V``; ``"none"`` turns nodata off), else the GeoTIFF's
+**Nodata.** With a nodata value — ``nodata`` (``--nodata V``; ``"none"`` turns nodata off), else the raster's
 own, else the training data set's — pixels where every selected band equals it get class 255 in the output,
-and the output GeoTIFF's nodata is 255. Non-finite values of a float32 input (NaN nodata) are fed to the model
-as the band's mean, so that they do not spread through the windows that see them.
+and the output's nodata is 255. Non-finite values of a float32 input (NaN nodata) are fed to the model as the
+band's mean, so that they do not spread through the windows that see them.
 
-All inputs, their band layouts and the output paths are checked before the first prediction, so a bad argument
-writes nothing; every file is written to a temporary sibling and renamed into place, so an interrupted run
-leaves no partial file.
+**Many files, many processes.** Under ``torchrun`` or SLURM, rank r predicts every world-size-th input from r
+on, on GPU ``LOCAL_RANK`` (:mod:`ctseg.predict_shard`). Every output is written to a temporary sibling and
+renamed into place once all of an input's outputs are complete, so a killed job leaves no partial file and,
+re-run with ``skip_existing``, skips every input whose outputs all exist (and redoes the others, replacing an
+output of theirs left by the killed run). All of this process's inputs, their band layouts and the output
+paths are checked before its first prediction, so a bad argument writes nothing; a raster that turns out to
+be unreadable in the middle, or a disk that fills, is one line and leaves none of that input's files behind.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
+import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ctseg.data.definitions import DATASETS, IGNORE_INDEX, DatasetInfo, generic_colors, get_dataset_info
 from ctseg.errors import CtsegError
-from ctseg.io import atomic_path, ensure_writable_dir
+from ctseg.io import ensure_writable_dir
+from ctseg.predict_io import (
+    FORMATS,
+    NO_NODATA,
+    ImageHeader,
+    check_decodable,
+    check_header,
+    fallback_info,
+    inspect_image,
+    nodata_pixels,
+    open_raster,
+    parse_bands,
+    parse_nodata,
+    plan_bands,
+    raster_georef,
+    read_image,
+    resolve_info,
+    uses_pillow,
+)
+from ctseg.predict_plan import Settings, Targets, check_settings
+from ctseg.predict_shard import Shard, ShardGroup, detect_shard, read_input_list, shard_device
+from ctseg.predict_write import (
+    gdal_cache_bytes,
+    open_writers,
+    write_color_png,
+    write_index_png,
+    write_prediction,
+)
 
 __all__ = [
     "FORMATS",
+    "PROB_DTYPES",
     "ImageHeader",
+    "check_decodable",
+    "check_header",
     "fallback_info",
     "inspect_image",
+    "nodata_pixels",
     "plan_bands",
     "read_image",
     "run_predict",
@@ -61,362 +108,27 @@ __all__ = [
     "write_prediction",
 ]
 
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
-#: Output formats of :func:`run_predict`.
-FORMATS = ("geotiff", "index-png")
-#: The class value of nodata pixels in the output (also the output GeoTIFF's nodata).
-NODATA_CLASS = IGNORE_INDEX
-#: Pillow modes read through an RGB conversion (their band count is 3).
-_PILLOW_AS_RGB = ("P", "PA", "CMYK", "YCbCr", "1")
-#: Pillow modes whose first three bands are RGB (a 3-band model reads those without ``--bands``).
-_PILLOW_RGB_FIRST = ("RGB", "RGBA", "RGBX", *_PILLOW_AS_RGB)
-_PILLOW_8BIT = ("RGB", "RGBA", "RGBX", "L", "LA", *_PILLOW_AS_RGB)
-_PILLOW_16BIT = ("I;16", "I;16L", "I;16B")
+#: ``probs`` choices: the sample type of ``<stem>_probs.tif``.
+PROB_DTYPES = ("uint8", "float16")
+#: Default ``png_max_mpx``: the largest input (megapixels) that gets a PNG (colour or index).
+PNG_MAX_MPX = 100.0
 
 
-@dataclass(frozen=True)
-class ImageHeader:
-    """What an input file holds, read without decoding the pixels.
-
-    ``nodata``: the raster's own nodata value (GeoTIFF; ``None`` for Pillow formats). ``mode``: the Pillow mode
-    (``None`` for rasters read with rasterio).
-    """
-
-    path: Path
-    bands: int
-    dtype: str
-    height: int
-    width: int
-    description: str  # e.g. "3 bands uint8" or "Pillow mode RGBA"
-    nodata: float | None = None
-    mode: str | None = None
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def fallback_info(class_names: Sequence[str], bands: int = 3) -> DatasetInfo:
-    """A :class:`DatasetInfo` with generic colours and ImageNet normalisation (RGB) for an unknown data set."""
-    if bands != 3:
-        raise CtsegError(f"no normalisation is known for a {bands}-band model without a data set description")
-    return DatasetInfo(name="unknown", classes=tuple(class_names), colors=generic_colors(len(class_names)))
+def _load(ckpt: Path, dev):
+    """The model of a ctseg checkpoint / export, or of an ONNX export (``*.onnx``, run by onnxruntime)."""
+    if ckpt.suffix.lower() == ".onnx":
+        from ctseg.onnx_backend import load_onnx_model
 
+        if not ckpt.is_file():
+            raise CtsegError(f"checkpoint {ckpt} does not exist or is not a file")
+        return load_onnx_model(ckpt, device=str(dev))
+    from ctseg.checkpoints import load_model
 
-def _is_geotiff(path: Path) -> bool:
-    return path.suffix.lower() in GEOTIFF_SUFFIXES
-
-
-def _bands_text(n: int) -> str:
-    return f"{n} band{'s' if n != 1 else ''}"
-
-
-def inspect_image(path: str | os.PathLike) -> ImageHeader:
-    """Open ``path`` far enough to know its bands, dtype, size and nodata; unreadable files are a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise CtsegError(f"input {path} does not exist or is not a file")
-    if _is_geotiff(path):
-        import rasterio
-        from rasterio.errors import RasterioError
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with rasterio.open(path) as src:
-                    dtypes = set(src.dtypes)
-                    dtype = src.dtypes[0] if len(dtypes) == 1 else "/".join(sorted(dtypes))
-                    return ImageHeader(
-                        path, src.count, dtype, src.height, src.width, f"{_bands_text(src.count)} {dtype}", src.nodata
-                    )
-        except RasterioError as err:
-            msg = " ".join(str(err).split())
-            raise CtsegError(f"input {path} cannot be read as a GeoTIFF ({msg})") from None
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            bands = 3 if mode in _PILLOW_AS_RGB else len(img.getbands())
-            width, height = img.size
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        msg = " ".join(str(err).split()) or type(err).__name__
-        raise CtsegError(f"input {path} cannot be read as an image ({msg})") from None
-    if mode in _PILLOW_8BIT:
-        dtype = "uint8"
-    elif mode in _PILLOW_16BIT:
-        dtype = "uint16"
-    elif mode == "F":
-        dtype = "float32"
-    elif mode == "I":
-        dtype = "int32"
-    else:
-        dtype = mode
-    return ImageHeader(path, bands, dtype, height, width, f"Pillow mode {mode}", None, mode)
-
-
-def _dtype_fix(have: str, want: str) -> str:
-    if have == "uint16" and want == "uint8":
-        return "rescale it to 8 bits (e.g. gdal_translate -ot Byte -scale), or use a model trained on 16-bit images"
-    if have == "uint8" and want == "uint16":
-        return "give the 16-bit source image (an 8-bit copy would be read as 16-bit values), or use an 8-bit model"
-    return f"convert it to {want} as the training images were, or use a model trained on {have} images"
-
-
-def _holds(header: ImageHeader) -> str:
-    """``"4 bands uint16"`` or ``"4 bands uint8 (Pillow mode RGBA)"``."""
-    text = f"{_bands_text(header.bands)} {header.dtype}"
-    return text if header.mode is None else f"{text} ({header.description})"
-
-
-def plan_bands(header: ImageHeader, info: DatasetInfo, bands: Sequence[int] | None = None) -> tuple[int, ...]:
-    """The 1-based bands of ``header``'s file to feed a model of ``info``'s band layout, in order.
-
-    Raises a one-line :class:`CtsegError` naming the file and the fix when the dtype differs, ``bands`` names a
-    band the file lacks, or the file's band count does not fit (module docstring: the rules).
-    """
-    path, holds = header.path, _holds(header)
-    layout = f"{info.band_layout()} images ({info.name})"
-    if header.dtype != info.dtype:
-        raise CtsegError(
-            f"input {path} holds {holds}; the model takes {layout}: {_dtype_fix(header.dtype, info.dtype)}"
-        )
-    count = header.bands
-    if bands is not None:
-        bad = [b for b in bands if not 1 <= b <= count]
-        if bad:
-            raise CtsegError(
-                f"--bands {','.join(map(str, bands))}: input {path} holds {holds}, numbered 1-{count}; "
-                f"band {bad[0]} does not exist"
-            )
-        return tuple(bands)
-    if info.band_indices is not None:
-        if all(1 <= b <= count for b in info.band_indices):
-            return tuple(info.band_indices)
-        raise CtsegError(
-            f"input {path} holds {holds}; the model reads source bands {','.join(map(str, info.band_indices))} "
-            f"({_bands_text(info.bands)} {info.dtype}, {info.name}): give the source image, or pass --bands with "
-            f"{info.bands} of bands 1-{count} if this file holds them already"
-        )
-    if count == info.bands:
-        return tuple(range(1, count + 1))
-    if info.bands == 3 and header.mode in _PILLOW_RGB_FIRST:
-        return (1, 2, 3)
-    if count > info.bands:
-        example = ",".join(str(b) for b in range(1, info.bands + 1))
-        raise CtsegError(
-            f"input {path} holds {holds}; the model takes {layout}: pass --bands with {info.bands} of bands "
-            f"1-{count} in the training order, e.g. --bands {example}"
-        )
-    raise CtsegError(
-        f"input {path} holds {holds}; the model takes {layout}: give an image with {_bands_text(info.bands)}"
-    )
-
-
-def check_header(header: ImageHeader, info: DatasetInfo | None = None, bands: Sequence[int] | None = None) -> None:
-    """Raise a one-line error unless the file fits ``info``'s band layout (default: three 8-bit bands)."""
-    plan_bands(header, info or fallback_info(["class_0"]), bands)
-
-
-def check_decodable(header: ImageHeader) -> None:
-    """Raise a one-line error for an input that would fail to decode half-way.
-
-    PNG / JPEG are decoded in full (they are small next to the model's work); a GeoTIFF's last row of pixels is
-    read (a truncated or cut-off file fails there; a whole-tile read here would double the I/O of a big tile).
-    """
-    path = header.path
-    if _is_geotiff(path):
-        import rasterio
-        from rasterio.errors import RasterioError
-        from rasterio.windows import Window
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with rasterio.open(path) as src:
-                    src.read(window=Window(0, src.height - 1, src.width, 1))
-        except RasterioError as err:
-            msg = " ".join(str(err).split())
-            raise CtsegError(f"input {path} cannot be read as a GeoTIFF ({msg})") from None
-        return
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-    except (OSError, SyntaxError, ValueError) as err:
-        msg = " ".join(str(err).split()) or type(err).__name__
-        raise CtsegError(f"input {path} cannot be read as an image ({msg})") from None
-
-
-def read_image(
-    path: str | os.PathLike, bands: Sequence[int] | None = None, info: DatasetInfo | None = None
-) -> tuple[np.ndarray, dict]:
-    """``((C, H, W) array, georef)``: the bands :func:`plan_bands` picks for ``info`` (default: three 8-bit
-    bands), in the file's dtype; ``georef`` holds ``crs``, ``transform`` (both ``None`` for PNG / JPEG) and the
-    raster's ``nodata``."""
-    path = Path(path)
-    header = inspect_image(path)
-    indices = list(plan_bands(header, info or fallback_info(["class_0"]), bands))
-    if _is_geotiff(path):
-        import rasterio
-        from rasterio.errors import RasterioError
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with rasterio.open(path) as src:
-                    data = src.read(indices)
-                    georef = {"crs": src.crs, "transform": src.transform if src.crs or not src.transform.is_identity
-                              else None, "nodata": src.nodata}  # fmt: skip
-        except RasterioError as err:
-            msg = " ".join(str(err).split())
-            raise CtsegError(f"input {path} cannot be read as a GeoTIFF ({msg})") from None
-        return np.ascontiguousarray(data), georef
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB") if img.mode in _PILLOW_AS_RGB else img)
-    except (OSError, SyntaxError, ValueError) as err:
-        msg = " ".join(str(err).split()) or type(err).__name__
-        raise CtsegError(f"input {path} cannot be read as an image ({msg})") from None
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    if arr.dtype.byteorder == ">":  # Pillow's I;16B
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    return np.ascontiguousarray(arr[[i - 1 for i in indices]]), {"crs": None, "transform": None, "nodata": None}
-
-
-def nodata_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray | None:
-    """(H, W) bool for a (C, H, W) image: True where every band equals ``nodata`` (NaN matches NaN)."""
-    if nodata is None:
-        return None
-    if math.isnan(nodata):
-        return np.isnan(image).all(axis=0) if np.issubdtype(image.dtype, np.floating) else None
-    if np.issubdtype(image.dtype, np.integer):
-        limits = np.iinfo(image.dtype)
-        if nodata != int(nodata) or not limits.min <= nodata <= limits.max:
-            return None  # no pixel of this dtype can hold it
-    return (image == np.asarray(nodata, dtype=image.dtype)).all(axis=0)
-
-
-def write_prediction(
-    pred: np.ndarray,
-    georef: dict,
-    info: DatasetInfo,
-    tif_path: Path,
-    png_path: Path | None,
-    *,
-    nodata: int | None = None,
-) -> list[Path]:
-    """Write the class map as a GeoTIFF (and a palette PNG), each atomically; ``nodata``: the GeoTIFF's."""
-    import rasterio
-    from PIL import Image
-
-    height, width = pred.shape
-    profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": "uint8",
-               "compress": "deflate"}  # fmt: skip
-    if height >= 256 and width >= 256:
-        profile.update(tiled=True, blockxsize=256, blockysize=256)
-    if georef.get("crs") is not None:
-        profile["crs"] = georef["crs"]
-    if georef.get("transform") is not None:
-        profile["transform"] = georef["transform"]
-    if nodata is not None:
-        profile["nodata"] = int(nodata)
-    lut = info.palette()
-    written = []
-    with atomic_path(tif_path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NotGeoreferencedWarning for PNG input
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(pred, 1)
-            dst.write_colormap(1, {i: (*map(int, lut[i]), 255) for i in range(256)})
-    written.append(tif_path)
-    if png_path is not None:
-        img = Image.frombytes("P", (width, height), np.ascontiguousarray(pred).tobytes())
-        img.putpalette(lut.reshape(-1).tolist())
-        with atomic_path(png_path) as tmp:
-            img.save(tmp, format="PNG")
-        written.append(png_path)
-    return written
-
-
-def write_index_png(pred: np.ndarray, path: Path) -> list[Path]:
-    """Write the class map as a uint8 single-channel PNG of class indices (LoveDA's test-server format)."""
-    from PIL import Image
-
-    height, width = pred.shape
-    img = Image.frombytes("L", (width, height), np.ascontiguousarray(pred, dtype=np.uint8).tobytes())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return [path]
-
-
-def _resolve_info(loaded, ckpt: Path, dataset: str | None) -> DatasetInfo:
-    """The data set description (module docstring: the order), checked against the model's classes and bands."""
-    k, bands = loaded.model.num_classes, loaded.in_chans
-    stored = getattr(loaded, "info", None)
-    if dataset is not None:
-        info = get_dataset_info(dataset)
-        if info.num_classes != k:
-            raise CtsegError(
-                f"checkpoint {ckpt} predicts {k} classes but data set {dataset!r} has {info.num_classes} "
-                f"({', '.join(info.classes)}); pick the data set the model was trained on"
-            )
-    elif stored is not None and stored.num_classes == k:
-        info = stored
-    elif loaded.dataset in DATASETS and DATASETS[loaded.dataset].num_classes == k:
-        info = DATASETS[loaded.dataset]
-    elif bands == 3:
-        return fallback_info(loaded.class_names if len(loaded.class_names) == k else [f"class_{i}" for i in range(k)])
-    else:
-        raise CtsegError(
-            f"checkpoint {ckpt} takes {_bands_text(bands)} but records no data set description (data_info) to "
-            "normalise them with; pass --dataset NAME of the data set it was trained on"
-        )
-    if info.bands != bands:
-        raise CtsegError(
-            f"checkpoint {ckpt} takes {_bands_text(bands)} but data set {info.name!r} has {info.band_layout()}; "
-            "pick the data set the model was trained on"
-        )
-    if len(info.mean) != info.bands or len(info.std) != info.bands:
-        raise CtsegError(
-            f"data set {info.name!r} has {_bands_text(info.bands)} but {len(info.mean)} mean / {len(info.std)} std "
-            "values; its description needs one of each per band"
-        )
-    return info
-
-
-def parse_bands(bands: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    """``"1,2,3,4"`` (or a sequence of ints) → ``(1, 2, 3, 4)``; one-line error unless positive integers."""
-    if bands is None:
-        return None
-    if isinstance(bands, str):
-        parts = [p.strip() for p in bands.split(",")]
-        if not all(p.isascii() and p.isdigit() for p in parts):
-            raise CtsegError(f"--bands {bands}: give 1-based band numbers separated by commas, e.g. --bands 1,2,3,4")
-        values = tuple(int(p) for p in parts)
-    else:
-        values = tuple(int(b) for b in bands)
-    if not values or min(values) < 1:
-        raise CtsegError(
-            f"--bands {','.join(map(str, values))}: bands are numbered from 1 (as GDAL does), e.g. --bands 1,2,3,4"
-        )
-    return values
-
-
-#: ``nodata="none"``: no nodata at all (not even the raster's own).
-_NO_NODATA = object()
-
-
-def parse_nodata(nodata: str | float | None):
-    """``None`` (default: the raster's, else the data set's), a float, or ``"none"`` (nodata off)."""
-    if nodata is None or isinstance(nodata, (int, float)) and not isinstance(nodata, bool):
-        return None if nodata is None else float(nodata)
-    text = str(nodata).strip().lower()
-    if text == "none":
-        return _NO_NODATA
-    try:
-        return float(text)
-    except ValueError:
-        raise CtsegError(f"--nodata {nodata}: give a number (e.g. 0, -9999, nan) or none") from None
+    return load_model(ckpt, device=dev)
 
 
 def run_predict(
@@ -436,105 +148,206 @@ def run_predict(
     bands: str | Sequence[int] | None = None,
     nodata: str | float | None = None,
     out_format: str = "geotiff",
+    input_lists: Sequence[str | os.PathLike] = (),
+    probs: str | None = None,
+    confidence: bool = False,
+    skip_existing: bool = False,
+    png_max_mpx: float = PNG_MAX_MPX,
+    vector: str | os.PathLike | None = None,
+    vector_classes: str | Sequence[str | int] | None = None,
+    shard: Shard | None = None,
 ) -> list[Path]:
-    """Predict every input and write its class map into ``out`` (module docstring: formats); returns the paths.
+    """Predict every input (this rank's share) into ``out`` (module docstring: outputs); returns the paths written.
 
-    Everything that can be checked before predicting (checkpoint, data set, devices, band layouts, output
-    names) is checked first. ``bands``: 1-based bands to read (``"1,2,3,4"``); ``nodata``: a value, ``"none"``,
-    or ``None`` for the raster's own (else the data set's); ``out_format``: ``"geotiff"`` or ``"index-png"``.
+    ``bands``: 1-based bands to read (``"1,2,3,4"``); ``nodata``: a value, ``"none"``, or ``None`` for the
+    raster's own (else the data set's); ``out_format``: ``"geotiff"`` or ``"index-png"``; ``input_lists``: text
+    files of further inputs; ``probs``: ``None``, ``"uint8"`` or ``"float16"``; ``vector``: a folder (or a suffix
+    such as ``".gpkg"``: beside the class map) for polygons of ``vector_classes`` (:mod:`ctseg.vectorize`);
+    ``shard``: this process's share (default: from torchrun's / SLURM's environment). ``progress``: a bar over
+    windows (with Mpx/s) on a terminal, and a summary line on stderr.
     """
-    from tqdm.auto import tqdm
-
-    from ctseg.checkpoints import load_model
-    from ctseg.inference import predict_tile, resolve_device
-
-    if not inputs:
+    files = [Path(p) for p in inputs]
+    for lst in input_lists:
+        files += read_input_list(lst)
+    if not files:
         raise CtsegError("no input files given")
     if out_format not in FORMATS:
         raise CtsegError(f"--format {out_format}: use one of {', '.join(FORMATS)}")
-    selected = parse_bands(bands)
-    nodata_arg = parse_nodata(nodata)
-    dev = resolve_device(device)
-    ckpt = Path(ckpt)
-    loaded = load_model(ckpt, device=dev)
-    info = _resolve_info(loaded, ckpt, dataset)
-    if selected is not None and len(selected) != info.bands:
-        raise CtsegError(
-            f"--bands {','.join(map(str, selected))} selects {_bands_text(len(selected))} but the model takes "
-            f"{info.band_layout()} images ({info.name}); give {info.bands} band numbers"
-        )
-    multiple = loaded.model.encoder.input_multiple
-    if window < multiple or window % multiple:
-        raise CtsegError(f"--window must be a positive multiple of {multiple}, got {window}")
-    if not 0.0 <= overlap < 1.0:
-        raise CtsegError(f"--overlap is a fraction of the window in [0, 1), got {overlap}")
-    if batch_size < 1:
-        raise CtsegError(f"--batch-size must be at least 1, got {batch_size}")
+    if probs is not None and probs not in PROB_DTYPES:
+        raise CtsegError(f"--probs {probs}: use one of {', '.join(PROB_DTYPES)}")
+    if out_format == "index-png" and (probs or confidence):
+        raise CtsegError("--probs / --confidence write GeoTIFFs; they need --format geotiff")
+    if not png_max_mpx > 0:
+        raise CtsegError(f"--png-max-mpx must be positive, got {png_max_mpx}")
+    tokens = None
+    if (vector is None) != (vector_classes is None):
+        raise CtsegError("--vector and --vector-classes go together: the folder and the classes to outline")
+    if vector is not None:
+        if out_format != "geotiff":
+            raise CtsegError("--vector outlines the class GeoTIFF; it needs --format geotiff")
+        from ctseg.vectorize import parse_classes
 
-    out_dir = Path(out)
-    headers = [inspect_image(p) for p in inputs]
-    for h in headers:
-        plan_bands(h, info, selected)
-    for h in headers:  # before the first prediction: a broken file later in the list writes nothing at all
-        check_decodable(h)
-    plan: list[tuple[ImageHeader, list[Path]]] = []
-    seen: dict[str, Path] = {}
-    sources = {h.path.resolve() for h in headers}
-    for h in headers:
-        stem = h.path.stem
-        first = out_dir / (f"{stem}_pred.tif" if out_format == "geotiff" else f"{stem}.png")
-        if stem in seen:
-            raise CtsegError(f"inputs {seen[stem]} and {h.path} would both write {first.name}; rename one")
-        seen[stem] = h.path
-        targets = [first]
-        if out_format == "geotiff" and color:
-            targets.append(out_dir / f"{stem}_pred.png")
-        for target in targets:
+        tokens = parse_classes(vector_classes)
+    opts = Settings(
+        Path(out), tta, int(window), float(overlap), int(batch_size), color, overwrite, device, dataset, progress,
+        parse_bands(bands), parse_nodata(nodata), out_format, probs, confidence, skip_existing, float(png_max_mpx),
+        files, None if vector is None else str(vector), tokens,
+    )  # fmt: skip
+    shard = detect_shard() if shard is None else shard
+    names: dict[str, Path] = {}
+    for path in files:  # every rank checks all names (no I/O): the shards must not collide either
+        first = opts.targets(path.stem, color).paths()[0]
+        if path.stem in names:
+            raise CtsegError(f"inputs {names[path.stem]} and {path} would both write {first.name}; rename one")
+        names[path.stem] = path
+
+    with ShardGroup(shard) as group:
+        group.agree(files)
+        written, stats = _run(Path(ckpt), shard, opts)
+        totals = group.gather(stats)
+    if progress:
+        done, skipped, mpx, secs = stats
+        size = f"{mpx:.1f}" if mpx >= 1 else f"{mpx:.3f}"
+        line = f"{shard.prefix}ctseg predict: {done} file{'s' if done != 1 else ''}, {size} Mpx in {secs:.1f} s"
+        line += f" ({mpx / secs if secs > 0 else 0.0:.2f} Mpx/s)" + (f"; {skipped} skipped" if skipped else "")
+        _log(line)
+        if totals and shard.rank == 0:
+            done, skipped, mpx = (sum(t[k] for t in totals) for k in range(3))
+            _log(f"ctseg predict: all {shard.world} ranks: {done} files, {mpx:.1f} Mpx; {skipped} skipped")
+    return written
+
+
+def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
+    """This rank's share: every check, then one input after another; returns (paths, stats)."""
+    from tqdm.auto import tqdm
+
+    from ctseg.inference import resolve_device
+
+    dev = shard_device(resolve_device(opts.device), shard)
+    loaded = _load(ckpt, dev)
+    info = resolve_info(loaded, ckpt, opts.dataset)
+    check_settings(loaded, info, opts)
+    limit = opts.png_max_mpx
+    sources = {p.resolve() for p in opts.inputs}
+    plan: list[tuple[ImageHeader, Targets]] = []
+    skipped = 0
+    for path in shard.take(opts.inputs):
+        header = inspect_image(path)
+        mpx = header.height * header.width / 1e6
+        targets = opts.targets(path.stem, opts.color and mpx <= limit)
+        if opts.skip_existing and all(t.exists() for t in targets.paths()):
+            _log(f"{shard.prefix}ctseg predict: skipping {path}: its outputs exist")
+            skipped += 1
+            continue
+        if opts.out_format == "index-png" and mpx > limit:
+            raise CtsegError(
+                f"input {path} is {mpx:.0f} Mpx; --format index-png holds the whole class map in memory and "
+                f"stops at --png-max-mpx {limit:g}: raise it, or use --format geotiff (streamed)"
+            )
+        plan_bands(header, info, opts.selected)
+        for target in targets.paths():
             if target.resolve() in sources:
                 raise CtsegError(f"output {target} would replace an input image; choose another --out folder")
-            if target.exists() and not overwrite:
+            if target.exists() and not (opts.overwrite or opts.skip_existing):
                 raise CtsegError(f"output {target} exists; pass --overwrite to replace it")
-        plan.append((h, targets))
-    ensure_writable_dir(out_dir)
+        if opts.color and opts.out_format == "geotiff" and targets.color is None and opts.progress:
+            _log(f"note: {path} is {mpx:.0f} Mpx: no colour PNG above --png-max-mpx {limit:g} (the GeoTIFF "
+                 "carries the colour table)")  # fmt: skip
+        plan.append((header, targets))
+    for header, _ in plan:  # before the first prediction: a broken file later in the list writes nothing
+        check_decodable(header)
+    ensure_writable_dir(opts.out_dir)
+    if plan and plan[0][1].vector is not None:
+        ensure_writable_dir(plan[0][1].vector.parent, "--vector folder")
 
+    show = opts.progress and sys.stderr.isatty()
     written: list[Path] = []
-    files = tqdm(plan, desc="files", unit="file", disable=None if progress else True)
-    for header, targets in files:
-        image, georef = read_image(header.path, selected, info)
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
-            # NaN / inf (float nodata) would spread through every window that sees them: fed as the band means
-            means = np.asarray(info.mean, dtype=np.float32).reshape(-1, 1, 1) * np.float32(info.scale)
-            finite = np.isfinite(image)
-            model_input = np.where(finite, image, means).astype(np.float32)
+    start, mpx_done = time.perf_counter(), 0.0
+    for header, targets in tqdm(plan, desc="files", unit="file", disable=not show or len(plan) < 2):
+        written += _predict_file(loaded, info, header, targets, dev, opts, show)
+        mpx_done += header.height * header.width / 1e6
+    return written, (len(plan), skipped, mpx_done, time.perf_counter() - start)
+
+
+def _nodata_value(opts: Settings, georef: dict, info) -> float | None:
+    if opts.nodata is NO_NODATA:
+        return None
+    if opts.nodata is not None:
+        return opts.nodata
+    return georef.get("nodata") if georef.get("nodata") is not None else info.nodata
+
+
+def _predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts: Settings, show: bool) -> list[Path]:
+    """Stream one input through the model into its outputs (renamed into place together at the end)."""
+    import contextlib
+
+    import rasterio
+    from tqdm.auto import tqdm
+
+    from ctseg.streaming import ArrayRows, RasterRows, class_rows, confidence_rows, plan_grid, predict_rows, prob_rows
+
+    height, width = header.height, header.width
+    with contextlib.ExitStack() as stack:
+        if uses_pillow(header.path):
+            image, georef = read_image(header.path, opts.selected, info)
+            source = ArrayRows(image)
         else:
-            model_input = image
-        pred = predict_tile(
-            loaded.model,
-            model_input,
-            window=window,
-            overlap=overlap,
-            batch_size=batch_size,
-            tta=tta,
-            device=dev,
-            mean=info.mean,
-            std=info.std,
-            scale=info.scale,
-            progress=progress,
-            desc=header.path.name,
-        )
-        if nodata_arg is _NO_NODATA:
-            value = None
-        elif nodata_arg is not None:
-            value = nodata_arg
-        else:
-            value = georef.get("nodata") if georef.get("nodata") is not None else info.nodata
-        mask = nodata_pixels(image, value)
-        if mask is not None:
-            pred[mask] = NODATA_CLASS
-        if out_format == "index-png":
-            written += write_index_png(pred, targets[0])
-        else:
-            png = targets[1] if len(targets) > 1 else None
-            tif_nodata = NODATA_CLASS if value is not None else None
-            written += write_prediction(pred, georef, info, targets[0], png, nodata=tif_nodata)
+            src = stack.enter_context(open_raster(header.path))
+            source = RasterRows(src, plan_bands(header, info, opts.selected), header.path)
+            georef = raster_georef(src)
+        value = _nodata_value(opts, georef, info)
+        per_px = source.count * source.dtype.itemsize + 2 + (info.num_classes * 4 if opts.probs else 0)
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(width, per_px, opts.window)))
+        whole = np.zeros((height, width), np.uint8) if targets.color or targets.index else None
+        writers = open_writers(targets, info, height, width, georef, value is not None, opts.probs)
+        try:
+            grid = plan_grid(loaded.model, height, width, opts.window, opts.overlap)
+            bar = stack.enter_context(
+                tqdm(total=len(grid.jobs), desc=header.path.name, unit="win", leave=False, disable=not show)
+            )
+            started, rows_done = time.perf_counter(), [0]
+
+            def emit(top: int, p, mask) -> None:
+                classes = class_rows(p, mask)
+                if writers.classes is not None:
+                    writers.classes.write(top, classes)
+                if whole is not None:
+                    whole[top : top + classes.shape[0]] = classes
+                if writers.probs is not None:
+                    writers.probs.write(top, prob_rows(p, mask, opts.probs))
+                if writers.conf is not None:
+                    writers.conf.write(top, confidence_rows(p, mask))
+                rows_done[0] = top + classes.shape[0]
+
+            def on_batch(n: int) -> None:
+                bar.update(n)
+                secs = time.perf_counter() - started
+                if show and secs > 0:
+                    bar.set_postfix_str(f"{rows_done[0] * width / 1e6 / secs:.2f} Mpx/s", refresh=False)
+
+            fill = None  # NaN / inf of a float input are fed as the band means (raw scale)
+            if source.dtype.kind == "f":
+                fill = np.asarray(info.mean, dtype=np.float32) * np.float32(info.scale)
+            predict_rows(
+                loaded.model, source, emit, window=opts.window, overlap=opts.overlap, batch_size=opts.batch_size,
+                tta=opts.tta, device=dev, mean=info.mean, std=info.std, scale=info.scale, nodata=value, fill=fill,
+                on_batch=on_batch,
+            )  # fmt: skip
+            for w in writers.all():
+                w.finish()
+        except BaseException:
+            for w in writers.all():
+                w.abort()
+            raise
+    written = [w.commit() for w in writers.all()]
+    if whole is not None and targets.color is not None:
+        written.append(write_color_png(whole, info, targets.color))
+    if whole is not None and targets.index is not None:
+        written += write_index_png(whole, targets.index)
+    if targets.vector is not None:
+        from ctseg.vectorize import vectorize_raster
+
+        conf = targets.conf
+        written.append(vectorize_raster(targets.classes, targets.vector, opts.vector_classes, confidence_tif=conf,
+                                        overwrite=True))  # fmt: skip
     return written

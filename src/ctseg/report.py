@@ -7,7 +7,11 @@ Outputs (each written atomically into the output folder):
   standard deviation, then the mean IoU of every class, mean F1 and OA. The standard deviation is the *sample*
   standard deviation over seeds (``ddof = 1``); with a single run it is undefined and printed as ``–`` (empty in
   the CSV). Means skip runs where a class scored NaN (absent from truth and prediction). In ``table.md`` the best
-  mean of each row within a model is bold; classes left out of mIoU (ISPRS clutter) carry a ``*``.
+  mean of each row within a model is bold; classes left out of mIoU (ISPRS clutter) carry a ``*``. When the runs
+  hold boundary scores (:mod:`ctseg.boundary`, ``results.json`` ``mbiou`` / ``mbf1``), four rows follow OA —
+  ``boundary IoU``, its std, ``boundary F1``, its std (same means and ddof = 1 std over seeds) — and a second
+  table per data set gives the boundary IoU / F1 of every class (rows ``bIoU <class>``, ``bF1 <class>``; in
+  ``table.csv`` these are further rows of the data set). Runs from before ctseg scored boundaries print ``–``.
 * ``qualitative.png`` — like the paper's Fig. 3: validation crops with image, truth, the baseline's and the
   highlighted scheme's prediction (the best seed of each, by mIoU), the highlighted scheme's changes outlined
   (white: now right, red: now wrong). Crops are those where the two models disagree most among the first
@@ -172,6 +176,32 @@ def _rows(cells: list[Cell]) -> list[tuple[str, str, list[float | None]]]:
         rows.append((f"IoU {n}{'*' if n in excluded else ''}", "mean", [c.mean("iou", n) for c in cells]))
     rows.append(("mean F1", "mean", [c.mean("mf1") for c in cells]))
     rows.append(("OA", "mean", [c.mean("oa") for c in cells]))
+    if _has_boundary(cells):
+        rows.append(("boundary IoU", "mean", [c.mean("mbiou") for c in cells]))
+        rows.append(("boundary IoU std", "std", [c.std("mbiou") for c in cells]))
+        rows.append(("boundary F1", "mean", [c.mean("mbf1") for c in cells]))
+        rows.append(("boundary F1 std", "std", [c.std("mbf1") for c in cells]))
+    return rows
+
+
+def _has_boundary(cells: list[Cell]) -> bool:
+    return any(r.get("mbiou") is not None or r.get("mbf1") is not None for c in cells for r in c.runs)
+
+
+def _tolerances(cells: list[Cell]) -> str:
+    found = sorted({int(r["boundary_tolerance"]) for c in cells for r in c.runs if r.get("boundary_tolerance")})
+    return " / ".join(map(str, found)) or "?"
+
+
+def _boundary_rows(cells: list[Cell]) -> list[tuple[str, str, list[float | None]]]:
+    """Per-class boundary IoU and F1 rows (empty when no run holds boundary scores)."""
+    if not _has_boundary(cells):
+        return []
+    names, excluded = _class_names(cells)
+    rows = []
+    for key, label in (("biou", "bIoU"), ("bf1", "bF1")):
+        for n in names:
+            rows.append((f"{label} {n}{'*' if n in excluded else ''}", "mean", [c.mean(key, n) for c in cells]))
     return rows
 
 
@@ -191,37 +221,28 @@ def render_tables(grouped: dict[str, dict[str, list[Cell]]], digits: int = 3) ->
         "Test-set scores of each run's best checkpoint (highest val/miou), averaged over seeds. "
         "mIoU / mean F1 average the evaluated classes (classes marked * stay in the confusion matrix and OA "
         "only); std is the sample standard deviation over seeds (ddof = 1), – for a single run. "
-        "Bold: the best mean of the row within a model.",
+        "Boundary IoU / F1 (Cheng et al., CVPR 2021; contour F1 within d pixels; ctseg.boundary) average the "
+        "same classes. Bold: the best mean of the row within a model.",
     ]
     all_cols: list[str] = []
     blocks: list[tuple[str, list[str], list[tuple[str, str, list[float | None]]]]] = []
     for ds, models in grouped.items():
         cells = [c for row in models.values() for c in row]
         cols = [f"{MODEL_LABELS.get(c.model, c.model)} {c.label}" for c in cells]
-        rows = _rows(cells)
-        blocks.append((ds, cols, rows))
+        rows, per_class = _rows(cells), _boundary_rows(cells)
+        blocks.append((ds, cols, rows + per_class))
         all_cols += [c for c in cols if c not in all_cols]
         configs = ", ".join(sorted({c.config for c in cells}))
         md += ["", f"## {ds}", "", f"configs: {configs}", ""]
-        md.append("| | " + " | ".join(cols) + " |")
-        md.append("|---|" + "---:|" * len(cols))
         spans = []  # column ranges per model, for bolding the best mean
         start = 0
         for row in models.values():
             spans.append(range(start, start + len(row)))
             start += len(row)
-        for label, kind, vals in rows:
-            texts = [_fmt(v, kind, digits) for v in vals]
-            if kind == "mean":
-                for span in spans:
-                    present = [i for i in span if vals[i] is not None]
-                    rounded = {round(vals[i], digits) for i in present}  # type: ignore[arg-type]
-                    if len(rounded) > 1:
-                        best = max(rounded)
-                        for i in present:
-                            if round(vals[i], digits) == best:  # type: ignore[arg-type]
-                                texts[i] = f"**{texts[i]}**"
-            md.append(f"| {label} | " + " | ".join(texts) + " |")
+        md += _md_table(cols, rows, spans, digits)
+        if per_class:
+            md += ["", f"### {ds}: boundary IoU / F1 per class (d = {_tolerances(cells)} px)", ""]
+            md += _md_table(cols, per_class, spans, digits)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["dataset", "row", *all_cols])
@@ -234,6 +255,26 @@ def render_tables(grouped: dict[str, dict[str, list[Cell]]], digits: int = 3) ->
                 cells_out.append("" if v is None else (str(int(v)) if kind == "n" else f"{v:.6f}"))
             writer.writerow([ds, label, *cells_out])
     return "\n".join(md) + "\n", buf.getvalue()
+
+
+def _md_table(
+    cols: list[str], rows: list[tuple[str, str, list[float | None]]], spans: list[range], digits: int
+) -> list[str]:
+    """Markdown lines of one table; the best mean of each row within a model (``spans``) in bold."""
+    md = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for label, kind, vals in rows:
+        texts = [_fmt(v, kind, digits) for v in vals]
+        if kind == "mean":
+            for span in spans:
+                present = [i for i in span if vals[i] is not None]
+                rounded = {round(vals[i], digits) for i in present}  # type: ignore[arg-type]
+                if len(rounded) > 1:
+                    best = max(rounded)
+                    for i in present:
+                        if round(vals[i], digits) == best:  # type: ignore[arg-type]
+                            texts[i] = f"**{texts[i]}**"
+        md.append(f"| {label} | " + " | ".join(texts) + " |")
+    return md
 
 
 def _num(result: dict[str, Any], key: str, fmt: str) -> str:
@@ -271,8 +312,8 @@ def clip_fraction(result: dict[str, Any]) -> float | None:
 def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
     """``(markdown, csv)``: one row per run — config, seed, scores, wall-clock seconds, the fraction of clipped
     contrastive steps (:func:`clip_fraction`), checkpoint SHA-256."""
-    keys = ("dataset", "config_name", "model", "scheme", "seed", "miou", "mf1", "oa", "wall_seconds",
-            "fit_seconds", "contrastive_clipped", "checkpoint_kind", "checkpoint_sha256")  # fmt: skip
+    keys = ("dataset", "config_name", "model", "scheme", "seed", "miou", "mf1", "oa", "mbiou", "mbf1",
+            "wall_seconds", "fit_seconds", "contrastive_clipped", "checkpoint_kind", "checkpoint_sha256")  # fmt: skip
     ordered = sorted(
         results,
         key=lambda r: (
@@ -288,12 +329,14 @@ def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
     md = [
         "# Runs",
         "",
-        "One row per run: test scores of its best checkpoint, wall-clock seconds (fit + test), the fraction of "
+        "One row per run: test scores of its best checkpoint (bIoU / bF1: boundary IoU / F1, – when not scored), "
+        "wall-clock seconds (fit + test), the fraction of "
         "training steps whose contrastive loss was clipped (no contrastive gradient under the value clip; – without "
         "CT or when not logged), and the SHA-256 of the checkpoint that was scored.",
         "",
-        "| data set | config | scheme | seed | mIoU | mean F1 | OA | wall s | clipped | checkpoint SHA-256 |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| data set | config | scheme | seed | mIoU | mean F1 | OA | bIoU | bF1 | wall s | clipped "
+        "| checkpoint SHA-256 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in ordered:
         r = {**r, "contrastive_clipped": clip_fraction(r)}
@@ -301,6 +344,7 @@ def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
         md.append(
             f"| {r.get('dataset') or '?'} | {r.get('config_name') or '?'} | {r['scheme']} | {r.get('seed', '?')} | "
             f"{_num(r, 'miou', '.4f')} | {_num(r, 'mf1', '.4f')} | {_num(r, 'oa', '.4f')} | "
+            f"{_num(r, 'mbiou', '.4f')} | {_num(r, 'mbf1', '.4f')} | "
             f"{_num(r, 'wall_seconds', '.0f')} | {_num(r, 'contrastive_clipped', '.0%')} | "
             f"`{r.get('checkpoint_sha256') or '?'}` |"
         )

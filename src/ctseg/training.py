@@ -1,6 +1,6 @@
 """The LightningModule: model + segmentation loss + optional contrastive scheme, metrics and optimiser.
 
-Loss of a training step (SPEC §1): ``seg + λ · scheme(features, mask)`` where ``seg`` is CE + Dice on the
+Loss of a training step (docs/design.md §1.8): ``seg + λ · scheme(features, mask)`` where ``seg`` is CE + Dice on the
 decoder's logits and ``scheme`` is computed on the encoder's stage features of the same forward pass, so CT
 costs only its sampling, heads and pair losses. The projection heads live here, not in the model: the model
 exported for inference carries none of their parameters.
@@ -21,10 +21,10 @@ from torch import Tensor
 
 from ctseg.contrastive.stats import SchemeStats
 from ctseg.errors import CtsegError
-from ctseg.metrics import SegmentationMetrics
+from ctseg.metrics import BoundaryMetrics, SegmentationMetrics
 from ctseg.models import build_model
 from ctseg.schemes import DEFAULT_WEIGHTS, build_scheme
-from ctseg.seg_loss import SegmentationLoss
+from ctseg.seg_loss import SegmentationLoss, check_class_weights, inverse_frequency_weights
 
 
 class SegmentationTask(L.LightningModule):
@@ -57,6 +57,16 @@ class SegmentationTask(L.LightningModule):
         data_info: the data set's :class:`~ctseg.data.definitions.DatasetInfo` in its JSON form
             (:func:`~ctseg.data.definitions.info_to_json`; linked by the CLI), stored in checkpoints so that
             ``ctseg predict`` knows the classes, palette, band layout, normalisation and nodata with nothing else.
+        boundary_tolerance: ``d`` of the boundary metrics in pixels, or a list (the first is logged as
+            ``val/biou``, ``val/bf1``, ``val/biou_<class>`` …; the others with ``@d`` appended: ``val/biou@5``).
+        class_weights: weights of the cross-entropy term (:mod:`ctseg.seg_loss`): ``None`` (off, the paper), one
+            number per class, or ``"inverse_frequency"``: ``w_c ∝ 1 / f_c`` from the training split's pixel counts
+            (``manifest.json`` ``pixels.train`` of the data module's prepared folder), mean 1 over the classes
+            present; computed in :meth:`setup` and printed once.
+
+    Logged at every validation / test: ``<split>/miou``, ``mf1``, ``oa``, ``iou_<class>``, ``f1_<class>`` (the
+    ISPRS protocol, :class:`~ctseg.metrics.SegmentationMetrics`) and ``<split>/biou``, ``bf1``,
+    ``biou_<class>``, ``bf1_<class>`` (:class:`~ctseg.metrics.BoundaryMetrics`; means over ``eval_classes``).
     """
 
     def __init__(
@@ -82,6 +92,8 @@ class SegmentationTask(L.LightningModule):
         allow_partial: bool = False,
         in_chans: int = 3,
         data_info: dict[str, Any] | None = None,
+        boundary_tolerance: int | list[int] = 3,
+        class_weights: list[float] | str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -98,11 +110,19 @@ class SegmentationTask(L.LightningModule):
             scheme, self.net.channels, num_classes, ignore_index=ignore_index, **(scheme_options or {})
         )
         self.contrastive_weight = DEFAULT_WEIGHTS[scheme] if contrastive_weight is None else contrastive_weight
-        self.seg_loss = SegmentationLoss(ignore_index=ignore_index)
+        if isinstance(class_weights, str) and class_weights != "inverse_frequency":
+            raise CtsegError(f"class_weights {class_weights!r}: give one number per class or 'inverse_frequency'")
+        fixed = None if class_weights is None or isinstance(class_weights, str) else class_weights
+        self.seg_loss = SegmentationLoss(
+            ignore_index=ignore_index, class_weights=None if fixed is None else check_class_weights(fixed, num_classes)
+        )
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         self.eval_classes = list(eval_classes) if eval_classes is not None else None
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, eval_classes=self.eval_classes)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, eval_classes=self.eval_classes)
+        boundary = {"tolerance": boundary_tolerance, "ignore_index": ignore_index, "eval_classes": self.eval_classes}
+        self.val_boundary = BoundaryMetrics(num_classes, **boundary)
+        self.test_boundary = BoundaryMetrics(num_classes, **boundary)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._compiled: tuple | None = None
@@ -113,6 +133,21 @@ class SegmentationTask(L.LightningModule):
         self._clip_mark: tuple[float, int] = (0.0, 0)
 
     # ---------------------------------------------------------------- model
+    def setup(self, stage: str) -> None:
+        if self.hparams.get("class_weights") == "inverse_frequency" and self.seg_loss.class_weights is None:
+            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            names, counts = train_pixel_counts(dm)
+            if len(counts) != self.hparams.num_classes:
+                raise CtsegError(
+                    f"class_weights inverse_frequency: the prepared folder has {len(counts)} classes, the model "
+                    f"{self.hparams.num_classes}"
+                )
+            weights = inverse_frequency_weights(counts)
+            self.seg_loss.set_class_weights(weights)
+            if self.trainer.is_global_zero:
+                shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(names, weights, strict=True))
+                print(f"ctseg: class weights (inverse frequency, training split): {shown}", file=sys.stderr)
+
     def configure_model(self) -> None:
         if self.hparams.compile and self._compiled is None:
             # Encoder and decoder are compiled separately (the step calls them apart so CT sees the stage
@@ -227,16 +262,20 @@ class SegmentationTask(L.LightningModule):
                     "the last checkpoint is kept — lower the learning rate or check the data"
                 )
 
-    def _eval_step(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str) -> None:
+    def _eval_step(
+        self, batch: dict[str, Tensor], metrics: SegmentationMetrics, boundary: BoundaryMetrics, prefix: str
+    ) -> None:
         x, y = self._prep(batch["image"]), batch["mask"]
         logits = self.net(x)
         if logits.shape[-2:] != y.shape[-2:]:  # score at the label's native resolution
             logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
         loss = self.seg_loss(logits, y)
         self.log(f"{prefix}/loss", loss, batch_size=x.shape[0], sync_dist=True)
-        metrics.update(logits.argmax(1), y)
+        pred = logits.argmax(1)
+        metrics.update(pred, y)
+        boundary.update(pred, y)
 
-    def _eval_epoch_end(self, metrics: SegmentationMetrics, prefix: str) -> None:
+    def _eval_epoch_end(self, metrics: SegmentationMetrics, boundary: BoundaryMetrics, prefix: str) -> None:
         res = metrics.compute()
         if prefix == "val" and not self.trainer.sanity_checking and torch.isnan(torch.as_tensor(res["miou"])).item():
             if self.trainer.is_global_zero:
@@ -252,19 +291,32 @@ class SegmentationTask(L.LightningModule):
         for name, iou, f1 in zip(self.class_names, res["iou"], res["f1"], strict=False):
             self.log(f"{prefix}/iou_{name}", iou)
             self.log(f"{prefix}/f1_{name}", f1)
+        self._log_boundary(boundary.compute(), prefix)
         metrics.reset()
+        boundary.reset()
+
+    def _log_boundary(self, res: dict[str, Any], prefix: str) -> None:
+        """``<prefix>/biou``, ``bf1`` and per class ``biou_<name>``, ``bf1_<name>`` at the first tolerance; the
+        same names with ``@d`` appended for any further tolerance ``d``."""
+        for i, d in enumerate(res["tolerances"]):
+            tag = "" if i == 0 else f"@{d}"
+            self.log(f"{prefix}/biou{tag}", res[f"mbiou@{d}"])
+            self.log(f"{prefix}/bf1{tag}", res[f"mbf1@{d}"])
+            for name, biou, bf1 in zip(self.class_names, res[f"biou@{d}"], res[f"bf1@{d}"], strict=False):
+                self.log(f"{prefix}/biou_{name}{tag}", biou)
+                self.log(f"{prefix}/bf1_{name}{tag}", bf1)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
+        self._eval_step(batch, self.val_metrics, self.val_boundary, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end(self.val_metrics, "val")
+        self._eval_epoch_end(self.val_metrics, self.val_boundary, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
+        self._eval_step(batch, self.test_metrics, self.test_boundary, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end(self.test_metrics, "test")
+        self._eval_epoch_end(self.test_metrics, self.test_boundary, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.net(self._prep(batch["image"])).argmax(1)
@@ -379,6 +431,25 @@ class SegmentationTask(L.LightningModule):
         return torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused
         )
+
+
+def train_pixel_counts(datamodule: Any) -> tuple[list[str], list[int]]:
+    """``(class names, pixel counts)`` of the training split of a data module's prepared folder (its
+    ``manifest.json`` ``pixels.train``); one line when the data module has none."""
+    from ctseg.data.manifest import load_manifest
+
+    root = getattr(datamodule, "root", None)
+    if root is None:
+        raise CtsegError(
+            "class_weights inverse_frequency needs a prepared data folder (ctseg prepare; its manifest.json counts "
+            f"the training pixels per class); {type(datamodule).__name__} has none: give one weight per class"
+        )
+    manifest = load_manifest(root)
+    names = list(manifest["dataset"]["classes"])
+    pixels = (manifest.get("pixels") or {}).get("train")
+    if not isinstance(pixels, dict):
+        raise CtsegError(f"{root}/manifest.json has no pixel counts of a train split; prepare the data again")
+    return names, [int(pixels.get(n, 0)) for n in names]
 
 
 def _check_data_info(data_info: Any, in_chans: int, num_classes: int) -> None:
