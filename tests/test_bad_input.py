@@ -25,20 +25,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from ctseg_tiny import TINY_CONFIG, tiny_run
+from ctseg_tiny import TINY_CONFIG
 from PIL import Image
 
 from ctseg.cli import main
 
-DATA_TESTS = Path(__file__).resolve().parent / "data"
 #: A colour outside the ISPRS palette and where it is put in the case ``prepare-unknown-colour``.
 ODD_COLOUR, ODD_PIXEL = (12, 34, 56), (7, 11)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Path:
-    """The finished tiny grid run shared with test_predict / test_report (made once per session)."""
-    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-grid")
 
 
 @dataclass
@@ -67,8 +60,6 @@ def _blocker(tmp_path: Path) -> Path:
 
 def _make_isprs():
     """tests/data/make_isprs.py (importable the way pytest makes it so for tests/data/test_*.py)."""
-    if str(DATA_TESTS) not in sys.path:
-        sys.path.insert(0, str(DATA_TESTS))
     import make_isprs
 
     return make_isprs
@@ -379,7 +370,6 @@ def predict_corrupt_window(tmp_path, request):
 
 
 def _folder(tmp_path: Path, **kwargs) -> Path:
-    sys.path.insert(0, str(DATA_TESTS))
     from make_folder import make_uint16_folder
 
     make_uint16_folder(tmp_path / "src", count=2, h=40, w=40, **kwargs)

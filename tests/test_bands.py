@@ -370,12 +370,10 @@ data:
 def test_prepare_fit_predict_a_four_band_uint16_folder(tmp_path):
     """``ctseg fit`` on a prepared 4-band uint16 folder links ``in_chans`` and ``data_info``; the checkpoint alone
     then predicts a source scene (nodata border → 255)."""
-    import sys
+
+    from make_folder import make_uint16_folder
 
     from ctseg.data.prepare import prepare_dataset
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
-    from make_folder import make_uint16_folder
 
     scenes = make_uint16_folder(tmp_path / "src", count=3, h=64, w=96)
     src = tmp_path / "src"

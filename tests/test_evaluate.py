@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,6 @@ from PIL import Image
 from ctseg.cli import main
 from ctseg.data.definitions import DUBAI
 from ctseg.metrics import BoundaryMetrics, SegmentationMetrics, boundary_scores
-
-sys.path.insert(0, str(Path(__file__).parent / "data"))
 
 
 def _blocky(rng, h, w, values, cell=6):

@@ -7,19 +7,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from make_folder import make_jpeg_folder, make_uint16_folder
 
 from ctseg.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "data"))
-from make_folder import make_jpeg_folder, make_uint16_folder  # noqa: E402
 
 CONFIG = REPO / "configs" / "folder" / "cpu-cl.yaml"
 FAST = [

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from ctseg_tiny import TINY_CONFIG, tiny_run
+from ctseg_tiny import TINY_CONFIG
 from PIL import Image
 
 from ctseg.cli import main
@@ -22,11 +22,6 @@ FAKE = {
     ("ds-paper", "none"): [0.60, 0.64],
     ("ds-paper", "ct-cl"): [0.66, 0.62],
 }
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-grid")
 
 
 @pytest.fixture

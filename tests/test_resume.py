@@ -1,7 +1,6 @@
 """Resume after SIGKILL: `ctseg fit ... --ckpt_path last` continues exactly like an uninterrupted run (CPU)."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -59,7 +58,6 @@ def fit(tmp: Path, root: Path, data: str, kill: bool, *extra: str) -> subprocess
 def data_config(request, tmp_path) -> str:
     if request.param == "synthetic":
         return SYNTHETIC
-    sys.path.insert(0, str(Path(__file__).parent / "data"))
     from make_isprs import make_potsdam
 
     from ctseg.data import prepare_dataset

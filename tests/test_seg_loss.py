@@ -105,10 +105,7 @@ def test_task_class_weights_list_and_inverse_frequency_from_a_prepared_folder(tm
     """``--model.class_weights [..]`` is used as given; ``inverse_frequency`` is computed at setup from the
     prepared folder's manifest (``pixels.train``), here a generated folder data set."""
     import json
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent / "data"))
     from make_folder import make_jpeg_folder
 
     from ctseg.data.prepare import prepare_dataset

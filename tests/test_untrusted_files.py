@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ctseg_tiny import TINY_CONFIG, tiny_run
+from ctseg_tiny import TINY_CONFIG
 from PIL import Image
 
 from ctseg.checkpoints import export_model, load_model, read_checkpoint
@@ -81,11 +81,6 @@ def refusal(path: Path) -> str:
 
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-grid")
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The ``ctseg`` command: thin — parses, calls the library, turns user errors into one line (exit code 2).
+"""The ``ctseg`` command: thin — parses, dispatches to a handler (:data:`ctseg.commands.HANDLERS`), turns user
+errors into one line (exit code 2).
 
 Subcommands:
     fit | validate | test   LightningCLI with YAML configs (``--config FILE`` and dotted overrides)
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 
 from ctseg.errors import CtsegError
@@ -57,13 +57,6 @@ def _split_arg(text: str) -> tuple[str, list[str]]:
     if not sep or not name.strip() or not members:
         raise argparse.ArgumentTypeError(f"{text!r}: write NAME=ID,ID (e.g. test=tile1,tile2)")
     return name.strip(), members
-
-
-def _merge_splits(items: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
-    merged: dict[str, list[str]] = {}
-    for name, members in items:
-        merged.setdefault(name, []).extend(members)
-    return merged
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -274,143 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_lightning(argv)
         argv, extra = _split_extra(argv) if argv and argv[0] == "grid" else (argv, [])
         args = _parser().parse_args(argv)
-        if args.command == "demo":
-            from ctseg.demo import run_demo
+        from ctseg.commands import HANDLERS
 
-            run_demo(out=args.out, steps=args.steps, quick=args.quick, seed=args.seed)
-            return 0
-        if args.command == "prepare":
-            from ctseg.data.registry import describe_datasets
-
-            if args.list:
-                print("\n".join(describe_datasets()))
-                return 0
-            missing = [flag for flag, value in (("DATASET", args.dataset), ("--src", args.src), ("--dst", args.dst))
-                       if value is None]  # fmt: skip
-            if missing:
-                return _fail(f"ctseg prepare: {' and '.join(missing)} required (or --list to see the data sets)")
-            from ctseg.data import prepare_dataset
-
-            dst = prepare_dataset(
-                args.dataset,
-                args.src,
-                args.dst,
-                crop=args.crop,
-                stride=args.stride,
-                resize=args.resize,
-                workers=args.workers,
-                overwrite=args.overwrite,
-                progress=sys.stderr.isatty(),  # bar and notes for people; logs get one line
-                classes=args.classes,
-                val_fraction=args.val_fraction,
-                seed=args.seed,
-                bands=args.bands,
-                nodata=args.nodata,
-                split_tiles=None if args.split is None else _merge_splits(args.split),
-            )
-            if not sys.stderr.isatty():
-                print(f"prepared {args.dataset} in {dst}")
-            return 0
-        if args.command == "predict":
-            from ctseg.predict import run_predict
-
-            written = run_predict(
-                args.ckpt,
-                args.inputs,
-                args.out,
-                tta=args.tta,
-                window=args.window,
-                overlap=args.overlap,
-                batch_size=args.batch_size,
-                color=args.color,
-                overwrite=args.overwrite,
-                device=args.device,
-                dataset=args.dataset,
-                bands=args.bands,
-                nodata=args.nodata,
-                out_format=args.format,
-                input_lists=args.input_lists,
-                probs=args.probs,
-                confidence=args.confidence,
-                skip_existing=args.skip_existing,
-                png_max_mpx=args.png_max_mpx,
-                vector=args.vector,
-                vector_classes=args.vector_classes,
-            )
-            for path in written:
-                print(f"wrote {path}")
-            return 0
-        if args.command == "export":
-            fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "safetensors")
-            if fmt == "onnx":
-                from ctseg.onnx_export import export_onnx
-
-                print(f"wrote {export_onnx(args.ckpt, args.out, window=args.window, overwrite=args.overwrite)}")
-                return 0
-            from ctseg.checkpoints import export_model
-
-            print(f"wrote {export_model(args.ckpt, args.out, overwrite=args.overwrite)}")
-            return 0
-        if args.command == "vectorize":
-            from ctseg.vectorize import VectorizeWarning, vectorize_raster
-
-            caught: list[warnings.WarningMessage] = []
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", VectorizeWarning)
-                    out = vectorize_raster(
-                        args.raster,
-                        args.out,
-                        args.classes,
-                        min_area=args.min_area,
-                        simplify=args.simplify,
-                        fill_holes=args.fill_holes,
-                        confidence_tif=args.confidence,
-                        block_size=args.block_size,
-                        layer=args.layer,
-                        overwrite=args.overwrite,
-                    )
-            finally:  # notes on the input as one line each, other warnings as usual
-                for w in caught:
-                    if issubclass(w.category, VectorizeWarning):
-                        print(f"ctseg: warning: {w.message}", file=sys.stderr)
-                    else:
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            print(f"wrote {out}")
-            return 0
-        if args.command == "grid":
-            from ctseg.grid import run_grid
-
-            run_grid(
-                args.configs,
-                args.seeds,
-                args.out,
-                first_seed=args.first_seed,
-                fixed_data=args.fixed_data,
-                dry_run=args.dry_run,
-                extra=extra,
-            )
-            return 0
-        if args.command == "evaluate":
-            from ctseg.evaluate import run_evaluate
-
-            print(run_evaluate(args.pred_dir, args.truth, dataset=args.dataset, manifest=args.manifest,
-                               tolerance=args.tolerance, out=args.out, device=args.device))  # fmt: skip
-            return 0
-        if args.command == "report":
-            from ctseg.report import make_report
-
-            written = make_report(
-                args.run_dirs,
-                args.out,
-                highlight=args.highlight,
-                crops=args.crops,
-                sample_class=args.sample_class,
-                device=args.device,
-            )
-            for path in written:
-                print(f"wrote {path}")
-            return 0
+        if args.command in HANDLERS:
+            return HANDLERS[args.command](args, extra)
         _parser().print_help()
         return 2
     except CtsegError as err:

@@ -11,7 +11,8 @@ from ctseg.data.definitions import DatasetInfo
 from ctseg.io import atomic_path
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg back end (figures are written to files, never shown)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -53,7 +54,7 @@ def plot_predictions(
         highlight: name of the run whose pixels that differ from the first run's and are correct are outlined
             in white, and wrong ones in red — the "differences highlighted" view of the paper's Fig. 3.
     """
-    plt = _plt()
+    plt = pyplot()
     names = list(predictions)
     cols = 2 + len(names)
     rows = len(images)
@@ -97,7 +98,7 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]
     Args:
         curves: run name → metric name → list of ``(step, value)``.
     """
-    plt = _plt()
+    plt = pyplot()
     metrics = sorted({m for run in curves.values() for m in run})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):

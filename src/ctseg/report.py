@@ -494,7 +494,7 @@ def patch_sampling_figure(
     import torch
 
     from ctseg.contrastive.patches import eligibility, patch_class_counts
-    from ctseg.figures import _plt, denormalize
+    from ctseg.figures import denormalize, pyplot
 
     h, w = mask.shape
     stride = _choose_stride(min(h, w))
@@ -519,7 +519,7 @@ def patch_sampling_figure(
     for sel, key, alpha in ((p, "positive", 0.5), (n, "negative", 0.45), (d, "discarded", 0.65)):
         overlay[sel] = (*colours[key], alpha)
     overlay = overlay.repeat(stride, 0).repeat(stride, 1)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11.5, 4.2))
     rgb = denormalize(image, info)
     axes[0].imshow(rgb)
