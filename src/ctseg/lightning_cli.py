@@ -5,7 +5,8 @@
 * ``num_classes``, ``ignore_index``, class names, evaluated classes, the input bands (``in_chans``) and the whole
   data set description (``data_info``, kept in checkpoints for ``ctseg predict``) are linked from the data module;
 * defaults: bf16 mixed precision on a GPU that has it, fp32 on CPU; gradient-norm clip 1.0; CSV logs and
-  checkpoints (best ``val/miou`` and ``last``) under ``runs/``.
+  checkpoints (best ``val/miou`` and ``last``) under ``runs/``; exact mid-epoch resume
+  (:class:`~ctseg.resume.ExactResume`, added to the trainer's callbacks unless a config already names it).
 Argument and config errors are turned into one line (:class:`~ctseg.errors.CtsegError`).
 """
 
@@ -22,6 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from ctseg.checkpointing import ScoreCheckpoint as ModelCheckpoint
 from ctseg.errors import CtsegError
+from ctseg.resume import ExactResume
 from ctseg.safe_load import load_torch_file
 from ctseg.training import SegmentationTask
 
@@ -34,7 +36,15 @@ def default_precision() -> str:
 
 
 class CtsegLightningCLI(LightningCLI):
-    """LightningCLI with ctseg's links, checkpoint defaults and one-line errors."""
+    """LightningCLI with ctseg's links, checkpoint defaults, exact resume and one-line errors."""
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
+        # Exact mid-epoch resume (ctseg.resume.ExactResume) by default; once, also when a config names it.
+        given = config.get("callbacks")
+        given = [] if given is None else given if isinstance(given, list) else [given]
+        if not any(isinstance(c, ExactResume) for c in [*given, *callbacks]):
+            callbacks = [*callbacks, ExactResume()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def add_arguments_to_parser(self, parser) -> None:
         # "checkpoint": best val/miou + last.ckpt at every validation; "step_checkpoint": every N training steps

@@ -3,18 +3,16 @@
 Loss of a training step (docs/design.md §1.8): ``seg + λ · scheme(features, mask)`` where ``seg`` is CE + Dice on the
 decoder's logits and ``scheme`` is computed on the encoder's stage features of the same forward pass, so CT
 costs only its sampling, heads and pair losses. The projection heads live here, not in the model: the model
-exported for inference carries none of their parameters.
+exported for inference carries none of their parameters. Exact mid-epoch resume is not the task's: it is the
+:class:`~ctseg.resume.ExactResume` callback's (``ctseg fit`` adds it).
 """
 
 from __future__ import annotations
 
-import random
 import sys
-import warnings
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -321,109 +319,19 @@ class SegmentationTask(L.LightningModule):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.net(self._prep(batch["image"])).argmax(1)
 
-    # ---------------------------------------------------------------- exact resume
-    # Every checkpoint carries the RNG states and the number of batches consumed in the current epoch; a run
-    # resumed from it (``ctseg fit ... --ckpt_path last``) restores both before its first step, so with a
-    # skippable training loader (:mod:`ctseg.data.resumable`) it continues exactly as if never stopped.
-    # Under DDP each rank draws its own CT samples and augmentations: the states of every rank are gathered
-    # into the checkpoint (only rank 0 writes it) and each rank restores its own.
-    # A run stopped by max_steps mid-epoch writes its final last.ckpt from Lightning's epoch-end hook, which
-    # counts the cut-short epoch as finished; resumed as it is, the next epoch would start instead. Such a
-    # checkpoint is marked ("cut_short") and, on loading, its loop counters are put back to mid-epoch — exactly
-    # what a step checkpoint of the same step holds — so `--trainer.max_steps M --ckpt_path last` continues
-    # where the shorter run stopped.
-    def on_train_epoch_start(self) -> None:
-        self._epoch_batches = 0
-        self._batches_epoch = self.current_epoch
-
-    def on_train_start(self) -> None:
-        # Runs after the training loader (and its not-yet-started iterator) exists, before the first batch;
-        # Lightning skips on_train_epoch_start when it resumes inside an epoch.
-        state = getattr(self, "_resume_state", None)
-        if state is None:
-            return
-        self._resume_state = None
-        done = int(state.get("epoch_batches", 0))
-        total = self.trainer.num_training_batches
-        same_epoch = state.get("batches_epoch", self.current_epoch) == self.current_epoch
-        self._batches_epoch = self.current_epoch
-        if 0 < done < total and not same_epoch:
-            warnings.warn(
-                f"the checkpoint was written {done} batches into epoch {state.get('batches_epoch')}, which this "
-                f"Lightning version counts as finished: the run goes on with epoch {self.current_epoch} from its "
-                "first batch (resume from a step checkpoint of the same step for an exact continuation)",
-                stacklevel=2,
-            )
-        elif 0 < done < total:
-            batches = getattr(self.trainer.train_dataloader, "batch_sampler", None)
-            samples = getattr(batches, "sampler", None)
-            if getattr(samples, "resume_skip_batches", 0) == done:  # the data module skipped them already
-                samples.resume_skip_batches = 0
-                self._epoch_batches = done
-            elif hasattr(batches, "skip_next"):  # ctseg.data.resumable.SkippableBatchSampler
-                batches.skip_next(done)
-                self._epoch_batches = done
-            elif hasattr(samples, "skip_samples") and getattr(batches, "batch_size", None):  # EpochSampler
-                samples.skip_samples(done * batches.batch_size)
-                self._epoch_batches = done
-            else:
-                warnings.warn(
-                    "resuming mid-epoch with a data loader that cannot skip batches: this epoch restarts from its "
-                    "first batch (use a loader with ctseg.data.resumable.SkippableBatchSampler for exact resume)",
-                    stacklevel=2,
-                )
-        per_rank = state.get("rng_per_rank")
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-        if per_rank is not None and len(per_rank) == world:
-            _set_rng_states(per_rank[rank])
-        else:
-            if per_rank is not None or world > 1:
-                warnings.warn(
-                    f"the checkpoint holds RNG states of {len(per_rank) if per_rank else 1} process(es), this run "
-                    f"has {world}: every rank starts from rank 0's; the run continues, but not exactly as before",
-                    stacklevel=2,
-                )
-            _set_rng_states(state.get("rng", {}))
-
-    def resume_skip_batches(self, total: int) -> int:
-        """Batches of the current epoch that a run resumed from a mid-epoch checkpoint has already trained on
-        (0 otherwise); asked by the data modules while they build the training loader, so that the skip is in
-        place before Lightning starts the loader's iterator (``total``: batches per epoch)."""
-        state = getattr(self, "_resume_state", None)
-        if not state:
-            return 0
-        done = int(state.get("epoch_batches", 0))
-        same_epoch = state.get("batches_epoch", self.current_epoch) == self.current_epoch
-        return done if 0 < done < total and same_epoch else 0
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._epoch_batches = getattr(self, "_epoch_batches", 0) + 1
-
+    # ---------------------------------------------------------------- checkpoint state
+    # Exact resume (RNG states, consumed batches, cut-short epochs) is the ExactResume callback's
+    # (ctseg.resume); the task keeps only its own logging state, the clipped-step counters.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning builds the checkpoint on every rank (then rank 0 writes it), so this collective is safe.
-        states = _rng_states()
-        done = getattr(self, "_epoch_batches", 0)
-        resume = {"rng": states, "epoch_batches": done, "batches_epoch": getattr(self, "_batches_epoch", 0)}
-        if 0 < done < self.trainer.num_training_batches and _epoch_counted_done(checkpoint, done):
-            resume["cut_short"] = True
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            per_rank: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(per_rank, states)
-            resume["rng_per_rank"] = per_rank
-        checkpoint["ctseg_resume"] = resume
         if self._clip_run is not None:
             clipped = float(self._clip_run)
             checkpoint["ctseg_clip"] = [clipped, self._steps_run, float(self._clip_mark[0]), int(self._clip_mark[1])]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Called before Lightning restores its loops from the same dict (see the note above on_train_epoch_start).
-        self._resume_state = checkpoint.get("ctseg_resume")
         clip = checkpoint.get("ctseg_clip")
         if clip and len(clip) == 4:
             self._clip_run = torch.tensor(float(clip[0]), device=self.device)
             self._steps_run, self._clip_mark = int(clip[1]), (float(clip[2]), int(clip[3]))
-        if self._resume_state and self._resume_state.get("cut_short"):
-            _reopen_epoch(checkpoint)
 
     # ---------------------------------------------------------------- optimiser
     def configure_optimizers(self):
@@ -470,58 +378,3 @@ def _check_data_info(data_info: Any, in_chans: int, num_classes: int) -> None:
             f"num_classes={num_classes} but data_info (data set {info.name!r}) has {info.num_classes} classes; pass "
             f"num_classes={info.num_classes} (ctseg fit links both from the data module)"
         )
-
-
-def _epoch_counted_done(checkpoint: dict[str, Any], batches: int) -> bool:
-    """Whether Lightning's loop state in ``checkpoint`` counts the current epoch as processed after ``batches``
-    batches (the state its epoch-end hook saves when max_steps stops training mid-epoch)."""
-    try:
-        loop = checkpoint["loops"]["fit_loop"]
-        epoch = loop["epoch_progress"]["current"]
-        batch = loop["epoch_loop.batch_progress"]["current"]
-    except (KeyError, TypeError):
-        return False
-    epoch_done = epoch["ready"] == epoch["started"] == epoch["processed"] == epoch["completed"]
-    return epoch_done and batch["ready"] == batch["started"] == batch["processed"] == batch["completed"] == batches
-
-
-def _reopen_epoch(checkpoint: dict[str, Any]) -> None:
-    """Turn an epoch-end checkpoint of a cut-short epoch into the mid-epoch state a step checkpoint of the same
-    step holds: the epoch neither processed nor completed, the last batch processed but not completed."""
-    loop = checkpoint["loops"]["fit_loop"]
-    for scope in ("current", "total"):
-        loop["epoch_progress"][scope]["processed"] -= 1
-        loop["epoch_progress"][scope]["completed"] -= 1
-        loop["epoch_loop.batch_progress"][scope]["completed"] -= 1
-    epoch_state = loop.get("epoch_loop.state_dict", {})
-    if "_batches_that_stepped" in epoch_state:
-        epoch_state["_batches_that_stepped"] -= 1
-    checkpoint["epoch"] = max(0, int(checkpoint.get("epoch", 1)) - 1)
-
-
-def _rng_states() -> dict[str, Any]:
-    """The global RNG states a training step consumes (torch CPU / CUDA, numpy, Python), as plain tensors and
-    lists so that checkpoints stay loadable with ``torch.load(weights_only=True)``."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "python": [version, list(internal), gauss],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    if "torch" in states:
-        torch.set_rng_state(states["torch"])
-    if "numpy" in states:
-        name, keys, pos, has_gauss, cached = states["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "python" in states:
-        version, internal, gauss = states["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])

@@ -29,10 +29,12 @@ Two pipelines, the same preset:
   feed a GPU at its training rate.
 
 Determinism: the training order is a permutation drawn from ``(seed, epoch)`` (a
-:class:`~torch.utils.data.DistributedSampler` seeded with ``seed``, sharded over DDP ranks; Lightning sets its
-epoch), and each sample's augmentation draws from a generator seeded with ``(seed, epoch, index)`` (``paper``'s
-mosaic partners and their augmentations included) — so a run resumed at an epoch boundary sees the same crops,
-in the same order, augmented the same way, whatever ``num_workers`` is. The on-device pipeline seeds one device
+:class:`~ctseg.data.resumable.ResumableSampler`, a ``DistributedSampler`` seeded with ``seed``, sharded over DDP
+ranks; Lightning sets its epoch), and each sample's augmentation draws from a generator seeded with
+``sample_seed(seed, epoch, index)`` (``paper``'s mosaic partners and their augmentations included) — so a run
+resumed at an epoch boundary sees the same crops, in the same order, augmented the same way, whatever
+``num_workers`` is; mid-epoch, the :class:`~ctseg.resume.ExactResume` callback (docs/design.md §9) has the
+sampler skip the batches already trained on. The on-device pipeline seeds one device
 generator per ``(seed, epoch, rank)``, whichever preset.
 """
 
@@ -46,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ctseg.data.definitions import DatasetInfo, get_dataset_info
 from ctseg.data.prepared import PreparedDataset, info_from_manifest, load_manifest
+from ctseg.data.resumable import ResumableSampler, sample_seed, skip_resumed_batches
 from ctseg.data.transforms import (
     BatchTrainTransform,
     Normalize,
@@ -54,7 +57,7 @@ from ctseg.data.transforms import (
     TrainTransform,
     normalize,
 )
-from ctseg.data.views import EpochSampler, EvalView, SampleTransform, TrainView, sample_seed
+from ctseg.data.views import EvalView, SampleTransform, TrainView
 from ctseg.errors import CtsegError
 
 #: Values of the data modules' ``augment`` option (module docstring).
@@ -152,7 +155,7 @@ class PreparedDataModule(L.LightningDataModule):
         self._info: DatasetInfo | None = get_dataset_info(self.dataset_name) if self.dataset_name else None
         self.train_dataset: PreparedDataset | None = None
         self.val_dataset: PreparedDataset | None = None
-        self._train_sampler: EpochSampler | None = None
+        self._train_sampler: ResumableSampler | None = None
         self._device_generators: dict[str, tuple[int, torch.Generator]] = {}
         self._batch_transform: PaperBatchTransform | BatchTrainTransform | None = None
 
@@ -238,18 +241,14 @@ class PreparedDataModule(L.LightningDataModule):
             self.setup("fit")
         assert self.train_dataset is not None
         replicas, rank = self._rank()
-        self._train_sampler = EpochSampler(
+        self._train_sampler = ResumableSampler(
             self.train_dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed, drop_last=True
         )
         view = TrainView(self.train_dataset, self.train_transform(), self.seed)
         loader = self._loader(view, self.batch_size, self._train_sampler, drop_last=self.drop_last)
         # A run resumed mid-epoch: skip what the checkpoint's epoch consumed now, before Lightning creates the
         # iterator (with worker processes it starts drawing from the sampler at once, before on_train_start).
-        task = getattr(getattr(self, "trainer", None), "lightning_module", None)
-        skip = task.resume_skip_batches(len(loader)) if hasattr(task, "resume_skip_batches") else 0
-        if skip:
-            self._train_sampler.skip_samples(skip * self.batch_size)
-            self._train_sampler.resume_skip_batches = skip
+        skip_resumed_batches(getattr(self, "trainer", None), self._train_sampler, len(loader), self.batch_size)
         return loader
 
     def val_dataloader(self) -> DataLoader:

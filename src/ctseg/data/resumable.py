@@ -1,56 +1,74 @@
-"""Samplers that let a training run resume mid-epoch exactly where it was killed.
+"""The training sampler of every ctseg data module and the per-sample seed: exact resume on the data side.
 
-* :class:`EpochRandomSampler` — a random order that depends only on ``(seed, epoch)`` (Lightning calls
-  ``set_epoch``), so a resumed run sees the same order as the run it replaces;
-* :class:`SkippableBatchSampler` — its next iteration can start ``n`` batches in, without reading their data.
+* :class:`ResumableSampler` — a :class:`~torch.utils.data.DistributedSampler` (an order drawn from
+  ``(seed, epoch)``, sharded over DDP ranks; Lightning keeps it and calls ``set_epoch``) that yields
+  ``(epoch, index)`` and whose next iteration can start ``n`` samples in (:meth:`ResumableSampler.skip_samples`);
+* :func:`sample_seed` — the seed of one sample's augmentation, from ``(seed, epoch, index)``, so it depends
+  neither on the worker count nor on what was drawn before.
 
-:class:`ctseg.training.SegmentationTask` stores the number of batches consumed in the current epoch and the RNG
-states in every checkpoint, and on resume tells the training loader's :class:`SkippableBatchSampler` to skip
-them. The loader needs its own ``generator`` (DataLoader otherwise draws its worker base seed from the global
-RNG each time an iterator is made, which would shift the restored RNG stream).
+The :class:`~ctseg.resume.ExactResume` callback stores the batches consumed in the current epoch and the RNG
+states in every checkpoint; on resume the data modules ask it (:func:`skip_resumed_batches`) while they build the
+training loader and the sampler skips those batches. The loader needs its own ``generator`` (DataLoader
+otherwise draws its worker base seed from the global RNG each time an iterator is made, which would shift the
+restored RNG stream).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-import torch
-from torch.utils.data import BatchSampler, Sampler
+from torch.utils.data import DistributedSampler
 
+from ctseg.resume import find_exact_resume
 
-class EpochRandomSampler(Sampler[int]):
-    """A permutation of ``range(n)`` drawn from a generator seeded with ``(seed, epoch)``."""
-
-    def __init__(self, n: int, seed: int = 0) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.n
+_MIX = 0x9E3779B97F4A7C15
 
 
-class SkippableBatchSampler(BatchSampler):
-    """A :class:`~torch.utils.data.BatchSampler` whose next iteration can skip its first ``n`` batches.
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed from (seed, epoch, index) that differs for neighbouring values of each."""
+    value = (seed * 1_000_003 + epoch) * 998_244_353 + index
+    value = (value * _MIX) & 0xFFFFFFFFFFFFFFFF
+    value ^= value >> 29
+    return value & 0x7FFFFFFFFFFFFFFF
 
-    The skip is taken when the iteration actually starts (the generator's first step), so iterators that are
-    made but never advanced do not consume it.
+
+class ResumableSampler(DistributedSampler):
+    """Seeded shuffling by epoch (and DDP shard): yields ``(epoch, index)`` so datasets can seed per sample.
+
+    Lightning recognises it as a distributed sampler (it is not replaced) and calls :meth:`set_epoch`.
+    :meth:`skip_samples` makes the next iteration start that many samples in (exact mid-epoch resume); the skip
+    is taken when iteration starts, so iterators that are made but never advanced keep it.
     """
 
-    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool) -> None:
-        super().__init__(sampler, batch_size, drop_last)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self._skip = 0
+        #: Batches skipped for a resume by the data module (read and cleared by ExactResume.on_train_start).
+        self.resume_skip_batches = 0
 
-    def skip_next(self, batches: int) -> None:
-        self._skip = max(0, int(batches))
+    def skip_samples(self, samples: int) -> None:
+        self._skip = max(0, int(samples))
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         skip, self._skip = self._skip, 0
-        for i, batch in enumerate(super().__iter__()):
+        epoch = self.epoch
+        for i, index in enumerate(super().__iter__()):
             if i >= skip:
-                yield batch
+                yield epoch, index
+
+
+def skip_resumed_batches(trainer: Any, sampler: ResumableSampler, batches: int, batch_size: int) -> int:
+    """For a run resumed mid-epoch, make ``sampler`` skip the batches of the current epoch that the checkpoint
+    already trained on (asked of the trainer's :class:`~ctseg.resume.ExactResume`; ``batches``: the loader's
+    batches per epoch); the number skipped (0 without the callback or without a mid-epoch resume).
+
+    Called while the data module builds the training loader, before Lightning creates its iterator (with worker
+    processes it starts drawing from the sampler at once, before ``on_train_start``).
+    """
+    resume = find_exact_resume(trainer)
+    skip = resume.resume_skip_batches(batches) if resume is not None else 0
+    if skip:
+        sampler.skip_samples(skip * batch_size)
+        sampler.resume_skip_batches = skip
+    return skip

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ctseg.data.definitions import SYNTHETIC, DatasetInfo
-from ctseg.data.resumable import EpochRandomSampler, SkippableBatchSampler
+from ctseg.data.resumable import ResumableSampler, skip_resumed_batches
 from ctseg.data.synthetic_canvas import BUILDING, CAR, CLUTTER, IMPERVIOUS, LOW_VEG, TREE
 from ctseg.data.synthetic_scene import generate_scene
 from ctseg.errors import CtsegError
@@ -85,8 +85,9 @@ class SyntheticAerialDataset(Dataset):
             hit = self._cache[i] = generate_scene(scene_seed(self.seed, self.split, i), self.size)
         return hit
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rgb, mask = self.scene(index)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        # (epoch, index) from the training sampler (ResumableSampler): no augmentation, so the epoch is unused.
+        rgb, mask = self.scene(key[1] if isinstance(key, tuple) else key)
         image = rgb.transpose(2, 0, 1) * self._scale
         image -= self._shift
         return {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask.astype(np.int64))}
@@ -156,9 +157,17 @@ class SyntheticDataModule(L.LightningDataModule):
         )
         if not shuffle:
             return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **common)
-        # (seed, epoch)-ordered and skippable, so a run killed mid-epoch resumes on the same batches.
-        batches = SkippableBatchSampler(EpochRandomSampler(len(dataset), self.seed), self.batch_size, drop_last=False)
-        return DataLoader(dataset, batch_sampler=batches, **common)
+        # (seed, epoch)-ordered, sharded over DDP ranks and skippable, so a run killed mid-epoch resumes on the
+        # same batches (ctseg.resume.ExactResume).
+        replicas, rank = self._rank()
+        sampler = ResumableSampler(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
+        loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **common)
+        skip_resumed_batches(self.trainer, sampler, len(loader), self.batch_size)
+        return loader
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (int(trainer.world_size), int(trainer.global_rank)) if trainer is not None else (1, 0)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

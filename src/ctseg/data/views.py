@@ -1,52 +1,19 @@
-"""What the data modules' loaders iterate: the epoch sampler and the train / eval views over prepared crops.
+"""What the data modules' loaders iterate: the train / eval views over prepared crops.
 
-:class:`EpochSampler` yields ``(epoch, index)`` so that each sample's augmentation is seeded by
-``(seed, epoch, index)`` (:func:`sample_seed`) whatever the worker count; :class:`TrainView` augments per sample
-(or leaves the stored dtype for on-device augmentation, with the sample's seed attached); :class:`EvalView`
-normalises (or leaves the stored dtype).
+The training sampler (:class:`~ctseg.data.resumable.ResumableSampler`) yields ``(epoch, index)`` so that each
+sample's augmentation is seeded by ``(seed, epoch, index)`` (:func:`~ctseg.data.resumable.sample_seed`) whatever
+the worker count; :class:`TrainView` augments per sample (or leaves the stored dtype for on-device augmentation,
+with the sample's seed attached); :class:`EvalView` normalises (or leaves the stored dtype).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from ctseg.data.prepared import PreparedDataset
+from ctseg.data.resumable import sample_seed
 from ctseg.data.transforms import Normalize, PaperTrainTransform, TrainTransform
-
-_MIX = 0x9E3779B97F4A7C15
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed from (seed, epoch, index) that differs for neighbouring values of each."""
-    value = (seed * 1_000_003 + epoch) * 998_244_353 + index
-    value = (value * _MIX) & 0xFFFFFFFFFFFFFFFF
-    value ^= value >> 29
-    return value & 0x7FFFFFFFFFFFFFFF
-
-
-class EpochSampler(DistributedSampler):
-    """Seeded shuffling by epoch (and DDP shard): yields ``(epoch, index)`` so datasets can seed per sample.
-
-    Lightning recognises it as a distributed sampler (it is not replaced) and calls :meth:`set_epoch`.
-    :meth:`skip_samples` makes the next iteration start that many samples in (exact mid-epoch resume,
-    :mod:`ctseg.data.resumable`); the skip is taken when iteration starts, so unused iterators keep it.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._skip = 0
-
-    def skip_samples(self, samples: int) -> None:
-        self._skip = max(0, int(samples))
-
-    def __iter__(self):
-        skip, self._skip = self._skip, 0
-        epoch = self.epoch
-        for i, index in enumerate(super().__iter__()):
-            if i >= skip:
-                yield epoch, index
-
 
 SampleTransform = PaperTrainTransform | TrainTransform | Normalize
 
