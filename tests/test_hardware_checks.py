@@ -1,10 +1,10 @@
-"""``ctseg.lightning_cli.check_hardware``: device requests the machine cannot meet, and the bf16 fallback."""
+"""``ctseg.cli_checks.check_hardware``: device requests the machine cannot meet, and the bf16 fallback."""
 
 import pytest
 import torch
 
+from ctseg.cli_checks import _requested_devices, check_hardware
 from ctseg.errors import CtsegError
-from ctseg.lightning_cli import _requested_devices, check_hardware
 
 
 @pytest.mark.parametrize(

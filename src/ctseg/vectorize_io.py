@@ -1,0 +1,136 @@
+"""``ctseg vectorize``'s input notes (:class:`VectorizeWarning`), the confidence raster, and writing the polygon
+file (GeoPackage / GeoJSON with pyogrio, to a temporary name first, then renamed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ctseg.errors import CtsegError
+from ctseg.io import set_default_mode
+
+#: Output drivers by file suffix.
+DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+#: Band description that marks a confidence band inside the class raster.
+CONFIDENCE_BAND = "confidence"
+
+
+class VectorizeWarning(UserWarning):
+    """A one-line note about the input (pixel units, no CRS, square degrees); the CLI prints it as one line."""
+
+
+def warn(message: str) -> None:
+    """Emit a :class:`VectorizeWarning` at the caller's caller."""
+    warnings.warn(message, VectorizeWarning, stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------------- confidence
+def _open_confidence(src, confidence_tif, path: Path):
+    """(dataset, band, scale, nodata, owned) of the confidence values, or ``None``."""
+    import rasterio
+
+    if confidence_tif is None:
+        for band, desc in enumerate(src.descriptions, start=1):
+            if band > 1 and (desc or "").strip().lower() == CONFIDENCE_BAND:
+                return src, band, _confidence_scale(src.dtypes[band - 1], path), src.nodatavals[band - 1], False
+        return None
+    cpath = Path(confidence_tif)
+    if not cpath.is_file():
+        raise CtsegError(f"confidence raster {cpath} does not exist")
+    try:
+        conf = rasterio.open(cpath)
+    except rasterio.errors.RasterioIOError as err:
+        raise CtsegError(f"confidence raster {cpath} cannot be read ({str(err).splitlines()[0]})") from None
+    try:
+        if (conf.height, conf.width) != (src.height, src.width) or not conf.transform.almost_equals(src.transform):
+            raise CtsegError(
+                f"confidence raster {cpath.name} ({conf.width}x{conf.height}) is not on the grid of {path.name} "
+                f"({src.width}x{src.height}); give the confidence written with this prediction"
+            )
+        return conf, 1, _confidence_scale(conf.dtypes[0], cpath), conf.nodatavals[0], True
+    except BaseException:
+        conf.close()
+        raise
+
+
+def _confidence_scale(dtype: str, path: Path) -> float:
+    if dtype == "uint8":
+        return 255.0
+    if dtype == "uint16":
+        return 65535.0
+    if dtype.startswith("float"):
+        return 1.0
+    raise CtsegError(f"confidence raster {path.name} is {dtype}; expected uint8 (0-255), uint16 or float (0-1)")
+
+
+def _confidence_sums(parts: list, conf: np.ndarray, valid: np.ndarray, row_off: int, col_off: int):
+    """Per part: (sum of confidence, valid pixel count) over its pixels (labels burnt at pixel centres)."""
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    labels = rasterize(
+        ((g, i + 1) for i, g in enumerate(parts)),
+        out_shape=conf.shape,
+        transform=Affine.translation(col_off, row_off),
+        fill=0,
+        dtype="int32",
+    )
+    labels = np.where(valid, labels, 0).ravel()
+    sums = np.bincount(labels, weights=np.where(valid, conf, 0.0).ravel(), minlength=len(parts) + 1)
+    counts = np.bincount(labels, minlength=len(parts) + 1)
+    return sums[1:], counts[1:]
+
+
+# ------------------------------------------------------------------------------------------------- output
+def _output_driver(out: Path, overwrite: bool) -> str:
+    driver = DRIVERS.get(out.suffix.lower())
+    if driver is None:
+        raise CtsegError(f"output {out}: name it *.gpkg (GeoPackage) or *.geojson (GeoJSON)")
+    if out.is_dir():
+        raise CtsegError(f"output {out} is a folder; name a file")
+    if out.exists() and not overwrite:
+        raise CtsegError(f"output {out} already exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise CtsegError(f"output folder {out.parent} does not exist; create it first")
+    return driver
+
+
+def _write(out: Path, driver: str, layer: str, crs, rows: dict[str, list], geoms: list, fields: list[str]) -> None:
+    import pyogrio.raw
+    import shapely
+
+    wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object)
+    dtypes = {"class": object, "class_index": np.int32, "area": np.float64, "mean_confidence": np.float64}
+    data = [np.array(rows[f], dtype=dtypes[f]) for f in fields]
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+    except OSError as err:
+        raise CtsegError(f"output {out} cannot be written ({err.strerror or err}); choose a writable path") from None
+    try:
+        tmp = tmp_dir / out.name
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*crs.* was not provided")  # said once, in ctseg's words
+            pyogrio.raw.write(
+                str(tmp),
+                wkb,
+                data,
+                fields,
+                layer=layer,
+                driver=driver,
+                geometry_type="Polygon",
+                crs=crs.to_wkt() if crs is not None else None,
+                promote_to_multi=False,
+            )
+        set_default_mode(tmp)
+        os.replace(tmp, out)
+    except OSError as err:
+        raise CtsegError(f"output {out} cannot be written ({err.strerror or err}); choose a writable path") from None
+    except Exception as err:  # pyogrio's DataSourceError / FieldError …: GDAL refused the file
+        raise CtsegError(f"output {out} cannot be written ({str(err).splitlines()[0]})") from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
