@@ -87,8 +87,8 @@ class _Canvas:
 
     def __init__(self, seed: int, size: int) -> None:
         rng = self.rng = np.random.default_rng(seed)
-        self.n = n = size
-        self.s = float(np.clip(math.sqrt(size / 256), 0.5, 2.0))  # object scale
+        self.size = n = size
+        self.scale = float(np.clip(math.sqrt(size / 256), 0.5, 2.0))  # object scale
         self.xs = _coords(size)
         self.label = np.full((n, n), LOW_VEG, dtype=np.uint8)
         self.img = np.empty((3, n, n), dtype=np.float32)  # channel-first while painting (fast broadcasts)
@@ -98,16 +98,16 @@ class _Canvas:
         phi = rng.uniform(0, 2 * math.pi)
         self.sun = (math.cos(phi), math.sin(phi))  # unit vector towards the sun, image axes
         self.shadow_len = rng.uniform(0.5, 1.1)
-        self.alpha = rng.normal(0, 0.03) if rng.random() < 0.4 else rng.uniform(-math.pi / 4, math.pi / 4)
-        self.fine = _value_noise(rng, n, max(2, int(n / (4 * self.s))))
-        self.clump = _value_noise(rng, n, max(2, int(n / (3 * self.s))), octaves=2)
+        self.grid_angle = rng.normal(0, 0.03) if rng.random() < 0.4 else rng.uniform(-math.pi / 4, math.pi / 4)
+        self.fine = _value_noise(rng, n, max(2, int(n / (4 * self.scale))))
+        self.clump = _value_noise(rng, n, max(2, int(n / (3 * self.scale))), octaves=2)
         self.roads: list[tuple[float, float, float, float]] = []  # (angle, offset, half width, sidewalk)
         self.lots: list[tuple[float, float, float, float, float, float]] = []  # (cx, cy, angle, a, b, stall)
 
     # ----------------------------------------------------------------------------------------- geometry
     def _win(self, cx: float, cy: float, rx: float, ry: float):
         """Window around (cx, cy) with half extents (rx, ry), clipped: (slices, X (1,w), Y (h,1)) or None."""
-        n = self.n
+        n = self.size
         x0, x1 = max(math.floor(cx - rx) - 1, 0), min(math.ceil(cx + rx) + 2, n)
         y0, y1 = max(math.floor(cy - ry) - 1, 0), min(math.ceil(cy + ry) + 2, n)
         if x0 >= x1 or y0 >= y1:
@@ -133,7 +133,7 @@ class _Canvas:
 
     def _corners_free(self, cx, cy, theta, a, b) -> bool:
         """Cheap pre-check: the rectangle's corners and edge midpoints inside the image are on grass."""
-        c, sn, n = math.cos(theta), math.sin(theta), self.n
+        c, sn, n = math.cos(theta), math.sin(theta), self.size
         for u, v in ((a, b), (a, -b), (-a, b), (-a, -b), (0, b), (0, -b), (a, 0), (-a, 0)):
             x, y = cx + u * c - v * sn, cy + u * sn + v * c
             if 0 <= x < n and 0 <= y < n and self.label[int(y), int(x)] != LOW_VEG:
@@ -142,13 +142,13 @@ class _Canvas:
 
     # ----------------------------------------------------------------------------------------- layers
     def grass(self) -> None:
-        rng, n = self.rng, self.n
+        rng, n = self.rng, self.size
         base = np.array([0.34, 0.45, 0.22], dtype=np.float32) + rng.normal(0, 0.03, 3).astype(np.float32)
         base = base * np.float32(rng.uniform(0.85, 1.15))
         dry = np.array([0.52, 0.48, 0.32], dtype=np.float32) * np.float32(rng.uniform(0.85, 1.1))
         self.grass_color = base
-        self.low = _value_noise(rng, n, max(1, round(n / (85 * self.s))), octaves=3)
-        self.mid = _value_noise(rng, n, max(2, round(n / (16 * self.s))), octaves=2)
+        self.low = _value_noise(rng, n, max(1, round(n / (85 * self.scale))), octaves=3)
+        self.mid = _value_noise(rng, n, max(2, round(n / (16 * self.scale))), octaves=2)
         self.wobble = 1 + 0.15 * self.mid + 0.08 * self.clump  # crown edges: radius factor
         # dry patches: the transposed low-frequency field, a different pattern for free
         dryness = (self.low.T - np.float32(rng.uniform(-0.1, 0.4))) * np.float32(3.0)
@@ -160,7 +160,7 @@ class _Canvas:
 
     def road_network(self) -> None:
         """Straight roads on the street grid; every per-pixel step after the distance runs on the band only."""
-        rng, s, n = self.rng, self.s, self.n
+        rng, s, n = self.rng, self.scale, self.size
         kind = rng.random()
         axes = [0] if kind < 0.25 else [0, 1] if kind < 0.8 else [0, 0, 1]
         if rng.random() < 0.5:
@@ -177,7 +177,7 @@ class _Canvas:
             else:
                 continue
             offsets_used[ax].append(off)
-            self.roads.append((self.alpha + ax * math.pi / 2, off, half, sw))
+            self.roads.append((self.grid_angle + ax * math.pi / 2, off, half, sw))
         c = (n - 1) / 2
         X, Y = self.xs[None, :] - c, self.xs[:, None] - c
         asphalt_color = np.float32(rng.uniform(0.28, 0.46)) * (1 + rng.normal(0, 0.03, 3)).astype(np.float32)
@@ -217,12 +217,12 @@ class _Canvas:
             img[:, im[count[im] < 2]] = paint  # no paint across junctions
 
     def paved_areas(self) -> None:
-        rng, s = self.rng, self.s
+        rng, s = self.rng, self.scale
         for _ in range(rng.choice(3, p=[0.35, 0.45, 0.2])):
             th, off, half, sw = self.roads[rng.integers(len(self.roads))]
             side = rng.choice([-1.0, 1.0])
             a, b = rng.uniform(20, 50) * s, rng.uniform(14, 30) * s
-            cx, cy = self._road_point(th, off, rng.uniform(-0.4, 0.4) * self.n, side * (half + sw + b - 1))
+            cx, cy = self._road_point(th, off, rng.uniform(-0.4, 0.4) * self.size, side * (half + sw + b - 1))
             r = self._rect(cx, cy, th, a, b)
             if r is None:
                 continue
@@ -242,7 +242,7 @@ class _Canvas:
             self.label[win][inside] = IMPERVIOUS
 
     def _road_point(self, th, off, t, d) -> tuple[float, float]:
-        c = (self.n - 1) / 2
+        c = (self.size - 1) / 2
         ct, st = math.cos(th), math.sin(th)
         return c + t * ct - (off + d) * st, c + t * st + (off + d) * ct
 
@@ -254,7 +254,7 @@ class _Canvas:
         other), so every step is one shifted whole-image comparison; self-shadowing is impossible by
         construction, and shadows fall on lower roofs, crowns and cars as well as the ground.
         """
-        h, n = self.height, self.n
+        h, n = self.height, self.size
         shadow = np.zeros((n, n), dtype=bool)
         top = float(h.max())
         if top <= 0:

@@ -61,7 +61,7 @@ class _Scene(_Canvas):
 
     def buildings(self) -> None:
         """Rectangles and L shapes, mostly set back along the streets, on free grass with a 3 px margin."""
-        rng, s, n, k = self.rng, self.s, self.n, 80
+        rng, s, n, k = self.rng, self.scale, self.size, 80
         target = rng.uniform(0.14, 0.36) * n * n
         late = np.arange(k) >= 60  # smaller houses at the end, in case nothing fitted yet
         big_a = (np.where(late, rng.uniform(10, 18, k), rng.uniform(10, 36, k)) * s).tolist()
@@ -88,7 +88,7 @@ class _Scene(_Canvas):
                 theta = th + 0.02 * jitter[i]
             else:
                 cx, cy = free_xy[i]
-                theta = self.alpha + turn[i] * math.pi / 2 + 0.05 * jitter[i]
+                theta = self.grid_angle + turn[i] * math.pi / 2 + 0.05 * jitter[i]
             if 0 <= cx < n and 0 <= cy < n and self.label[int(cy), int(cx)] != LOW_VEG:
                 continue  # cheap early rejection
             if not self._corners_free(cx, cy, theta, a + m, b + m):
@@ -111,10 +111,10 @@ class _Scene(_Canvas):
                 placed += 1
         if not placed:  # practically never: squeeze a small house in anyway, over whatever is there
             cx, cy = (rng.uniform(0.3, 0.7, size=2) * n).tolist()
-            self._roof([(cx, cy, self.alpha, 12 * s, 9 * s)])
+            self._roof([(cx, cy, self.grid_angle, 12 * s, 9 * s)])
 
     def _roof(self, parts) -> int:
-        rng, s = self.rng, self.s
+        rng, s = self.rng, self.scale
         kind = rng.choice(3, p=[0.45, 0.25, 0.30])  # gable, hip, flat
         palette = _FLAT_ROOFS if kind == 2 else _SLOPED_ROOFS
         color = palette[rng.integers(len(palette))] * (1 + rng.normal(0, 0.05, 3)).astype(np.float32)
@@ -165,7 +165,7 @@ class _Scene(_Canvas):
 
     def clutter(self) -> None:
         """Boxes (containers, trailers) and irregular heaps off the roads and roofs; sometimes a pond."""
-        rng, s, n, k = self.rng, self.s, self.n, 60
+        rng, s, n, k = self.rng, self.scale, self.size, 60
         target = rng.uniform(0.02, 0.055) * n * n
         area, placed = 0, 0
         if rng.random() < 0.12:
@@ -185,7 +185,7 @@ class _Scene(_Canvas):
             if self.label[int(cy), int(cx)] in (BUILDING, CAR) or self.asphalt[int(cy), int(cx)]:
                 continue
             if box[i]:
-                theta = self.alpha + turn[i] * math.pi / 2 + jitter[i]
+                theta = self.grid_angle + turn[i] * math.pi / 2 + jitter[i]
                 r = self._rect(cx, cy, theta, ba[i], bb[i])
                 if r is None or not self._free_for_clutter(r[0], r[3]):
                     continue
@@ -221,7 +221,7 @@ class _Scene(_Canvas):
         return int(m.sum())
 
     def cars(self) -> None:
-        rng, s, n = self.rng, self.s, self.n
+        rng, s, n = self.rng, self.scale, self.size
         placed = 0
         for th, off, half, _ in self.roads:
             lanes = [(-half / 2, th), (half / 2, th + math.pi)]
@@ -250,8 +250,8 @@ class _Scene(_Canvas):
             placed += self._car(*self._road_point(th, off, rng.uniform(-0.45, 0.45) * n, d), th)
 
     def _car(self, cx, cy, heading, along_road=True) -> int:
-        rng, s = self.rng, self.s
-        if not (0 <= cx < self.n and 0 <= cy < self.n):
+        rng, s = self.rng, self.scale
+        if not (0 <= cx < self.size and 0 <= cy < self.size):
             return 0
         van = rng.random() < 0.1
         a = rng.uniform(11, 13) * s if van else rng.uniform(8.0, 10.5) * s
@@ -289,7 +289,7 @@ class _Scene(_Canvas):
         among eight points on the rim); crowns are then stamped into a crown-height buffer (the higher crown
         wins where two overlap) and shaded in one whole-image pass.
         """
-        rng, s, n = self.rng, self.s, self.n
+        rng, s, n = self.rng, self.scale, self.size
         xs, ys, rs = [], [], []
         for th, off, half, sw in self.roads:
             if rng.random() < 0.45:
