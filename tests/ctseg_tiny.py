@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctseg.cli import main
+from ctseg.data.definitions import DatasetInfo, generic_colors, info_to_json
 
 TINY_CONFIG = """
 seed_everything: 0
@@ -44,3 +45,37 @@ def tiny_run(base: Path) -> Path:
         cfg.write_text(TINY_CONFIG)
         assert main(["grid", "--configs", str(cfg), "--seeds", "1", "--out", str(base)]) == 0
     return run
+
+
+#: A 4-band uint16 data set description with nodata 0 (RGB + near infrared), for band-layout tests.
+RGBN = DatasetInfo(
+    name="rgbn-test",
+    classes=("ground", "roof", "tree"),
+    colors=generic_colors(3),
+    mean=(0.10, 0.12, 0.14, 0.30),
+    std=(0.05, 0.06, 0.07, 0.10),
+    bands=4,
+    dtype="uint16",
+    nodata=0.0,
+)
+
+
+def save_task_checkpoint(
+    path: Path, info: DatasetInfo | None = None, *, model: str = "pf-tiny", img_size: int = 64, seed: int = 0,
+    **extra,
+) -> Path:  # fmt: skip
+    """An untrained ``SegmentationTask`` saved as a Lightning-style checkpoint (what ``ctseg fit`` writes, minus
+    the optimiser): with ``info`` it carries that band layout and description; without, 4 RGB classes."""
+    import lightning
+    import torch
+
+    from ctseg.training import SegmentationTask
+
+    torch.manual_seed(seed)
+    if info is not None:
+        extra = {"in_chans": info.bands, "data_info": info_to_json(info), "dataset": info.name, **extra}
+    names = list(info.classes) if info is not None else ["ground", "building", "road", "tree"]
+    task = SegmentationTask(model=model, num_classes=len(names), img_size=img_size, class_names=names, **extra)
+    ckpt = {"pytorch-lightning_version": lightning.__version__, "state_dict": task.state_dict()}
+    torch.save({**ckpt, "hyper_parameters": dict(task.hparams)}, path)
+    return path

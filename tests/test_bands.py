@@ -11,11 +11,11 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pytest
 import rasterio
 import torch
+from ctseg_tiny import RGBN, save_task_checkpoint
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
@@ -27,34 +27,11 @@ from ctseg.inference import predict_tile
 from ctseg.training import SegmentationTask
 
 TRANSFORM = from_origin(300_000.0, 4_600_000.0, 0.5, 0.5)
-RGBN = DatasetInfo(
-    name="rgbn-test",
-    classes=("ground", "roof", "tree"),
-    colors=generic_colors(3),
-    mean=(0.10, 0.12, 0.14, 0.30),
-    std=(0.05, 0.06, 0.07, 0.10),
-    bands=4,
-    dtype="uint16",
-    nodata=0.0,
-)
 RGB8 = DatasetInfo(name="rgb8-test", classes=("a", "b", "c"), colors=generic_colors(3))
 
 
 def _save_task(path: Path, info: DatasetInfo, seed: int = 0, **extra) -> Path:
-    torch.manual_seed(seed)
-    task = SegmentationTask(
-        model="pf-tiny",
-        num_classes=info.num_classes,
-        img_size=64,
-        class_names=list(info.classes),
-        dataset=info.name,
-        in_chans=info.bands,
-        data_info=info_to_json(info),
-        **extra,
-    )
-    ckpt = {"pytorch-lightning_version": lightning.__version__, "state_dict": task.state_dict()}
-    torch.save({**ckpt, "hyper_parameters": dict(task.hparams)}, path)
-    return path
+    return save_task_checkpoint(path, info, seed=seed, **extra)
 
 
 @pytest.fixture(scope="module")

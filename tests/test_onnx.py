@@ -7,44 +7,30 @@ window; onnxruntime's logits are compared with PyTorch's.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
-import lightning
 import numpy as np
 import onnx
 import pytest
 import torch
+from ctseg_tiny import RGBN as RGBN_TEST
+from ctseg_tiny import save_task_checkpoint
 
 from ctseg.checkpoints import load_model, read_checkpoint
 from ctseg.cli import main
-from ctseg.data.definitions import DatasetInfo, generic_colors, info_to_json
+from ctseg.data.definitions import DatasetInfo
 from ctseg.errors import CtsegError
 from ctseg.inference import predict_tile
 from ctseg.onnx_backend import OnnxSegmentor, load_onnx_model
 from ctseg.onnx_export import export_onnx
-from ctseg.training import SegmentationTask
 
 WINDOW = 64
-RGBN = DatasetInfo(
-    name="rgbn-onnx",
-    classes=("ground", "roof", "tree"),
-    colors=generic_colors(3),
-    mean=(0.10, 0.12, 0.14, 0.30),
-    std=(0.05, 0.06, 0.07, 0.10),
-    bands=4,
-    dtype="uint16",
-    nodata=0.0,
-)
+RGBN = replace(RGBN_TEST, name="rgbn-onnx")
 
 
 def _save_task(path: Path, model: str = "pf-tiny", info: DatasetInfo | None = None, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    extra = {"in_chans": info.bands, "data_info": info_to_json(info), "dataset": info.name} if info else {}
-    names = list(info.classes) if info else ["ground", "building", "road", "tree"]
-    task = SegmentationTask(model=model, num_classes=len(names), img_size=WINDOW, class_names=names, **extra)
-    ckpt = {"pytorch-lightning_version": lightning.__version__, "state_dict": task.state_dict()}
-    torch.save({**ckpt, "hyper_parameters": dict(task.hparams)}, path)
-    return path
+    return save_task_checkpoint(path, info, model=model, img_size=WINDOW, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,8 @@ def _check_headers(tiles: Sequence[SourceTile], info: DatasetInfo) -> None:
     need = max(info.band_indices) if info.band_indices else info.bands
     rgb = (info.bands, info.dtype) == (3, "uint8") and info.band_indices is None
     for tile in tiles:
-        image_shape, label_shape = raster_shape(tile.image), raster_shape(tile.label)
+        header = read_header(tile.image)
+        image_shape, label_shape = (header.height, header.width), raster_shape(tile.label)
         if image_shape != label_shape:
             raise CtsegError(
                 f"{tile.label}: label is {label_shape[0]}×{label_shape[1]} but its image {tile.image.name} is "
@@ -167,7 +168,6 @@ def _check_headers(tiles: Sequence[SourceTile], info: DatasetInfo) -> None:
             )
         if rgb:
             continue
-        header = read_header(tile.image)
         if header.bands < need:
             raise CtsegError(
                 f"{tile.image} has {header.bands} band(s), but {info.name} needs {need} ({info.band_layout()}); "

@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ctseg.data.registry import SourceTile
 
 
 def skip_folder(name: str) -> bool:
@@ -36,3 +40,27 @@ def walk_files(src: Path) -> Iterator[tuple[Path, str]]:
         dirs[:] = sorted(d for d in dirs if not skip_folder(d))
         for file in sorted(files):
             yield Path(folder), file
+
+
+def pair_by_stem(
+    images: list[Path], label_dir: Path, *, group: str, split: str, label_word: str = "mask"
+) -> tuple[list[SourceTile], list[str]]:
+    """One :class:`~ctseg.data.registry.SourceTile` per image (id ``"<group>/<stem>"``) with the PNG label of the
+    same stem in ``label_dir``, and the names of the PNG labels there that have no image (sorted naturally).
+
+    Raises:
+        CtsegError: an image without its label (naming the image and the label path expected).
+    """
+    from ctseg.data.registry import SourceTile
+    from ctseg.data.splits import natural_key
+    from ctseg.errors import CtsegError
+
+    tiles = []
+    for image in images:
+        label = label_dir / f"{image.stem}.png"
+        if not label.is_file():
+            raise CtsegError(f"{image} has no {label_word}: expected {label}")
+        tiles.append(SourceTile(f"{group}/{image.stem}", group, split, image, label, label_kind="mask"))
+    stems = {p.stem for p in images}
+    orphans = sorted((p.name for p in label_dir.glob("*.png") if p.stem not in stems), key=natural_key)
+    return tiles, orphans

@@ -40,6 +40,7 @@ from pathlib import Path
 from ctseg.data.definitions import DatasetInfo
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
 from ctseg.data.splits import natural_key, resolve_splits
+from ctseg.data.walk import pair_by_stem
 from ctseg.errors import CtsegError
 
 #: Dubai aerial set (Humans in the Loop, CC0); colours as actually used in the masks (its README).
@@ -111,22 +112,8 @@ def discover_dubai(
         images = sorted(p for p in (folder / "images").glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
         if not images:
             raise CtsegError(f"{folder / 'images'} holds no images: expected {_EXPECTED}")
-        for image in images:
-            mask = folder / "masks" / f"{image.stem}.png"
-            if not mask.is_file():
-                raise CtsegError(f"{image} has no mask: expected {mask}")
-            tiles.append(
-                SourceTile(
-                    tile=f"{group}/{image.stem}",
-                    group=group,
-                    split=assignment[group],
-                    image=image,
-                    label=mask,
-                    label_kind="mask",
-                )
-            )
-        stems = {p.stem for p in images}
-        orphans = sorted(p.name for p in (folder / "masks").glob("*.png") if p.stem not in stems)
+        pairs, orphans = pair_by_stem(images, folder / "masks", group=group, split=assignment[group])
+        tiles += pairs
         if orphans:
             notes.append(f"dubai: {group}: {len(orphans)} mask(s) without an image, skipped: {', '.join(orphans)}")
     return tiles, notes

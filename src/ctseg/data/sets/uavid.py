@@ -33,7 +33,7 @@ from pathlib import Path
 from ctseg.data.definitions import DatasetInfo
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
 from ctseg.data.splits import natural_key, resolve_splits
-from ctseg.data.walk import subfolders, walk_folders
+from ctseg.data.walk import pair_by_stem, subfolders, walk_folders
 from ctseg.errors import CtsegError
 
 #: UAVid: eight classes from colour-coded labels (the release's colours); clutter is scored like the others.
@@ -146,22 +146,8 @@ def discover_uavid(
         if not frames:
             raise CtsegError(f"{subfolders(folder)['images']} holds no frames: expected {_EXPECTED}")
         labels = subfolders(folder).get("labels", folder / "Labels")
-        for image in frames:
-            label = labels / f"{image.stem}.png"
-            if not label.is_file():
-                raise CtsegError(f"{image} has no label: expected {label}")
-            tiles.append(
-                SourceTile(
-                    tile=f"{group}/{image.stem}",
-                    group=group,
-                    split=assignment[group],
-                    image=image,
-                    label=label,
-                    label_kind="mask",
-                )
-            )
-        stems = {p.stem for p in frames}
-        orphans = sorted((p.name for p in labels.glob("*.png") if p.stem not in stems), key=natural_key)
+        pairs, orphans = pair_by_stem(frames, labels, group=group, split=assignment[group], label_word="label")
+        tiles += pairs
         if orphans:
             notes.append(f"uavid: {group}: {len(orphans)} label(s) without a frame, skipped: {', '.join(orphans)}")
     return tiles, notes
