@@ -6,12 +6,27 @@ Each test file wraps :func:`tiny_run` in its own session fixture; the run is mad
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from ctseg.cli import main
 from ctseg.data.definitions import DatasetInfo, generic_colors, info_to_json
 
-TINY_CONFIG = """
+#: The ``data:`` block of :data:`TINY_CONFIG`: 4 training and 2 validation synthetic 64² scenes, batch 2.
+SYNTHETIC_DATA = """\
+class_path: ctseg.data.SyntheticDataModule
+init_args:
+  train_samples: 4
+  val_samples: 2
+  image_size: 64
+  batch_size: 2
+"""
+
+
+def tiny_config(scheme: str = "ct-cl", data: str = SYNTHETIC_DATA) -> str:
+    """A LightningCLI config of 2 steps of pf-tiny at 64² with one validation batch at step 2, under ``scheme``;
+    ``data`` is the YAML of its ``data:`` block (unindented; indented here)."""
+    return f"""
 seed_everything: 0
 trainer:
   max_steps: 2
@@ -25,15 +40,12 @@ trainer:
 model:
   model: pf-tiny
   img_size: 64
-  scheme: ct-cl
+  scheme: {scheme}
 data:
-  class_path: ctseg.data.SyntheticDataModule
-  init_args:
-    train_samples: 4
-    val_samples: 2
-    image_size: 64
-    batch_size: 2
-"""
+{textwrap.indent(data, "  ")}"""
+
+
+TINY_CONFIG = tiny_config()
 
 
 def tiny_run(base: Path) -> Path:

@@ -228,13 +228,17 @@ def fit_image_size_not_multiple(tmp_path, request):
     return Case(argv, ["--data.init_args.image_size 100", "multiple of 32", "96 or 128"])
 
 
-def validate_other_class_count(tmp_path, request):
+def _validate_other(tmp_path, request, name: str, **hparams) -> tuple[Path, list[str]]:
+    """The tiny run's checkpoint saved as ``name`` with ``hparams`` changed, and ``ctseg validate`` on it."""
     ckpt = torch.load(_ckpt(request), map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"].update(num_classes=5, dataset="dubai")
-    other = tmp_path / "dubai-model.ckpt"
+    ckpt["hyper_parameters"].update(hparams)
+    other = tmp_path / name
     torch.save(ckpt, other)
-    argv = _tiny_fit(tmp_path, "--ckpt_path", str(other))
-    argv[0] = "validate"
+    return other, ["validate", *_tiny_fit(tmp_path, "--ckpt_path", str(other))[1:]]
+
+
+def validate_other_class_count(tmp_path, request):
+    other, argv = _validate_other(tmp_path, request, "dubai-model.ckpt", num_classes=5, dataset="dubai")
     return Case(argv, [str(other), "trained for 5 classes (dubai)", "has 6"])
 
 
@@ -243,12 +247,8 @@ def validate_other_band_count(tmp_path, request):
 
     four = DatasetInfo("rgbn", tuple(f"c{i}" for i in range(6)), generic_colors(6), mean=(0.1,) * 4, std=(0.2,) * 4,
                        bands=4, dtype="uint16")  # fmt: skip
-    ckpt = torch.load(_ckpt(request), map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"].update(in_chans=4, data_info=info_to_json(four), dataset="rgbn")
-    other = tmp_path / "rgbn-model.ckpt"
-    torch.save(ckpt, other)
-    argv = _tiny_fit(tmp_path, "--ckpt_path", str(other))
-    argv[0] = "validate"
+    hparams = {"in_chans": 4, "data_info": info_to_json(four), "dataset": "rgbn"}
+    other, argv = _validate_other(tmp_path, request, "rgbn-model.ckpt", **hparams)
     return Case(argv, [str(other), "trained on 4 bands uint16 images (rgbn)", "has 3 bands uint8"])
 
 

@@ -93,6 +93,8 @@ def test_checkpoint_without_bands_or_info_loads_as_three_band(models, tmp_path):
     assert loaded.info is None and loaded.in_chans == 3 and "in_chans" not in loaded.model.config
     src = _geotiff(tmp_path / "t.tif", np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8), None)
     assert _predict(old, [src], tmp_path / "o") == 0
+    with rasterio.open(tmp_path / "o" / "t_pred.tif") as pred:  # a class map was written, of the 3-band model
+        assert pred.shape == (64, 64) and pred.read(1).max() < 3
 
 
 def test_export_round_trip_keeps_data_info(models, tmp_path):
@@ -211,6 +213,8 @@ def test_band_selection(models, tmp_path):
     np.testing.assert_array_equal(read(tmp_path / "sel" / "five_pred.tif"), read(out / "first4_pred.tif"))
     np.testing.assert_array_equal(read(tmp_path / "bands" / "five_pred.tif"), read(out / "last4_pred.tif"))
     np.testing.assert_array_equal(read(tmp_path / "idx" / "five_pred.tif"), read(out / "last4_pred.tif"))
+    # the selection matters: bands 1–4 and 2–5 of this raster predict differently
+    assert (read(out / "first4_pred.tif") != read(out / "last4_pred.tif")).any()
 
 
 def test_index_png_format(models, tmp_path):

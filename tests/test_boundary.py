@@ -192,12 +192,21 @@ def test_with_the_option_predictions_under_ignore_change_nothing():
     t[g.random(t.shape) < 0.1] = IGNORE
     p = np.where(g.random(t.shape) < 0.2, g.integers(0, 3, t.shape), t)
     q = np.where(t == IGNORE, g.integers(0, 3, t.shape), p)  # only the predictions under ignore differ
+    assert (p != q).any()  # the two predictions do differ under ignore
     counts = []
     for pred in (p, q):
         metric = BoundaryMetrics(3, tolerance=[1, 3], truth_ignore_in_pred=True)
         metric.update(torch.as_tensor(pred), torch.as_tensor(t))
         counts.append(metric.counts)
     assert torch.equal(counts[0], counts[1])
+    assert int(counts[0].sum()) > 0  # something was counted
+    # without the option the prediction's bands are its own, so the same difference does change the counts
+    plain = []
+    for pred in (p, q):
+        metric = BoundaryMetrics(3, tolerance=[1, 3])
+        metric.update(torch.as_tensor(pred), torch.as_tensor(t))
+        plain.append(metric.counts)
+    assert not torch.equal(plain[0], plain[1])
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 4])

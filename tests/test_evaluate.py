@@ -187,3 +187,25 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     err = _one_error(capsys, ["evaluate", str(tmp_path / "empty"), "--truth", str(truths), "--dataset", "dubai"])
     assert "no prediction files" in err
+
+
+def test_out_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    """A disk that fills while scores.json is written: one line naming --out, no file or temporary left."""
+    import errno
+
+    import ctseg.io
+
+    preds, truths, _ = _dubai_case(tmp_path)
+    real = ctseg.io.atomic_path
+
+    def full(path, text):
+        with real(path) as tmp:
+            tmp.write_text(text[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ctseg.io, "write_text_atomic", full)
+    (tmp_path / "scores").mkdir()
+    out = tmp_path / "scores" / "s.json"
+    err = _one_error(capsys, ["evaluate", str(preds), "--truth", str(truths), "--dataset", "dubai", "--out", str(out)])
+    assert f"--out {out}" in err and "No space left on device" in err
+    assert list((tmp_path / "scores").iterdir()) == []

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from ctseg_tiny import tiny_config
 from make_folder import make_jpeg_folder, make_uint16_folder
 
 from ctseg.cli import main
@@ -100,29 +101,16 @@ def test_a_16_bit_model_refuses_an_8_bit_raster(uint16_run, tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
-GRID_CONFIG = """
-seed_everything: 0
-trainer:
-  max_steps: 2
-  limit_val_batches: 1
-  limit_test_batches: 1
-  val_check_interval: 2
-  check_val_every_n_epoch: null
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-model:
-  model: pf-tiny
-  img_size: 64
-  scheme: {scheme}
-data:
-  class_path: ctseg.data.FolderDataModule
-  init_args:
-    root: {root}
-    image_size: 64
-    batch_size: 2
-    num_workers: 0
-    persistent_workers: false
+def folder_data(root: Path) -> str:
+    """The ``data:`` block of a :func:`ctseg_tiny.tiny_config` run on the prepared folder ``root``."""
+    return f"""\
+class_path: ctseg.data.FolderDataModule
+init_args:
+  root: {root}
+  image_size: 64
+  batch_size: 2
+  num_workers: 0
+  persistent_workers: false
 """
 
 
@@ -132,7 +120,7 @@ def test_grid_and_report_on_a_folder_data_set(uint16_run, tmp_path):
     src, _, manifest, _, _ = uint16_run
     data = Path(manifest["tiles"][0]["image"]).parents[2] / "data" / "mine"
     for scheme in ("none", "ct-cl"):
-        (tmp_path / f"{scheme}.yaml").write_text(GRID_CONFIG.format(scheme=scheme, root=data))
+        (tmp_path / f"{scheme}.yaml").write_text(tiny_config(scheme, folder_data(data)))
     configs = [str(tmp_path / "none.yaml"), str(tmp_path / "ct-cl.yaml")]
     _run(["grid", "--configs", *configs, "--seeds", "1", "--out", str(tmp_path / "grid")])
     runs = sorted(str(p.parent) for p in (tmp_path / "grid").rglob("results.json"))

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning
@@ -281,7 +282,7 @@ def _one_line(err: str, *needles: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("where", ["rows", "cog-layout"])
+@pytest.mark.parametrize("where", ["rows", "cog-layout", "colour-png"])
 def test_disk_full_removes_the_partial_output(where, ckpts, tmp_path, capsys, monkeypatch):
     import ctseg.predict_write as pw
 
@@ -293,13 +294,16 @@ def test_disk_full_removes_the_partial_output(where, ckpts, tmp_path, capsys, mo
 
     def full(*args, **kwargs):
         calls.append(1)
-        if where == "cog-layout" or len(calls) == 2:  # the second row band: mid-way through the raster
+        if where != "rows" or len(calls) == 2:  # rows: the second row band, mid-way through the raster
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
     if where == "rows":
         real = pw._write_block
         monkeypatch.setattr(pw, "_write_block", full)
+    elif where == "colour-png":  # the last file written: the GeoTIFFs are done but not yet in place
+        real = Image.Image.save
+        monkeypatch.setattr(Image.Image, "save", full)
     else:
         import rasterio.shutil
 
@@ -436,6 +440,19 @@ def test_vector_outlines_classes_with_confidence(ckpts, tmp_path, capsys):
     assert _predict(ckpts["rgb"], [src], tmp_path / "o3", "--vector", str(polys), "--vector-classes", "lava") == 2
     _one_line(capsys.readouterr().err, "--vector-classes", "'lava'", "ground, roof, tree, water")
     assert not (tmp_path / "o3").exists()
+
+
+def test_vector_of_a_png_input_notes_pixel_units_in_one_line(ckpts, tmp_path, capsys):
+    """A PNG input gives a class map without georeference: vectorize's note is one ``ctseg: warning:`` line."""
+    src = tmp_path / "t.png"
+    Image.fromarray(_rgb(64, 64, 7).transpose(1, 2, 0)).save(src)
+    argv = ["--window", "64", "--confidence", "--vector", ".gpkg", "--vector-classes", "0,1,2,3", "--no-color"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Python warning (with its source line) reaches the user
+        assert _predict(ckpts["rgb"], [src], tmp_path / "out", *argv) == 0
+    assert (tmp_path / "out" / "t.gpkg").is_file()
+    notes = [line for line in capsys.readouterr().err.splitlines() if "georeferenced" in line]
+    assert len(notes) == 1 and notes[0].startswith("ctseg: warning: t_pred.tif is not georeferenced"), notes
 
 
 def test_onnx_export_predicts_like_the_checkpoint(ckpts, tmp_path):

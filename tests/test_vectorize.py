@@ -8,6 +8,7 @@ cut by two borders, a column through five block rows, a U whose arms meet only i
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pyogrio
 import pyogrio.raw
 import pytest
 import rasterio
+import rasterio.shutil
 import shapely
 from rasterio.transform import from_origin
 from shapely import affinity
@@ -226,3 +228,30 @@ def test_bad_input_is_one_line(pred, tmp_path, capsys):
     with pytest.raises(CtsegError, match="not on the grid"):
         small = _write(tmp_path / "small.tif", _confidence()[:100], names=None, nodata=None)
         vectorize_raster(pred, tmp_path / "y.gpkg", "building", confidence_tif=small)
+
+
+def test_damaged_raster_is_one_line_and_writes_nothing(pred, tmp_path, capsys):
+    """A class or confidence raster whose header opens but one of whose tiles does not decode: one line naming it."""
+    from test_predict_stream import corrupt_middle_tile
+
+    cut = tmp_path / "cut.tif"
+    with rasterio.open(pred) as src:
+        rasterio.shutil.copy(src, cut, driver="GTiff", compress="deflate", tiled=True, blockxsize=64, blockysize=64)
+    corrupt_middle_tile(cut)
+    out = tmp_path / "x.gpkg"
+    assert main(["vectorize", str(cut), "--classes", "building", "--out", str(out), "--block-size", "64"]) == 2
+    _one_line(capsys, str(cut), "cannot be read")
+    assert main(["vectorize", str(pred), "--classes", "1", "--out", str(out), "--confidence", str(cut)]) == 2
+    _one_line(capsys, "confidence raster", str(cut), "cannot be read")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif"]
+
+
+def test_confidence_without_georeference_is_one_note(tmp_path, capsys):
+    raw = _write(tmp_path / "raw.tif", _class_map(), crs=None)
+    conf = _write(tmp_path / "conf.tif", _confidence(), crs=None, names=None, nodata=None)
+    argv = ["vectorize", str(raw), "--classes", "1", "--out", str(tmp_path / "c.gpkg"), "--confidence", str(conf)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rasterio's NotGeoreferencedWarning for conf.tif would fail here
+        assert main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ctseg: warning:") and "not georeferenced" in err[0]

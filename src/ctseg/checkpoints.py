@@ -172,7 +172,11 @@ def _normalise(obj: dict[str, Any], path: Path) -> dict[str, Any]:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model for inference (eval mode) from an exported file or a ``ctseg fit`` checkpoint."""
     path = Path(path)
-    data = _normalise(read_checkpoint(path), path)
+    return model_from(read_for_export(path), path, device)
+
+
+def model_from(data: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """The model of :func:`read_for_export`'s contents of ``path`` (so an export reads the file once)."""
     config = dict(data["config"])
     if not isinstance(config.get("name"), str) or not isinstance(config.get("num_classes"), int):
         raise CtsegError(f"checkpoint {path}: its config names no model ('name') or class count ('num_classes')")
@@ -226,8 +230,8 @@ def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
         raise CtsegError(f"export output {out} is a folder; name a file")
     if out.exists() and not overwrite:
         raise CtsegError(f"export output {out} already exists; pass --overwrite to replace it")
-    data = _normalise(read_checkpoint(ckpt), ckpt)
-    load_model(ckpt)  # proves the weights rebuild the model before anything is written
+    data = read_for_export(ckpt)
+    model_from(data, ckpt)  # proves the weights rebuild the model before anything is written
     if not out.parent.exists():
         raise CtsegError(f"output folder {out.parent} does not exist; create it first")
     if not out.parent.is_dir():
@@ -258,6 +262,7 @@ __all__ = [
     "export_metadata",
     "export_model",
     "load_model",
+    "model_from",
     "read_checkpoint",
     "read_for_export",
     "unsafe_message",

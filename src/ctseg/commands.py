@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Callable
 
 from ctseg.errors import CtsegError
@@ -113,30 +112,22 @@ def export(args: argparse.Namespace, extra: list[str]) -> int:
 
 def vectorize(args: argparse.Namespace, extra: list[str]) -> int:
     """``ctseg vectorize``: polygons of classes of a class map (:mod:`ctseg.vectorize`)."""
-    from ctseg.vectorize import VectorizeWarning, vectorize_raster
+    from ctseg.vectorize import vectorize_raster
+    from ctseg.vectorize_io import notes_as_lines
 
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", VectorizeWarning)
-            out = vectorize_raster(
-                args.raster,
-                args.out,
-                args.classes,
-                min_area=args.min_area,
-                simplify=args.simplify,
-                fill_holes=args.fill_holes,
-                confidence_tif=args.confidence,
-                block_size=args.block_size,
-                layer=args.layer,
-                overwrite=args.overwrite,
-            )
-    finally:  # notes on the input as one line each, other warnings as usual
-        for w in caught:
-            if issubclass(w.category, VectorizeWarning):
-                print(f"ctseg: warning: {w.message}", file=sys.stderr)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    with notes_as_lines():  # notes on the input as one line each, other warnings as usual
+        out = vectorize_raster(
+            args.raster,
+            args.out,
+            args.classes,
+            min_area=args.min_area,
+            simplify=args.simplify,
+            fill_holes=args.fill_holes,
+            confidence_tif=args.confidence,
+            block_size=args.block_size,
+            layer=args.layer,
+            overwrite=args.overwrite,
+        )
     print(f"wrote {out}")
     return 0
 

@@ -308,15 +308,21 @@ def run_evaluate(
     device: str = "cpu",
 ) -> str:
     """``ctseg evaluate``: score the folder, write ``out`` (JSON) when given; returns the table text."""
-    from ctseg.io import write_json_atomic
+    from ctseg.io import ensure_writable_dir, write_json_atomic
 
     tolerances = parse_tolerances(tolerance)
     info = resolve_info(dataset, manifest)
-    if out is not None and Path(out).is_dir():
-        raise CtsegError(f"--out {out} is a folder; give a file name such as scores.json")
-    if out is not None and not Path(out).expanduser().parent.is_dir():
-        raise CtsegError(f"--out {out}: the folder {Path(out).parent} does not exist")
+    path = None if out is None else Path(out).expanduser()
+    if path is not None:
+        if path.is_dir():
+            raise CtsegError(f"--out {out} is a folder; give a file name such as scores.json")
+        if not path.parent.is_dir():
+            raise CtsegError(f"--out {out}: the folder {path.parent} does not exist")
+        ensure_writable_dir(path.parent, "--out folder")  # before the scoring, not after it
     scores = evaluate_folder(pred_dir, truth_dir, info, tolerances, device)
-    if out is not None:
-        write_json_atomic(Path(out).expanduser(), scores)
+    if path is not None:
+        try:
+            write_json_atomic(path, scores)
+        except OSError as err:  # a full disk: atomic_path left nothing behind
+            raise CtsegError(f"--out {out} cannot be written ({err.strerror or err}); choose a writable path") from None
     return format_scores(scores)

@@ -92,7 +92,7 @@ def export_onnx(
     """
     import onnx
 
-    from ctseg.checkpoints import export_metadata, load_model, read_for_export
+    from ctseg.checkpoints import export_metadata, model_from, read_for_export
 
     ckpt, out = Path(ckpt), Path(out)
     _check_out(out, overwrite)
@@ -102,8 +102,9 @@ def export_onnx(
         raise CtsegError(f"--window {window!r}: give the input side in pixels, a multiple of 32 (e.g. 512)")
     if int(opset) < 17:
         raise CtsegError(f"opset {opset}: ctseg exports opset 17 or later")
-    meta = export_metadata(read_for_export(ckpt))
-    loaded = load_model(ckpt)
+    data = read_for_export(ckpt)
+    meta = export_metadata(data)
+    loaded = model_from(data, ckpt)
     model = loaded.model.eval()
     multiple = int(model.encoder.input_multiple)
     if window % multiple:

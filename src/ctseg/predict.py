@@ -287,6 +287,7 @@ def _predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts
     from ctseg.streaming import ArrayRows, RasterRows, class_rows, confidence_rows, plan_grid, predict_rows, prob_rows
 
     height, width = header.height, header.width
+    pngs: list[Path] = []  # written before the GeoTIFFs are renamed into place: a full disk leaves none of them
     with contextlib.ExitStack() as stack:
         if uses_pillow(header.path):
             image, georef = read_image(header.path, opts.selected, info)
@@ -335,19 +336,28 @@ def _predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts
             )  # fmt: skip
             for w in writers.all():
                 w.finish()
+            if whole is not None and targets.color is not None:
+                pngs.append(write_color_png(whole, info, targets.color))
+            if whole is not None and targets.index is not None:
+                pngs += write_index_png(whole, targets.index)
         except BaseException:
             for w in writers.all():
                 w.abort()
+            for png in pngs:  # the colour PNG of a run whose index PNG failed
+                png.unlink(missing_ok=True)
             raise
-    written = [w.commit() for w in writers.all()]
-    if whole is not None and targets.color is not None:
-        written.append(write_color_png(whole, info, targets.color))
-    if whole is not None and targets.index is not None:
-        written += write_index_png(whole, targets.index)
+    written = [w.commit() for w in writers.all()] + pngs
     if targets.vector is not None:
-        from ctseg.vectorize import vectorize_raster
-
-        conf = targets.conf
-        written.append(vectorize_raster(targets.classes, targets.vector, opts.vector_classes, confidence_tif=conf,
-                                        overwrite=True))  # fmt: skip
+        written.append(_vectorize(targets, opts))
     return written
+
+
+def _vectorize(targets: Targets, opts: Settings) -> Path:
+    """``--vector``: polygons of the committed class map; notes on it (pixel units …) as one line each."""
+    from ctseg.vectorize import vectorize_raster
+    from ctseg.vectorize_io import notes_as_lines
+
+    with notes_as_lines():
+        out = vectorize_raster(targets.classes, targets.vector, opts.vector_classes, confidence_tif=targets.conf,
+                               overwrite=True)  # fmt: skip
+    return out

@@ -293,12 +293,18 @@ def write_prediction(
     return written
 
 
-def write_color_png(pred: np.ndarray, info: DatasetInfo, path: Path) -> Path:
-    """The class map as a palette PNG in the data set's colours, written atomically."""
+def _png_image(pred: np.ndarray, mode: str):
+    """A Pillow image (mode ``"P"`` or ``"L"``) over the uint8 class map's own memory: no full-size copy."""
     from PIL import Image
 
-    height, width = pred.shape
-    img = Image.frombytes("P", (width, height), np.ascontiguousarray(pred, dtype=np.uint8).tobytes())
+    data = np.ascontiguousarray(pred, dtype=np.uint8)
+    height, width = data.shape
+    return Image.frombuffer(mode, (width, height), data, "raw", mode, 0, 1)
+
+
+def write_color_png(pred: np.ndarray, info: DatasetInfo, path: Path) -> Path:
+    """The class map as a palette PNG in the data set's colours, written atomically."""
+    img = _png_image(pred, "P")
     img.putpalette(info.palette().reshape(-1).tolist())
     _save_png(img, path)
     return path
@@ -314,9 +320,5 @@ def _save_png(img, path: Path) -> None:
 
 def write_index_png(pred: np.ndarray, path: Path) -> list[Path]:
     """Write the class map as a uint8 single-channel PNG of class indices (LoveDA's test-server format)."""
-    from PIL import Image
-
-    height, width = pred.shape
-    img = Image.frombytes("L", (width, height), np.ascontiguousarray(pred, dtype=np.uint8).tobytes())
-    _save_png(img, path)
+    _save_png(_png_image(pred, "L"), path)
     return [path]

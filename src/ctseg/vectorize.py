@@ -42,6 +42,7 @@ from ctseg.vectorize_io import (
     _open_confidence,
     _output_driver,
     _write,
+    read_band,
 )
 from ctseg.vectorize_io import warn as _warn
 
@@ -323,10 +324,10 @@ def vectorize_raster(
                 row_bottom = row_top + block_row[0][2]
                 for row_off, col_off, h, w in block_row:
                     window = rasterio.windows.Window(col_off, row_off, w, h)
-                    data = src.read(1, window=window)
+                    data = read_band(src, 1, window, "class raster")
                     if conf_src:
                         cds, cband, scale, cnodata, _ = conf_src
-                        conf = cds.read(cband, window=window).astype(np.float64)
+                        conf = read_band(cds, cband, window, "confidence raster").astype(np.float64)
                         valid = np.isfinite(conf)
                         if cnodata is not None and not math.isnan(cnodata):
                             valid &= conf != cnodata

@@ -3,10 +3,13 @@ file (GeoPackage / GeoJSON with pyogrio, to a temporary name first, then renamed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +32,28 @@ def warn(message: str) -> None:
     warnings.warn(message, VectorizeWarning, stacklevel=3)
 
 
+@contextlib.contextmanager
+def notes_as_lines() -> Iterator[None]:
+    """Print the :class:`VectorizeWarning` notes raised inside the block as one ``ctseg: warning:`` line each on
+    stderr (also when the block fails); any other warning is re-issued as usual."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VectorizeWarning)
+            yield
+    finally:
+        for w in caught:
+            if issubclass(w.category, VectorizeWarning):
+                print(f"ctseg: warning: {w.message}", file=sys.stderr, flush=True)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 # --------------------------------------------------------------------------------------------- confidence
 def _open_confidence(src, confidence_tif, path: Path):
     """(dataset, band, scale, nodata, owned) of the confidence values, or ``None``."""
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
 
     if confidence_tif is None:
         for band, desc in enumerate(src.descriptions, start=1):
@@ -43,7 +64,9 @@ def _open_confidence(src, confidence_tif, path: Path):
     if not cpath.is_file():
         raise CtsegError(f"confidence raster {cpath} does not exist")
     try:
-        conf = rasterio.open(cpath)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the class raster's note says it
+            conf = rasterio.open(cpath)
     except rasterio.errors.RasterioIOError as err:
         raise CtsegError(f"confidence raster {cpath} cannot be read ({str(err).splitlines()[0]})") from None
     try:
@@ -56,6 +79,18 @@ def _open_confidence(src, confidence_tif, path: Path):
     except BaseException:
         conf.close()
         raise
+
+
+def read_band(dataset, band: int, window, what: str):
+    """``dataset.read(band, window=window)``; a damaged block is a one-line error naming the file."""
+    from rasterio.errors import RasterioError
+
+    from ctseg.predict_io import error_text
+
+    try:
+        return dataset.read(band, window=window)
+    except RasterioError as err:
+        raise CtsegError(f"{what} {dataset.name} cannot be read ({error_text(err)}); is the file complete?") from None
 
 
 def _confidence_scale(dtype: str, path: Path) -> float:

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
+from scored import assemble
 
 from ctseg.cli import main
 from ctseg.data import PreparedDataset, prepare_dataset
@@ -55,24 +56,6 @@ def write_loveda(root, layout=RELEASE, size=SIZE, seed=0) -> dict[str, np.ndarra
 def classes_of(values: np.ndarray) -> np.ndarray:
     """LoveDA mask values → ctseg class indices: v → v − 1, 0 (no-data) → ignore."""
     return np.where(values == 0, IGNORE_INDEX, values.astype(np.int64) - 1).astype(np.uint8)
-
-
-def assemble(ds: PreparedDataset) -> dict[str, np.ndarray]:
-    """Each tile's mask rebuilt from the scored boxes of its evaluation crops; asserts each pixel is scored once."""
-    sizes = {t["tile"]: (t["height"], t["width"]) for t in ds.manifest["tiles"]}
-    out, hits = {}, {}
-    for i, record in enumerate(ds.records):
-        tile, (row, col) = record["tile"], record["offset"]
-        top, left, bottom, right = record["scored"]
-        full = out.setdefault(tile, np.full(sizes[tile], 254, np.uint8))
-        count = hits.setdefault(tile, np.zeros(sizes[tile], np.int64))
-        mask = ds[i]["mask"].numpy()
-        assert (mask[:top] == IGNORE_INDEX).all() and (mask[:, :left] == IGNORE_INDEX).all()
-        full[row + top : row + bottom, col + left : col + right] = mask[top:bottom, left:right]
-        count[row + top : row + bottom, col + left : col + right] += 1
-    for tile, count in hits.items():
-        assert (count == 1).all(), f"{tile}: pixels scored {sorted(set(count.ravel()))} times"
-    return out
 
 
 def test_discover_release_layout_anywhere(tmp_path):
@@ -120,6 +103,16 @@ def test_image_without_mask_names_the_expected_mask(tmp_path):
     expected = re.escape(str(tmp_path / "Val/Urban/masks_png/3515.png"))
     with pytest.raises(CtsegError, match=r"images_png/3515\.png has no mask: expected " + expected):
         discover_loveda(tmp_path)
+
+
+def test_masks_without_an_image_are_skipped_with_a_note(tmp_path):
+    write_loveda(tmp_path)
+    masks = tmp_path / "Train/Urban/masks_png"
+    for stem in ("12", "9"):
+        Image.fromarray(np.ones((80, 96), np.uint8), "L").save(masks / f"{stem}.png")
+    tiles, notes = discover_loveda(tmp_path)
+    assert "urban/9" not in {t.tile for t in tiles} and len(tiles) == 6
+    assert f"loveda: {masks}: 2 mask(s) without an image, skipped: 9.png, 12.png" in notes
 
 
 def test_no_train_or_val_names_the_layout(tmp_path):

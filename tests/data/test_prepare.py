@@ -153,6 +153,29 @@ def test_small_tile_is_padded_with_ignore(tmp_path):
     assert (image[80:] == 0).all()
 
 
+def test_band_statistics_are_computed_only_for_data_sets_that_store_them(potsdam_src, tmp_path, monkeypatch):
+    """Potsdam keeps ImageNet statistics: no tile pays for the float64 sums; a folder data set needs them."""
+    from make_folder import make_jpeg_folder
+
+    import ctseg.data.prepare as prepare
+
+    asked = []
+
+    def cut_tile(tile, info, settings, out, with_stats=True):
+        asked.append(with_stats)
+        return original(tile, info, settings, out, with_stats)
+
+    original = prepare.cut_tile
+    monkeypatch.setattr(prepare, "cut_tile", cut_tile)
+    prepare_dataset("potsdam", potsdam_src[0], tmp_path / "p", crop=100, workers=1, progress=False)
+    assert asked == [False, False]
+    asked.clear()
+    make_jpeg_folder(tmp_path / "mine", count=2)
+    dst = prepare_dataset("folder", tmp_path / "mine", tmp_path / "f", classes=tmp_path / "mine/classes.yaml",
+                          crop=32, workers=1, progress=False)  # fmt: skip
+    assert asked == [True, True] and _manifest(dst)["statistics"]["pixels"] > 0
+
+
 def test_rerun_is_a_no_op_and_other_settings_need_overwrite(potsdam_src, tmp_path, capsys):
     src, _ = potsdam_src
     dst = prepare_dataset("potsdam", src, tmp_path / "out", crop=100, resize=64, workers=1)
@@ -292,6 +315,9 @@ def test_bad_arguments(potsdam_src, tmp_path):
         prepare_dataset("cityscapes", src, tmp_path / "out", progress=False)
     with pytest.raises(CtsegError, match="does not exist"):
         prepare_dataset("potsdam", tmp_path / "nowhere", tmp_path / "out", progress=False)
+    (tmp_path / "a_file").touch()
+    with pytest.raises(CtsegError, match="a_file is not a folder"):
+        prepare_dataset("potsdam", tmp_path / "a_file", tmp_path / "out", progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CtsegError, match="top_potsdam_X_Y_RGB.tif"):
         prepare_dataset("potsdam", tmp_path / "empty", tmp_path / "out", progress=False)

@@ -14,11 +14,11 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
+from scored import assemble
 
 from ctseg.cli import main
 from ctseg.data import PreparedDataset, prepare_dataset
 from ctseg.data.crops import crop_offsets
-from ctseg.data.definitions import IGNORE_INDEX
 from ctseg.data.registry import CropSettings, get_dataset
 from ctseg.data.sets.uavid import UAVID, UAVID_COLORS, discover_uavid
 from ctseg.errors import CtsegError
@@ -47,24 +47,6 @@ def write_uavid(root, layout=RELEASE, frames=FRAMES, size=SIZE, seed=0) -> dict[
                     (seq / "Labels").mkdir(parents=True, exist_ok=True)
                     Image.fromarray(PALETTE[classes], "RGB").save(seq / "Labels" / f"{frame}.png")
                     out[f"seq{n}/{frame}"] = classes
-    return out
-
-
-def assemble(ds: PreparedDataset) -> dict[str, np.ndarray]:
-    """Each frame's mask rebuilt from the scored boxes of its evaluation crops; asserts each pixel is scored once."""
-    sizes = {t["tile"]: (t["height"], t["width"]) for t in ds.manifest["tiles"]}
-    out, hits = {}, {}
-    for i, record in enumerate(ds.records):
-        tile, (row, col) = record["tile"], record["offset"]
-        top, left, bottom, right = record["scored"]
-        full = out.setdefault(tile, np.full(sizes[tile], 254, np.uint8))
-        count = hits.setdefault(tile, np.zeros(sizes[tile], np.int64))
-        mask = ds[i]["mask"].numpy()
-        assert (mask[:top] == IGNORE_INDEX).all() and (mask[:, :left] == IGNORE_INDEX).all()
-        full[row + top : row + bottom, col + left : col + right] = mask[top:bottom, left:right]
-        count[row + top : row + bottom, col + left : col + right] += 1
-    for tile, count in hits.items():
-        assert (count == 1).all(), f"{tile}: pixels scored {sorted(set(count.ravel()))} times"
     return out
 
 

@@ -182,18 +182,23 @@ def read_tile(tile: SourceTile, info: DatasetInfo) -> tuple[np.ndarray, np.ndarr
     return image, mask, (None if invalid is None else ~invalid)
 
 
-def cut_tile(tile: SourceTile, info: DatasetInfo, settings: CropSettings, out: Path) -> dict[str, Any]:
-    """Read, decode and crop one tile into ``out``; returns its crop records, pixel counts per class index and
-    per-band sums over its valid pixels (``stats``: count, Σx, Σx² on the ``x / scale`` scale, float64).
+def cut_tile(
+    tile: SourceTile, info: DatasetInfo, settings: CropSettings, out: Path, with_stats: bool = True
+) -> dict[str, Any]:
+    """Read, decode and crop one tile into ``out``; returns its crop records, pixel counts per class index and,
+    ``with_stats``, per-band sums over its valid pixels (``stats``: count, Σx, Σx² on the ``x / scale`` scale,
+    float64; else ``None`` — they take two float64 copies of the tile).
 
     Evaluation-split masks are kept at crop size and their already-covered part set to ignore (module docstring).
     """
     image, mask, valid = read_tile(tile, info)
     height, width = mask.shape
-    pixels = image.reshape(-1, image.shape[2]) if valid is None else image[valid]
-    scaled = pixels.astype(np.float64) / info.scale
-    stats = (int(scaled.shape[0]), scaled.sum(axis=0), np.square(scaled).sum(axis=0))
-    del pixels, scaled
+    stats = None
+    if with_stats:
+        pixels = image.reshape(-1, image.shape[2]) if valid is None else image[valid]
+        scaled = pixels.astype(np.float64) / info.scale
+        stats = (int(scaled.shape[0]), scaled.sum(axis=0), np.square(scaled).sum(axis=0))
+        del pixels, scaled
     name = safe_name(tile.tile)
     suffix = image_suffix(info)
     counts = np.zeros(256, dtype=np.int64)

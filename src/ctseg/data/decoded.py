@@ -63,7 +63,7 @@ class DecodedCrops:
         images, masks: the two ``.npy`` files (see module docstring).
         count: expected number of crops (a mismatch means a broken cache).
 
-    ``crops[i]`` → ``(image uint8 (3, H, W), mask uint8 (H, W))``, fresh writable tensors.
+    ``crops[i]`` → ``(image (C, H, W) in the stored dtype, mask uint8 (H, W))``, fresh writable tensors.
     """
 
     def __init__(self, images: Path, masks: Path, count: int, bands: int = 3, dtype: str = "uint8") -> None:

@@ -124,7 +124,7 @@ def _pool_context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _run_tiles(tiles, info, settings, out: Path, workers: int, progress: bool) -> list[dict[str, Any]]:
+def _run_tiles(tiles, info, settings, out: Path, workers: int, progress: bool, stats: bool) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(tiles), unit="tile", desc=f"prepare {info.name}", disable=not progress, file=sys.stderr)
@@ -132,13 +132,13 @@ def _run_tiles(tiles, info, settings, out: Path, workers: int, progress: bool) -
     try:
         if workers <= 1 or len(tiles) <= 1:
             for tile in tiles:
-                results.append(cut_tile(tile, info, settings, out))
+                results.append(cut_tile(tile, info, settings, out, stats))
                 bar.update(1)
             return results
         # Largest tiles first so that one big tile does not run alone at the end.
         order = sorted(tiles, key=lambda t: -t.image.stat().st_size)
         with ProcessPoolExecutor(max_workers=min(workers, len(tiles)), mp_context=_pool_context()) as pool:
-            pending = {pool.submit(cut_tile, tile, info, settings, out) for tile in order}
+            pending = {pool.submit(cut_tile, tile, info, settings, out, stats) for tile in order}
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -260,7 +260,8 @@ def prepare_dataset(
     src_path = Path(src).expanduser()
     dst_path = Path(dst).expanduser().absolute()
     if not src_path.is_dir():
-        raise CtsegError(f"source folder {src_path} does not exist")
+        why = "is not a folder" if src_path.exists() else "does not exist"
+        raise CtsegError(f"source folder {src_path} {why}")
     if dst_path == src_path.absolute() or dst_path in src_path.absolute().parents:
         raise CtsegError(f"destination {dst_path} would contain the source folder {src_path}; choose another --dst")
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
@@ -307,9 +308,10 @@ def prepare_dataset(
         write_owner(tmp)
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        results = _run_tiles(tiles, info, settings, tmp, workers, progress)
+        need_stats = spec.compute_stats and not info.extra.get("stats_given")
+        results = _run_tiles(tiles, info, settings, tmp, workers, progress, need_stats)
         statistics = None
-        if spec.compute_stats and not info.extra.get("stats_given"):
+        if need_stats:
             statistics = _statistics(results, tiles, info)
             info = info.with_stats(statistics["mean"], statistics["std"])
         manifest = _manifest(info, wanted, settings, src_path, tiles, results, statistics)

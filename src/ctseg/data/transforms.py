@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ctseg.data.definitions import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
+from ctseg.data.definitions import DTYPES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
+from ctseg.data.definitions import value_scale as _named_scale
 from ctseg.errors import CtsegError
 
 #: Public names of :mod:`ctseg.data.paper_transforms`, re-exported here on first use (no import cycle: that
@@ -68,10 +69,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(paper_transforms, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-#: Full-scale value of the integer image dtypes (:func:`value_scale`).
-_FULL_SCALE = {torch.uint8: 255.0, torch.uint16: 65535.0}
 
 
 def _torch_dtype(dtype: Any) -> torch.dtype:
@@ -98,12 +95,10 @@ def value_scale(dtype: Any) -> float:
     complex) raise :class:`~ctseg.errors.CtsegError`.
     """
     torch_dtype = _torch_dtype(dtype)
-    if torch_dtype.is_floating_point:
-        return 1.0
-    if torch_dtype not in _FULL_SCALE:
-        name = str(torch_dtype).removeprefix("torch.")
+    name = "float32" if torch_dtype.is_floating_point else str(torch_dtype).removeprefix("torch.")
+    if name not in DTYPES:
         raise CtsegError(f"unsupported image dtype {name}; images must be uint8, uint16 or floating point")
-    return _FULL_SCALE[torch_dtype]
+    return _named_scale(name)  # the one table of scales (floating images: float32's, 1)
 
 
 _STATS_CACHE: dict[tuple, Tensor] = {}

@@ -34,7 +34,7 @@ from pathlib import Path
 from ctseg.data.definitions import DatasetInfo
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
 from ctseg.data.splits import natural_key, resolve_splits
-from ctseg.data.walk import subfolders, walk_folders
+from ctseg.data.walk import pair_by_stem, subfolders, walk_folders
 from ctseg.errors import CtsegError
 
 #: LoveDA: seven classes from index masks (1–7), 0 = no-data; colours: the palette LoveDA results are shown in.
@@ -117,13 +117,8 @@ def discover_loveda(
             if not images:
                 raise CtsegError(f"{parts['images_png']} holds no images: expected {_EXPECTED}")
             masks = parts.get("masks_png", domains[domain] / "masks_png")
-            for image in images:
-                mask = masks / f"{image.stem}.png"
-                if not mask.is_file():
-                    raise CtsegError(f"{image} has no mask: expected {mask}")
-                found.append((split, domain, image, mask))
-            stems = {p.stem for p in images}
-            orphans = sorted((p.name for p in masks.glob("*.png") if p.stem not in stems), key=natural_key)
+            pairs, orphans = pair_by_stem(images, masks, group=domain, split=split)
+            found += [(split, domain, pair.image, pair.label) for pair in pairs]
             if orphans:
                 shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
                 notes.append(f"loveda: {masks}: {len(orphans)} mask(s) without an image, skipped: {shown}")
