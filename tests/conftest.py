@@ -3,8 +3,8 @@ shared fixtures.
 
 Helper modules (not tests): ``tests/ctseg_tiny.py`` (a tiny finished grid run), ``tests/data/make_*.py``
 (generated data sets in each release's layout: ISPRS, folder, city), ``tests/data/scored.py`` (evaluation crops
-put back together). ``tests/data`` is put on ``sys.path`` here,
-once, so every test imports them by name (``from make_folder import make_uint16_folder``).
+put back together). ``tests/data`` is put on ``sys.path`` here, once, so every test imports them by name
+(``from make_folder import make_uint16_folder``).
 """
 
 import os
