@@ -23,7 +23,7 @@ from PIL import Image
 from ctseg.checkpoints import export_model, load_model, read_checkpoint
 from ctseg.cli import main
 from ctseg.errors import CtsegError
-from ctseg.safe_load import UnsafeFileError, scan_torch_file
+from ctseg.safety.pickles import UnsafeFileError, scan_torch_file
 
 FORMS = ("raw-pickle", "torch-zip", "torch-legacy", "protocol-4")
 

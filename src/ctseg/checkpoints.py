@@ -1,6 +1,6 @@
 """Inference checkpoints: export a trained model without its training-only parts, and load models back.
 
-Every file is read without running any of its code (:mod:`ctseg.safe_load`). Three kinds are read:
+Every file is read without running any of its code (:mod:`ctseg.safety.pickles`). Three kinds are read:
 
 * ``ctseg export`` output (format version 2) — a **safetensors** file, which holds tensors and a string
   header only and so cannot carry code. The weights are the Segmentor's (no projection heads, no optimiser
@@ -27,11 +27,13 @@ from typing import Any
 
 import torch
 
-from ctseg.data.definitions import DatasetInfo, info_from_json
+from ctseg.data.definitions import DatasetInfo
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path
 from ctseg.models import Segmentor, build_model
-from ctseg.safe_load import UnsafeFileError, is_safetensors, load_torch_file, short_reason, unsafe_message
+from ctseg.safety.documents import parse_json
+from ctseg.safety.model_spec import MAX_CLASSES, check_model_metadata, check_weights
+from ctseg.safety.pickles import UnsafeFileError, is_safetensors, load_torch_file, short_reason, unsafe_message
 
 FORMAT = "ctseg-model"
 VERSION = 2
@@ -110,13 +112,17 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         raise CtsegError(f"checkpoint {path} cannot be read ({short_reason(err)}); is it a ctseg export?") from None
     if "ctseg" not in meta:
         raise CtsegError(f"checkpoint {path} is a safetensors file but not a ctseg export (no ctseg metadata)")
-    try:
-        info = json.loads(meta["ctseg"])
-    except json.JSONDecodeError as err:
-        raise CtsegError(f"checkpoint {path}: its ctseg metadata is not valid JSON ({err.msg})") from None
+    info = parse_json(meta["ctseg"], f"checkpoint {path}: its ctseg metadata")
     if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("config"), dict):
         raise CtsegError(f"checkpoint {path}: its ctseg metadata is not a ctseg model (no format / model config)")
     return {**info, "state_dict": state}
+
+
+def _default_names(k: Any) -> list[str] | None:
+    """``class_0 …`` for checkpoints that name no classes (``None`` for a class count the spec check refuses)."""
+    if isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_CLASSES:
+        return [f"class_{i}" for i in range(k)]
+    return None
 
 
 def _from_lightning(obj: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -127,13 +133,12 @@ def _from_lightning(obj: dict[str, Any], path: Path) -> dict[str, Any]:
     net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     if not net_state:
         raise CtsegError(f"checkpoint {path} holds no model weights under 'net.'")
-    config = {
-        "name": hp["model"],
-        "num_classes": hp["num_classes"],
-        "encoder": hp.get("encoder"),
-        "img_size": hp.get("img_size", 512),
-        **(hp.get("model_options") or {}),
-    }
+    options = hp.get("model_options") or {}
+    if not isinstance(options, dict):
+        raise CtsegError(f"model {path}: hyper_parameters.model_options is not a mapping; is it a ctseg checkpoint?")
+    k = hp.get("num_classes")
+    config = {"name": hp["model"], "num_classes": k, "encoder": hp.get("encoder"), "img_size": hp.get("img_size", 512)}
+    config.update(options)
     in_chans = hp.get("in_chans", 3)
     if in_chans is not None and in_chans != 3:  # as build_model records it: only when not 3
         config["in_chans"] = in_chans
@@ -143,22 +148,11 @@ def _from_lightning(obj: dict[str, Any], path: Path) -> dict[str, Any]:
         "config": config,
         "state_dict": net_state,
         "dataset": hp.get("dataset"),
-        "class_names": hp.get("class_names") or [f"class_{i}" for i in range(hp["num_classes"])],
+        "class_names": hp.get("class_names") or _default_names(k),
         "ignore_index": hp.get("ignore_index", 255),
         "eval_classes": hp.get("eval_classes"),
         "data_info": hp.get("data_info"),
     }
-
-
-def _data_info(data: dict[str, Any], path: Path) -> DatasetInfo | None:
-    """The stored ``data_info`` as a :class:`DatasetInfo` (``None`` when the file has none)."""
-    stored = data.get("data_info")
-    if stored is None:
-        return None
-    try:
-        return info_from_json(stored)
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CtsegError(f"checkpoint {path}: its data set description (data_info) is unreadable ({err})") from None
 
 
 def _normalise(obj: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -176,26 +170,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
 
 
 def model_from(data: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
-    """The model of :func:`read_for_export`'s contents of ``path`` (so an export reads the file once)."""
-    config = dict(data["config"])
-    if not isinstance(config.get("name"), str) or not isinstance(config.get("num_classes"), int):
-        raise CtsegError(f"checkpoint {path}: its config names no model ('name') or class count ('num_classes')")
+    """The model of :func:`read_for_export`'s contents of ``path`` (so an export reads the file once).
+
+    The metadata is checked against the allow-list of :mod:`ctseg.safety.model_spec` and the weights against the
+    architecture (on the ``meta`` device) before the model is allocated; nothing the file names is followed.
+    """
+    spec = check_model_metadata(data, path)
+    check_weights(spec, data.get("state_dict"), path)
+    config = dict(spec.config)
     model = build_model(config.pop("name"), config.pop("num_classes"), **config)
-    missing, unexpected = model.load_state_dict(data["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CtsegError(
-            f"checkpoint {path} does not match its model ({len(missing)} missing, {len(unexpected)} unexpected "
-            "tensors); was it written by another ctseg version?"
-        )
+    model.load_state_dict(data["state_dict"], strict=True)
     model.to(device).eval()
-    return LoadedModel(
-        model,
-        data.get("dataset"),
-        list(data["class_names"]),
-        data["ignore_index"],
-        data.get("eval_classes"),
-        _data_info(data, path),
-    )
+    return LoadedModel(model, spec.dataset, spec.class_names, spec.ignore_index, spec.eval_classes, spec.data_info)
 
 
 EXPORT_KEYS = ("config", "dataset", "class_names", "ignore_index", "eval_classes", "data_info")
@@ -210,7 +196,9 @@ def export_metadata(data: dict[str, Any]) -> dict[str, Any]:
 def read_for_export(ckpt: str | os.PathLike) -> dict[str, Any]:
     """The contents of a checkpoint in the export layout (``config``, ``state_dict``, ``class_names`` …)."""
     ckpt = Path(ckpt)
-    return _normalise(read_checkpoint(ckpt), ckpt)
+    data = _normalise(read_checkpoint(ckpt), ckpt)
+    spec = check_model_metadata(data, ckpt)
+    return {**data, **spec.metadata()}
 
 
 def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ctseg.errors import CtsegError
-from ctseg.safe_load import load_torch_file
+from ctseg.safety.pickles import load_torch_file
 
 
 def check_class_count(hparams: dict, data) -> None:
@@ -230,7 +230,7 @@ def check_scheme_options(model) -> None:
 
 def check_ckpt_path(path, root: str | os.PathLike | None = None) -> dict:
     """One-line errors for a ``--ckpt_path`` that does not exist, is not a Lightning checkpoint, or could run
-    code when loaded (:mod:`ctseg.safe_load`) — checked before Lightning reads any of it.
+    code when loaded (:mod:`ctseg.safety.pickles`) — checked before Lightning reads any of it.
 
     Returns the model hyper-parameters (plus ``_path``) of the file the run will load (``{}`` when none).
     ``last`` is resolved as ctseg resumes (:func:`newest_checkpoint`; Lightning's own ``last*.ckpt`` are checked

@@ -13,7 +13,6 @@ PyTorch files.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,8 +23,53 @@ import torch
 from torch import nn
 
 from ctseg.errors import CtsegError
+from ctseg.safety.documents import parse_json
+from ctseg.safety.model_spec import check_data_info, check_model_metadata
 
 __all__ = ["OnnxSegmentor", "load_onnx_model", "read_onnx_metadata"]
+
+
+#: Largest ONNX file read (protobuf's own limit: a ctseg export keeps its weights inside the file).
+MAX_ONNX_BYTES = 2**31 - 1
+
+
+def _checked_bytes(path: Path) -> bytes:
+    """The bytes of an ONNX file whose tensors are all inside it: an initializer stored as external data names a
+    file to open (ONNX's ``external_data.location``), which a handed model may not do (:mod:`ctseg.safety`)."""
+    import onnx
+
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise CtsegError(f"ONNX model {path} is {size:,} bytes, over the 2 GiB an ONNX file holds; is it an export?")
+    data = path.read_bytes()
+    try:
+        proto = onnx.load_model_from_string(data)  # external data is never loaded from bytes
+    except Exception as err:  # DecodeError and friends
+        raise CtsegError(f"ONNX model {path} cannot be loaded ({type(err).__name__}); is it a ctseg export?") from None
+    external = [t.name for t in _tensors(proto.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise CtsegError(
+            f"ONNX model {path}: tensor {external[0][:60]!r} is stored in another file (external data), which a "
+            "model file may not name; export it again with ctseg export --format onnx"
+        )
+    return data
+
+
+def _tensors(graph: Any):
+    """Every tensor of an ONNX graph: initializers, ``Constant`` values and those of nested subgraphs."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        yield from g.initializer
+        yield from (s.values for s in g.sparse_initializer)
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("g"):
+                    stack.append(attr.g)
+                stack.extend(attr.graphs)
 
 
 def _session(path: Path, device: str, threads: int | None):
@@ -46,8 +90,9 @@ def _session(path: Path, device: str, threads: int | None):
                 "device cuda: this onnxruntime has no CUDA support; pip install onnxruntime-gpu or use --device cpu"
             )
         providers.insert(0, "CUDAExecutionProvider")
+    model = _checked_bytes(path)
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(model, options, providers=providers)
     except Exception as err:  # onnxruntime's InvalidProtobuf / Fail / InvalidGraph …
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CtsegError(f"ONNX model {path} cannot be loaded ({reason[:200]}); is it a ctseg ONNX export?") from None
@@ -58,13 +103,10 @@ def read_onnx_metadata(session: Any, path: Path) -> dict[str, Any]:
     text = session.get_modelmeta().custom_metadata_map.get("ctseg")
     if text is None:
         raise CtsegError(f"ONNX model {path} has no ctseg metadata; export it with ctseg export --format onnx")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CtsegError(f"ONNX model {path}: its ctseg metadata is not valid JSON ({err.msg})") from None
+    meta = parse_json(text, f"ONNX model {path}: its ctseg metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise CtsegError(f"ONNX model {path}: its ctseg metadata is not a ctseg model (no model config)")
-    return meta
+    return {**meta, **check_model_metadata(meta, path).metadata()}
 
 
 class OnnxSegmentor(nn.Module):
@@ -100,7 +142,12 @@ class OnnxSegmentor(nn.Module):
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         self.in_chans, self.window = int(in_shape[1]), int(in_shape[2])
         config = self.meta["config"]
-        k = out_shape[1] if len(out_shape) == 4 and isinstance(out_shape[1], int) else config.get("num_classes")
+        k = out_shape[1] if len(out_shape) == 4 and isinstance(out_shape[1], int) else config["num_classes"]
+        if k != config["num_classes"] or self.in_chans != config.get("in_chans", 3):
+            raise CtsegError(
+                f"ONNX model {self.path}: its graph takes {self.in_chans} bands and gives {k} classes, its metadata "
+                f"says {config.get('in_chans', 3)} and {config['num_classes']}; export it again"
+            )
         self.num_classes = int(k)
         self.input_multiple = self.window
         self.encoder = SimpleNamespace(in_chans=self.in_chans, input_multiple=self.input_multiple)
@@ -122,15 +169,8 @@ class OnnxSegmentor(nn.Module):
 
 
 def _info(meta: dict[str, Any], path: Path):
-    from ctseg.data.definitions import info_from_json
-
-    stored = meta.get("data_info")
-    if stored is None:
-        return None
-    try:
-        return info_from_json(stored)
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CtsegError(f"ONNX model {path}: its data set description (data_info) is unreadable ({err})") from None
+    config = meta["config"]
+    return check_data_info(meta.get("data_info"), path, config["num_classes"], config.get("in_chans", 3))
 
 
 def load_onnx_model(path: str | os.PathLike, device: str | torch.device = "cpu", *, threads: int | None = None):
@@ -139,12 +179,11 @@ def load_onnx_model(path: str | os.PathLike, device: str | torch.device = "cpu",
 
     model = OnnxSegmentor(path, device, threads=threads)
     meta = model.meta
-    names = meta.get("class_names") or [f"class_{i}" for i in range(model.num_classes)]
     return LoadedModel(
         model,  # type: ignore[arg-type]
-        meta.get("dataset"),
-        list(names),
-        int(meta.get("ignore_index", 255)),
-        meta.get("eval_classes"),
+        meta["dataset"],
+        list(meta["class_names"]),
+        meta["ignore_index"],
+        meta["eval_classes"],
         model.info,
     )

@@ -15,7 +15,7 @@ from ctseg.data.definitions import DATASETS, DatasetInfo
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path
 from ctseg.report_tables import CURVE_METRICS, MODEL_LABELS, Cell
-from ctseg.safe_load import UnsafeFileError
+from ctseg.safety.pickles import UnsafeFileError
 
 
 # ----------------------------------------------------------------------------------------------- figures

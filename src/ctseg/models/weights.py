@@ -1,6 +1,6 @@
 """Loading local encoder weights into an :class:`~ctseg.models.encoders.Encoder`: :func:`load_encoder_weights`.
 
-Files are read without running code (:mod:`ctseg.safe_load`); keys of ctseg, timm and the original releases are
+Files are read without running code (:mod:`ctseg.safety.pickles`); keys of ctseg, timm and the original releases are
 mapped onto the encoder; RGB first convolutions are adapted to other band counts with timm's
 ``adapt_input_conv``; fewer than 90 % of the encoder's tensors loading is refused unless ``allow_partial``.
 """
@@ -82,8 +82,8 @@ def _is_main_process() -> bool:
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    """The tensors of a local weights file, read without running any of its code (:mod:`ctseg.safe_load`)."""
-    from ctseg.safe_load import is_safetensors, load_torch_file, short_reason
+    """The tensors of a local weights file, read without running any of its code (:mod:`ctseg.safety.pickles`)."""
+    from ctseg.safety.pickles import is_safetensors, load_torch_file, short_reason
 
     if not path.is_file():
         raise CtsegError(f"{path}: no such weights file; pass the path of a local .pth/.pt/.bin/.safetensors file")
