@@ -93,9 +93,27 @@ class CtsegLightningCLI(LightningCLI):
         # the command line or a config file); each file is read once, here.
         root = config.trainer.get("default_root_dir") or "runs"
         hparams = check_ckpt_path(config.get("ckpt_path"), root)
+        self._ckpt_hparams = hparams
         if hparams:
             check_class_count(hparams, config.get("data"))
         warn_overridden_by_checkpoint(config.get("model"), hparams, sys.argv[1:])
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning merges a ``--ckpt_path`` file's hyper-parameters into the model config; here it merges only
+        what :func:`~ctseg.safety.model_spec.check_task_hparams` let through of the file read (and scanned) once
+        in :meth:`parse_arguments` — never a path the file names (``pretrained``)."""
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        hparams = dict(getattr(self, "_ckpt_hparams", None) or {})
+        if not (ckpt_path and Path(ckpt_path).is_file()) or not hparams:
+            return
+        from ctseg.safety.model_spec import check_task_hparams
+
+        hparams = check_task_hparams(hparams, ckpt_path)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         # A fixed checkpoint folder (not one per logger version) so that `--ckpt_path last` finds the last

@@ -25,7 +25,6 @@ CRS, written to a temporary file and renamed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ctseg.errors import CtsegError
+from ctseg.safety.documents import parse_json
 from ctseg.vectorize_io import (
     VectorizeWarning,
     _confidence_sums,
@@ -89,10 +89,10 @@ def _stored_names(src) -> tuple[list[str] | None, str]:
     if text is None:
         return None, f"no {CLASSES_TAG} tag, which ctseg predict writes"
     try:
-        names = json.loads(text)
-    except json.JSONDecodeError:
+        names = parse_json(text, f"its {CLASSES_TAG} tag", max_bytes=256 * 1024, max_depth=2)
+    except CtsegError:  # not JSON, nested, huge: the names are not used
         names = None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or len(names) > 256 or not all(isinstance(n, str) for n in names):
         return None, f"its {CLASSES_TAG} tag is not a JSON list of names"
     return names, ""
 
@@ -252,6 +252,8 @@ def vectorize_raster(
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
     from shapely.geometry.polygon import orient
 
+    from ctseg.safety.rasters import open_raster as open_checked
+
     path, out = Path(class_tif), Path(out_path)
     tokens = parse_classes(classes)
     min_area, simplify = float(min_area), float(simplify)
@@ -263,7 +265,7 @@ def vectorize_raster(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # said once below, in ctseg's words
         try:
-            src = rasterio.open(path)
+            src = open_checked(path)  # a VRT's sources checked first (ctseg.safety.rasters)
         except RasterioIOError as err:
             raise CtsegError(f"class raster {path} cannot be read ({str(err).splitlines()[0]})") from None
     with src:

@@ -51,6 +51,7 @@ __all__ = [
     "ModelSpec",
     "check_data_info",
     "check_model_metadata",
+    "check_task_hparams",
     "check_weights",
 ]
 
@@ -298,3 +299,37 @@ def check_weights(spec: ModelSpec, state: Any, path: str | os.PathLike) -> None:
             f"its weights do not match its model ({len(missing)} missing, {len(unexpected)} unexpected, "
             f"{len(reshaped)} of another shape, e.g. {_short(first)})",
         )
+
+
+#: Hyper-parameters of a training checkpoint that are never taken from the file: paths the run reads. A resumed
+#: run's weights come from the checkpoint itself, so the user's own ``--model.pretrained`` (or none) stands.
+NOT_FROM_CHECKPOINT = frozenset({"pretrained"})
+
+
+def check_task_hparams(hp: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """The ``hyper_parameters`` of a ``ctseg fit`` checkpoint as Lightning may merge them into the run's model
+    config (``--ckpt_path``): only :class:`~ctseg.training.SegmentationTask`'s own arguments (others dropped),
+    :data:`NOT_FROM_CHECKPOINT` dropped, the architecture checked as a model file's ``config`` is
+    (:func:`check_config`) and ``class_weights`` numbers or ``"inverse_frequency"``; one error line otherwise."""
+    import inspect
+
+    from ctseg.training import SegmentationTask
+
+    if not isinstance(hp, dict):
+        raise _fail(path, "its hyper_parameters are not a mapping")
+    accepted = set(inspect.signature(SegmentationTask.__init__).parameters) - {"self"} - NOT_FROM_CHECKPOINT
+    out = {key: value for key, value in hp.items() if key in accepted or key == "_class_path"}
+    options = hp.get("model_options") or {}
+    if not isinstance(options, dict):
+        raise _fail(path, f"hyper_parameters.model_options is {_short(options)}, not a mapping")
+    config = {"name": hp.get("model", "pf-tiny"), "num_classes": hp.get("num_classes", 6), **options}
+    config.update({key: hp[key] for key in ("encoder", "img_size") if key in hp})
+    if hp.get("in_chans", 3) != 3:
+        config["in_chans"] = hp.get("in_chans")
+    check_config(config, path)
+    weights = hp.get("class_weights")
+    if isinstance(weights, str) and weights != "inverse_frequency":
+        raise _fail(path, f"hyper_parameters.class_weights {_short(weights)} is not numbers or 'inverse_frequency'")
+    if hp.get("data_info") is not None:
+        check_data_info(hp["data_info"], path, config["num_classes"], config.get("in_chans", 3))
+    return out

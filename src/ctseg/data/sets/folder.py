@@ -79,16 +79,12 @@ def read_classes(path: Path) -> dict[str, Any]:
     ``colors``, ``display`` (colours for predictions), ``ignore`` (values or colours), ``eval_classes``
     (indices or ``None``), ``mean`` / ``std`` (or ``None``).
     """
-    import yaml
+    from ctseg.safety.documents import read_yaml
 
     path = Path(path)
     if not path.is_file():
         raise CtsegError(f"classes file {path} does not exist; write one (see `ctseg prepare --help`)")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CtsegError(f"classes file {path} cannot be read ({first})") from None
+    doc = read_yaml(path, "classes file", max_bytes=1024 * 1024)  # no aliases: no expansion bomb
     if not isinstance(doc, dict) or not isinstance(doc.get("classes"), list) or not doc["classes"]:
         raise CtsegError(f"classes file {path}: expected a mapping with a non-empty 'classes' list")
     unknown = sorted(set(doc) - _KEYS)
