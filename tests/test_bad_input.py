@@ -400,6 +400,25 @@ def prepare_folder_duplicate_value(tmp_path, request):
     return Case(_prepare_folder(src, tmp_path / "dst"), [str(src / "classes.yaml"), "value 1 is used by both"])
 
 
+def _alias_bomb(levels: int = 12) -> str:
+    """A few hundred bytes of YAML that expand to 9^levels names when aliases are followed."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\nclasses:\n  - {{name: *a{levels - 1}, value: 1}}\nignore: *a{levels - 1}\n"
+
+
+def prepare_folder_alias_bomb(tmp_path, request):
+    src = _folder(tmp_path)
+    (src / "classes.yaml").write_text(_alias_bomb())
+    return Case(_prepare_folder(src, tmp_path / "dst"), [str(src / "classes.yaml"), "anchors (&name) are not read"])
+
+
+def prepare_folder_nested_classes(tmp_path, request):
+    src = _folder(tmp_path)
+    (src / "classes.yaml").write_text("classes: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    return Case(_prepare_folder(src, tmp_path / "dst"), [str(src / "classes.yaml"), "nested over 64 levels"])
+
+
 def prepare_folder_undeclared_value(tmp_path, request):
     src = _folder(tmp_path)
     mask = src / "masks" / "scene_0.png"
@@ -423,6 +442,8 @@ CASES: dict[str, Callable[..., Case]] = {
     "prepare-folder-image-without-mask": prepare_folder_image_without_mask,
     "prepare-folder-band-count-differs": prepare_folder_band_count_differs,
     "prepare-folder-duplicate-value": prepare_folder_duplicate_value,
+    "prepare-folder-alias-bomb": prepare_folder_alias_bomb,
+    "prepare-folder-nested-classes": prepare_folder_nested_classes,
     "prepare-folder-undeclared-value": prepare_folder_undeclared_value,
     "fit-missing-config": fit_missing_config,
     "fit-junk-ckpt-path": fit_junk_ckpt_path,
