@@ -59,3 +59,13 @@ def test_missing_crop_file(prepared_potsdam, tmp_path):
     (root / ds.records[0]["image"]).unlink()
     with pytest.raises(CtsegError, match=r"images/2_10_r00000_c00000\.png is missing"):
         ds[0]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.png", "train/../../outside.png", "C:/x.png"])
+def test_a_manifest_names_only_its_own_files(prepared_potsdam, tmp_path, name):
+    """A handed prepared folder: a crop path outside the folder is refused before any crop is opened."""
+    manifest = json.loads((prepared_potsdam / "manifest.json").read_text())
+    manifest["crops"][0]["image"] = name
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CtsegError, match="not inside the prepared folder"):
+        PreparedDataset(tmp_path)

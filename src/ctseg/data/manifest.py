@@ -26,19 +26,21 @@ prepared again: their evaluation splits are refused.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ctseg.data.definitions import DatasetInfo, info_from_json
 from ctseg.errors import CtsegError
+from ctseg.safety.documents import read_json
 
 MANIFEST = "manifest.json"
 FORMAT = "ctseg-prepared"
 FORMAT_VERSION = 3
 #: Oldest version whose evaluation splits are read (and whose folders count as prepared).
 MIN_EVAL_VERSION = 2
+#: A manifest lists every crop (about 200 bytes each): 1 GiB is millions of crops, and still a bound.
+MAX_MANIFEST_BYTES = 1 << 30
 #: Entries a prepared folder may contain; anything else means "not ours" and is never deleted
 #: (``decoded``: the default decoded-crop cache, :mod:`ctseg.data.decoded`).
 OWN_ENTRIES = {"images", "masks", "decoded", MANIFEST}
@@ -53,10 +55,7 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
         raise CtsegError(f"prepared data folder {root} does not exist; {_HINT}")
     if not path.is_file():
         raise CtsegError(f"{root} is not a prepared data folder (no {MANIFEST}); {_HINT}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CtsegError(f"{path} is unreadable ({str(err).splitlines()[0]}); prepare the data again") from None
+    manifest = read_json(path, "manifest", max_bytes=MAX_MANIFEST_BYTES, fix="it is unreadable; prepare the data again")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CtsegError(f'{path} is not a ctseg manifest (expected "format": "{FORMAT}")')
     if int(manifest.get("version", 0)) > FORMAT_VERSION:
@@ -69,9 +68,23 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
             manifest["dataset"][key]
         for record in manifest["crops"]:
             record["image"], record["mask"], record["tile"], record["offset"], record["split"]
+            for key in ("image", "mask"):
+                if not _inside(record[key]):
+                    raise CtsegError(
+                        f"{path} names the crop file {str(record[key])[:80]!r}, which is not inside the prepared "
+                        "folder; a manifest lists only the folder's own files — prepare the data again"
+                    )
     except (KeyError, TypeError):
         raise CtsegError(f"{path} is garbled (missing dataset or crop fields); prepare the data again") from None
     return manifest
+
+
+def _inside(name: object) -> bool:
+    """True for a relative path below the folder (``train/images/x.png``): no root, drive or ``..`` part."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        return False
+    parts = PurePosixPath(name)
+    return not parts.is_absolute() and ".." not in parts.parts and not PureWindowsPath(name).drive
 
 
 def info_from_manifest(manifest: dict[str, Any]) -> DatasetInfo:
@@ -100,7 +113,7 @@ def existing_state(dst: Path, wanted: dict[str, Any]) -> tuple[str, str]:
         extra = sorted(entries - OWN_ENTRIES)[:3]
         return "foreign", f"{dst} holds files that are not prepared crops ({', '.join(extra)})"
     try:
-        manifest = json.loads((dst / MANIFEST).read_text())
+        manifest = read_json(dst / MANIFEST, "manifest", max_bytes=MAX_MANIFEST_BYTES)
         settings = manifest["settings"]
         crops = manifest["crops"]
     except Exception:

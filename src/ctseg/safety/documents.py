@@ -54,10 +54,16 @@ def json_depth(text: str | bytes) -> int:
 
 
 def parse_json(
-    text: str | bytes, what: str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH
+    text: str | bytes,
+    what: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_depth: int = MAX_DEPTH,
+    fix: str = "remove or fix it",
 ) -> Any:
     """``json.loads(text)`` after the size and nesting bounds; ``what`` names the source in the error line
-    (e.g. ``"results.json runs/a/results.json"``). ``NaN`` / ``Infinity`` are accepted as Python's json does."""
+    (e.g. ``"results.json runs/a/results.json"``), ``fix`` ends the line of a text that is not JSON.
+    ``NaN`` / ``Infinity`` are accepted as Python's json does."""
     size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
     if size > max_bytes:
         raise CtsegError(
@@ -70,7 +76,7 @@ def parse_json(
         return json.loads(text)
     except (ValueError, RecursionError) as err:
         reason = err.msg if isinstance(err, json.JSONDecodeError) else type(err).__name__
-        raise CtsegError(f"{what} is not valid JSON ({reason}); remove or fix it") from None
+        raise CtsegError(f"{what} is not valid JSON ({reason}); {fix}") from None
 
 
 def _read_bounded(path: Path, what: str, max_bytes: int) -> bytes:
@@ -87,7 +93,12 @@ def _read_bounded(path: Path, what: str, max_bytes: int) -> bytes:
 
 
 def read_json(
-    path: str | os.PathLike, what: str = "file", *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH
+    path: str | os.PathLike,
+    what: str = "file",
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_depth: int = MAX_DEPTH,
+    fix: str = "remove or fix it",
 ) -> Any:
     """Parse the JSON file ``path`` within the bounds (:func:`parse_json`); errors name ``what`` and the path."""
     path = Path(path)
@@ -96,7 +107,7 @@ def read_json(
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CtsegError(f"{what} {path} is not UTF-8 text; is it the right file?") from None
-    return parse_json(text, f"{what} {path}", max_bytes=max_bytes, max_depth=max_depth)
+    return parse_json(text, f"{what} {path}", max_bytes=max_bytes, max_depth=max_depth, fix=fix)
 
 
 class PlainLoader(yaml.SafeLoader):
@@ -129,4 +140,4 @@ def read_yaml(path: str | os.PathLike, what: str = "file", *, max_bytes: int = M
         raise CtsegError(f"{what} {path} nests too deep to read; is it the right file?") from None
     except yaml.YAMLError as err:
         first = " ".join(str(err).split())[:200]
-        raise CtsegError(f"{what} {path} is not valid YAML for ctseg ({first})") from None
+        raise CtsegError(f"{what} {path} cannot be read ({first})") from None
