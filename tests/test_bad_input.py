@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from ctseg_tiny import TINY_CONFIG
+from ctseg_tiny import TINY_CONFIG, tiny_config
 from PIL import Image
 
 from ctseg.cli import main
@@ -228,6 +228,24 @@ def fit_image_size_not_multiple(tmp_path, request):
     return Case(argv, ["--data.init_args.image_size 100", "multiple of 32", "96 or 128"])
 
 
+def fit_negative_max_steps(tmp_path, request):
+    return Case(_tiny_fit(tmp_path, "--trainer.max_steps", "-5"), ["--trainer.max_steps -5", "-1 (no limit)"])
+
+
+def fit_read_only_root(tmp_path, request):
+    ro = _mounted(tmp_path / "ro", request, "ro,size=1m")
+    return Case(_tiny_fit(tmp_path, "--trainer.default_root_dir", str(ro / "runs")), [str(ro), "read-only"])
+
+
+def fit_prepared_root_missing(tmp_path, request):
+    """Found after Lightning has seeded: the error is still the only line (no ``Seed set to 0`` before it)."""
+    data = "class_path: ctseg.data.PreparedDataModule\ninit_args:\n  root: " + str(tmp_path / "nowhere") + "\n"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(tiny_config(data=data))
+    argv = ["fit", "--config", str(cfg), "--trainer.default_root_dir", str(tmp_path / "runs")]
+    return Case(argv, [str(tmp_path / "nowhere"), "does not exist"])
+
+
 def _validate_other(tmp_path, request, name: str, **hparams) -> tuple[Path, list[str]]:
     """The tiny run's checkpoint saved as ``name`` with ``hparams`` changed, and ``ctseg validate`` on it."""
     ckpt = torch.load(_ckpt(request), map_location="cpu", weights_only=True)
@@ -295,6 +313,24 @@ def export_garbage_ckpt(tmp_path, request):
 def export_foreign_ckpt(tmp_path, request):
     foreign = _foreign_ckpt(tmp_path)
     return Case(["export", str(foreign), str(tmp_path / "model.safetensors")], [str(foreign), "not a ctseg checkpoint"])
+
+
+def _mounted(path: Path, request, options: str) -> Path:
+    """A tmpfs mounted at ``path`` with ``options`` (``size=1m``: a small disk; ``ro``: a read-only mount), unmounted
+    after the test; the case is skipped where this process may not mount (not root, or no mount namespace)."""
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if res.returncode != 0:
+        path.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()[:80]})")
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(path)], check=False))
+    return path
+
+
+def export_disk_full(tmp_path, request):
+    disk = _mounted(tmp_path / "disk", request, "size=1m")
+    out = disk / "model.safetensors"
+    return Case(["export", str(_ckpt(request)), str(out)], [str(out), "no space left"])
 
 
 def export_unwritable_out(tmp_path, request):
@@ -419,6 +455,13 @@ def prepare_folder_nested_classes(tmp_path, request):
     return Case(_prepare_folder(src, tmp_path / "dst"), [str(src / "classes.yaml"), "nested over 64 levels"])
 
 
+def prepare_folder_nan_statistics(tmp_path, request):
+    src = _folder(tmp_path)
+    classes = src / "classes.yaml"
+    classes.write_text(classes.read_text() + "mean: [.nan, 0.5, 0.5, 0.5]\nstd: [.inf, 0.2, 0.2, 0.2]\n")
+    return Case(_prepare_folder(src, tmp_path / "dst"), [str(classes), "mean values must be finite"])
+
+
 def prepare_folder_undeclared_value(tmp_path, request):
     src = _folder(tmp_path)
     mask = src / "masks" / "scene_0.png"
@@ -445,6 +488,7 @@ CASES: dict[str, Callable[..., Case]] = {
     "prepare-folder-alias-bomb": prepare_folder_alias_bomb,
     "prepare-folder-nested-classes": prepare_folder_nested_classes,
     "prepare-folder-undeclared-value": prepare_folder_undeclared_value,
+    "prepare-folder-nan-statistics": prepare_folder_nan_statistics,
     "fit-missing-config": fit_missing_config,
     "fit-junk-ckpt-path": fit_junk_ckpt_path,
     "fit-gpu-without-cuda": fit_gpu_without_cuda,
@@ -454,6 +498,9 @@ CASES: dict[str, Callable[..., Case]] = {
     "fit-negative-lr": fit_negative_lr,
     "fit-fractional-devices": fit_fractional_devices,
     "fit-image-size-not-multiple": fit_image_size_not_multiple,
+    "fit-negative-max-steps": fit_negative_max_steps,
+    "fit-read-only-root": fit_read_only_root,
+    "fit-prepared-root-missing": fit_prepared_root_missing,
     "validate-other-class-count": validate_other_class_count,
     "validate-other-band-count": validate_other_band_count,
     "predict-16bit-to-8bit-model": predict_16bit_to_8bit_model,
@@ -464,6 +511,7 @@ CASES: dict[str, Callable[..., Case]] = {
     "export-garbage-ckpt": export_garbage_ckpt,
     "export-foreign-ckpt": export_foreign_ckpt,
     "export-unwritable-out": export_unwritable_out,
+    "export-disk-full": export_disk_full,
     "demo-unwritable-out": demo_unwritable_out,
     "predict-unwritable-out": predict_unwritable_out,
     "report-unwritable-out": report_unwritable_out,
@@ -514,7 +562,10 @@ def test_bad_input_in_process(name, tmp_path, request, capsys, monkeypatch):
     assert _snapshot(tmp_path) == before, "the failed command created, changed or removed files"
 
 
-@pytest.mark.parametrize("name", _params(["prepare-unknown-colour", "predict-corrupt-png"]))
+CONSOLE_CASES = ["prepare-unknown-colour", "predict-corrupt-png", "fit-prepared-root-missing"]
+
+
+@pytest.mark.parametrize("name", _params(CONSOLE_CASES))
 def test_bad_input_console_script(name, tmp_path, request):
     """The installed ``ctseg`` script: the process's real exit code, and a clean stderr from a fresh interpreter."""
     case = CASES[name](tmp_path, request)

@@ -29,7 +29,7 @@ import torch
 
 from ctseg.data.definitions import DatasetInfo
 from ctseg.errors import CtsegError
-from ctseg.io import atomic_path
+from ctseg.io import atomic_path, write_error
 from ctseg.models import Segmentor, build_model
 from ctseg.safety.documents import parse_json
 from ctseg.safety.model_spec import MAX_CLASSES, check_model_metadata, check_weights
@@ -236,11 +236,13 @@ def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
         ident = value.untyped_storage().data_ptr()
         tensors[key] = value.clone() if ident in seen else value  # safetensors refuses shared memory
         seen.add(ident)
+    from safetensors import SafetensorError
+
     try:
         with atomic_path(out) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
-    except OSError as err:  # read-only folder, disk full: atomic_path left nothing behind
-        raise CtsegError(f"output {out} cannot be written ({err.strerror or err}); choose a writable path") from None
+    except (OSError, SafetensorError) as err:  # read-only folder, disk full: atomic_path left nothing behind
+        raise CtsegError(write_error(out, err)) from None
     return out
 
 

@@ -131,6 +131,9 @@ def check_values(config) -> None:
         if size is not None and (int(size) < 32 or int(size) % 32):
             example = max(32, int(size) // 32 * 32)
             raise CtsegError(f"--model.img_size {size}: must be a multiple of 32 (e.g. {example})")
+    if trainer is not None:
+        _check_trainer_numbers(trainer)
+        check_writable_root(trainer.get("default_root_dir") or "runs", "--trainer.default_root_dir")
     devices = trainer.get("devices") if trainer is not None else None
     if isinstance(devices, float) or (isinstance(devices, str) and not _devices_text_ok(devices)):
         raise CtsegError(
@@ -144,6 +147,54 @@ def check_values(config) -> None:
                 f"--data.init_args.{key} {size}: must be a multiple of 32, the encoders' input multiple "
                 f"(e.g. {max(32, size // 32 * 32)} or {(size // 32 + 1) * 32})"
             )
+
+
+#: Trainer counts Lightning refuses with a traceback: (key, smallest value, what it means).
+_TRAINER_COUNTS = (
+    ("max_steps", -1, "-1 (no limit) or a number of steps"),
+    ("max_epochs", -1, "-1 (no limit) or a number of epochs"),
+    ("min_steps", 0, "a number of steps"),
+    ("min_epochs", 0, "a number of epochs"),
+    ("accumulate_grad_batches", 1, "a number of batches ≥ 1"),
+    ("log_every_n_steps", 0, "a number of steps"),
+    ("check_val_every_n_epoch", 1, "a number of epochs ≥ 1, or null"),
+    ("num_sanity_val_steps", -1, "-1 (all) or a number of batches"),
+)
+
+
+def _check_trainer_numbers(trainer) -> None:
+    """One line for the trainer counts and fractions that Lightning would refuse with a traceback."""
+    for key, low, what in _TRAINER_COUNTS:
+        value = trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise CtsegError(f"--trainer.{key} {value}: must be {what}")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
+        value = trainer.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not value >= 0 or (isinstance(value, float) and value > 1 and key != "val_check_interval"):
+            raise CtsegError(f"--trainer.{key} {value}: must be a fraction in [0, 1] or a number of batches")
+
+
+def check_writable_root(folder, option: str) -> None:
+    """One line when ``folder`` (or the nearest folder above it that exists) cannot be written: a read-only
+    mount or a folder of another user, found before anything is seeded or trained."""
+    path = Path(str(folder)).expanduser().absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise CtsegError(f"{option} {folder}: {existing} exists and is not a folder; choose another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if _read_only(existing) else "is not writable by this user"
+        raise CtsegError(f"{option} {folder}: {existing} {why}; choose a writable folder")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def _devices_text_ok(text: str) -> bool:

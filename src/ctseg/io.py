@@ -41,6 +41,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """True for "no space left on device" however it arrives: ``OSError`` ENOSPC / EDQUOT, or a library's own
+    exception that carries the OS message (safetensors' ``SafetensorError``, GDAL's ``CPLE_*`` errors)."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err).lower()
+    return "no space left" in text or "os error 28" in text or "disk quota exceeded" in text
+
+
+def write_error(path: str | os.PathLike, err: BaseException) -> str:
+    """The one line of a failed write of ``path``: "no space left" said as such, anything else by its reason."""
+    if is_disk_full(err):
+        return f"output {path} cannot be written: no space left on the device; free some space or choose another folder"
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:160]
+    return f"output {path} cannot be written ({reason or type(err).__name__}); choose a writable path"
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -98,6 +98,17 @@ class CtsegLightningCLI(LightningCLI):
             check_class_count(hparams, config.get("data"))
         warn_overridden_by_checkpoint(config.get("model"), hparams, sys.argv[1:])
 
+    def _set_seed(self) -> None:
+        """Lightning's seeding without its ``Seed set to N`` log line: an error found after seeding is then the
+        only line the user sees (the seed is in the run's ``config.yaml`` and ``results.json``)."""
+        from lightning.fabric.utilities.seed import seed_everything
+
+        seed = self._get(self.config, "seed_everything")
+        if seed is False:
+            return
+        seed = seed_everything(None if seed is True else seed, workers=True, verbose=False)
+        (self.config[self.subcommand] if self.subcommand else self.config)["seed_everything"] = seed
+
     def _parse_ckpt_path(self) -> None:
         """Lightning merges a ``--ckpt_path`` file's hyper-parameters into the model config; here it merges only
         what :func:`~ctseg.safety.model_spec.check_task_hparams` let through of the file read (and scanned) once

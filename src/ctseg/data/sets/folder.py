@@ -30,6 +30,7 @@ A mask value or colour not in the file is an error naming the file, the pixel an
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -144,6 +145,9 @@ def read_classes(path: Path) -> dict[str, Any]:
     std = _floats(doc["std"], f"classes file {path}, std") if "std" in doc else None
     if (mean is None) != (std is None) or (mean is not None and std is not None and len(mean) != len(std)):
         raise CtsegError(f"classes file {path}: give both mean and std, one value per band each")
+    for key, values in (("mean", mean), ("std", std)):
+        if values is not None and not all(math.isfinite(v) for v in values):
+            raise CtsegError(f"classes file {path}: {key} values must be finite numbers (not .nan / .inf)")
     if std is not None and min(std) <= 0:
         raise CtsegError(f"classes file {path}: std values must be positive")
     fallback = generic_colors(len(names))
