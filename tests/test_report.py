@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 import statistics
 from pathlib import Path
@@ -26,16 +27,24 @@ FAKE = {
 
 @pytest.fixture
 def fake_runs(tmp_path, tiny):
-    """Hand-written results.json files with known numbers (checkpoint and CSV log of the tiny run)."""
+    """Hand-written results.json files with known numbers (checkpoint and CSV log of the tiny run, linked or copied
+    into each run's folder: ``ctseg report`` opens no file a results.json names outside its own folder)."""
     real = json.loads((tiny / "results.json").read_text())
     log = next(tiny.rglob("metrics.csv"))
+    ckpt = Path(real["checkpoint"])
     root = tmp_path / "runs"
     for (model, scheme), mious in FAKE.items():
         for seed, miou in enumerate(mious):
             run = root / f"{model}-{scheme}" / f"seed{seed}"
             run.mkdir(parents=True)
+            try:
+                os.link(ckpt, run / ckpt.name)  # 39 MB: a hard link where the file system allows it
+            except OSError:
+                shutil.copy(ckpt, run / ckpt.name)
             res = {
                 **real,
+                "checkpoint": str(run / ckpt.name),
+                "log_dir": str(run),
                 "config_name": f"{model}-{scheme}",
                 "dataset": "synthetic",
                 "model": model,
@@ -251,8 +260,9 @@ def test_curves_use_the_recorded_log_shift_validation_and_name_missing_panels(fa
     lines = log.read_text().splitlines()
     keep = [i for i, h in enumerate(lines[0].split(",")) if not h.startswith("train/contrastive")]
     baseline_log.write_text("\n".join(",".join(r.split(",")[i] for i in keep) for r in lines) + "\n")
-    for r in results:
-        r["log_dir"] = str(fake_runs)
-    (fake_runs / "metrics.csv").write_text(baseline_log.read_text())
+    for r in results:  # a log folder inside each run's own folder (one elsewhere is not read)
+        r["log_dir"] = str(Path(r["_path"]).parent / "baseline-log")
+        Path(r["log_dir"]).mkdir()
+        (Path(r["log_dir"]) / "metrics.csv").write_text(baseline_log.read_text())
     curves_figure(group_results(results), Path("unused.png"), notes.append)
     assert notes == ["report: curves.png has no panel for train/contrastive: no run logged it"]

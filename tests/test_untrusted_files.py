@@ -143,6 +143,142 @@ def test_plain_data_naming_code_in_hyper_parameters_is_refused(tmp_path):
     assert not marker.exists()
 
 
+# ---------------------------------------------------------------------------------------------- memo renumbering
+MEMO_LAYOUTS = ("raw-pickle", "torch-zip", "torch-legacy")
+
+
+def _unicode(text: str) -> bytes:
+    """BINUNICODE: a str pushed on the unpickler's stack."""
+    data = text.encode()
+    return b"X" + len(data).to_bytes(4, "little") + data
+
+
+def memo_renumbering_pickle(module: str, name: str, decoy_module: str, decoy_name: str, tail: bytes) -> bytes:
+    """A protocol-4 pickle whose ``STACK_GLOBAL`` is ``module.name`` to Python's unpickler but
+    ``decoy_module.decoy_name`` to a scanner that numbers ``MEMOIZE`` after the largest slot (max + 1) instead of
+    at ``len(memo)``: ``BINPUT 1`` stores the decoy at slot 1 (one slot in use), the following ``MEMOIZE``
+    stores the real module at ``len(memo)`` = 1 — overwriting it — where max + 1 would have used slot 2; the same
+    again for the name at slot 2; then ``BINGET 1``, ``BINGET 2``, ``STACK_GLOBAL`` and ``tail``."""
+    return (
+        b"\x80\x04"
+        + _unicode(decoy_module) + b"q\x01"  # BINPUT 1
+        + _unicode(module) + b"\x94"  # MEMOIZE: slot len(memo) = 1
+        + _unicode(decoy_name) + b"q\x02"  # BINPUT 2
+        + _unicode(name) + b"\x94"  # MEMOIZE: slot len(memo) = 2
+        + b"h\x01h\x02\x93"  # BINGET 1, BINGET 2, STACK_GLOBAL
+        + tail
+    )  # fmt: skip
+
+
+def memo_bypass(marker: Path) -> bytes:
+    """``open(marker, "w")`` to the unpickler, ``torch.FloatStorage`` to a max + 1 scanner (issue 27)."""
+    return memo_renumbering_pickle(
+        "builtins", "open", "torch", "FloatStorage", _unicode(str(marker)) + _unicode("w") + b"\x86R."
+    )
+
+
+def _torch_zip(path: Path, data_pkl: bytes) -> Path:
+    """A zip laid out as ``torch.save`` writes it, around ``data_pkl``."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", data_pkl)
+        zf.writestr("archive/byteorder", "little")
+        zf.writestr("archive/version", "3\n")
+    return path
+
+
+def _torch_legacy(path: Path, obj_pkl: bytes) -> Path:
+    """The legacy ``torch.save`` layout: magic number, protocol, system info, ``obj_pkl``, storage keys."""
+    import sys
+
+    from torch.serialization import MAGIC_NUMBER, PROTOCOL_VERSION
+
+    info = {"protocol_version": PROTOCOL_VERSION, "little_endian": sys.byteorder == "little",
+            "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
+    head = b"".join(pickle.dumps(x, protocol=2) for x in (MAGIC_NUMBER, PROTOCOL_VERSION, info))
+    path.write_bytes(head + obj_pkl + pickle.dumps([], protocol=2))
+    return path
+
+
+def write_layout(path: Path, stream: bytes, layout: str) -> Path:
+    if layout == "raw-pickle":
+        path.write_bytes(stream)
+        return path
+    return _torch_zip(path, stream) if layout == "torch-zip" else _torch_legacy(path, stream)
+
+
+@pytest.mark.parametrize("layout", MEMO_LAYOUTS)
+def test_the_memo_renumbering_payload_really_runs(tmp_path, layout):
+    marker = tmp_path / "ran"
+    path = write_layout(tmp_path / "x.pt", memo_bypass(marker), layout)
+    if layout == "raw-pickle":
+        pickle.loads(path.read_bytes())
+    else:
+        torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("layout", MEMO_LAYOUTS)
+def test_memo_renumbering_is_refused_with_one_line(tmp_path, layout, capfd):
+    """The scan numbers the memo as Python does, so the STACK_GLOBAL is ``builtins.open``: refused before
+    loading, with the documented line only (no torch warning, no 'cannot be read')."""
+    marker = tmp_path / "MARKER"
+    path = write_layout(tmp_path / "evil.pt", memo_bypass(marker), layout)
+    with pytest.raises(UnsafeFileError):
+        scan_torch_file(path)
+    with pytest.raises(UnsafeFileError) as info:
+        load_model(path)
+    assert f"ctseg: error: {info.value}" == refusal(path)
+    capfd.readouterr()
+    assert main(["export", str(path), str(tmp_path / "out.safetensors")]) == 2
+    captured = capfd.readouterr()
+    assert captured.err.strip().splitlines() == [refusal(path)], captured.err
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def test_the_scan_follows_pythons_memo_numbering_not_a_guess(tmp_path):
+    """The mirror image: to Python the global is ``collections.OrderedDict`` (allowed), to a max + 1 count
+    ``os.system``. The scan judges what the unpickler would import, so the file passes."""
+    stream = memo_renumbering_pickle("collections", "OrderedDict", "os", "system", b")R.")
+    assert pickle.loads(stream) == {}
+    scan_torch_file(_torch_legacy(tmp_path / "fine.pt", stream))
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"\x80\x04h\x05h\x06\x93)R.",  # BINGET of memo slots never written
+        b"\x80\x02U\x08builtinsU\x04open\x93)R.",  # SHORT_BINSTRING operands: their type depends on the unpickler
+        b"\x80\x04K\x01K\x02\x93)R.",  # operands that are not strings
+        b"\x80\x04\x93)R.",  # STACK_GLOBAL on an empty stack
+        b"\x80\x04" + _unicode("builtins") + _unicode("open") + b"(0\x93)R.",  # MARK, POP drops it: builtins.open
+    ],
+)
+def test_what_the_scan_cannot_be_sure_of_is_refused(tmp_path, stream):
+    path = tmp_path / "odd.pt"
+    path.write_bytes(stream)
+    with pytest.raises(UnsafeFileError):
+        scan_torch_file(path)
+
+
+def test_report_refuses_a_memo_renumbering_checkpoint(tmp_path, tiny, capfd):
+    """``ctseg report`` on a run whose checkpoint is such a file: one refusal line, exit 2, nothing written."""
+    marker = tmp_path / "MARKER"
+    runs = tmp_path / "runs"
+    real = json.loads((tiny / "results.json").read_text())
+    for scheme in ("none", "ct-cl"):
+        run = runs / scheme
+        run.mkdir(parents=True)
+        ckpt = _torch_zip(run / "best.ckpt", memo_bypass(marker))
+        (run / "results.json").write_text(json.dumps({**real, "scheme": scheme, "checkpoint": str(ckpt)}))
+    capfd.readouterr()
+    code = main(["report", str(runs), "--out", str(tmp_path / "report"), "--device", "cpu"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [refusal(runs / "ct-cl" / "best.ckpt")], err  # the first found
+    assert not marker.exists() and not (tmp_path / "report").exists()
+
+
 # ---------------------------------------------------------------------------------------------- commands
 def test_predict_refuses(tmp_path, evil, capsys):
     path, marker = evil

@@ -59,6 +59,16 @@ def _split_arg(text: str) -> tuple[str, list[str]]:
     return name.strip(), members
 
 
+def _source_flags(parser: argparse.ArgumentParser) -> None:
+    """``--allow-remote`` / ``--allow-outside``: what a VRT input may name (``ctseg.safety.rasters``)."""
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="let a VRT input read sources on the network (/vsicurl/, /vsis3/, URLs, WMS: ...); "
+                             "off: refused before anything is contacted")  # fmt: skip
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="let a VRT input read local files outside its own folder (absolute or ../ paths, "
+                             "/vsizip/ ...); off: refused before they are opened")  # fmt: skip
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse with ctseg's error style: one line on stderr naming the problem, exit code 2."""
 
@@ -116,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--bands", type=_band_list, default=None, help="folder: source bands to keep, e.g. 1,2,3,4")
     prep.add_argument("--nodata", type=float, default=None, help="folder: nodata value (default: the raster's)")
     prep.add_argument("--overwrite", action="store_true", help="replace an existing, different destination")
+    _source_flags(prep)
 
     pred = sub.add_parser(
         "predict",
@@ -167,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--format", default="geotiff", choices=["geotiff", "index-png"],
                       help="geotiff: <stem>_pred.tif (+ colour PNG); index-png: only <stem>.png, uint8 class "
                            "indices (LoveDA test-server format) (default: geotiff)")  # fmt: skip
+    _source_flags(pred)
 
     exp = sub.add_parser("export", help="write the inference-only model (no projection heads, no optimiser)")
     exp.add_argument("ckpt", metavar="CKPT", help="checkpoint written by 'ctseg fit' (or an older export)")
@@ -202,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     vec.add_argument("--block-size", type=int, default=None, metavar="PX",
                      help="pixels per block side read at a time (default: whole internal blocks, ~1024)")  # fmt: skip
     vec.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _source_flags(vec)
 
     grid = sub.add_parser(
         "grid",
@@ -248,6 +261,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="boundary tolerance(s) in pixels, >= 1; the first is the main one (3)")  # fmt: skip
     ev.add_argument("--out", default=None, metavar="SCORES.json", help="also write the scores as JSON")
     ev.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to compute (cpu)")
+    _source_flags(ev)
     return parser
 
 
@@ -262,6 +276,9 @@ def _split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network for timm
+    from ctseg.safety.rasters import allowing, apply_gdal_guards
+
+    apply_gdal_guards()  # forced: no Python pixel functions, no raw VRT bands, no MEM::: pointers
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
             return _run_lightning(argv)
@@ -270,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ctseg.commands import HANDLERS
 
         if args.command in HANDLERS:
-            return HANDLERS[args.command](args, extra)
+            allow = {"remote": getattr(args, "allow_remote", False), "outside": getattr(args, "allow_outside", False)}
+            with allowing(**allow):  # what a VRT input may name; default: only files under its own folder
+                return HANDLERS[args.command](args, extra)
         _parser().print_help()
         return 2
     except CtsegError as err:

@@ -104,14 +104,16 @@ def _raster_error(path: Path, err: BaseException) -> CtsegError:
 
 @contextlib.contextmanager
 def open_raster(path: Path) -> Iterator:
-    """``rasterio.open(path)`` with GDAL's warnings silenced; an unreadable file is a one-line error."""
-    import rasterio
+    """``rasterio.open(path)`` with GDAL's warnings silenced; an unreadable file is a one-line error. Opened through
+    :func:`ctseg.safety.rasters.open_raster`: a VRT's sources are checked first, the driver is allow-listed."""
     from rasterio.errors import RasterioError
+
+    from ctseg.safety.rasters import open_raster as open_checked
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            src = rasterio.open(path)
+            src = open_checked(path)
         except RasterioError as err:
             raise _raster_error(path, err) from None
         with src:

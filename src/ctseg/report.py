@@ -25,6 +25,14 @@ Outputs (each written atomically into the output folder):
 
 A figure that cannot be made (no checkpoint, data folder gone, no CSV logs) is skipped with a note; the tables
 are always written. No ``results.json`` under the folders, or an unwritable output folder, is an error.
+
+A results folder may come from someone else (:mod:`ctseg.safety`: a handed file is data, never directions).
+``results.json`` is parsed within bounds (a crafted one — 200,000 nested brackets, 1 GB — is one error line);
+a checkpoint or CSV log it names is opened only inside the run's own folder (others: a note, never read), a
+checkpoint that could run code refuses the whole report (exit 2) before anything is written; the data module
+for ``qualitative.png`` is built only when it is one of ctseg's own, from a checked few of its recorded
+arguments and without a decoded cache (:mod:`ctseg.report_figures`), so the report reads the data and writes
+nothing but its outputs, into ``--out``.
 """
 
 from __future__ import annotations
@@ -43,7 +51,15 @@ from ctseg.report_figures import (
     run_log,
     synthetic_crop,
 )
-from ctseg.report_tables import Cell, clip_fraction, collect_results, group_results, render_runs, render_tables
+from ctseg.report_tables import (
+    Cell,
+    clip_fraction,
+    collect_results,
+    foreign_paths,
+    group_results,
+    render_runs,
+    render_tables,
+)
 
 __all__ = [
     "Cell",
@@ -92,6 +108,8 @@ def make_report(
             raise CtsegError(
                 f"--sample-class {sample_class!r} is not a class of these runs: {', '.join(sorted(known))}"
             )
+    for note in foreign_paths(results):  # files a results.json names outside its run folder: never opened
+        echo(note)
     if figures:
         check_checkpoints(results)
     out = ensure_writable_dir(out, "report folder")

@@ -1,10 +1,29 @@
 """``ctseg report``, part 2: the figures — qualitative predictions (Fig. 2 style), the CT patch sampling
-(Fig. 3 style) and training curves — rebuilt from the runs' data modules and checkpoints."""
+(Fig. 3 style) and training curves — rebuilt from the runs' data modules and checkpoints.
+
+A ``results.json`` may come from someone else (:mod:`ctseg.safety`), and what it records is data, never
+directions. For the qualitative figure the report builds the run's data module, and only **reads** with it:
+
+* the class is one of :data:`DATA_MODULES` (ctseg's own, spelled ``ctseg.data.<Name>`` or
+  ``ctseg.data.datamodules.<Name>`` / ``ctseg.data.synthetic.<Name>``); for any other ``class_path`` nothing is
+  imported and the figure is skipped with a note;
+* of the recorded ``init_args`` only these are taken, type-checked: ``root`` (an existing prepared ctseg folder:
+  its ``manifest.json`` read within bounds) and ``val_split`` (a plain split name) for the prepared-folder
+  modules; ``train_samples``, ``val_samples``, ``image_size``, ``seed`` (bounded integers) for the synthetic
+  one. Everything else is fixed by the report — no worker processes, small batches and **no decoded cache**
+  (a recorded ``decoded_cache`` would build and replace ``.npy`` files in a folder the file names) — and any
+  other recorded argument is ignored;
+* a checkpoint or CSV log is opened only inside the run's own folder
+  (:func:`ctseg.report_tables.inside_run`), the checkpoint through :mod:`ctseg.safety.pickles`.
+
+Everything the report writes goes into its ``--out`` folder, each file atomically.
+"""
 
 from __future__ import annotations
 
 import csv
 import importlib
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,25 +33,49 @@ import numpy as np
 from ctseg.data.definitions import DATASETS, DatasetInfo
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path
-from ctseg.report_tables import CURVE_METRICS, MODEL_LABELS, Cell
+from ctseg.report_tables import CURVE_METRICS, MODEL_LABELS, Cell, inside_run, run_folder
+from ctseg.safety.documents import read_json
 from ctseg.safety.pickles import UnsafeFileError
+
+#: The data modules a ``results.json`` may name (those ``ctseg.data`` exports: README "Data sets"): class name →
+#: the module defining it. A ``class_path`` is accepted as ``ctseg.data.<Name>`` or ``<module>.<Name>``.
+DATA_MODULES: dict[str, str] = {
+    "PreparedDataModule": "ctseg.data.datamodules",
+    "PotsdamDataModule": "ctseg.data.datamodules",
+    "VaihingenDataModule": "ctseg.data.datamodules",
+    "DubaiDataModule": "ctseg.data.datamodules",
+    "FolderDataModule": "ctseg.data.datamodules",
+    "LoveDADataModule": "ctseg.data.datamodules",
+    "UAVidDataModule": "ctseg.data.datamodules",
+    "SyntheticDataModule": "ctseg.data.synthetic",
+}
+#: ``init_args`` of the synthetic data module taken from a ``results.json``: name → (lowest, highest) integer.
+_SYNTHETIC_ARGS = {
+    "train_samples": (1, 1_000_000),
+    "val_samples": (1, 1_000_000),
+    "image_size": (32, 2048),
+    "seed": (0, 2**63 - 1),
+}
+#: What the report builds every data module with: read in this process, in small batches, nothing written.
+_FIXED_ARGS = {"batch_size": 4, "num_workers": 0, "pin_memory": False}
+_PREPARED_FIXED = {**_FIXED_ARGS, "persistent_workers": False, "decoded_cache": False}
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_MANIFEST_BYTES = 256 * 1024 * 1024  # a prepared folder's manifest lists every crop
 
 
 # ----------------------------------------------------------------------------------------------- figures
-def _import(class_path: str):
-    """The data module class a ``results.json`` names — only one of ctseg's own (``ctseg.*``, a
-    LightningDataModule): the file may come from someone else, and its class and arguments are called."""
-    import lightning as L
-
-    module, _, name = class_path.rpartition(".")
-    if not (module == "ctseg" or module.startswith("ctseg.")) or not name.isidentifier():
+def _import(class_path: Any):
+    """The data module class a ``results.json`` names — only one of :data:`DATA_MODULES`: the file may come from
+    someone else, and the class is called. For any other name nothing is imported."""
+    name = class_path.rpartition(".")[2] if isinstance(class_path, str) else ""
+    module = DATA_MODULES.get(name)
+    if module is None or class_path not in (f"ctseg.data.{name}", f"{module}.{name}"):
+        shown = class_path[:200] if isinstance(class_path, str) else type(class_path).__name__
         raise CtsegError(
-            f"the run's data module {class_path!r} is not one of ctseg's; only ctseg.data modules are rebuilt"
+            f"the run's data module {shown!r} is not one of ctseg's; only its data modules are rebuilt "
+            f"({', '.join(DATA_MODULES)})"
         )
-    cls = getattr(importlib.import_module(module), name, None)
-    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
-        raise CtsegError(f"the run's data module {class_path!r} is not a LightningDataModule")
-    return cls
+    return getattr(importlib.import_module(module), name)
 
 
 def check_checkpoints(results: list[dict[str, Any]]) -> None:
@@ -40,8 +83,8 @@ def check_checkpoints(results: list[dict[str, Any]]) -> None:
     from ctseg.checkpoints import read_checkpoint
 
     for run in results:
-        ckpt = run.get("checkpoint")
-        if ckpt and Path(str(ckpt)).is_file():
+        ckpt = inside_run(run, run.get("checkpoint"))  # elsewhere: never opened (a note said so)
+        if ckpt is not None and ckpt.is_file():
             try:
                 read_checkpoint(ckpt, mmap=True)
             except UnsafeFileError:
@@ -50,17 +93,56 @@ def check_checkpoints(results: list[dict[str, Any]]) -> None:
                 pass  # unreadable: the figure that needs it is skipped with a note
 
 
+def _int_arg(key: str, value: Any, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise CtsegError(f"the run's data argument {key} = {str(value)[:80]!r} is not an integer in [{low}, {high}]")
+    return value
+
+
+def _data_root(run: dict[str, Any], value: Any) -> str:
+    """The recorded ``root`` when it is a prepared ctseg folder here (relative: against the run's working
+    folder, as before); read only."""
+    from ctseg.data.manifest import FORMAT, MANIFEST
+
+    if not isinstance(value, str) or not value:
+        raise CtsegError("the run records no data folder (data.init_args.root)")
+    root = Path(value).expanduser()
+    cwd = run.get("cwd")
+    if not root.exists() and not root.is_absolute() and isinstance(cwd, str) and cwd and (Path(cwd) / root).exists():
+        root = Path(cwd) / root
+    manifest = root / MANIFEST
+    if not root.is_dir() or not manifest.is_file():
+        raise CtsegError(f"the run's data folder {value[:300]!r} is not a prepared ctseg folder here (no {MANIFEST})")
+    doc = read_json(manifest, "prepared data manifest", max_bytes=_MANIFEST_BYTES)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CtsegError(f'{manifest} is not a ctseg manifest (expected "format": "{FORMAT}")')
+    return str(root)
+
+
+def _data_args(run: dict[str, Any], name: str, init_args: Any) -> dict[str, Any]:
+    """The keyword arguments the report builds data module ``name`` with: the few recorded ones it needs,
+    checked, and :data:`_FIXED_ARGS` (no decoded cache: nothing is written); the rest are ignored."""
+    if not isinstance(init_args, dict):
+        raise CtsegError("the run's data.init_args is not a mapping")
+    if name == "SyntheticDataModule":
+        kwargs = {k: _int_arg(k, init_args[k], *bounds) for k, bounds in _SYNTHETIC_ARGS.items() if k in init_args}
+        return {**kwargs, **_FIXED_ARGS}
+    kwargs = {"root": _data_root(run, init_args.get("root")), **_PREPARED_FIXED}
+    split = init_args.get("val_split")
+    if split is not None:
+        if not (isinstance(split, str) and _SPLIT_NAME.fullmatch(split)):
+            raise CtsegError(f"the run's data argument val_split = {str(split)[:80]!r} is not a split name")
+        kwargs["val_split"] = split
+    return kwargs
+
+
 def _datamodule(run: dict[str, Any]):
-    """The data module a run was trained with (relative roots resolved against the run's working folder)."""
+    """The data module a run was trained with, built for reading only (module docstring)."""
     spec = run.get("data") or {}
-    if not spec.get("class_path"):
+    if not isinstance(spec, dict) or not spec.get("class_path"):
         raise CtsegError("the run records no data module")
-    kwargs = dict(spec.get("init_args") or {})
-    root = kwargs.get("root")
-    if root and not Path(root).exists() and run.get("cwd") and (Path(run["cwd"]) / root).exists():
-        kwargs["root"] = str(Path(run["cwd"]) / root)
-    kwargs.update({k: 0 for k in ("num_workers",) if k in kwargs})
-    return _import(spec["class_path"])(**kwargs)
+    cls = _import(spec["class_path"])
+    return cls(**_data_args(run, cls.__name__, spec.get("init_args") or {}))
 
 
 def _val_samples(dm, limit: int) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
@@ -85,16 +167,40 @@ def _info_for(dataset: str, dm) -> DatasetInfo:
     return info if isinstance(info, DatasetInfo) else DATASETS.get(dataset, DATASETS["synthetic"])
 
 
-def _pick_pair(grouped, highlight: str) -> tuple[Cell, Cell] | None:
+def _pairs(grouped, highlight: str) -> list[tuple[Cell, Cell]]:
+    """(baseline, highlighted or other scheme) cells of each (data set, model) that has both."""
+    out = []
     for models in grouped.values():
         for cells in models.values():
             base = [c for c in cells if c.scheme == "none"]
             others = [c for c in cells if c.scheme == highlight] or [c for c in cells if c.scheme != "none"]
             if base and others:
-                b, o = base[0], others[0]
-                if all(Path(str(c.best_run().get("checkpoint") or "")).is_file() for c in (b, o)):
-                    return b, o
-    return None
+                out.append((base[0], others[0]))
+    return out
+
+
+def _checkpoint(run: dict[str, Any]) -> Path | None:
+    """The run's checkpoint when it is a file inside the run's own folder."""
+    path = inside_run(run, run.get("checkpoint"))
+    return path if path is not None and path.is_file() else None
+
+
+def _pick_pair(grouped, highlight: str):
+    """The first pair whose baseline's data module can be rebuilt and whose two checkpoints are in their run
+    folders: ``(base, other, data module, {label: checkpoint})``; else the first reason why not."""
+    reasons = []
+    for base, other in _pairs(grouped, highlight):
+        runs = {base.label: base.best_run(), other.label: other.best_run()}
+        try:
+            dm = _datamodule(runs[base.label])  # a code-naming class path is refused before anything is read
+        except CtsegError as err:
+            reasons.append(str(err))
+            continue
+        ckpts = {label: _checkpoint(run) for label, run in runs.items()}
+        if all(ckpts.values()):
+            return base, other, dm, ckpts
+        reasons.append(f"no (data set, model) has a baseline and a {highlight!r} run with a checkpoint in its folder")
+    raise CtsegError(reasons[0] if reasons else f"no (data set, model) has a baseline and a {highlight!r} run")
 
 
 def qualitative_figure(
@@ -107,19 +213,15 @@ def qualitative_figure(
     from ctseg.figures import plot_predictions
     from ctseg.inference import resolve_device
 
-    pair = _pick_pair(grouped, highlight)
-    if pair is None:
-        raise CtsegError(f"no (data set, model) has a baseline and a {highlight!r} run with a checkpoint on disk")
+    base, other, dm, ckpts = _pick_pair(grouped, highlight)
     dev = resolve_device(device)
-    base, other = pair
     if other.scheme != highlight:
         echo(f"report: no {highlight} run with a checkpoint beside a baseline; qualitative.png shows {other.scheme}")
-    runs = {base.label: base.best_run(), other.label: other.best_run()}
-    images, masks, dm = _val_samples(_datamodule(runs[base.label]), limit=max(crops, 16))
+    images, masks, dm = _val_samples(dm, limit=max(crops, 16))
     info = _info_for(base.dataset, dm)
     preds: dict[str, list[np.ndarray]] = {}
-    for label, run in runs.items():
-        model = load_model(run["checkpoint"], device=dev).model
+    for label, ckpt in ckpts.items():
+        model = load_model(ckpt, device=dev).model
         out = []
         with torch.no_grad():
             for i in range(0, len(images), 4):
@@ -243,12 +345,13 @@ def _read_csv_log(path: Path) -> dict[str, dict[float, float]]:
 
 
 def run_log(run: dict[str, Any]) -> Path | None:
-    """The CSV log of a run: ``metrics.csv`` in the log folder ``results.json`` records (``log_dir``); for older
-    results without it, the only ``metrics.csv`` below the run folder (``None`` when there are several)."""
-    log_dir = run.get("log_dir")
-    if log_dir and (Path(str(log_dir)) / "metrics.csv").is_file():
-        return Path(str(log_dir)) / "metrics.csv"
-    found = sorted(Path(run["_path"]).parent.rglob("metrics.csv"))
+    """The CSV log of a run: ``metrics.csv`` in the log folder ``results.json`` records (``log_dir``) when that is
+    inside the run's folder; otherwise (older results without it, a folder moved from elsewhere) the only
+    ``metrics.csv`` below the run folder (``None`` when there are several)."""
+    recorded = inside_run(run, run.get("log_dir"), "metrics.csv")  # only inside the run's own folder
+    if recorded is not None and recorded.is_file():
+        return recorded
+    found = [p for p in sorted(run_folder(run).rglob("metrics.csv")) if inside_run(run, str(p)) is not None]
     return found[0] if len(found) == 1 else None
 
 

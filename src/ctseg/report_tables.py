@@ -1,11 +1,16 @@
 """``ctseg report``, part 1: gathering ``results.json`` files and rendering Table 1, the per-class and boundary
-tables and the per-run list (Markdown + CSV)."""
+tables and the per-run list (Markdown + CSV).
+
+A results folder may come from someone else (:mod:`ctseg.safety`): each ``results.json`` is parsed with the
+bounds of :func:`ctseg.safety.documents.read_json` (size, nesting), and of the files it names — the checkpoint,
+the CSV log folder — only those inside the run's own folder (the folder holding that ``results.json``, symlinks
+resolved: :func:`inside_run`) are ever opened; the others are skipped with a note (:func:`foreign_paths`).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from collections import defaultdict
@@ -17,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ctseg.errors import CtsegError
+from ctseg.safety.documents import read_json
 
 SCHEME_ORDER = ("none", "ct-cl", "ct-infonce", "ms", "mscs")
 SCHEME_LABELS = {"none": "baseline", "ct-cl": "CL", "ct-infonce": "InfoNCE", "ms": "MS", "mscs": "MSCS"}
@@ -24,6 +30,9 @@ MODEL_ORDER = ("ds-paper", "uf-paper", "pf-paper")
 MODEL_LABELS = {"ds-paper": "DS", "uf-paper": "UF", "pf-paper": "PF"}
 DATASET_ORDER = ("potsdam", "vaihingen", "dubai", "synthetic")
 CURVE_METRICS = ("train/seg", "train/contrastive", "val/miou")
+#: results.json fields the tables compute with: numbers (or null), and per-class mappings of numbers.
+_NUMBER_FIELDS = ("miou", "mf1", "oa", "mbiou", "mbf1", "wall_seconds", "fit_seconds", "contrastive_clipped")
+_PER_CLASS_FIELDS = ("iou", "f1", "biou", "bf1")
 
 
 # ----------------------------------------------------------------------------------------------- gathering
@@ -40,16 +49,75 @@ def collect_results(run_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any
         raise CtsegError(f"no results.json under {', '.join(map(str, run_dirs))}; run 'ctseg grid' first")
     results = []
     for path in dict.fromkeys(p.resolve() for p in found):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise CtsegError(f"{path} is not readable JSON ({type(err).__name__}); remove or fix it") from None
+        data = read_json(path, "results.json")  # bounded: a crafted file is one error line
         missing = [k for k in ("model", "scheme", "miou", "iou") if k not in data] if isinstance(data, dict) else []
         if not isinstance(data, dict) or missing or not isinstance(data.get("iou"), dict):
             raise CtsegError(f"{path} is not a ctseg results file (missing {', '.join(missing) or 'iou'})")
+        wrong = _wrong_field(data)
+        if wrong:
+            raise CtsegError(f"{path} is not a ctseg results file ({wrong} has the wrong type)")
         data["_path"] = str(path)
         results.append(data)
     return results
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _wrong_field(data: dict[str, Any]) -> str | None:
+    """The first field the tables compute with that has the wrong type (a crafted file), or ``None``."""
+    for key in _NUMBER_FIELDS:
+        if not _is_number(data.get(key)):
+            return key
+    for key in _PER_CLASS_FIELDS:
+        value = data.get(key)
+        if value is not None and not (isinstance(value, dict) and all(map(_is_number, value.values()))):
+            return key
+    if data.get("seed") is not None and type(data["seed"]) is not int:
+        return "seed"
+    names, evals = data.get("class_names"), data.get("eval_classes")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        return "class_names"
+    if evals is not None and not (isinstance(evals, list) and all(type(i) is int for i in evals)):
+        return "eval_classes"
+    for key in ("model", "scheme", "dataset", "config_name"):
+        if data.get(key) is not None and not isinstance(data[key], (str, int, float)):
+            return key
+    return None
+
+
+def run_folder(run: dict[str, Any]) -> Path:
+    """The run's own folder: the one holding its ``results.json`` (symlinks resolved)."""
+    return Path(run["_path"]).parent.resolve()
+
+
+def inside_run(run: dict[str, Any], value: Any, *parts: str) -> Path | None:
+    """The path ``value`` (joined with ``parts``) that a ``results.json`` records, resolved, when it lies inside
+    the run's own folder (:func:`run_folder`; a relative path is taken from there); ``None`` for anything else —
+    a file elsewhere is never opened on a handed results file's word."""
+    if not isinstance(value, str) or not value or "_path" not in run:
+        return None
+    folder = run_folder(run)
+    try:
+        path = (folder / Path(value).joinpath(*parts)).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return path if path != folder and path.is_relative_to(folder) else None
+
+
+def foreign_paths(results: list[dict[str, Any]]) -> list[str]:
+    """One note per file a ``results.json`` names outside its run's folder (``checkpoint``, ``log_dir``): those
+    are not read (the checkpoint's figure is then skipped; a log is looked for below the run's folder instead)."""
+    notes = []
+    for run in results:
+        for key, what in (("checkpoint", "checkpoint"), ("log_dir", "log folder")):
+            value = run.get(key)
+            if value and inside_run(run, value) is None:
+                notes.append(
+                    f"report: {run['_path']}: its {what} {str(value)[:300]!r} is not inside the run's folder; not read"
+                )
+    return notes
 
 
 @dataclass
@@ -259,8 +327,7 @@ def clip_fraction(result: dict[str, Any]) -> float | None:
     """
     if result.get("contrastive_clipped") is not None:
         return float(result["contrastive_clipped"])
-    log_dir = result.get("log_dir")
-    path = Path(str(log_dir)) / "metrics.csv" if log_dir else None
+    path = inside_run(result, result.get("log_dir"), "metrics.csv")
     if path is None or not path.is_file():
         return None
     points: list[tuple[int, float]] = []

@@ -55,6 +55,8 @@ def _open_confidence(src, confidence_tif, path: Path):
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
+    from ctseg.safety.rasters import open_raster as open_checked
+
     if confidence_tif is None:
         for band, desc in enumerate(src.descriptions, start=1):
             if band > 1 and (desc or "").strip().lower() == CONFIDENCE_BAND:
@@ -66,7 +68,7 @@ def _open_confidence(src, confidence_tif, path: Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the class raster's note says it
-            conf = rasterio.open(cpath)
+            conf = open_checked(cpath)  # a VRT's sources checked first (ctseg.safety.rasters)
     except rasterio.errors.RasterioIOError as err:
         raise CtsegError(f"confidence raster {cpath} cannot be read ({str(err).splitlines()[0]})") from None
     try:

@@ -137,7 +137,10 @@ def _run_tiles(tiles, info, settings, out: Path, workers: int, progress: bool, s
             return results
         # Largest tiles first so that one big tile does not run alone at the end.
         order = sorted(tiles, key=lambda t: -t.image.stat().st_size)
-        with ProcessPoolExecutor(max_workers=min(workers, len(tiles)), mp_context=_pool_context()) as pool:
+        from ctseg.safety.rasters import current_policy, set_policy  # the workers get --allow-remote / -outside
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(tiles)), mp_context=_pool_context(),
+                                 initializer=set_policy, initargs=(current_policy(),)) as pool:  # fmt: skip
             pending = {pool.submit(cut_tile, tile, info, settings, out, stats) for tile in order}
             try:
                 while pending:

@@ -52,13 +52,15 @@ def uses_pillow(path: Path) -> bool:
 
 
 def open_raster(path: Path):
-    """``rasterio.open(path)`` with the NotGeoreferencedWarning silenced."""
-    import rasterio
+    """``rasterio.open(path)`` through :func:`ctseg.safety.rasters.open_raster` (a VRT's sources checked, an
+    allow-listed driver) with the NotGeoreferencedWarning silenced."""
     from rasterio.errors import NotGeoreferencedWarning
+
+    from ctseg.safety.rasters import open_raster as open_checked
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+        return open_checked(path)
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,39 @@
 """Read checkpoint and weights files from other people without running any of their code.
 
-A ``torch.save`` file is a pickle, and a pickle is a program: its ``GLOBAL`` opcodes import any callable
-(``os.system``) and ``REDUCE`` calls it. So ctseg never hands an unchecked pickle to ``pickle.load``:
+A ``torch.save`` file is a pickle, and a pickle is a program: its ``GLOBAL`` / ``STACK_GLOBAL`` opcodes import
+any callable (``os.system``) and ``REDUCE`` calls it. So ctseg never hands an unchecked pickle to an
+unpickler; first the globals the pickle names are listed without executing any of it (:func:`scan_torch_file`):
 
-1. **static scan** (:func:`scan_torch_file`): the pickle stream (``data.pkl`` of the zip layout, or the
-   five pickles at the head of the legacy layout) is walked with :mod:`pickletools` — which decodes opcodes
-   and never executes one. Every global it names must be on :data:`ALLOWED_GLOBALS` — exactly the types
-   that ctseg's own files contain (tensor storages of any dtype, the tensor rebuild functions,
-   ``collections.OrderedDict``) — and no opcode may fetch a callable another way (``EXT1/2/4``; ``INST`` /
-   ``OBJ`` / ``STACK_GLOBAL`` only with an allowed name). Anything else is refused before a byte of it runs;
-2. only then ``torch.load(weights_only=True)``, torch's own restricted unpickler, as a second lock (and the
-   only one the data passes through: the scan never builds an object).
+* **zip layout** (what ``torch.save`` writes since torch 1.6; told apart exactly as ``torch.load`` does, by the
+  first four bytes ``PK\\x03\\x04``): torch's own judgement,
+  :func:`torch.serialization.get_unsafe_globals_in_checkpoint` — the globals of ``data.pkl`` that its
+  ``weights_only`` unpickler would not allow. Any of them, or a stream that function cannot walk (an opcode
+  the ``weights_only`` unpickler does not know, as ``STACK_GLOBAL`` or ``MEMOIZE`` of protocol 4), refuses the
+  file;
+* **legacy layout** (five pickles in a row: magic number, protocol, system info, the object, the storage keys)
+  and a **raw pickle**, which that function does not read: ctseg's own walk of each stream
+  (:func:`_scan_stream`) that mirrors the unpickler — its stack, its marks and its memo numbered exactly as
+  Python's (``MEMOIZE`` stores at ``len(memo)``, ``PUT`` / ``BINPUT`` / ``LONG_BINPUT`` at their argument,
+  overwriting, ``GET`` reads by index) — so the two operands of a ``STACK_GLOBAL`` are the very values the
+  unpickler would pop. Every global must be on :data:`ALLOWED_GLOBALS` (tensor storages of any dtype, the
+  tensor rebuild functions, ``collections.OrderedDict``: what ctseg's own files name); ``EXT1/2/4`` (callables
+  by number) are refused, and so is anything the walk cannot be sure of (an operand that is not a string the
+  stream pushed, a memo slot never written, a stack underflow).
+
+Only then ``torch.load(weights_only=True)``, torch's own restricted unpickler, as the second lock (and the only
+one the data passes through: the scan never builds an object). A refused file is one line,
+:func:`unsafe_message`, raised as :class:`UnsafeFileError` before any byte of it is unpickled — no torch warning
+is printed.
 
 Files that cannot carry code at all (safetensors) skip both steps; ``ctseg export`` writes that format.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import pickletools
 import re
+import struct
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -39,11 +52,15 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 _STORAGE = re.compile(r"[A-Z][A-Za-z0-9]*Storage")
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+#: Opcodes that push a ``str`` in Python 3 (the only operands ``STACK_GLOBAL`` accepts); the byte-string opcodes
+#: of protocol 0-2 push a value that depends on the unpickler's ``encoding``, so the walk does not model it.
+_UNICODE_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"}
 _MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
 _MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _NEVER = {"EXT1", "EXT2", "EXT4"}  # the copyreg extension registry: callables by number
 _LEGACY_PICKLES = 5  # magic number, protocol, sys info, the object, the storage keys
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.serialization._is_zipfile: a zip-layout file starts with a local header
+_UNKNOWN = object()  # a stack value the walk does not model (anything but a pushed str)
 
 
 class UnsafeFileError(CtsegError):
@@ -71,7 +88,7 @@ def short_reason(err: BaseException, limit: int = 160) -> str:
 def _is_dtype(name: str) -> bool:
     import torch
 
-    return isinstance(getattr(torch, name, None), torch.dtype)
+    return isinstance(vars(torch).get(name), torch.dtype)  # no getattr: torch's lazy __getattr__ imports modules
 
 
 def is_allowed_global(module: str, name: str) -> bool:
@@ -82,58 +99,105 @@ def is_allowed_global(module: str, name: str) -> bool:
     return module == "torch" and (bool(_STORAGE.fullmatch(name)) or _is_dtype(name))
 
 
+class _Unsure(Exception):
+    """The walk cannot tell what the unpickler would do here (the stream counts as not allowed)."""
+
+
 def _scan_stream(stream: IO[bytes]) -> list[str]:
     """Walk one pickle (up to its STOP) without executing it; return the globals it names that are not allowed.
 
-    ``STACK_GLOBAL`` takes module and name from the stack: they are resolved from the two string pushes
-    (or memo reads of strings) just before it; anything else counts as not allowed.
+    The unpickler's stack, mark stack and memo are mirrored opcode by opcode (values are kept only for the
+    strings the stream pushes; anything else is :data:`_UNKNOWN`), so ``STACK_GLOBAL`` is judged on the two
+    values the unpickler would pop. A ``STACK_GLOBAL`` whose operands are not such strings, a read of a memo
+    slot never written, or a stack underflow counts as not allowed.
     """
     bad: list[str] = []
+    stack: list[Any] = []
+    marks: list[list[Any]] = []  # the stacks below each MARK (Python's metastack)
     memo: dict[int, Any] = {}
-    recent: list[Any] = []  # values of the last pushes (strings, or None for anything else)
-    next_memo = 0
-    for op, arg, _pos in pickletools.genops(stream):
-        name = op.name
-        if name in _NEVER:
-            bad.append(f"{name} {arg}")
-        elif name in ("GLOBAL", "INST"):
-            module, _, attr = str(arg).partition(" ")
-            if not is_allowed_global(module, attr):
-                bad.append(f"{module}.{attr}")
-        elif name == "STACK_GLOBAL":
-            if len(recent) >= 2 and isinstance(recent[-2], str) and isinstance(recent[-1], str):
-                module, attr = recent[-2], recent[-1]
-            else:
-                module, attr = "?", "?"
-            if not is_allowed_global(module, attr):
-                bad.append(f"{module}.{attr}")
-        if name in _STRING_OPS:
-            value = arg.decode("latin-1") if isinstance(arg, bytes) else arg
-            recent.append(value)
-        elif name in _MEMO_GETS:
-            recent.append(memo.get(int(arg)))
-        elif name in _MEMO_PUTS:
-            memo[int(arg)] = recent[-1] if recent else None
-        elif name == "MEMOIZE":
-            memo[next_memo] = recent[-1] if recent else None
-            next_memo += 1
-        elif name not in ("FRAME", "PROTO", "MARK"):
-            recent.append(None)
-        if name in _MEMO_PUTS:
-            next_memo = max(next_memo, int(arg) + 1)
-        del recent[:-2]
+
+    def pop(n: int) -> list[Any]:
+        if n > len(stack):
+            raise _Unsure("stack underflow")
+        items = stack[len(stack) - n :]
+        del stack[len(stack) - n :]
+        return items
+
+    try:
+        for op, arg, _pos in pickletools.genops(stream):
+            name = op.name
+            if name in _NEVER:
+                bad.append(f"{name} {arg}")
+            elif name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                if not is_allowed_global(module, attr):
+                    bad.append(f"{module}.{attr}")
+            # the stack effect, as pickle.Unpickler (and _pickle) applies it
+            if name == "MARK":
+                marks.append(stack)
+                stack = []
+            elif name in _UNICODE_OPS:
+                stack.append(str(arg))
+            elif name in _MEMO_PUTS:  # memo[arg] = top, overwriting
+                if not stack:
+                    raise _Unsure(f"{name} on an empty stack")
+                memo[int(arg)] = stack[-1]
+            elif name == "MEMOIZE":  # memo[len(memo)] = top: numbered by the count of slots, not the largest
+                if not stack:
+                    raise _Unsure("MEMOIZE on an empty stack")
+                memo[len(memo)] = stack[-1]
+            elif name in _MEMO_GETS:
+                if int(arg) not in memo:
+                    raise _Unsure(f"{name} {arg}: memo slot never written")
+                stack.append(memo[int(arg)])
+            elif name == "DUP":
+                stack.append(pop(1)[0])
+                stack.append(stack[-1])
+            elif name == "POP" and not stack:  # POP on an empty frame drops the mark instead (pickle.py, _pickle.c)
+                if not marks:
+                    raise _Unsure("stack underflow")
+                stack = marks.pop()
+            elif name == "STACK_GLOBAL":
+                module, attr = pop(2)
+                if not (isinstance(module, str) and isinstance(attr, str) and is_allowed_global(module, attr)):
+                    shown = [v if isinstance(v, str) else "?" for v in (module, attr)]
+                    bad.append(".".join(shown))
+                stack.append(_UNKNOWN)
+            else:  # every other opcode: pickletools' declared stack effect, values not modelled
+                before = op.stack_before
+                if pickletools.markobject in before:
+                    if not marks:
+                        raise _Unsure(f"{name} without a MARK")
+                    stack = marks.pop()  # the items above the mark go with it
+                    pop(before.index(pickletools.markobject))  # items below the mark the opcode consumes
+                else:
+                    pop(len(before))
+                stack.extend([_UNKNOWN] * len(op.stack_after))
+    except _Unsure as why:
+        bad.append(f"? ({why})")
     return bad
 
 
-def _zip_pickle(path: Path) -> bytes | None:
-    """The ``*/data.pkl`` of a zip-layout torch file, or None for another layout."""
-    if not zipfile.is_zipfile(path):
-        return None
-    with zipfile.ZipFile(path) as zf:
-        names = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-        if len(names) != 1:
-            raise CtsegError(f"{path} is a zip file but not a torch checkpoint (no single data.pkl inside)")
-        return zf.read(names[0])
+def is_zip_layout(path: str | os.PathLike) -> bool:
+    """True for the zip layout of ``torch.save``, decided as ``torch.load`` decides it (the first four bytes)."""
+    with open(path, "rb") as fh:
+        return fh.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+
+
+def _unsafe_in_zip(path: Path) -> list[str]:
+    """torch's judgement of a zip-layout file: the globals of its ``data.pkl`` that ``weights_only`` refuses.
+
+    A stream torch's walk cannot follow (an opcode its restricted unpickler does not know) is not allowed;
+    a file that is no torch zip at all raises :class:`CtsegError` (by the caller).
+    """
+    import pickle
+
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    try:
+        return sorted(get_unsafe_globals_in_checkpoint(str(path)))
+    except pickle.UnpicklingError as err:  # "Unsupported operand …": not something weights_only would load
+        return [f"? ({short_reason(err)})"]
 
 
 def _hint(what: str) -> str:
@@ -148,16 +212,18 @@ def scan_torch_file(path: str | os.PathLike, what: str = "checkpoint", fix: str 
     path = Path(path)
     bad: list[str] = []
     try:
-        data = _zip_pickle(path)
-        streams = 1 if data is not None else _LEGACY_PICKLES
-        with io.BytesIO(data) if data is not None else open(path, "rb") as fh:
-            for _ in range(streams):
-                bad += _scan_stream(fh)
-                if bad:
-                    break
-    except (OSError, zipfile.BadZipFile) as err:
+        if is_zip_layout(path):
+            bad = _unsafe_in_zip(path)
+        else:
+            with open(path, "rb") as fh:
+                for _ in range(_LEGACY_PICKLES):
+                    bad += _scan_stream(fh)
+                    if bad:
+                        break
+    except OSError as err:
         raise CtsegError(f"{what} {path} cannot be read ({short_reason(err)})") from None
-    except (ValueError, EOFError, IndexError, TypeError) as err:  # pickletools: not a pickle / truncated
+    except (ValueError, EOFError, IndexError, TypeError, RuntimeError, struct.error, zipfile.BadZipFile) as err:
+        # pickletools: not a pickle / truncated; torch's zip reader: not a torch zip (RuntimeError, ValueError)
         if bad:
             raise UnsafeFileError(unsafe_message(path, what, fix)) from None
         raise CtsegError(
@@ -173,15 +239,20 @@ def load_torch_file(
     """:func:`scan_torch_file`, then ``torch.load(map_location="cpu", weights_only=True)``.
 
     ``mmap``: memory-map the tensors (zip layout only) — reading the structure of a large file is then cheap.
+    torch's own warnings of the load (a pickle protocol other than 2) are not printed: the outcome is either
+    the data or one error line.
     """
     import pickle
+    import warnings
 
     import torch
 
     path = Path(path)
     scan_torch_file(path, what, fix)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip_layout(path))
     except pickle.UnpicklingError as err:
         if "unsupported global" in str(err).lower():  # torch's restricted unpickler refused a name the scan let through
             raise UnsafeFileError(unsafe_message(path, what, fix)) from None

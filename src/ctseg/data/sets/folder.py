@@ -145,8 +145,8 @@ def read_classes(path: Path) -> dict[str, Any]:
     std = _floats(doc["std"], f"classes file {path}, std") if "std" in doc else None
     if (mean is None) != (std is None) or (mean is not None and std is not None and len(mean) != len(std)):
         raise CtsegError(f"classes file {path}: give both mean and std, one value per band each")
-    for key, values in (("mean", mean), ("std", std)):
-        if values is not None and not all(math.isfinite(v) for v in values):
+    for key, stats in (("mean", mean), ("std", std)):
+        if stats is not None and not all(math.isfinite(v) for v in stats):
             raise CtsegError(f"classes file {path}: {key} values must be finite numbers (not .nan / .inf)")
     if std is not None and min(std) <= 0:
         raise CtsegError(f"classes file {path}: std values must be positive")
