@@ -222,8 +222,10 @@ def test_a_checkpoint_outside_the_run_folder_is_not_opened(tmp_path, tiny, where
     for run in (runs / "none", runs / "ct-cl"):
         res = json.loads((run / "results.json").read_text())
         if where == "absolute":
+            (run / "best.ckpt").unlink()  # no copy of the same name in the run folder (see the moved-folder test)
             res["checkpoint"], res["log_dir"] = str(evil), str(elsewhere)
         elif where == "relative":
+            (run / "best.ckpt").unlink()
             res["checkpoint"], res["log_dir"] = "../../elsewhere/best.ckpt", "../../elsewhere"
         else:
             (run / "best.ckpt").unlink()
@@ -244,3 +246,22 @@ def test_a_checkpoint_outside_the_run_folder_is_not_opened(tmp_path, tiny, where
     assert captured.err == ""
     assert {p.name for p in (tmp_path / "report").iterdir()} == {"table.md", "table.csv", "runs.md", "runs.csv",
                                                                   "patch_sampling.png"}  # fmt: skip
+
+
+def test_a_moved_run_folder_uses_its_own_copy_of_the_checkpoint(tmp_path, tiny, capsys):
+    """A results folder copied from another machine records the old absolute checkpoint path: the file of that
+    name in the run's ``checkpoints/`` folder is used when its SHA-256 is the recorded one, never the old path."""
+    real = json.loads((tiny / "results.json").read_text())
+    runs = make_runs(tmp_path, tiny, checkpoint=real["checkpoint"])  # the path on the "other machine"
+    for run in (runs / "none", runs / "ct-cl"):
+        (run / "checkpoints").mkdir()
+        os.replace(run / "best.ckpt", run / "checkpoints" / Path(real["checkpoint"]).name)
+    assert report(runs, tmp_path / "report") == 0
+    out = capsys.readouterr().out
+    assert "skipped qualitative.png" not in out and "not inside the run's folder" not in out, out
+    assert (tmp_path / "report" / "qualitative.png").is_file()
+    tampered = runs / "ct-cl" / "checkpoints" / Path(real["checkpoint"]).name
+    tampered.unlink()
+    tampered.write_bytes(b"not the recorded file")
+    assert report(runs, tmp_path / "report2") == 0
+    assert "skipped qualitative.png" in capsys.readouterr().out

@@ -33,7 +33,7 @@ import numpy as np
 from ctseg.data.definitions import DATASETS, DatasetInfo
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path
-from ctseg.report_tables import CURVE_METRICS, MODEL_LABELS, Cell, inside_run, run_folder
+from ctseg.report_tables import CURVE_METRICS, MODEL_LABELS, Cell, inside_run, run_checkpoint, run_folder
 from ctseg.safety.documents import read_json
 from ctseg.safety.pickles import UnsafeFileError
 
@@ -83,8 +83,8 @@ def check_checkpoints(results: list[dict[str, Any]]) -> None:
     from ctseg.checkpoints import read_checkpoint
 
     for run in results:
-        ckpt = inside_run(run, run.get("checkpoint"))  # elsewhere: never opened (a note said so)
-        if ckpt is not None and ckpt.is_file():
+        ckpt = run_checkpoint(run)  # elsewhere: never opened (a note said so)
+        if ckpt is not None:
             try:
                 read_checkpoint(ckpt, mmap=True)
             except UnsafeFileError:
@@ -180,9 +180,8 @@ def _pairs(grouped, highlight: str) -> list[tuple[Cell, Cell]]:
 
 
 def _checkpoint(run: dict[str, Any]) -> Path | None:
-    """The run's checkpoint when it is a file inside the run's own folder."""
-    path = inside_run(run, run.get("checkpoint"))
-    return path if path is not None and path.is_file() else None
+    """The run's checkpoint when it is a file inside the run's own folder (:func:`run_checkpoint`)."""
+    return run_checkpoint(run)
 
 
 def _pick_pair(grouped, highlight: str):

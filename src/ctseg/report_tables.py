@@ -16,7 +16,7 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,36 @@ def inside_run(run: dict[str, Any], value: Any, *parts: str) -> Path | None:
     return path if path != folder and path.is_relative_to(folder) else None
 
 
+def run_checkpoint(run: dict[str, Any]) -> Path | None:
+    """The run's checkpoint file inside its own folder: the recorded path when it lies there, else — a results
+    folder copied from another machine records the old absolute path — a file of the same name in the run's
+    ``checkpoints/`` folder or the run folder itself, when its SHA-256 is the recorded ``checkpoint_sha256`` (if
+    any). ``None`` when there is none (nothing outside the run's folder is opened)."""
+    recorded = run.get("checkpoint")
+    path = inside_run(run, recorded)
+    if path is not None and path.is_file():
+        return path
+    if not isinstance(recorded, str) or "_path" not in run:
+        return None
+    name = PureWindowsPath(recorded).name if "\\" in recorded else PurePosixPath(recorded).name
+    for candidate in (f"checkpoints/{name}", name):
+        found = inside_run(run, candidate) if name not in ("", ".", "..") else None
+        if found is not None and found.is_file():
+            want = run.get("checkpoint_sha256")
+            return found if not isinstance(want, str) or _sha256(found) == want else None
+    return None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def foreign_paths(results: list[dict[str, Any]]) -> list[str]:
     """One note per file a ``results.json`` names outside its run's folder (``checkpoint``, ``log_dir``): those
     are not read (the checkpoint's figure is then skipped; a log is looked for below the run's folder instead)."""
@@ -113,6 +143,8 @@ def foreign_paths(results: list[dict[str, Any]]) -> list[str]:
     for run in results:
         for key, what in (("checkpoint", "checkpoint"), ("log_dir", "log folder")):
             value = run.get(key)
+            if key == "checkpoint" and value and inside_run(run, value) is None and run_checkpoint(run) is not None:
+                continue  # a moved run folder: its own copy of the checkpoint is used
             if value and inside_run(run, value) is None:
                 notes.append(
                     f"report: {run['_path']}: its {what} {str(value)[:300]!r} is not inside the run's folder; not read"
