@@ -405,6 +405,41 @@ def predict_corrupt_window(tmp_path, request):
     return Case(argv, [str(bad), "cannot be read at rows", "window row_off="])
 
 
+def predict_disk_full_float16(tmp_path, request):
+    """A real 5 MB disk: float16 probabilities and the confidence of a 640 × 640 scene do not fit. One line naming
+    the output, the (new) --out folder removed again, no GDAL / libtiff message on stderr."""
+    disk = _mounted(tmp_path / "disk", request, "size=5m")
+    src = tmp_path / "scene.tif"
+    with rasterio.open(src, "w", driver="GTiff", height=640, width=640, count=3, dtype="uint8") as dst:
+        dst.write(np.moveaxis(_rgb(640, 640), -1, 0))
+    out = disk / "preds"
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(src), "--out", str(out), "--window", "128", "--probs",
+            "float16", "--confidence"]  # fmt: skip
+    return Case(argv, [str(out / "scene_"), "no space left"])
+
+
+def predict_nodata_inf(tmp_path, request):
+    good = _good_png(tmp_path / "good.png")
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(good), "--nodata", "inf", "--out", str(tmp_path / "out")]
+    return Case(argv, ["--nodata inf", "finite"])
+
+
+def predict_fails_removes_out(tmp_path, request):
+    """A window unreadable in the middle of the only input: the --out folders the run made (two levels) go again."""
+    bad = tmp_path / "city.tif"
+    with rasterio.open(bad, "w", driver="GTiff", height=512, width=256, count=3, dtype="uint8", tiled=True,
+                       blockxsize=128, blockysize=128, compress="deflate") as dst:  # fmt: skip
+        dst.write(np.moveaxis(_rgb(512, 256), -1, 0))
+    with rasterio.open(bad) as src:
+        offset, size = (int(src.get_tag_item(f"BLOCK_{k}_1_2", "TIFF", bidx=1)) for k in ("OFFSET", "SIZE"))
+    raw = bytearray(bad.read_bytes())
+    raw[offset : offset + size] = b"\xff" * size
+    bad.write_bytes(bytes(raw))
+    out = tmp_path / "preds" / "run1"
+    argv = ["predict", "--ckpt", str(_ckpt(request)), str(bad), "--out", str(out), "--window", "64"]
+    return Case(argv, [str(bad), "cannot be read at rows"])
+
+
 def _folder(tmp_path: Path, **kwargs) -> Path:
     from make_folder import make_uint16_folder
 
@@ -471,6 +506,41 @@ def prepare_folder_undeclared_value(tmp_path, request):
     return Case(_prepare_folder(src, tmp_path / "dst"), [str(mask), "label value 42", "row 3, col 4"], True)
 
 
+def prepare_folder_disk_full(tmp_path, request):
+    """A real 1 MB disk: two 400 × 400 4-band uint16 images (≈ 1.2 MB of crops each, incompressible noise) cut in
+    the process pool. One line naming --dst and "no space left", however many workers hit the full disk; the
+    temporary folder removed (nothing on the disk)."""
+    from make_folder import make_uint16_folder
+
+    make_uint16_folder(tmp_path / "src", count=2, h=400, w=400)
+    dst = _mounted(tmp_path / "disk", request, "size=1m") / "prepared"
+    return Case(_prepare_folder(tmp_path / "src", dst), [str(dst), "no space left"])
+
+
+def prepare_folder_read_only_dst(tmp_path, request):
+    src = _folder(tmp_path)
+    ro = _mounted(tmp_path / "ro", request, "ro,size=1m")
+    return Case(_prepare_folder(src, ro / "prepared"), [str(ro / "prepared"), str(ro), "read-only"])
+
+
+def prepare_folder_nodata_inf(tmp_path, request):
+    src = _folder(tmp_path)
+    return Case([*_prepare_folder(src, tmp_path / "dst"), "--nodata", "inf"], ["--nodata inf", "finite"])
+
+
+def prepare_folder_huge_crop(tmp_path, request):
+    """Refused before any file is read (not the 7 TiB allocation of one padded crop)."""
+    src = _folder(tmp_path)
+    argv = [*_prepare_folder(src, tmp_path / "dst"), "--crop", "1000000"]
+    return Case(argv, ["--crop 1000000", "at most 8192"])
+
+
+def prepare_folder_dst_inside_src(tmp_path, request):
+    """Else accepted: and with --overwrite the next run reads its own crops as a split called "prepared"."""
+    src = _folder(tmp_path)
+    return Case(_prepare_folder(src, src / "prepared"), [str(src / "prepared"), "inside the source folder"])
+
+
 CASES: dict[str, Callable[..., Case]] = {
     "predict-corrupt-tif": predict_corrupt_tif,
     "predict-corrupt-png": predict_corrupt_png,
@@ -489,6 +559,11 @@ CASES: dict[str, Callable[..., Case]] = {
     "prepare-folder-nested-classes": prepare_folder_nested_classes,
     "prepare-folder-undeclared-value": prepare_folder_undeclared_value,
     "prepare-folder-nan-statistics": prepare_folder_nan_statistics,
+    "prepare-folder-disk-full": prepare_folder_disk_full,
+    "prepare-folder-read-only-dst": prepare_folder_read_only_dst,
+    "prepare-folder-nodata-inf": prepare_folder_nodata_inf,
+    "prepare-folder-huge-crop": prepare_folder_huge_crop,
+    "prepare-folder-dst-inside-src": prepare_folder_dst_inside_src,
     "fit-missing-config": fit_missing_config,
     "fit-junk-ckpt-path": fit_junk_ckpt_path,
     "fit-gpu-without-cuda": fit_gpu_without_cuda,
@@ -518,6 +593,9 @@ CASES: dict[str, Callable[..., Case]] = {
     "predict-existing-output": predict_existing_output,
     "predict-disk-full": predict_disk_full,
     "predict-corrupt-window": predict_corrupt_window,
+    "predict-disk-full-float16": predict_disk_full_float16,
+    "predict-nodata-inf": predict_nodata_inf,
+    "predict-fails-removes-out": predict_fails_removes_out,
 }
 XFAIL: dict[str, str] = {}
 
@@ -562,7 +640,13 @@ def test_bad_input_in_process(name, tmp_path, request, capsys, monkeypatch):
     assert _snapshot(tmp_path) == before, "the failed command created, changed or removed files"
 
 
-CONSOLE_CASES = ["prepare-unknown-colour", "predict-corrupt-png", "fit-prepared-root-missing"]
+CONSOLE_CASES = [
+    "prepare-unknown-colour",
+    "predict-corrupt-png",
+    "fit-prepared-root-missing",
+    "prepare-folder-disk-full",  # the workers' stderr is the process's: no GDAL / libtiff line from any of them
+    "predict-disk-full-float16",  # GDAL / libtiff print to the process's stderr: none of it may reach the user
+]
 
 
 @pytest.mark.parametrize("name", _params(CONSOLE_CASES))

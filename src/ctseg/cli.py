@@ -106,11 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("dataset", nargs="?", help="a registered data set (ctseg prepare --list)")
     prep.add_argument("--list", action="store_true", help="print the registered data sets, one line each")
     prep.add_argument("--src", default=None, help="folder holding the download (searched recursively)")
-    prep.add_argument("--dst", default=None, help="output folder for crops and manifest.json")
-    prep.add_argument("--crop", type=int, default=None, help="crop size in source pixels")
-    prep.add_argument("--stride", type=int, default=None, help="crop stride in source pixels")
-    prep.add_argument("--resize", type=int, default=None, help="resize crops to this size (0: keep)")
-    prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    prep.add_argument("--dst", default=None,
+                      help="output folder for crops and manifest.json (outside --src; written beside it as "
+                           "DST.tmp-XXXX, renamed when complete)")  # fmt: skip
+    prep.add_argument("--crop", type=int, default=None, help="crop size in source pixels (at most 8192)")
+    prep.add_argument("--stride", type=int, default=None, help="crop stride in source pixels (1 … crop)")
+    prep.add_argument("--resize", type=int, default=None, help="resize crops to this size (0: keep; at most 8192)")
+    prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores; at most 256)")
     prep.add_argument(
         "--split",
         action="append",
@@ -124,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--val-fraction", type=float, default=None, help="folder: share of images for val (0.2)")
     prep.add_argument("--seed", type=int, default=0, help="folder: seed of the train/val split (default 0)")
     prep.add_argument("--bands", type=_band_list, default=None, help="folder: source bands to keep, e.g. 1,2,3,4")
-    prep.add_argument("--nodata", type=float, default=None, help="folder: nodata value (default: the raster's)")
+    prep.add_argument("--nodata", type=float, default=None,
+                      help="folder: nodata value (default: the raster's); finite and of the images' type "
+                           "(nan: float images only)")  # fmt: skip
     prep.add_argument("--overwrite", action="store_true", help="replace an existing, different destination")
     _source_flags(prep)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ctseg.errors import CtsegError
+from ctseg.io import check_writable_root
 from ctseg.safety.pickles import load_torch_file
 
 
@@ -172,29 +173,9 @@ def _check_trainer_numbers(trainer) -> None:
         value = trainer.get(key)
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        if not value >= 0 or (isinstance(value, float) and value > 1 and key != "val_check_interval"):
+        # Lightning takes a whole float above 1 (2.0, as the parser may give "2") as a number of batches
+        if not value >= 0 or (isinstance(value, float) and value > 1 and value % 1 and key != "val_check_interval"):
             raise CtsegError(f"--trainer.{key} {value}: must be a fraction in [0, 1] or a number of batches")
-
-
-def check_writable_root(folder, option: str) -> None:
-    """One line when ``folder`` (or the nearest folder above it that exists) cannot be written: a read-only
-    mount or a folder of another user, found before anything is seeded or trained."""
-    path = Path(str(folder)).expanduser().absolute()
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is None:
-        return
-    if not existing.is_dir():
-        raise CtsegError(f"{option} {folder}: {existing} exists and is not a folder; choose another folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        why = "is on a read-only file system" if _read_only(existing) else "is not writable by this user"
-        raise CtsegError(f"{option} {folder}: {existing} {why}; choose a writable folder")
-
-
-def _read_only(path: Path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):
-        return False
 
 
 def _devices_text_ok(text: str) -> bool:

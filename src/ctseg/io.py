@@ -25,20 +25,30 @@ def set_default_mode(path: str | os.PathLike) -> None:
     os.chmod(path, base & ~_umask())
 
 
+#: Name prefix of the private folders :func:`atomic_path` writes in (beside the target).
+ATOMIC_PREFIX = ".ctseg-write-"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); on success rename it onto ``path``."""
+    """Yield a temporary path for ``path`` (same name, in a private locked folder beside it:
+    :class:`ctseg.staging.LockedFolder`); on success rename it onto ``path``, so a reader sees the old file or the
+    new one. A failure removes the folder; a kill leaves it, and the next ``atomic_path`` into the same folder
+    removes the folders of processes that are gone (never a live one's)."""
+    from ctseg.staging import LockedFolder, dead_folders, remove_tree
+
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    for dead in dead_folders(path.parent, ATOMIC_PREFIX):
+        remove_tree(dead)
+    work = LockedFolder(path.parent, ATOMIC_PREFIX)
+    tmp_path = work.path / path.name
     try:
         yield tmp_path
-        set_default_mode(tmp_path)
+        if tmp_path.exists():
+            set_default_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        work.remove()
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -58,6 +68,30 @@ def write_error(path: str | os.PathLike, err: BaseException) -> str:
         return f"output {path} cannot be written: no space left on the device; free some space or choose another folder"
     reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:160]
     return f"output {path} cannot be written ({reason or type(err).__name__}); choose a writable path"
+
+
+def check_writable_root(folder, option: str, *, beside: bool = False) -> None:
+    """One line when ``folder`` (or the nearest folder above it that exists) cannot be written: a read-only
+    mount or a folder of another user, found before any work is done.
+
+    ``beside``: ``folder`` is built beside itself and renamed into place (``ctseg prepare``), so the folder
+    above it must be writable, whether or not ``folder`` exists."""
+    path = Path(str(folder)).expanduser().absolute()
+    existing = next((p for p in (path.parents if beside else (path, *path.parents)) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise CtsegError(f"{option} {folder}: {existing} exists and is not a folder; choose another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if _read_only(existing) else "is not writable by this user"
+        raise CtsegError(f"{option} {folder}: {existing} {why}; choose a writable folder")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

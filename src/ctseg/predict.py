@@ -40,16 +40,30 @@ float32) and, after band selection, its number of bands:
 
 **Nodata.** With a nodata value — ``nodata`` (``--nodata V``; ``"none"`` turns nodata off), else the raster's
 own, else the training data set's — pixels where every selected band equals it get class 255 in the output,
-and the output's nodata is 255. Non-finite values of a float32 input (NaN nodata) are fed to the model as the
-band's mean, so that they do not spread through the windows that see them.
+and the output's nodata is 255. ``nodata`` must be finite or NaN (``nan``: the NaN pixels of a float raster;
+it matches no pixel of an integer one); ``inf`` is refused. Non-finite values of a float32 input (NaN nodata)
+are fed to the model as the band's mean, so that they do not spread through the windows that see them.
 
 **Many files, many processes.** Under ``torchrun`` or SLURM, rank r predicts every world-size-th input from r
-on, on GPU ``LOCAL_RANK`` (:mod:`ctseg.predict_shard`). Every output is written to a temporary sibling and
-renamed into place once all of an input's outputs are complete, so a killed job leaves no partial file and,
-re-run with ``skip_existing``, skips every input whose outputs all exist (and redoes the others, replacing an
-output of theirs left by the killed run). All of this process's inputs, their band layouts and the output
-paths are checked before its first prediction, so a bad argument writes nothing; a raster that turns out to
-be unreadable in the middle, or a disk that fills, is one line and leaves none of that input's files behind.
+on, on GPU ``LOCAL_RANK`` (:mod:`ctseg.predict_shard`). All of this process's inputs, their band layouts and
+the output paths are checked before its first prediction, so a bad argument writes nothing (and creates no
+output folder); a raster that turns out to be unreadable in the middle, or a disk that fills, is one line and
+leaves none of that input's files behind — and the output folders this run made are removed again when no input
+was complete.
+
+**All or nothing per input** (:mod:`ctseg.predict_stage`). An input's outputs are written into a hidden staging
+folder of their own in the output folder, ``.ctseg-predict-<stem>-<random>/``, which the process holds locked
+(``flock``) while it lives. When every file is complete a completion record (``done.json``) is written into it
+(atomically), then each file is renamed into the output folder and the staging folder removed. Every run first
+looks at the staging folders of processes that are gone (their lock is free; a live one's is never touched):
+with a record it finishes the renames, without one it deletes the folder. So after a kill at any instruction the
+next run sees each input's outputs complete or absent, and ``skip_existing`` skips an input only when all its
+outputs exist and no live process is writing it (it redoes the others, replacing outputs of theirs). The
+``vector`` file belongs to the set when it goes into the output folder (``vector=".gpkg"``, or that folder
+named); one in another folder is written after the set (a rename cannot move a file atomically across file
+systems), atomically on its own, so a kill in between leaves the set without it and ``skip_existing`` redoes
+that input. Two predicts into one folder at once end consistent: commits and recoveries take turns on a lock
+of the folder.
 """
 
 from __future__ import annotations
@@ -84,6 +98,7 @@ from ctseg.predict_io import (
 )
 from ctseg.predict_plan import Settings, Targets, check_settings
 from ctseg.predict_shard import Shard, ShardGroup, detect_shard, read_input_list, shard_device
+from ctseg.predict_stage import Stage, clean_legacy, is_pending, pending, recover
 from ctseg.predict_write import (
     gdal_cache_bytes,
     open_writers,
@@ -231,11 +246,17 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
     sources = {p.resolve() for p in opts.inputs}
     plan: list[tuple[ImageHeader, Targets]] = []
     skipped = 0
+    if opts.out_dir.is_dir():  # the staging folders of killed runs: finished or deleted (module docstring)
+        _recover(opts.out_dir, shard, opts.progress)
+    names: list[str] = []
+    busy = pending(opts.out_dir)  # stems a live process is writing: not done, whatever exists
     for path in shard.take(opts.inputs):
         header = inspect_image(path)
         mpx = header.height * header.width / 1e6
         targets = opts.targets(path.stem, opts.color and mpx <= limit)
-        if opts.skip_existing and all(t.exists() for t in targets.paths()):
+        names += [t.name for t in targets.paths()]
+        done = all(t.exists() for t in targets.paths()) and not is_pending(path.stem, busy)
+        if opts.skip_existing and done:
             _log(f"{shard.prefix}ctseg predict: skipping {path}: its outputs exist")
             skipped += 1
             continue
@@ -248,6 +269,8 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
         for target in targets.paths():
             if target.resolve() in sources:
                 raise CtsegError(f"output {target} would replace an input image; choose another --out folder")
+            if target.is_dir():
+                raise CtsegError(f"output {target} is a folder; move it away or choose another --out folder")
             if target.exists() and not (opts.overwrite or opts.skip_existing):
                 raise CtsegError(f"output {target} exists; pass --overwrite to replace it")
         if opts.color and opts.out_format == "geotiff" and targets.color is None and opts.progress:
@@ -256,17 +279,58 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
         plan.append((header, targets))
     for header, _ in plan:  # before the first prediction: a broken file later in the list writes nothing
         check_decodable(header)
-    ensure_writable_dir(opts.out_dir)
-    if plan and plan[0][1].vector is not None:
-        ensure_writable_dir(plan[0][1].vector.parent, "--vector folder")
+    if not plan:
+        return [], (0, skipped, 0.0, 0.0)
 
     show = opts.progress and sys.stderr.isatty()
     written: list[Path] = []
     start, mpx_done = time.perf_counter(), 0.0
-    for header, targets in tqdm(plan, desc="files", unit="file", disable=not show or len(plan) < 2):
-        written += _predict_file(loaded, info, header, targets, dev, opts, show)
-        mpx_done += header.height * header.width / 1e6
+    vector_dir = plan[0][1].vector.parent if plan[0][1].vector is not None else None
+    created = _missing_levels(opts.out_dir) + ([] if vector_dir is None else _missing_levels(vector_dir))
+    try:  # the folders are made only now, and removed again if this run fails before an input is complete
+        ensure_writable_dir(opts.out_dir)
+        if vector_dir is not None:
+            ensure_writable_dir(vector_dir, "--vector folder")
+        clean_legacy(opts.out_dir, names)
+        for header, targets in tqdm(plan, desc="files", unit="file", disable=not show or len(plan) < 2):
+            written += _predict_file(loaded, info, header, targets, dev, opts, show)
+            mpx_done += header.height * header.width / 1e6
+    except BaseException:
+        if not written:
+            _remove_empty(created)
+        raise
     return written, (len(plan), skipped, mpx_done, time.perf_counter() - start)
+
+
+def _recover(out_dir: Path, shard: Shard, progress: bool) -> None:
+    completed, removed = recover(out_dir)
+    if progress:
+        for stem in completed:
+            _log(f"{shard.prefix}ctseg predict: completed the outputs of {stem} in {out_dir} (a killed run had "
+                 "finished them)")  # fmt: skip
+        if removed:
+            _log(f"{shard.prefix}ctseg predict: removed {removed} unfinished output set{'s' if removed != 1 else ''} "
+                 f"of killed runs from {out_dir}")  # fmt: skip
+
+
+def _missing_levels(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for level in (folder, *folder.parents):
+        if level.exists() or level.is_symlink():
+            break
+        missing.append(level)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this run made (deepest first) where they are empty: a live process's staging folder
+    or anything else inside keeps them."""
+    for folder in sorted(set(folders), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _nodata_value(opts: Settings, georef: dict, info) -> float | None:
@@ -278,7 +342,30 @@ def _nodata_value(opts: Settings, georef: dict, info) -> float | None:
 
 
 def _predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts: Settings, show: bool) -> list[Path]:
-    """Stream one input through the model into its outputs (renamed into place together at the end)."""
+    """One input's outputs: written into a staging folder, sealed when all are complete and renamed into place
+    together (:mod:`ctseg.predict_stage`); returns the final paths."""
+    vector_in_set = targets.vector is not None and _same_folder(targets.vector.parent, opts.out_dir)
+    in_set = [t for t in targets.paths() if t != targets.vector or vector_in_set]
+    stage = Stage(opts.out_dir, header.path.stem, shown=in_set[0])
+    try:
+        _write_outputs(loaded, info, header, targets, dev, opts, show, stage.dir)
+        if vector_in_set:
+            conf = None if targets.conf is None else stage.staged(targets.conf)
+            _vectorize(stage.staged(targets.classes), targets.vector, conf, opts, stage.staged(targets.vector))
+        stage.seal(in_set, shown=in_set[0])
+    except BaseException:
+        stage.discard()
+        raise
+    written = stage.commit()
+    if targets.vector is not None and not vector_in_set:  # another folder: written after the set (docstring)
+        written.append(_vectorize(targets.classes, targets.vector, targets.conf, opts))
+    return written
+
+
+def _write_outputs(
+    loaded, info, header: ImageHeader, targets: Targets, dev, opts: Settings, show: bool, work: Path
+) -> None:
+    """Stream one input through the model into its raster outputs, all written into the folder ``work``."""
     import contextlib
 
     import rasterio
@@ -287,7 +374,6 @@ def _predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts
     from ctseg.streaming import ArrayRows, RasterRows, class_rows, confidence_rows, plan_grid, predict_rows, prob_rows
 
     height, width = header.height, header.width
-    pngs: list[Path] = []  # written before the GeoTIFFs are renamed into place: a full disk leaves none of them
     with contextlib.ExitStack() as stack:
         if uses_pillow(header.path):
             image, georef = read_image(header.path, opts.selected, info)
@@ -300,7 +386,7 @@ def _predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts
         per_px = source.count * source.dtype.itemsize + 2 + (info.num_classes * 4 if opts.probs else 0)
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(width, per_px, opts.window)))
         whole = np.zeros((height, width), np.uint8) if targets.color or targets.index else None
-        writers = open_writers(targets, info, height, width, georef, value is not None, opts.probs)
+        writers = open_writers(targets, info, height, width, georef, value is not None, opts.probs, work)
         try:
             grid = plan_grid(loaded.model, height, width, opts.window, opts.overlap)
             bar = stack.enter_context(
@@ -337,27 +423,34 @@ def _predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts
             for w in writers.all():
                 w.finish()
             if whole is not None and targets.color is not None:
-                pngs.append(write_color_png(whole, info, targets.color))
+                write_color_png(whole, info, targets.color, work)
             if whole is not None and targets.index is not None:
-                pngs += write_index_png(whole, targets.index)
+                write_index_png(whole, targets.index, work)
         except BaseException:
             for w in writers.all():
                 w.abort()
-            for png in pngs:  # the colour PNG of a run whose index PNG failed
-                png.unlink(missing_ok=True)
             raise
-    written = [w.commit() for w in writers.all()] + pngs
-    if targets.vector is not None:
-        written.append(_vectorize(targets, opts))
-    return written
 
 
-def _vectorize(targets: Targets, opts: Settings) -> Path:
-    """``--vector``: polygons of the committed class map; notes on it (pixel units …) as one line each."""
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _vectorize(classes: Path, vector: Path, conf: Path | None, opts: Settings, staged: Path | None = None) -> Path:
+    """``--vector``: polygons of the class map into ``vector`` (or first into ``staged``, its place in the staging
+    folder; a failure still names ``vector``); notes on it (pixel units …) as one line each."""
     from ctseg.vectorize import vectorize_raster
     from ctseg.vectorize_io import notes_as_lines
 
-    with notes_as_lines():
-        out = vectorize_raster(targets.classes, targets.vector, opts.vector_classes, confidence_tif=targets.conf,
-                               overwrite=True)  # fmt: skip
-    return out
+    out = vector if staged is None else staged
+    try:
+        with notes_as_lines():
+            vectorize_raster(classes, out, opts.vector_classes, confidence_tif=conf, overwrite=True)
+    except CtsegError as err:
+        if staged is None:
+            raise
+        raise CtsegError(str(err).replace(str(staged), str(vector)).replace(str(classes), classes.name)) from None
+    return vector

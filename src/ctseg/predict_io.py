@@ -298,7 +298,7 @@ def nodata_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray | None:
         return np.isnan(image).all(axis=0) if np.issubdtype(image.dtype, np.floating) else None
     if np.issubdtype(image.dtype, np.integer):
         limits = np.iinfo(image.dtype)
-        if nodata != int(nodata) or not limits.min <= nodata <= limits.max:
+        if not math.isfinite(nodata) or nodata != int(nodata) or not limits.min <= nodata <= limits.max:
             return None  # no pixel of this dtype can hold it
     return (image == np.asarray(nodata, dtype=image.dtype)).all(axis=0)
 
@@ -362,13 +362,24 @@ NO_NODATA = object()
 
 
 def parse_nodata(nodata: str | float | None):
-    """``None`` (default: the raster's, else the data set's), a float, or ``"none"`` (nodata off)."""
-    if nodata is None or isinstance(nodata, (int, float)) and not isinstance(nodata, bool):
-        return None if nodata is None else float(nodata)
-    text = str(nodata).strip().lower()
-    if text == "none":
-        return NO_NODATA
-    try:
-        return float(text)
-    except ValueError:
-        raise CtsegError(f"--nodata {nodata}: give a number (e.g. 0, -9999, nan) or none") from None
+    """``None`` (default: the raster's, else the data set's), a float, or ``"none"`` (nodata off).
+
+    The value must be finite or NaN: NaN is the nodata of many float rasters (it matches their NaN pixels, and no
+    pixel of an integer raster); ±infinity (``inf``, ``1e999``) is refused in one line."""
+    if nodata is None:
+        return None
+    if isinstance(nodata, (int, float)) and not isinstance(nodata, bool):
+        value = float(nodata)
+    else:
+        text = str(nodata).strip().lower()
+        if text == "none":
+            return NO_NODATA
+        try:
+            value = float(text)
+        except (ValueError, OverflowError):
+            raise CtsegError(f"--nodata {nodata}: give a number (e.g. 0, -9999, nan) or none") from None
+    if math.isinf(value):
+        raise CtsegError(
+            f"--nodata {nodata}: nodata must be a finite number (e.g. 0, -9999), nan (float rasters) or none"
+        )
+    return value

@@ -1,11 +1,15 @@
 """Output files of ``ctseg predict``: Cloud-Optimized GeoTIFFs written row band by row band, and PNGs.
 
 :class:`StreamedCOG` takes the rows of a raster in order (``write(top, rows)``) and writes them straight into a
-temporary striped GeoTIFF beside the target (ZSTD level 1, 32-row strips: a few rows are ever in memory), then
-``finish()`` lays it out as a COG (GDAL's COG driver: 512 × 512 tiles, DEFLATE, internal overviews down to one
-tile — nearest resampling for class maps, average for probabilities / confidence — the IFDs and tiles in the
-order a reader over HTTP wants), still under a temporary name, and ``commit()`` renames it into place. Any
-failure (a full disk included) removes both temporary files and is one line naming the output.
+temporary striped GeoTIFF (ZSTD level 1, 32-row strips: a few rows are ever in memory), then ``finish()`` lays it
+out as a COG (GDAL's COG driver: 512 × 512 tiles, DEFLATE, internal overviews down to one tile — nearest
+resampling for class maps, average for probabilities / confidence — the IFDs and tiles in the order a reader over
+HTTP wants). Without a ``workdir`` the temporary files are siblings of the target and ``commit()`` renames the
+COG into place; with one (``ctseg predict``'s staging folder, :mod:`ctseg.predict_stage`) both are written in
+that folder, the COG under the target's name (:attr:`StreamedCOG.staged`), for the caller to move. Any failure
+(a full disk included) removes both temporary files and is one line naming the output; what GDAL / libtiff
+print straight to the process's stderr meanwhile (libtiff's ``_tiffWriteProc: No space left on device.``) is
+read for that line instead of reaching the terminal.
 
 How much GDAL caches while reading and writing is bounded per file (:func:`gdal_cache_bytes`): a few block rows,
 not the raster.
@@ -13,12 +17,13 @@ not the raster.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import json
 import os
+import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +31,9 @@ import numpy as np
 
 from ctseg.data.definitions import DatasetInfo
 from ctseg.errors import CtsegError
-from ctseg.io import atomic_path, set_default_mode
+from ctseg.io import atomic_path, is_disk_full, set_default_mode
 from ctseg.predict_io import error_text
+from ctseg.staging import low_on_space
 
 __all__ = [
     "COG_BLOCK",
@@ -58,14 +64,16 @@ def gdal_cache_bytes(width: int, bytes_per_px: int, window: int) -> int:
     return int(min(max(need, 16 << 20), 1 << 30))
 
 
-def _no_space(err: BaseException) -> bool:
-    text = f"{err} {error_text(err)}".lower()
-    return getattr(err, "errno", None) == errno.ENOSPC or "no space left" in text or "free disk space" in text
+def _no_space(err: BaseException, printed: str = "") -> bool:
+    """A full disk, from the exception (:func:`ctseg.io.is_disk_full`), GDAL's own words, or what libtiff printed."""
+    text = f"{error_text(err)} {printed}".lower()
+    return is_disk_full(err) or "no space left" in text or "free disk space" in text or "quota exceeded" in text
 
 
-def write_error(target: Path, err: BaseException) -> CtsegError:
-    """The one-line error of a failed write of ``target`` (whose partial files are gone)."""
-    if _no_space(err):
+def write_error(target: Path, err: BaseException, printed: str = "", full: bool = False) -> CtsegError:
+    """The one-line error of a failed write of ``target`` (whose partial files are gone); ``printed``: what GDAL
+    printed meanwhile; ``full``: the disk is known to be full."""
+    if full or _no_space(err, printed):
         return CtsegError(
             f"cannot write {target}: no space left on device; the partial output was removed (free some space or "
             "choose another --out)"
@@ -78,10 +86,61 @@ def _write_block(dataset, data: np.ndarray, window) -> None:
     dataset.write(data, window=window)
 
 
-def _temp_sibling(target: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+def _temp_sibling(target: Path, suffix: str, folder: Path | None = None) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=folder or target.parent)
     os.close(fd)
     return Path(name)
+
+
+def _gdal_errors() -> tuple[type[BaseException], ...]:
+    """What a failed GDAL write raises: rasterio's errors, ``OSError`` and GDAL's ``CPLE_*`` errors (which
+    ``rasterio.shutil.copy`` lets through as they are)."""
+    from rasterio.errors import RasterioError
+
+    try:
+        from rasterio._err import CPLE_BaseError
+    except ImportError:  # pragma: no cover - another rasterio layout
+        return (RasterioError, OSError)
+    return (RasterioError, OSError, CPLE_BaseError)
+
+
+@contextlib.contextmanager
+def native_stderr(echo: bool = True) -> Iterator[list[str]]:
+    """Point file descriptor 2 at a temporary file for the block: what C libraries print straight to stderr
+    (libtiff: ``_tiffWriteProc: No space left on device.``) lands in the yielded list (one string) instead. When
+    the block succeeds (and ``echo``), the text is printed to stderr after all; when it fails, the caller's
+    one-line error replaces it."""
+    printed: list[str] = []
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        sink = tempfile.TemporaryFile()
+    except OSError:
+        yield printed
+        return
+    with sink:
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield printed
+            return
+        ok = False
+        try:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield printed
+                ok = True
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                text = sink.read(1 << 16)
+                printed.append(text.decode(errors="replace"))
+                if ok and echo and text:
+                    os.write(2, text)
+        finally:
+            os.close(saved)
 
 
 class StreamedCOG:
@@ -89,7 +148,8 @@ class StreamedCOG:
 
     ``float16``: ``dtype`` float32 stored with 16 bits per sample (GDAL's half-precision GeoTIFF); the rows
     given must hold float16 values. ``colormap`` ``{value: (r, g, b, a)}`` for band 1; ``tags`` go to the
-    dataset's default metadata domain; ``descriptions``: one per band.
+    dataset's default metadata domain; ``descriptions``: one per band. ``workdir``: a private folder for the
+    temporary file and the finished COG (:attr:`staged`), instead of siblings of ``target`` and :meth:`commit`.
     """
 
     def __init__(
@@ -108,18 +168,26 @@ class StreamedCOG:
         tags: dict[str, str] | None = None,
         descriptions: Sequence[str] | None = None,
         resampling: str = "nearest",
+        workdir: str | os.PathLike | None = None,
     ):
         import rasterio
-        from rasterio.errors import RasterioError
 
         self.target = Path(target)
+        self._workdir = None if workdir is None else Path(workdir)
+        #: The finished COG in ``workdir`` (``None`` without one).
+        self.staged = None if self._workdir is None else self._workdir / self.target.name
         self.height, self.width, self.count = int(height), int(width), int(count)
         self.rows_written = 0
         self._resampling = resampling
         self._float16 = float16
         self._final: Path | None = None
         self._ds = None
-        self._part = _temp_sibling(self.target, ".part.tif")
+        self._printed = ""
+        self._part: Path | None = None
+        try:
+            self._part = _temp_sibling(self.target, ".part.tif", self._workdir)
+        except OSError as err:
+            raise write_error(self.target, err) from None
         profile = {"driver": "GTiff", "height": self.height, "width": self.width, "count": self.count,
                    "dtype": dtype, "blockysize": min(_STRIP_ROWS, self.height), "compress": "zstd",
                    "zstd_level": 1, "bigtiff": "if_safer", "interleave": "band"}  # fmt: skip
@@ -131,8 +199,9 @@ class StreamedCOG:
             profile["transform"] = transform
         if nodata is not None:
             profile["nodata"] = nodata
+        printed: list[str] = []
         try:
-            with warnings.catch_warnings():
+            with native_stderr(echo=False) as printed, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # NotGeoreferencedWarning for PNG input
                 self._ds = rasterio.open(self._part, "w", **profile)
                 if colormap is not None:
@@ -141,53 +210,68 @@ class StreamedCOG:
                     self._ds.update_tags(**tags)
                 for i, text in enumerate(descriptions or (), start=1):
                     self._ds.set_band_description(i, str(text))
-        except (RasterioError, OSError) as err:
-            self.abort()
-            raise write_error(self.target, err) from None
+        except _gdal_errors() as err:
+            self._fail(err, printed)
+        self._remember(printed)
+
+    def _remember(self, printed: list[str]) -> None:
+        """Keep the end of what GDAL printed during a call that succeeded: a later failure may be its sequel."""
+        self._printed = (self._printed + " ".join(printed))[-4096:]
+
+    def _fail(self, err: BaseException, printed: list[str]):
+        """Remove the partial files and raise the one-line error of ``err``."""
+        full = low_on_space(self._workdir or self.target.parent)  # before the partial files go
+        self.abort()
+        raise write_error(self.target, err, f"{self._printed} {' '.join(printed)}", full) from None
 
     def write(self, top: int, rows: np.ndarray) -> None:
         """Rows ``[top, top + n)``: ``(n, width)`` or ``(count, n, width)``, following the rows written so far."""
-        from rasterio.errors import RasterioError
         from rasterio.windows import Window
 
         data = rows[None] if rows.ndim == 2 else rows
         if top != self.rows_written or data.shape[0] != self.count or data.shape[2] != self.width:
             raise ValueError(f"rows {top}.. of shape {data.shape} do not follow row {self.rows_written}")
         n = data.shape[1]
+        printed: list[str] = []
         try:
-            _write_block(self._ds, data, Window(0, top, self.width, n))
-        except (RasterioError, OSError) as err:
-            self.abort()
-            raise write_error(self.target, err) from None
+            with native_stderr(echo=False) as printed:
+                _write_block(self._ds, data, Window(0, top, self.width, n))
+        except _gdal_errors() as err:
+            self._fail(err, printed)
+        self._remember(printed)
         self.rows_written += n
 
     def finish(self) -> None:
-        """Close the streamed file and lay it out as a COG beside the target (still under a temporary name)."""
+        """Close the streamed file and lay it out as a COG: under a temporary name beside the target, or as
+        :attr:`staged` in the ``workdir``."""
         import rasterio.shutil
-        from rasterio.errors import RasterioError
 
         if self.rows_written != self.height:
             raise ValueError(f"{self.target}: {self.rows_written} of {self.height} rows written")
+        printed: list[str] = []
         try:
-            ds, self._ds = self._ds, None
-            ds.close()
-            self._final = _temp_sibling(self.target, f".tmp{self.target.suffix}")
-            options = {"compress": "deflate", "blocksize": COG_BLOCK, "resampling": self._resampling,
-                       "bigtiff": "if_safer"}  # fmt: skip
-            if self._float16:
-                options["nbits"] = 16
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                rasterio.shutil.copy(self._part, self._final, driver="COG", **options)
-        except (RasterioError, OSError) as err:
-            self.abort()
-            raise write_error(self.target, err) from None
+            with native_stderr(echo=False) as printed:
+                ds, self._ds = self._ds, None
+                ds.close()
+                if self.staged is not None:
+                    self._final = self.staged
+                else:
+                    self._final = _temp_sibling(self.target, f".tmp{self.target.suffix}")
+                options = {"compress": "deflate", "blocksize": COG_BLOCK, "resampling": self._resampling,
+                           "bigtiff": "if_safer"}  # fmt: skip
+                if self._float16:
+                    options["nbits"] = 16
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    rasterio.shutil.copy(self._part, self._final, driver="COG", **options)
+        except _gdal_errors() as err:
+            self._fail(err, printed)
         self._part.unlink(missing_ok=True)
+        set_default_mode(self._final)
 
     def commit(self) -> Path:
-        """Rename the finished COG onto the target."""
-        assert self._final is not None, "finish() first"
-        set_default_mode(self._final)
+        """Rename the finished COG onto the target (without a ``workdir``)."""
+        assert self._final is not None and self.staged is None, "finish() first, and no workdir"
         os.replace(self._final, self.target)
         self._final = None
         return self.target
@@ -197,7 +281,7 @@ class StreamedCOG:
         if self._ds is not None:
             ds, self._ds = self._ds, None
             try:
-                with warnings.catch_warnings():
+                with native_stderr(echo=False), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     ds.close()
             except Exception:  # noqa: BLE001 - a full disk may fail the close too; the file goes anyway
@@ -218,13 +302,14 @@ def classes_tag(info: DatasetInfo) -> dict[str, str]:
 
 
 def class_map_writer(
-    target: Path, info: DatasetInfo, height: int, width: int, georef: dict, nodata: int | None
-) -> StreamedCOG:
+    target: Path, info: DatasetInfo, height: int, width: int, georef: dict, nodata: int | None,
+    workdir: Path | None = None,
+) -> StreamedCOG:  # fmt: skip
     """The uint8 class map COG: palette colour table, class names in :data:`CLASSES_TAG`, ``nodata`` (255)."""
     return StreamedCOG(
         target, height=height, width=width, crs=georef.get("crs"), transform=georef.get("transform"),
         nodata=nodata, colormap=_colormap(info), tags=classes_tag(info),
-        descriptions=["class"],
+        descriptions=["class"], workdir=workdir,
     )  # fmt: skip
 
 
@@ -241,14 +326,19 @@ class OutputWriters:
 
 
 def open_writers(
-    targets, info: DatasetInfo, height: int, width: int, georef: dict, nodata: bool, probs: str | None
-) -> OutputWriters:
+    targets, info: DatasetInfo, height: int, width: int, georef: dict, nodata: bool, probs: str | None,
+    workdir: Path | None = None,
+) -> OutputWriters:  # fmt: skip
     """The COG writers ``targets`` (``classes`` / ``probs`` / ``conf`` paths) asks for; ``nodata``: whether the
-    input has nodata (class 255, NaN probabilities, confidence 0); ``probs``: ``"uint8"`` or ``"float16"``."""
-    out, geo = OutputWriters(), {"crs": georef.get("crs"), "transform": georef.get("transform")}
+    input has nodata (class 255, NaN probabilities, confidence 0); ``probs``: ``"uint8"`` or ``"float16"``;
+    ``workdir``: where they write (:class:`StreamedCOG`)."""
+    out = OutputWriters()
+    geo = {"crs": georef.get("crs"), "transform": georef.get("transform"), "workdir": workdir}
     try:
         if targets.classes is not None:
-            out.classes = class_map_writer(targets.classes, info, height, width, georef, 255 if nodata else None)
+            out.classes = class_map_writer(
+                targets.classes, info, height, width, georef, 255 if nodata else None, workdir
+            )
         if targets.probs is not None:
             half = probs == "float16"
             out.probs = StreamedCOG(
@@ -302,15 +392,24 @@ def _png_image(pred: np.ndarray, mode: str):
     return Image.frombuffer(mode, (width, height), data, "raw", mode, 0, 1)
 
 
-def write_color_png(pred: np.ndarray, info: DatasetInfo, path: Path) -> Path:
-    """The class map as a palette PNG in the data set's colours, written atomically."""
+def write_color_png(pred: np.ndarray, info: DatasetInfo, path: Path, workdir: Path | None = None) -> Path:
+    """The class map as a palette PNG in the data set's colours, written atomically (or, with ``workdir``, as
+    ``workdir / path.name``, for the caller to move); returns ``path``."""
     img = _png_image(pred, "P")
     img.putpalette(info.palette().reshape(-1).tolist())
-    _save_png(img, path)
+    _save_png(img, path, workdir)
     return path
 
 
-def _save_png(img, path: Path) -> None:
+def _save_png(img, path: Path, workdir: Path | None = None) -> None:
+    if workdir is not None:
+        staged = workdir / path.name
+        try:
+            img.save(staged, format="PNG")
+        except OSError as err:
+            staged.unlink(missing_ok=True)
+            raise write_error(path, err) from None
+        return
     try:
         with atomic_path(path) as tmp:
             img.save(tmp, format="PNG")
@@ -318,7 +417,8 @@ def _save_png(img, path: Path) -> None:
         raise write_error(path, err) from None
 
 
-def write_index_png(pred: np.ndarray, path: Path) -> list[Path]:
-    """Write the class map as a uint8 single-channel PNG of class indices (LoveDA's test-server format)."""
-    _save_png(_png_image(pred, "L"), path)
+def write_index_png(pred: np.ndarray, path: Path, workdir: Path | None = None) -> list[Path]:
+    """Write the class map as a uint8 single-channel PNG of class indices (LoveDA's test-server format); with
+    ``workdir`` as ``workdir / path.name`` (:func:`write_color_png`)."""
+    _save_png(_png_image(pred, "L"), path, workdir)
     return [path]

@@ -20,7 +20,8 @@ of class names in index order, which ``ctseg predict`` writes). Each polygon's a
 ``class_index``, ``area`` (map units², of the written geometry) and, when a confidence raster is given (or the
 class raster has a band described ``confidence``), ``mean_confidence``: the mean confidence (0–1) over the
 polygon's class pixels. Output: GeoPackage (``.gpkg``) or GeoJSON (``.geojson`` / ``.json``) in the raster's
-CRS, written to a temporary file and renamed.
+CRS, written in a private locked folder beside it and renamed into place; a kill leaves the old file or the new
+one, and the next vectorize into that folder deletes the work folders of killed runs (:mod:`ctseg.vectorize_io`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,22 @@
 """``ctseg vectorize``'s input notes (:class:`VectorizeWarning`), the confidence raster, and writing the polygon
-file (GeoPackage / GeoJSON with pyogrio, to a temporary name first, then renamed)."""
+file (GeoPackage / GeoJSON with pyogrio).
+
+The file is written into a private folder beside the output, ``.ctseg-vectorize-<random>/``, which the process
+holds locked while it lives (:class:`ctseg.staging.LockedFolder`), then renamed onto the output and the folder
+removed: a kill leaves the old output or the new one, never part of one. A kill can leave the folder; every
+vectorize into the same folder first deletes the folders of processes that are gone (a live one's is locked and
+kept), and the ``.<stem>.XXXXXXXX/`` folders older versions used, once over a minute old.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import shutil
+import re
+import stat
 import sys
-import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from ctseg.errors import CtsegError
-from ctseg.io import set_default_mode
+from ctseg.io import is_disk_full, set_default_mode, write_error
+from ctseg.staging import ORPHAN_AGE, LockedFolder, dead_folders, low_on_space, remove_tree
 
 #: Output drivers by file suffix.
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 #: Band description that marks a confidence band inside the class raster.
 CONFIDENCE_BAND = "confidence"
+#: Name prefix of the private folders the output is written in before its rename.
+WORK_PREFIX = ".ctseg-vectorize-"
 
 
 class VectorizeWarning(UserWarning):
@@ -137,6 +149,37 @@ def _output_driver(out: Path, overwrite: bool) -> str:
     return driver
 
 
+def clean_stale(folder: Path, out: Path | None = None) -> int:
+    """Delete the work folders of killed vectorize runs in ``folder`` (module docstring); ``out``: this run's
+    output, whose older-version ``.<stem>.XXXXXXXX/`` folders go too once over a minute old. Returns how many."""
+    removed = 0
+    for dead in dead_folders(folder, WORK_PREFIX):
+        remove_tree(dead)
+        removed += 1
+    if out is None:
+        return removed
+    legacy = re.compile(rf"^\.{re.escape(out.stem)}\.[a-z0-9_]{{8}}$")
+    try:
+        names = [n for n in os.listdir(folder) if legacy.match(n)]
+    except OSError:
+        return removed
+    for name in names:
+        path = folder / name
+        try:
+            st = path.lstat()
+            inside = os.listdir(path)
+        except OSError:
+            continue
+        if (
+            stat.S_ISDIR(st.st_mode)
+            and time.time() - st.st_mtime > ORPHAN_AGE
+            and all(n.startswith(out.name) for n in inside)  # the output, and GDAL's -journal / -wal beside it
+        ):
+            remove_tree(path)
+            removed += 1
+    return removed
+
+
 def _write(out: Path, driver: str, layer: str, crs, rows: dict[str, list], geoms: list, fields: list[str]) -> None:
     import pyogrio.raw
     import shapely
@@ -144,12 +187,13 @@ def _write(out: Path, driver: str, layer: str, crs, rows: dict[str, list], geoms
     wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object)
     dtypes = {"class": object, "class_index": np.int32, "area": np.float64, "mean_confidence": np.float64}
     data = [np.array(rows[f], dtype=dtypes[f]) for f in fields]
+    clean_stale(out.parent, out)
     try:
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+        work = LockedFolder(out.parent, WORK_PREFIX)
     except OSError as err:
-        raise CtsegError(f"output {out} cannot be written ({err.strerror or err}); choose a writable path") from None
+        raise CtsegError(write_error(out, err)) from None
     try:
-        tmp = tmp_dir / out.name
+        tmp = work.path / out.name
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*crs.* was not provided")  # said once, in ctseg's words
             pyogrio.raw.write(
@@ -165,9 +209,11 @@ def _write(out: Path, driver: str, layer: str, crs, rows: dict[str, list], geoms
             )
         set_default_mode(tmp)
         os.replace(tmp, out)
-    except OSError as err:
-        raise CtsegError(f"output {out} cannot be written ({err.strerror or err}); choose a writable path") from None
-    except Exception as err:  # pyogrio's DataSourceError / FieldError …: GDAL refused the file
+    except Exception as err:  # OSError, pyogrio's DataSourceError / FieldError …: GDAL refused the file
+        if is_disk_full(err) or low_on_space(work.path):  # SQLite says only "Failed to commit transaction"
+            raise CtsegError(write_error(out, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))) from None
+        if isinstance(err, OSError):
+            raise CtsegError(write_error(out, err)) from None
         raise CtsegError(f"output {out} cannot be written ({str(err).splitlines()[0]})") from None
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        work.remove()

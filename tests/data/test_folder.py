@@ -144,6 +144,17 @@ def test_explicit_nodata_and_prepared_again_is_a_no_op(tmp_path):
         _prepare(tmp_path / "src", tmp_path / "out", crop=32, nodata=8, val_fraction=0)
 
 
+def test_nodata_the_images_cannot_hold_is_refused(tmp_path):
+    """uint16 images: NaN, a fraction, a number out of 0 … 65535 would mark nothing; infinity is never a nodata."""
+    make_uint16_folder(tmp_path / "src", count=2, h=40, w=40)
+    for value in (float("nan"), 1.5, 70000, -1):
+        with pytest.raises(CtsegError, match=r"--nodata .*scene_0\.tif holds uint16 pixels, whole numbers 0 … 65535"):
+            _prepare(tmp_path / "src", tmp_path / "out", crop=32, nodata=value)
+    with pytest.raises(CtsegError, match="--nodata inf: must be a finite number"):
+        _prepare(tmp_path / "src", tmp_path / "out", crop=32, nodata=float("inf"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
@@ -242,6 +253,8 @@ def test_float32_images_with_nan_nodata(tmp_path):
     (src / "classes.yaml").write_text("classes:\n  - {name: ground, value: 1}\n")
     manifest = _prepare(src, tmp_path / "out", crop=48, val_fraction=0)
     assert manifest["dataset"]["dtype"] == "float32" and np.isnan(manifest["dataset"]["nodata"])
+    again = _prepare(src, tmp_path / "nan", crop=48, val_fraction=0, nodata=float("nan"))  # float: NaN is a value
+    assert np.isnan(again["dataset"]["nodata"]) and again["dataset"]["mean"] == manifest["dataset"]["mean"]
     valid = np.isfinite(image).all(0)
     np.testing.assert_allclose(manifest["dataset"]["mean"], image[:, valid].mean(1, dtype=np.float64), rtol=1e-6)
     sample = PreparedDataset(tmp_path / "out", "train")[0]

@@ -272,6 +272,72 @@ def test_bad_colour_leaves_no_destination(potsdam_src, tmp_path):
     assert not dst.exists() and _leftovers(tmp_path) == []
 
 
+def test_a_failed_prepare_removes_the_folders_it_made_above_dst(potsdam_src, tmp_path):
+    src, tiles = potsdam_src
+    label = read_rgb(tiles["2_13"].eroded)
+    label[12, 34] = (10, 200, 30)  # found while cutting, after the folders are made
+    write_geotiff(tiles["2_13"].eroded, label)
+    with pytest.raises(CtsegError, match=r"colour \(10, 200, 30\)"):
+        prepare_dataset("potsdam", src, tmp_path / "new" / "deeper" / "out", crop=100, workers=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_destination_and_source_must_not_nest(potsdam_src, tmp_path):
+    """Every data set: a dst inside src would be read as source data by the next prepare (symbolic links too)."""
+    src, _ = potsdam_src
+    (tmp_path / "link").symlink_to(src)
+    cases = {
+        src / "prepared": "inside the source folder",
+        tmp_path / "link" / "prepared": "inside the source folder",
+        src: "is the source folder",
+        tmp_path / "link": "is the source folder",
+        tmp_path: "would contain the source folder",
+    }
+    for dst, message in cases.items():
+        with pytest.raises(CtsegError, match=message):
+            prepare_dataset("potsdam", src, dst, crop=100, workers=1, progress=False)
+    assert sorted(p.name for p in src.iterdir()) == sorted(p.name for p in (tmp_path / "link").iterdir())
+    assert not (src / "prepared").exists() and _leftovers(tmp_path) == [] and _leftovers(src) == []
+
+
+def test_numbers_out_of_bounds_are_refused_before_any_work(potsdam_src, tmp_path):
+    src, _ = potsdam_src
+    for kwargs, message in (
+        ({"crop": 100_000}, "--crop 100000: crops are at most 8192"),
+        ({"crop": 100, "resize": 9000}, "--resize 9000: .* at most 8192"),
+        ({"crop": 100, "workers": 100_000}, "--workers 100000: at most 256"),
+        ({"crop": 100, "seed": -1}, "--seed -1: must be zero or positive"),
+        ({"crop": 100, "nodata": float("inf")}, "--nodata inf: must be a finite number"),
+        ({"crop": 100, "nodata": float("-inf")}, "--nodata -inf: must be a finite number"),
+    ):
+        with pytest.raises(CtsegError, match=message):
+            prepare_dataset("potsdam", src, tmp_path / "out", progress=False, **kwargs)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_crosses_the_process_pool_as_one_line(potsdam_src, tmp_path, monkeypatch):
+    """A worker's write error comes back as a picklable CropWriteError; the driver names dst and "no space left"
+    (the real full disk: the bad-input matrix, ``prepare-folder-disk-full``)."""
+    import errno
+    import pickle
+
+    from ctseg.data import crops
+
+    err = pickle.loads(pickle.dumps(crops.CropWriteError(errno.ENOSPC, "No space left on device", "a.png")))
+    assert (err.errno, err.crop) == (errno.ENOSPC, "a.png")
+    assert str(err) == "crop a.png cannot be written (No space left on device)"
+
+    def full(array, path, resize):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(crops, "save_image", full)  # in this process: workers=1
+    src, _ = potsdam_src
+    dst = tmp_path / "out"
+    with pytest.raises(CtsegError, match=re.escape(f"output {dst} cannot be written: no space left")) as info:
+        prepare_dataset("potsdam", src, dst, crop=100, workers=1, progress=False)
+    assert "\n" not in str(info.value) and not dst.exists() and _leftovers(tmp_path) == []
+
+
 def test_failed_overwrite_keeps_the_previous_destination(prepared_potsdam, tmp_path):
     import shutil
 

@@ -169,3 +169,51 @@ def test_a_killed_prepare_leaves_no_destination_and_the_next_one_cleans_up(tmp_p
     prepare_dataset("folder", src, dst, classes=src / "classes.yaml", crop=32, workers=1, progress=False)
     assert sorted(p.name for p in dst.parent.iterdir()) == ["mine"]  # the stale temporary folder is gone
     assert not (dst / ".ctseg-owner").exists() and len(PreparedDataset(dst, "train")) > 0
+
+
+def _marked(mark: str) -> list[int]:
+    """Processes whose environment holds ``mark`` (a prepare and every process it started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if mark.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_killed_prepare_leaves_no_worker_behind(tmp_path):
+    """SIGKILL of ``ctseg prepare`` while its pool cuts tiles: its workers (which would wait for work forever, or
+    write into the temporary folder the next prepare deletes) are gone within seconds."""
+    from make_folder import make_uint16_folder
+
+    src, dst = tmp_path / "src", tmp_path / "mine"
+    make_uint16_folder(src, count=6, h=400, w=400)
+    mark = f"CTSEG_TEST_PREPARE_KILL={os.getpid()}_{time.time_ns()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", mark.split("=")[0]: mark.split("=")[1]}
+    argv = [sys.executable, "-m", "ctseg.cli", "prepare", "folder", "--src", str(src), "--classes",
+            str(src / "classes.yaml"), "--dst", str(dst), "--crop", "32", "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            tmps = list(tmp_path.glob("mine.tmp-*"))
+            if tmps and len(_marked(mark)) >= 3 and any((tmps[0] / "masks").glob("*.png")):
+                break  # the main process, its workers (and the fork server) run; crops are being written
+            time.sleep(0.02)
+        else:
+            pytest.fail("the prepare never started writing")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.time() + 15
+        while _marked(mark) and time.time() < deadline:
+            time.sleep(0.1)
+        left = _marked(mark)
+    finally:
+        proc.kill()
+        for pid in _marked(mark):  # only on failure: the workers this test started
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes of the killed prepare still run: {left}"
+    assert not dst.exists()

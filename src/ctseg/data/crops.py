@@ -24,14 +24,17 @@ pixel once:
 infinite band, stored as 0) are ignore in the mask and left out of the band statistics; a crop with no valid
 image pixel at all is not written (its scored box held only ignore pixels). **Files**: 3-band uint8
 images are RGB PNGs (as every earlier ctseg wrote them); any other band count or dtype is a deflate-compressed
-``(C, H, W)`` GeoTIFF; masks are single-channel uint8 PNGs of class indices.
+``(C, H, W)`` GeoTIFF (encoded in memory, then written by Python: a full disk is one ``OSError``, never
+GDAL's messages on stderr); masks are single-channel uint8 PNGs of class indices. A crop that cannot be written
+(full disk, I/O error) raises :class:`CropWriteError`, which crosses the process pool as one picklable line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,26 @@ from ctseg.errors import CtsegError
 #: PNG compression level of the written crops: level 1 is ~30 % smaller than uncompressed and decodes in ~6 ms
 #: per 512² RGB crop (measured with Pillow on one core).
 PNG_LEVEL = 1
+
+
+class CropWriteError(CtsegError):
+    """A crop file could not be written (``errno``, the OS reason, the crop's file name): raised in a worker of
+    the pool, re-raised by the driver as one line naming the destination (a full disk said as such)."""
+
+    def __init__(self, errno: int | None, reason: str, crop: str) -> None:
+        super().__init__(errno, reason, crop)  # the args rebuild it on the other side of the process pool
+        self.errno, self.reason, self.crop = errno, reason, crop
+
+    def __str__(self) -> str:
+        return f"crop {self.crop} cannot be written ({self.reason})"
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        raise CropWriteError(err.errno, err.strerror or str(err), path.name) from None
 
 
 def crop_offsets(length: int, crop: int, stride: int) -> list[int]:
@@ -116,19 +139,22 @@ def save_image(array: np.ndarray, path: Path, resize: int | None) -> None:
             im = im.resize((resize, resize), Image.Resampling.BILINEAR)
         im.save(path, format="PNG", compress_level=PNG_LEVEL)
         return
-    import rasterio
     from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.io import MemoryFile
 
     if resize is not None and array.shape[:2] != (resize, resize):
         array = _resize_bands(array, resize)
     height, width, count = array.shape
-    with warnings.catch_warnings():
+    # encoded in memory and written by Python: a full disk is an OSError (GDAL / libtiff would print to stderr)
+    with warnings.catch_warnings(), MemoryFile() as memory:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(
-            path, "w", driver="GTiff", height=height, width=width, count=count, dtype=array.dtype.name,
+        with memory.open(
+            driver="GTiff", height=height, width=width, count=count, dtype=array.dtype.name,
             compress="deflate", predictor=2 if np.issubdtype(array.dtype, np.integer) else 3, interleave="pixel",
         ) as dst:  # fmt: skip
             dst.write(np.moveaxis(array, -1, 0))
+        encoded = memory.read()
+    path.write_bytes(encoded)
 
 
 def read_crop_image(path: Path) -> np.ndarray:
@@ -190,6 +216,7 @@ def cut_tile(
     float64; else ``None`` — they take two float64 copies of the tile).
 
     Evaluation-split masks are kept at crop size and their already-covered part set to ignore (module docstring).
+    A crop that cannot be written raises :class:`CropWriteError`.
     """
     image, mask, valid = read_tile(tile, info)
     height, width = mask.shape
@@ -213,7 +240,9 @@ def cut_tile(
             stem = f"{name}_r{row:05d}_c{col:05d}"
             image_crop = _window(image, row, col, crop, 0)
             mask_crop = _window(mask, row, col, crop, info.ignore_index)
-            save_image(image_crop, out / "images" / f"{stem}{suffix}", settings.resize)
+            image_path = out / "images" / f"{stem}{suffix}"
+            with _writing(image_path):
+                save_image(image_crop, image_path, settings.resize)
             record: dict[str, Any] = {
                 "image": f"images/{stem}{suffix}",
                 "mask": f"masks/{stem}.png",
@@ -234,6 +263,8 @@ def cut_tile(
                 if settings.resize is not None and settings.resize != crop:
                     mask_im = mask_im.resize((settings.resize, settings.resize), Image.Resampling.NEAREST)
             counts += np.bincount(np.asarray(mask_im).ravel(), minlength=256)
-            mask_im.save(out / "masks" / f"{stem}.png", format="PNG", compress_level=PNG_LEVEL)
+            mask_path = out / "masks" / f"{stem}.png"
+            with _writing(mask_path):
+                mask_im.save(mask_path, format="PNG", compress_level=PNG_LEVEL)
             records.append(record)
     return {"tile": tile.tile, "height": height, "width": width, "records": records, "counts": counts, "stats": stats}

@@ -2,47 +2,57 @@
 
 The driver only: the data set is looked up in the registry (:mod:`ctseg.data.registry`), which finds its source
 files and splits; :mod:`ctseg.data.crops` cuts each tile (geometry, scored boxes of evaluation splits, nodata);
-tiles are cut in a process pool; the folder is written as ``<dst>.tmp-XXXX`` beside ``dst`` and renamed when
-complete, with :mod:`ctseg.data.manifest` describing it. The output layout and the manifest fields are in
-:mod:`ctseg.data.manifest`.
+tiles are cut in a process pool (:mod:`ctseg.data.prepare_run`); the folder is written as ``<dst>.tmp-XXXX``
+beside ``dst`` and renamed when complete, with :mod:`ctseg.data.manifest` describing it. The output layout and
+the manifest fields are in :mod:`ctseg.data.manifest`.
 
 A prepare killed outright (SIGKILL, power loss) leaves no partial ``dst``, only its ``<dst>.tmp-XXXX`` folder,
 which holds a ``.ctseg-owner`` file naming the process; the next prepare of the same destination deletes
-such folders whose process is gone (and restores a previous ``dst`` a kill left in ``<dst>.old-XXXX``).
+such folders whose process is gone (and restores a previous ``dst`` a kill left in ``<dst>.old-XXXX``). Any
+error — Ctrl-C, a bad file, a disk that fills up (one line naming ``dst`` and "no space left", whichever worker
+met it; the other workers' tiles are dropped) — removes the temporary folder (and the folders above ``dst`` this
+run created) and leaves a previous ``dst`` as it was. Bad values (a crop over :data:`MAX_CROP`, ``--nodata
+inf``, a ``dst`` inside ``src`` or the other way round, a read-only ``dst``) are refused before any file is read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
+import math
 import os
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ctseg.data.atomic_folder import clean_stale, replace_folder, write_owner
-from ctseg.data.crops import PNG_LEVEL, crop_offsets, cut_tile, scored_start
+from ctseg.data.crops import PNG_LEVEL, CropWriteError, crop_offsets, cut_tile, scored_start
 from ctseg.data.definitions import DatasetInfo, info_to_json
 from ctseg.data.labels import decode_label
 from ctseg.data.manifest import FORMAT, FORMAT_VERSION, MANIFEST, existing_state
+from ctseg.data.prepare_run import check_nesting, discard, make_parents, pool_context, run_tiles, writing
 from ctseg.data.raster import raster_shape, read_header, read_rgb
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, get_dataset
 from ctseg.data.splits import TRAIN_SPLIT, is_eval_split, natural_key
 from ctseg.errors import CtsegError
-from ctseg.io import set_default_mode
+from ctseg.io import check_writable_root, is_disk_full, set_default_mode, write_error
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MANIFEST", "PNG_LEVEL", "crop_offsets", "decode_label", "info_to_json",
     "prepare_dataset", "read_rgb", "scored_start",
 ]  # fmt: skip
+
+
+#: Largest ``crop`` / ``resize`` in pixels: every worker holds a few crops of this side in memory (8192² × 4 bands
+#: of uint16 is 512 MiB); a larger value is nearly always a typo (``--crop 100000`` would ask for 74.5 GiB).
+MAX_CROP = 8192
+#: Most worker processes: each holds a whole source image (and two float64 copies of it for the statistics).
+MAX_WORKERS = 256
 
 
 # --------------------------------------------------------------------------------------------------- settings
@@ -57,10 +67,20 @@ def _resolve_settings(spec: DatasetSpec, crop, stride, resize) -> CropSettings:
         resize_v = int(resize) or None
     if crop_v < 1:
         raise CtsegError(f"crop must be a positive number of pixels, got {crop_v}")
+    if crop_v > MAX_CROP:
+        raise CtsegError(
+            f"--crop {crop_v}: crops are at most {MAX_CROP} pixels (every worker holds a few in memory); choose a "
+            f"smaller --crop, e.g. {default.crop}"
+        )
     if not 1 <= stride_v <= crop_v:
         raise CtsegError(f"stride must be between 1 and the crop size {crop_v} (no gaps), got {stride_v}")
     if resize_v is not None and resize_v < 1:
         raise CtsegError(f"resize must be a positive size or 0 (keep), got {resize_v}")
+    if resize_v is not None and resize_v > MAX_CROP:
+        raise CtsegError(
+            f"--resize {resize_v}: crops are resized to at most {MAX_CROP} pixels; choose a smaller --resize, "
+            "or 0 to keep the crop size"
+        )
     return CropSettings(crop_v, stride_v, resize_v)
 
 
@@ -119,42 +139,7 @@ def _say(message: str, progress: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _pool_context():
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def _run_tiles(tiles, info, settings, out: Path, workers: int, progress: bool, stats: bool) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tiles), unit="tile", desc=f"prepare {info.name}", disable=not progress, file=sys.stderr)
-    results = []
-    try:
-        if workers <= 1 or len(tiles) <= 1:
-            for tile in tiles:
-                results.append(cut_tile(tile, info, settings, out, stats))
-                bar.update(1)
-            return results
-        # Largest tiles first so that one big tile does not run alone at the end.
-        order = sorted(tiles, key=lambda t: -t.image.stat().st_size)
-        from ctseg.safety.rasters import current_policy, set_policy  # the workers get --allow-remote / -outside
-
-        with ProcessPoolExecutor(max_workers=min(workers, len(tiles)), mp_context=_pool_context(),
-                                 initializer=set_policy, initargs=(current_policy(),)) as pool:  # fmt: skip
-            pending = {pool.submit(cut_tile, tile, info, settings, out, stats) for tile in order}
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        results.append(future.result())  # re-raises a worker's error here
-                        bar.update(1)
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
-        return results
-    finally:
-        bar.close()
+_pool_context = pool_context  # its older name
 
 
 def _check_headers(tiles: Sequence[SourceTile], info: DatasetInfo) -> None:
@@ -223,19 +208,22 @@ def prepare_dataset(
         name: a registered data set (``ctseg prepare --list``): ``"potsdam"``, ``"vaihingen"``, ``"dubai"``,
             ``"loveda"``, ``"uavid"``, ``"folder"`` …
         src: folder holding the download; each data set's module says what it looks for.
-        dst: output folder. Written as ``<dst>.tmp-XXXX`` beside it and renamed at the end: ``dst`` is never
-            left half-written; the temporary folder is removed on error, and by the next prepare of ``dst``
-            after a kill (module docstring).
-        crop: crop side in source pixels (default: the data set's; 500 for ISPRS, 512 for Dubai).
+        dst: output folder, outside ``src`` (and not holding it). Written as ``<dst>.tmp-XXXX`` beside it and
+            renamed at the end: ``dst`` is never left half-written; the temporary folder is removed on error (a
+            full disk included), and by the next prepare of ``dst`` after a kill (module docstring).
+        crop: crop side in source pixels (default: the data set's; 500 for ISPRS, 512 for Dubai); at most
+            :data:`MAX_CROP`.
         stride: step between crops (default: ``crop``, i.e. no overlap except the border-aligned last crops).
             Must not exceed ``crop``.
         resize: side the crops are resized to (bilinear images, nearest masks); ``0`` keeps the crop size.
             Default: the data set's when ``crop`` is left at its default (ISPRS: the paper's 500 → 512), else
-            none. Masks of the evaluation splits (all but ``"train"``) are never resized, and the pixels they
-            share with an earlier crop are ignore (:mod:`ctseg.data.crops`: each source pixel is scored once).
-        workers: processes, one tile at a time each (default: all cores). Workers are started with
-            ``forkserver`` (``spawn`` where missing), never ``fork`` (unsafe once torch runs threads), so a script
-            calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
+            none; at most :data:`MAX_CROP`. Masks of the evaluation splits (all but ``"train"``) are never
+            resized, and the pixels they share with an earlier crop are ignore (:mod:`ctseg.data.crops`: each
+            source pixel is scored once).
+        workers: processes, one tile at a time each (default: all cores; at most :data:`MAX_WORKERS`). Workers
+            are started with ``forkserver`` (``spawn`` where missing), never ``fork`` (unsafe once torch runs
+            threads), so a script calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":``
+            guard.
         overwrite: replace a destination prepared with other settings, or an incomplete one. Without it such a
             destination is an error; a complete destination with the same settings is left as it is.
         split_tiles: override the split, split name → group ids (ISPRS ``"2_13"`` / ``"area2"``, Dubai
@@ -244,7 +232,8 @@ def prepare_dataset(
         classes: folder data set: the ``classes.yaml`` file (:mod:`ctseg.data.sets.folder`).
         val_fraction, seed: folder data set without given splits: share of source images held out as ``val``.
         bands: 1-based source bands to keep, in order (recorded; predict reads the same ones).
-        nodata: nodata value of the source images (default: each raster's own nodata, if any).
+        nodata: nodata value of the source images (default: each raster's own nodata, if any); finite, or NaN
+            for float images (the data set may refuse a value its images' type cannot hold).
 
     Returns:
         ``Path(dst)``.
@@ -253,7 +242,9 @@ def prepare_dataset(
         CtsegError: one line naming the file: empty or wrong source folder (with the layout expected), a tile
             without its label, image and label of different sizes, a band count or dtype that differs between
             files, a label colour / value not declared (value and pixel position), an unreadable or truncated
-            file, a destination that needs ``overwrite=True`` or that does not look like prepared data.
+            file, a destination that needs ``overwrite=True`` or that does not look like prepared data, a
+            destination inside the source (or holding it), on a read-only mount or on a disk that fills up
+            (naming ``dst`` and "no space left"), a crop / resize over :data:`MAX_CROP`, an infinite nodata.
     """
     spec = get_dataset(name)
     if not spec.preparable:
@@ -265,11 +256,21 @@ def prepare_dataset(
     if not src_path.is_dir():
         why = "is not a folder" if src_path.exists() else "does not exist"
         raise CtsegError(f"source folder {src_path} {why}")
-    if dst_path == src_path.absolute() or dst_path in src_path.absolute().parents:
-        raise CtsegError(f"destination {dst_path} would contain the source folder {src_path}; choose another --dst")
+    check_nesting(src_path, dst_path)
+    if not (dst_path / MANIFEST).is_file():  # a prepared dst on a read-only mount may still be a no-op (below)
+        check_writable_root(dst_path, "--dst", beside=True)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise CtsegError(f"workers must be at least 1, got {workers}")
+    if workers > MAX_WORKERS:
+        raise CtsegError(f"--workers {workers}: at most {MAX_WORKERS} (each holds a source image in memory)")
+    if int(seed) < 0:
+        raise CtsegError(f"--seed {seed}: must be zero or positive")
+    if nodata is not None and math.isinf(float(nodata)):
+        raise CtsegError(
+            f"--nodata {nodata}: must be a finite number (or nan for float images); infinite pixels of float "
+            "images are nodata already"
+        )
     options = PrepareOptions(
         classes=None if classes is None else Path(classes).expanduser(),
         val_fraction=val_fraction,
@@ -301,27 +302,37 @@ def prepare_dataset(
     if state in ("different", "partial") and not overwrite:
         raise CtsegError(f"{why}; pass overwrite=True (--overwrite) to replace it")
 
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in clean_stale(dst_path):
-        _say(f"removed {stale.name}, left by an interrupted prepare", progress)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{dst_path.name}.tmp-", dir=dst_path.parent))
-    set_default_mode(tmp)  # mkdtemp makes it 0700
+    check_writable_root(dst_path, "--dst", beside=True)  # before the first write: a read-only mount is one line
+    created: list[Path] = []
+    tmp: Path | None = None
     started = time.perf_counter()
     try:
-        write_owner(tmp)
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
+        with writing(dst_path):
+            created = make_parents(dst_path.parent)
+            for stale in clean_stale(dst_path):
+                _say(f"removed {stale.name}, left by an interrupted prepare", progress)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{dst_path.name}.tmp-", dir=dst_path.parent))
+            set_default_mode(tmp)  # mkdtemp makes it 0700
+            write_owner(tmp)
+            (tmp / "images").mkdir()
+            (tmp / "masks").mkdir()
         need_stats = spec.compute_stats and not info.extra.get("stats_given")
-        results = _run_tiles(tiles, info, settings, tmp, workers, progress, need_stats)
+        results = run_tiles(cut_tile, tiles, info, settings, tmp, workers, progress, need_stats)
         statistics = None
         if need_stats:
             statistics = _statistics(results, tiles, info)
             info = info.with_stats(statistics["mean"], statistics["std"])
         manifest = _manifest(info, wanted, settings, src_path, tiles, results, statistics)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        replace_folder(tmp, dst_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with writing(dst_path):
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            replace_folder(tmp, dst_path)
+    except CropWriteError as err:  # from a worker: one line naming dst ("no space left" for a full disk)
+        discard(tmp, created)
+        raise CtsegError(write_error(dst_path, OSError(err.errno, err.reason))) from None
+    except BaseException as err:
+        discard(tmp, created)
+        if isinstance(err, Exception) and not isinstance(err, CtsegError) and is_disk_full(err):
+            raise CtsegError(write_error(dst_path, err)) from None
         raise
     counts_text = ", ".join(f"{split} {len(ids)}" for split, ids in wanted["splits"].items())
     _say(

@@ -10,7 +10,9 @@ error. A flat folder gets ``train`` and ``val`` by source image: ``--val-fractio
 drawn with ``--seed``, go to ``val`` (at least one when there are two or more images); one image never lands
 in two splits. Images may have any number of bands and uint8 / uint16 / float32 values (every image the same),
 read with rasterio (GeoTIFF, JP2, VRT …) or Pillow (PNG, JPEG); ``--bands 1,2,3,4`` keeps those source bands,
-``--nodata V`` (default: each raster's own nodata) marks nodata pixels.
+``--nodata V`` (default: each raster's own nodata) marks nodata pixels: for uint8 / uint16 images a whole number
+the type holds, for float32 images any finite number or ``nan`` (NaN and ±inf pixels of float images are nodata
+whatever ``--nodata`` says; ``inf`` is refused, as is a value the images' type cannot hold).
 
 ``classes.yaml`` — class index order in ctseg = order of the list::
 
@@ -253,6 +255,20 @@ def _first_image(src: Path) -> Path:
     raise CtsegError(f"no images under {src}: expected {_LAYOUT}")
 
 
+def _check_nodata(value: float, dtype: str, first: Path) -> None:
+    """One line for a ``--nodata`` no pixel of ``dtype`` can hold (it would silently mark nothing): NaN, a
+    fraction or a number out of range for integer images; an infinite one for any."""
+    if math.isinf(value):
+        raise CtsegError(f"--nodata {value}: must be a finite number (or nan for float images)")
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+        if math.isnan(value) or value != int(value) or not low <= value <= high:
+            raise CtsegError(
+                f"--nodata {value:g}: {first} holds {dtype} pixels, whole numbers {low} … {high}; give one of "
+                "those, or leave --nodata out to use each raster's own"
+            )
+
+
 def folder_info(src: Path, options: PrepareOptions) -> DatasetInfo:
     """The folder's :class:`DatasetInfo`: classes from ``options.classes``, bands and dtype from its first image."""
     if options.classes is None:
@@ -271,6 +287,8 @@ def folder_info(src: Path, options: PrepareOptions) -> DatasetInfo:
             f"classes file {options.classes}: mean/std have {len(spec['mean'])} values but the images have {count} "
             "band(s) (after --bands)"
         )
+    if options.nodata is not None:
+        _check_nodata(options.nodata, header.dtype, first)
     nodata = options.nodata if options.nodata is not None else header.nodata
     kind = spec["kind"]
     return DatasetInfo(
