@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, emit, median, time_call  # noqa: E402
 
 from ctseg.data.synthetic import SyntheticAerialDataset  # noqa: E402
-from ctseg.metrics import BoundaryMetrics, SegmentationMetrics  # noqa: E402
+from ctseg.evaluation.metrics import BoundaryMetrics, SegmentationMetrics  # noqa: E402
 from ctseg.models import build_model  # noqa: E402
 
 

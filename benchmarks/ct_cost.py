@@ -25,7 +25,7 @@ from common import blocky_masks, device_name  # noqa: E402
 
 from ctseg.contrastive import PatchContrastiveLoss
 from ctseg.models import build_model
-from ctseg.seg_loss import SegmentationLoss
+from ctseg.training.seg_loss import SegmentationLoss
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, emit, median, time_call  # noqa: E402
 
-from ctseg.inference import predict_tile  # noqa: E402
+from ctseg.inference.tile import predict_tile  # noqa: E402
 from ctseg.models import build_model  # noqa: E402
 
 

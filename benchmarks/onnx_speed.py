@@ -6,7 +6,7 @@
 Random weights (speed does not depend on them); both back ends run the same model on the same batch with the
 same thread count (``torch.set_num_threads(n)``, onnxruntime ``intra_op_num_threads=n``); median of
 ``--repeats`` calls after ``--warmup`` calls, alternating the back ends. The largest logit difference is reported
-too. The model goes through the real export (:func:`ctseg.onnx_export.export_onnx`).
+too. The model goes through the real export (:func:`ctseg.checkpoints.onnx_export.export_onnx`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ctseg.models import build_model  # noqa: E402
 
 
 def _checkpoint(name: str, classes: int, window: int, folder: Path) -> tuple[Path, torch.nn.Module]:
-    """A ctseg export of ``name`` with random weights (the version-1 layout read by ``ctseg.checkpoints``)."""
+    """A ctseg export of ``name`` with random weights (the version-1 layout read by ``ctseg.checkpoints.files``)."""
     torch.manual_seed(0)
     model = build_model(name, classes, img_size=window).eval()
     path = folder / f"{name}.pt"
@@ -49,8 +49,8 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    from ctseg.onnx_backend import OnnxSegmentor
-    from ctseg.onnx_export import export_onnx
+    from ctseg.checkpoints.onnx_export import export_onnx
+    from ctseg.inference.onnx import OnnxSegmentor
 
     cpu = torch.device("cpu")
     results = []

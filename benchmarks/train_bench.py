@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import blocky_masks, device_name, emit, median, prepared_batches, sync, time_call  # noqa: E402
 
-from ctseg.training import SegmentationTask  # noqa: E402
+from ctseg.training.task import SegmentationTask  # noqa: E402
 
 
 def make_task(args, scheme: str, device: torch.device) -> SegmentationTask:

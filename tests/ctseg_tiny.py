@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 from ctseg.data.definitions import DatasetInfo, generic_colors, info_to_json
 
 #: The ``data:`` block of :data:`TINY_CONFIG`: 4 training and 2 validation synthetic 64² scenes, batch 2.
@@ -81,7 +81,7 @@ def save_task_checkpoint(
     import lightning
     import torch
 
-    from ctseg.training import SegmentationTask
+    from ctseg.training.task import SegmentationTask
 
     torch.manual_seed(seed)
     if info is not None:

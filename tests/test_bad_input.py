@@ -1,6 +1,6 @@
 """The bad-input matrix of the ``ctseg`` command: every user error is exit code 2, one line, no partial output.
 
-Each case builds its inputs under ``tmp_path``, runs the real CLI entry (``ctseg.cli.main`` in-process; a few
+Each case builds its inputs under ``tmp_path``, runs the real CLI entry (``ctseg.cli.entry.main`` in-process; a few
 through the installed ``ctseg`` console script too) and checks:
 
 * exit code 2;
@@ -28,7 +28,7 @@ import torch
 from ctseg_tiny import TINY_CONFIG, tiny_config
 from PIL import Image
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 
 #: A colour outside the ISPRS palette and where it is put in the case ``prepare-unknown-colour``.
 ODD_COLOUR, ODD_PIXEL = (12, 34, 56), (7, 11)
@@ -369,7 +369,7 @@ def predict_disk_full(tmp_path, request):
     """The disk fills while the class map is streamed (the second row band): its partial file goes, one line."""
     import errno
 
-    import ctseg.predict_write as pw
+    import ctseg.predict.write as pw
 
     src = tmp_path / "tall.tif"
     with rasterio.open(src, "w", driver="GTiff", height=256, width=64, count=3, dtype="uint8") as dst:

@@ -20,11 +20,11 @@ from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from ctseg.checkpoints import load_model, read_checkpoint
-from ctseg.cli import main
+from ctseg.checkpoints.files import load_model, read_checkpoint
+from ctseg.cli.entry import main
 from ctseg.data.definitions import DatasetInfo, generic_colors, info_from_json, info_to_json
-from ctseg.inference import predict_tile
-from ctseg.training import SegmentationTask
+from ctseg.inference.tile import predict_tile
+from ctseg.training.task import SegmentationTask
 
 TRANSFORM = from_origin(300_000.0, 4_600_000.0, 0.5, 0.5)
 RGB8 = DatasetInfo(name="rgb8-test", classes=("a", "b", "c"), colors=generic_colors(3))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ctseg.errors import CtsegError
-from ctseg.metrics import BoundaryMetrics, boundary_scores
+from ctseg.evaluation.metrics import BoundaryMetrics, boundary_scores
 
 IGNORE = 255
 

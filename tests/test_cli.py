@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 
 REPO = Path(__file__).resolve().parents[1]
 

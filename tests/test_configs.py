@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
+from ctseg.contrastive.schemes import SCHEMES
 from ctseg.models import list_models
-from ctseg.schemes import SCHEMES
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = {

@@ -100,8 +100,8 @@ def _loops(epoch: int, batch_completed: int, batches: int = 4) -> dict:
 
 
 def test_cut_short_epoch_checkpoint_is_reopened_to_the_step_checkpoint_state():
-    from ctseg.resume import epoch_counted_done as _epoch_counted_done
-    from ctseg.resume import reopen_epoch as _reopen_epoch
+    from ctseg.training.resume import epoch_counted_done as _epoch_counted_done
+    from ctseg.training.resume import reopen_epoch as _reopen_epoch
 
     end_of_fit, step_ckpt = _loops(epoch=1, batch_completed=4), _loops(epoch=0, batch_completed=3)
     assert _epoch_counted_done(end_of_fit, 4)

@@ -11,9 +11,9 @@ import rasterio
 import torch
 from PIL import Image
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 from ctseg.data.definitions import DUBAI
-from ctseg.metrics import BoundaryMetrics, SegmentationMetrics, boundary_scores
+from ctseg.evaluation.metrics import BoundaryMetrics, SegmentationMetrics, boundary_scores
 
 
 def _blocky(rng, h, w, values, cell=6):
@@ -87,7 +87,7 @@ def test_colour_labels_and_predict_output(tmp_path, capsys):
 def test_index_labels_and_index_pngs(tmp_path):
     """LoveDA-style index masks (values 1–7, 0 = no label) against index-PNG predictions <stem>.png."""
     from ctseg.data.registry import get_dataset
-    from ctseg.evaluate import evaluate_folder, format_scores
+    from ctseg.evaluation.files import evaluate_folder, format_scores
 
     info = get_dataset("loveda").info
     rng = np.random.default_rng(1)
@@ -129,7 +129,7 @@ def test_a_prepared_folder_manifest_gives_the_definition(tmp_path, capsys):
 
 
 def test_large_images_in_strips_give_the_same_sums(monkeypatch):
-    import ctseg.evaluate as ev
+    import ctseg.evaluation.files as ev
 
     rng = np.random.default_rng(2)
     truth = _blocky(rng, 150, 40, range(4), cell=5).astype(np.int64)

@@ -16,7 +16,7 @@ import torch
 from ctseg_tiny import tiny_config
 from make_folder import make_jpeg_folder, make_uint16_folder
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,9 @@
-"""``ctseg.cli_checks.check_hardware``: device requests the machine cannot meet, and the bf16 fallback."""
+"""``ctseg.cli.checks.check_hardware``: device requests the machine cannot meet, and the bf16 fallback."""
 
 import pytest
 import torch
 
-from ctseg.cli_checks import _requested_devices, check_hardware
+from ctseg.cli.checks import _requested_devices, check_hardware
 from ctseg.errors import CtsegError
 
 

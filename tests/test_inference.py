@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ctseg.errors import CtsegError
-from ctseg.inference import blend_weights, predict_tile, window_positions
+from ctseg.inference.tile import blend_weights, predict_tile, window_positions
 from ctseg.models import build_model
 
 MEAN = (0.485, 0.456, 0.406)

@@ -7,7 +7,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ctseg.errors import CtsegError
-from ctseg.metrics import SegmentationMetrics, confusion_matrix_scores, format_table
+from ctseg.evaluation.metrics import SegmentationMetrics, confusion_matrix_scores, format_table
 
 # Worked by hand, K = 3 (rows = truth, columns = prediction):
 #   target  0 0 1 | 1 2 2        pairs (t, p): (0,0) (0,1) (1,1) (1,1) (2,2) (2,0)

@@ -1,4 +1,4 @@
-"""``ctseg export --format onnx`` and the onnxruntime back end (:class:`~ctseg.onnx_backend.OnnxSegmentor`).
+"""``ctseg export --format onnx`` and the onnxruntime back end (:class:`~ctseg.inference.onnx.OnnxSegmentor`).
 
 Untrained ``pf-tiny`` models saved as Lightning-like checkpoints (as in ``test_bands.py``), exported at a 64-pixel
 window; onnxruntime's logits are compared with PyTorch's.
@@ -17,13 +17,13 @@ import torch
 from ctseg_tiny import RGBN as RGBN_TEST
 from ctseg_tiny import save_task_checkpoint
 
-from ctseg.checkpoints import load_model, read_checkpoint
-from ctseg.cli import main
+from ctseg.checkpoints.files import load_model, read_checkpoint
+from ctseg.checkpoints.onnx_export import export_onnx
+from ctseg.cli.entry import main
 from ctseg.data.definitions import DatasetInfo
 from ctseg.errors import CtsegError
-from ctseg.inference import predict_tile
-from ctseg.onnx_backend import OnnxSegmentor, load_onnx_model
-from ctseg.onnx_export import export_onnx
+from ctseg.inference.onnx import OnnxSegmentor, load_onnx_model
+from ctseg.inference.tile import predict_tile
 
 WINDOW = 64
 RGBN = replace(RGBN_TEST, name="rgbn-onnx")

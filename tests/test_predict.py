@@ -9,10 +9,10 @@ from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from ctseg.checkpoints import load_model, read_checkpoint
-from ctseg.cli import main
+from ctseg.checkpoints.files import load_model, read_checkpoint
+from ctseg.cli.entry import main
 from ctseg.data.definitions import SYNTHETIC
-from ctseg.inference import predict_tile
+from ctseg.inference.tile import predict_tile
 
 TRANSFORM = from_origin(500_000.0, 5_800_000.0, 0.05, 0.05)
 

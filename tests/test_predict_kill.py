@@ -3,7 +3,7 @@ at each rename (strace's fault injection), and the folders of dead and live proc
 
 What must hold after a kill anywhere: every input's outputs are complete or absent — or, when the kill fell
 between the renames of a sealed set, its staging folder holds the completion record, so the next run finishes
-it (:mod:`ctseg.predict_stage`) — and after the next run nothing temporary is left and ``--skip-existing`` has
+it (:mod:`ctseg.predict.stage`) — and after the next run nothing temporary is left and ``--skip-existing`` has
 done the rest. The killed processes are the installed ``ctseg`` script (a fresh interpreter each, ~5 s of
 imports); the runs after them are in-process.
 """
@@ -26,8 +26,8 @@ import rasterio
 from PIL import Image
 from test_predict_stream import RGB, geotiff, save_checkpoint
 
-from ctseg.cli import main
-from ctseg.predict_stage import PREFIX, RECORD, Stage
+from ctseg.cli.entry import main
+from ctseg.predict.stage import PREFIX, RECORD, Stage
 
 CTSEG = Path(sys.executable).with_name("ctseg")
 #: The outputs of one input with ``ARGS``: the class map, probabilities, confidence, colour PNG, polygons.
@@ -253,7 +253,7 @@ def test_vectorize_killed_at_its_rename_is_cleaned_by_the_next_run(tmp_path):
     from test_vectorize import _class_map, _write
 
     from ctseg.staging import LockedFolder
-    from ctseg.vectorize_io import WORK_PREFIX
+    from ctseg.vectorize.io import WORK_PREFIX
 
     pred = _write(tmp_path / "scene_pred.tif", _class_map())
     out = tmp_path / "polys"

@@ -12,10 +12,10 @@ import pytest
 import rasterio
 from test_predict_stream import RGB, geotiff, save_checkpoint
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 from ctseg.errors import CtsegError
-from ctseg.predict import run_predict
-from ctseg.predict_shard import Shard, detect_shard, read_input_list
+from ctseg.predict.run import run_predict
+from ctseg.predict.shard import Shard, detect_shard, read_input_list
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_two_ranks_write_every_output_once(ckpt, six, tmp_path):
 
 
 def test_killed_job_resumes_with_skip_existing(ckpt, six, tmp_path, capsys, monkeypatch):
-    import ctseg.predict_write as pw
+    import ctseg.predict.write as pw
 
     listing = tmp_path / "tiles.txt"
     listing.write_text("\n".join(f"tiles/{p.name}" for p in six) + "\n")  # relative to the list's folder

@@ -23,12 +23,12 @@ from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 from ctseg.data.definitions import DatasetInfo, generic_colors, info_to_json
-from ctseg.inference import predict_tile
+from ctseg.inference.rows import RasterRows, class_rows, predict_rows, prob_rows
+from ctseg.inference.tile import predict_tile
 from ctseg.models import build_model
-from ctseg.streaming import RasterRows, class_rows, predict_rows, prob_rows
-from ctseg.training import SegmentationTask
+from ctseg.training.task import SegmentationTask
 
 REPO = Path(__file__).resolve().parents[1]
 TRANSFORM = from_origin(400_000.0, 5_000_000.0, 0.25, 0.25)
@@ -172,7 +172,7 @@ def test_cli_writes_cloud_optimized_geotiffs(ckpts, tmp_path, capsys):
     ]  # fmt: skip
     assert re.search(r"ctseg predict: 1 file, 0\.770 Mpx in [\d.]+ s \([\d.]+ Mpx/s\)", capsys.readouterr().err)
     nodata = (data == 0).all(0)
-    from ctseg.checkpoints import load_model
+    from ctseg.checkpoints.files import load_model
 
     model = load_model(ckpts["rgbn"]).model
     ref, ref_p = predict_tile(model, data, window=256, batch_size=4, mean=RGBN.mean, std=RGBN.std, return_probs=True)
@@ -260,7 +260,7 @@ def test_vrt_mosaic_jp2_and_input_list(ckpts, tmp_path):
     listing.write_text("# a city and a scene\ntiles/city.vrt\n\n" + f"{jp2}\n")
     out = tmp_path / "out"
     assert _predict(ckpts["rgb"], [], out, "--inputs", str(listing), "--window", "64", "--no-color") == 0
-    from ctseg.checkpoints import load_model
+    from ctseg.checkpoints.files import load_model
 
     model = load_model(ckpts["rgb"]).model
     with rasterio.open(out / "city_pred.tif") as pred:
@@ -284,7 +284,7 @@ def _one_line(err: str, *needles: str) -> str:
 
 @pytest.mark.parametrize("where", ["rows", "cog-layout", "colour-png"])
 def test_disk_full_removes_the_partial_output(where, ckpts, tmp_path, capsys, monkeypatch):
-    import ctseg.predict_write as pw
+    import ctseg.predict.write as pw
 
     src = geotiff(tmp_path / "t.tif", _rgb(300, 100, 2))
     out = tmp_path / "out"
@@ -382,7 +382,7 @@ def test_numpy_peak_does_not_grow_with_height(ckpts, tmp_path, monkeypatch):
     The in-memory predict of before needed 4 B per pixel at once (image and class map): ~20 MB more here."""
     import tracemalloc
 
-    import ctseg.predict as predict
+    import ctseg.predict.run as predict
 
     real = predict._load
 
@@ -419,7 +419,7 @@ def test_peak_memory_does_not_grow_with_height_pf_tiny(ckpts, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- vectors
 def test_vector_outlines_classes_with_confidence(ckpts, tmp_path, capsys):
-    """``--vector DIR --vector-classes roof``: ``ctseg.vectorize`` on the class map, with the confidence."""
+    """``--vector DIR --vector-classes roof``: ``ctseg.vectorize.polygons`` on the class map, with the confidence."""
     import pyogrio
     import pyogrio.raw
 

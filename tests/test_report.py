@@ -11,7 +11,7 @@ import pytest
 from ctseg_tiny import TINY_CONFIG
 from PIL import Image
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"]
@@ -79,7 +79,7 @@ def test_tiny_grid_run_writes_results(tiny):
     assert res["checkpoint_kind"] == "best" and len(res["checkpoint_sha256"]) == 64
     assert res["checkpoint_monitor"] == "val/miou" and 0.0 <= res["checkpoint_score"] <= 1.0
     assert res["fixed_data"] is False and res["data"]["init_args"]["seed"] == 0  # the data seed follows the seed
-    from ctseg.grid import sha256_file
+    from ctseg.experiments.grid import sha256_file
 
     assert sha256_file(res["checkpoint"]) == res["checkpoint_sha256"]
     log = next(tiny.rglob("metrics.csv")).read_text()
@@ -240,14 +240,14 @@ def test_curves_use_the_recorded_log_shift_validation_and_name_missing_panels(fa
     """The run's recorded log_dir is read (not the newest metrics.csv below the run), validation points sit at
     the number of steps done (the tiny run validates after 2 steps; Lightning logs it at step 1), and a panel
     no run logged is named."""
-    import ctseg.figures
-    from ctseg.report import collect_results, curves_figure, group_results
+    import ctseg.experiments.figures
+    from ctseg.experiments.report import collect_results, curves_figure, group_results
 
     decoy = fake_runs / "pf-paper-none" / "seed0" / "later" / "metrics.csv"
     decoy.parent.mkdir()
     decoy.write_text("epoch,step,val/miou,train/seg\n0,0,0.99,9.0\n")  # newer than the recorded log
     captured = {}
-    monkeypatch.setattr(ctseg.figures, "plot_curves", lambda curves, path: captured.update(curves))
+    monkeypatch.setattr(ctseg.experiments.figures, "plot_curves", lambda curves, path: captured.update(curves))
     results = [r for r in collect_results([fake_runs]) if r["scheme"] == "none"]
     notes = []
     curves_figure(group_results(results), Path("unused.png"), notes.append)

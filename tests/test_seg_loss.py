@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from ctseg.errors import CtsegError
-from ctseg.seg_loss import (
+from ctseg.training.seg_loss import (
     SegmentationLoss,
     check_class_weights,
     cross_entropy_loss,
@@ -108,8 +108,8 @@ def test_task_class_weights_list_and_inverse_frequency_from_a_prepared_folder(tm
 
     from make_folder import make_jpeg_folder
 
+    from ctseg.cli.lightning import build_cli
     from ctseg.data.prepare import prepare_dataset
-    from ctseg.lightning_cli import build_cli
 
     make_jpeg_folder(tmp_path / "src", count=3, h=64, w=64)
     data = tmp_path / "data"
@@ -132,7 +132,7 @@ def test_task_class_weights_list_and_inverse_frequency_from_a_prepared_folder(tm
     assert cli.model.seg_loss.class_weights.tolist() == pytest.approx(expected)
     assert "class weights (inverse frequency, training split): building" in capsys.readouterr().err
     with pytest.raises(CtsegError, match="inverse_frequency"):
-        from ctseg.training import SegmentationTask
+        from ctseg.training.task import SegmentationTask
 
         SegmentationTask(num_classes=3, class_weights="inverse_freq")
 

@@ -4,9 +4,9 @@ import lightning as L
 import pytest
 import torch
 
-from ctseg.checkpoints import export_model, load_model, read_checkpoint
+from ctseg.checkpoints.files import export_model, load_model, read_checkpoint
 from ctseg.errors import CtsegError
-from ctseg.training import SegmentationTask
+from ctseg.training.task import SegmentationTask
 
 
 def batch(b=2, size=64, seed=0):
@@ -88,7 +88,7 @@ def test_scheme_stats_are_logged_on_lightning_logging_steps(tmp_path):
 
     from ctseg_tiny import TINY_CONFIG
 
-    from ctseg.cli import main
+    from ctseg.cli.entry import main
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_CONFIG)
@@ -107,7 +107,7 @@ def test_scheme_stats_are_logged_on_lightning_logging_steps(tmp_path):
 def _fit_tiny(tmp_path, options: str, steps: int = 4):
     from ctseg_tiny import TINY_CONFIG
 
-    from ctseg.cli import main
+    from ctseg.cli.entry import main
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "tiny.yaml"
@@ -142,7 +142,7 @@ def test_clipped_steps_are_logged_and_warned_about(tmp_path, capsys):
 
 def test_clip_fraction_survives_a_resume(tmp_path):
     """The run's clipped-step count is kept in checkpoints: stop at 2 steps, extend to 4, fraction over all 4."""
-    from ctseg.cli import main
+    from ctseg.cli.entry import main
 
     root = _fit_tiny(tmp_path, "{clip_value: 0.001}", steps=2)
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
@@ -161,8 +161,8 @@ def test_clip_fraction_survives_a_resume(tmp_path):
 
 def test_nan_validation_score_warns_and_picks_no_best(tmp_path, capsys):
     """A validation split without a labelled pixel: one warning line per validation, no "best" checkpoint."""
-    from ctseg.checkpointing import ScoreCheckpoint
     from ctseg.data.synthetic import SyntheticDataModule
+    from ctseg.training.callbacks import ScoreCheckpoint
 
     class UnlabelledVal(SyntheticDataModule):
         def val_dataloader(self):

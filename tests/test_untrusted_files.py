@@ -20,8 +20,8 @@ import torch
 from ctseg_tiny import TINY_CONFIG
 from PIL import Image
 
-from ctseg.checkpoints import export_model, load_model, read_checkpoint
-from ctseg.cli import main
+from ctseg.checkpoints.files import export_model, load_model, read_checkpoint
+from ctseg.cli.entry import main
 from ctseg.errors import CtsegError
 from ctseg.safety.pickles import UnsafeFileError, scan_torch_file
 

@@ -20,8 +20,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ctseg.checkpoints import export_model, load_model
-from ctseg.cli import main
+from ctseg.checkpoints.files import export_model, load_model
+from ctseg.cli.entry import main
 from ctseg.errors import CtsegError
 from ctseg.safety.documents import json_depth, parse_json
 
@@ -133,7 +133,7 @@ def test_a_path_in_the_metadata_is_never_opened(export, tmp_path, capsys, watch,
         (_set("class_names", [1, 2, 3, 4, 5, 6]), "class_names"),
         (_set("config.num_classes", 3e9), "num_classes"),
         (_set("config.num_classes", 3_000_000_000), "num_classes"),
-        (_set("config.name", "ctseg.cli.main"), "config.name"),
+        (_set("config.name", "ctseg.cli.entry.main"), "config.name"),
         (_set("config.img_size", 10**9), "img_size"),
         (_set("config.decode_channels", 10**7), "decode_channels"),
         (_set("eval_classes", [0, 99]), "eval_classes"),

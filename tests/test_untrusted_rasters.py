@@ -23,7 +23,7 @@ import rasterio
 from ctseg_tiny import save_task_checkpoint
 from rasterio.transform import from_origin
 
-from ctseg.cli import _parser, main
+from ctseg.cli.entry import _parser, main
 from ctseg.errors import CtsegError
 from ctseg.safety import rasters
 from ctseg.safety.rasters import GDAL_GUARDS, SourcePolicy, allowing, check_raster, current_policy
@@ -269,7 +269,7 @@ def test_python_pixel_function_is_refused_and_inert(tmp_path, capsys, ckpt, monk
     monkeypatch.setenv("GDAL_VRT_ENABLE_PYTHON", "YES")
     assert _predict(ckpt, inp, tmp_path / "out", "--allow-remote", "--allow-outside") == 2
     _one_line(capsys, str(inp), "Python pixel function")
-    assert os.environ["GDAL_VRT_ENABLE_PYTHON"] == "NO"  # forced by ctseg.cli.main, whatever was set
+    assert os.environ["GDAL_VRT_ENABLE_PYTHON"] == "NO"  # forced by ctseg.cli.entry.main, whatever was set
     assert all(os.environ[k] == v for k, v in GDAL_GUARDS.items())
     with rasterio.open(inp) as ds:  # GDAL itself, past ctseg's walk: the code does not run
         with pytest.raises(rasterio.errors.RasterioError):

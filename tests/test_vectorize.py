@@ -21,9 +21,9 @@ import shapely
 from rasterio.transform import from_origin
 from shapely import affinity
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 from ctseg.errors import CtsegError
-from ctseg.vectorize import CLASSES_TAG, VectorizeWarning, vectorize_raster
+from ctseg.vectorize.polygons import CLASSES_TAG, VectorizeWarning, vectorize_raster
 
 SIZE, RES = 300, 0.5
 TRANSFORM = from_origin(500_000.0, 4_650_000.0, RES, RES)
@@ -255,3 +255,21 @@ def test_confidence_without_georeference_is_one_note(tmp_path, capsys):
         assert main(argv) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ctseg: warning:") and "not georeferenced" in err[0]
+
+
+@pytest.mark.parametrize(
+    "tag", ["[" * 200_000 + "]" * 200_000, '["a", ["b"]]', "not json", '"' + "x" * 300_000 + '"']
+)
+def test_a_crafted_classes_tag_is_one_line(tmp_path, capsys, tag):
+    """The class map's ``CTSEG_CLASSES`` tag is data from whoever made the raster: deeply nested, not a list of
+    names, not JSON or huge, it is ignored and a class asked for by name is one line (exit 2), nothing written."""
+    pred = _write(tmp_path / "scene_pred.tif", _class_map(), names=None)
+    with rasterio.open(pred, "r+") as dst:
+        dst.update_tags(**{CLASSES_TAG: tag})
+    out = tmp_path / "polys" / "v.gpkg"
+    out.parent.mkdir()
+    assert main(["vectorize", str(pred), "--classes", "building", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ctseg: error:") and "CTSEG_CLASSES" in err[0], err
+    assert list(out.parent.iterdir()) == []
+    assert main(["vectorize", str(pred), "--classes", "1", "--out", str(out)]) == 0  # by index it still works

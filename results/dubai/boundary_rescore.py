@@ -1,6 +1,6 @@
 """Re-score the committed Dubai study models (``results/dubai/models/*.safetensors``) with region and boundary
 metrics on the validation tiles 1–3, through the user-facing commands: ``ctseg predict`` on each whole
-validation image, then ``ctseg evaluate``'s scoring (:func:`ctseg.evaluate.evaluate_pairs`) against the
+validation image, then ``ctseg evaluate``'s scoring (:func:`ctseg.evaluation.files.evaluate_pairs`) against the
 original colour-coded masks. Writes Markdown to stdout and every score to ``--json``.
 
     OMP_NUM_THREADS=1 .venv/bin/python results/dubai/boundary_rescore.py \\
@@ -48,7 +48,7 @@ def link_validation(src: Path, work: Path) -> list[str]:
 
 
 def predict(model: Path, work: Path, name: str) -> tuple[Path, float]:
-    from ctseg.cli import main
+    from ctseg.cli.entry import main
 
     out = work / "pred" / name
     images = sorted(str(p) for p in (work / "images").iterdir())
@@ -78,7 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ctseg.data.definitions import DUBAI
-    from ctseg.evaluate import evaluate_pairs, find_pairs
+    from ctseg.evaluation.files import evaluate_pairs, find_pairs
 
     work = Path(args.work)
     names = link_validation(Path(args.src), work)

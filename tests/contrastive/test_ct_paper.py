@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from loss_inputs import CHANNELS, IGN, assert_same_gradients, blocky_mask, make_features
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 from ctseg.contrastive import PatchContrastiveLoss
 
 

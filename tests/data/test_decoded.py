@@ -155,7 +155,7 @@ def test_datamodule_cache_with_worker_processes(prepared_copy):
 
 
 def test_fit_with_an_unwritable_cache_folder_stops_with_one_line(prepared_copy, tmp_path, capsys):
-    from ctseg.cli import main
+    from ctseg.cli.entry import main
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

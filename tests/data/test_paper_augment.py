@@ -336,7 +336,7 @@ def test_unknown_augment_is_one_line():
 
 
 def test_unknown_augment_reaches_the_cli_as_one_line(tmp_path):
-    from ctseg.cli import main
+    from ctseg.cli.entry import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

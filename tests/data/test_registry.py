@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 from ctseg.data import PreparedDataset
 from ctseg.data.definitions import DatasetInfo
 from ctseg.data.prepare import prepare_dataset

@@ -17,7 +17,7 @@ from PIL import Image
 from ctseg.data import PreparedDataModule
 from ctseg.data.definitions import IGNORE_INDEX
 from ctseg.data.prepare import prepare_dataset
-from ctseg.metrics import SegmentationMetrics
+from ctseg.evaluation.metrics import SegmentationMetrics
 
 CROP, SIZE = 100, 128
 
@@ -84,7 +84,7 @@ def test_scored_pixels_are_the_labelled_pixels_of_the_source_tiles(prepared):
 def test_loader_batches_512_images_with_500_masks_and_the_task_scores_at_mask_size(prepared):
     """Default collation works (all test images SIZE², all test masks CROP²); the validation step resizes the
     logits (bilinear, align_corners=False) to the mask before the argmax, so it counts each labelled pixel once."""
-    from ctseg.training import SegmentationTask
+    from ctseg.training.task import SegmentationTask
 
     dst, tiles = prepared
     dm = PreparedDataModule(str(dst), batch_size=2, val_batch_size=4, num_workers=0, image_size=SIZE)

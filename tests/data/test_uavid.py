@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from scored import assemble
 
-from ctseg.cli import main
+from ctseg.cli.entry import main
 from ctseg.data import PreparedDataset, prepare_dataset
 from ctseg.data.crops import crop_offsets
 from ctseg.data.registry import CropSettings, get_dataset

@@ -221,7 +221,7 @@ def test_complete_load_prints_one_line_and_quiet_mode(tmp_path, capsys):
 
 def test_allow_partial_is_a_fit_option(tmp_path, capsys):
     """``ctseg fit --model.pretrained PATH --model.allow_partial true`` (SegmentationTask's own argument)."""
-    from ctseg.training import SegmentationTask
+    from ctseg.training.task import SegmentationTask
 
     path, _ = _poolformer_s12_file(tmp_path)
     with pytest.raises(CtsegError, match=r"--model.allow_partial true"):

@@ -33,7 +33,7 @@ Determinism: the training order is a permutation drawn from ``(seed, epoch)`` (a
 ranks; Lightning sets its epoch), and each sample's augmentation draws from a generator seeded with
 ``sample_seed(seed, epoch, index)`` (``paper``'s mosaic partners and their augmentations included) — so a run
 resumed at an epoch boundary sees the same crops, in the same order, augmented the same way, whatever
-``num_workers`` is; mid-epoch, the :class:`~ctseg.resume.ExactResume` callback (docs/design.md §9) has the
+``num_workers`` is; mid-epoch, the :class:`~ctseg.training.resume.ExactResume` callback (docs/design.md §9) has the
 sampler skip the batches already trained on. The on-device pipeline seeds one device
 generator per ``(seed, epoch, rank)``, whichever preset.
 """

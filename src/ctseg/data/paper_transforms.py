@@ -40,13 +40,13 @@ from torch import Tensor
 
 from ctseg.data.definitions import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
 from ctseg.data.transforms import (
-    _check_stats,
-    _randint,
-    _resize_pair,
-    _rotations,
-    _stats,
-    _window,
+    band_stats,
+    check_band_stats,
+    crop_window,
+    draw_int,
     normalize,
+    resize_pair,
+    rotations_of,
     to_float_image,
 )
 
@@ -117,7 +117,7 @@ class _PaperRecipe:
             raise ValueError("rotate_p and mosaic_ratio must lie in [0, 1], max_ratio in (0, 1]")
         self.size = int(size)
         self.crop_size = int(crop_size) if crop_size else max(1, round(PAPER_CROP * self.size / PAPER_SIZE))
-        self.mean, self.std = _check_stats(mean, std)
+        self.mean, self.std = check_band_stats(mean, std)
         self.num_classes = int(num_classes)
         self.scales = tuple(float(v) for v in scales)
         self.crop_tries, self.max_ratio = int(crop_tries), float(max_ratio)
@@ -181,19 +181,19 @@ class PaperTrainTransform(_PaperRecipe):
         image = to_float_image(image)
         mask = mask.to(torch.int64)
         height, width = image.shape[-2:]
-        scale = self.scales[_randint(generator, 0, len(self.scales) - 1)]
+        scale = self.scales[draw_int(generator, 0, len(self.scales) - 1)]
         scaled = (max(1, round(height * scale)), max(1, round(width * scale)))
         if scaled != (height, width):
-            image, mask = _resize_pair(image, mask, scaled)
+            image, mask = resize_pair(image, mask, scaled)
         candidates = self.crop_candidates(*scaled, generator=generator)
         top, left = candidates[self.choose_crop(mask, candidates)].tolist()
         crop = self.crop_size
-        image = _window(image, top, left, crop, 0.0)
-        mask = _window(mask, top, left, crop, self.ignore_index)
+        image = crop_window(image, top, left, crop, 0.0)
+        mask = crop_window(mask, top, left, crop, self.ignore_index)
         if crop != self.size:
-            image, mask = _resize_pair(image, mask, (self.size, self.size))
+            image, mask = resize_pair(image, mask, (self.size, self.size))
         rotate = float(torch.rand((), generator=generator)) < self.rotate_p
-        k = _randint(generator, 0, 3)
+        k = draw_int(generator, 0, 3)
         if rotate and k:
             image, mask = torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
         return image.contiguous(), mask.contiguous()
@@ -211,12 +211,12 @@ class PaperTrainTransform(_PaperRecipe):
         height, width = parts[0][0].shape[-2:]
         if any(tuple(image.shape[-2:]) != (height, width) for image, _ in parts):  # resize in float, all alike
             parts = [(to_float_image(image), mask) for image, mask in parts]
-        parts = [p if tuple(p[0].shape[-2:]) == (height, width) else _resize_pair(*p, (height, width)) for p in parts]
-        cy, cx = _randint(generator, *self.split_bounds(height)), _randint(generator, *self.split_bounds(width))
+        parts = [p if tuple(p[0].shape[-2:]) == (height, width) else resize_pair(*p, (height, width)) for p in parts]
+        cy, cx = draw_int(generator, *self.split_bounds(height)), draw_int(generator, *self.split_bounds(width))
         shapes = ((cy, cx), (cy, width - cx), (height - cy, cx), (height - cy, width - cx))
         tiles = []
         for (image, mask), (h, w) in zip(parts, shapes, strict=True):
-            oy, ox = _randint(generator, 0, height - h), _randint(generator, 0, width - w)
+            oy, ox = draw_int(generator, 0, height - h), draw_int(generator, 0, width - w)
             tiles.append((image[..., oy : oy + h, ox : ox + w], mask[..., oy : oy + h, ox : ox + w]))
         image = torch.cat([torch.cat([tiles[0][0], tiles[1][0]], -1), torch.cat([tiles[2][0], tiles[3][0]], -1)], -2)
         mask = torch.cat([torch.cat([tiles[0][1], tiles[1][1]], -1), torch.cat([tiles[2][1], tiles[3][1]], -1)], -2)
@@ -311,7 +311,7 @@ class PaperBatchTransform(_PaperRecipe):
         batch, height, width = mask.shape
         device, c = mask.device, float(self.crop_size)
         pick = torch.randint(0, len(self.scales), (batch,), device=device, generator=generator)
-        scale = _stats(self.scales, device).view(-1)[pick]  # cached: no host-to-device copy per batch
+        scale = band_stats(self.scales, device).view(-1)[pick]  # cached: no host-to-device copy per batch
         extent_y = torch.clamp(torch.round(height * scale), min=1.0)
         extent_x = torch.clamp(torch.round(width * scale), min=1.0)
         u = torch.rand(batch, self.crop_tries, 2, device=device, generator=generator)
@@ -320,7 +320,7 @@ class PaperBatchTransform(_PaperRecipe):
         top, left = tops.gather(1, choice)[:, 0], lefts.gather(1, choice)[:, 0]
         rotate = torch.rand(batch, device=device, generator=generator) < self.rotate_p
         k = torch.randint(0, 4, (batch,), device=device, generator=generator)
-        rotation = _rotations(device)[torch.where(rotate, k, torch.zeros_like(k))]
+        rotation = rotations_of(device)[torch.where(rotate, k, torch.zeros_like(k))]
         scale_xy = torch.stack([c / extent_x, c / extent_y], dim=1)
         shift_xy = torch.stack([(c + 2.0 * left) / extent_x, (c + 2.0 * top) / extent_y], dim=1) - 1.0
         return torch.cat([scale_xy[:, :, None] * rotation, shift_xy[:, :, None]], dim=2)

@@ -6,7 +6,7 @@
 * :func:`sample_seed` — the seed of one sample's augmentation, from ``(seed, epoch, index)``, so it depends
   neither on the worker count nor on what was drawn before.
 
-The :class:`~ctseg.resume.ExactResume` callback stores the batches consumed in the current epoch and the RNG
+The :class:`~ctseg.training.resume.ExactResume` callback stores the batches consumed in the current epoch and the RNG
 states in every checkpoint; on resume the data modules ask it (:func:`skip_resumed_batches`) while they build the
 training loader and the sampler skips those batches. The loader needs its own ``generator`` (DataLoader
 otherwise draws its worker base seed from the global RNG each time an iterator is made, which would shift the
@@ -20,7 +20,7 @@ from typing import Any
 
 from torch.utils.data import DistributedSampler
 
-from ctseg.resume import find_exact_resume
+from ctseg.training.resume import find_exact_resume
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -60,7 +60,7 @@ class ResumableSampler(DistributedSampler):
 
 def skip_resumed_batches(trainer: Any, sampler: ResumableSampler, batches: int, batch_size: int) -> int:
     """For a run resumed mid-epoch, make ``sampler`` skip the batches of the current epoch that the checkpoint
-    already trained on (asked of the trainer's :class:`~ctseg.resume.ExactResume`; ``batches``: the loader's
+    already trained on (asked of the trainer's :class:`~ctseg.training.resume.ExactResume`; ``batches``: the loader's
     batches per epoch); the number skipped (0 without the callback or without a mid-epoch resume).
 
     Called while the data module builds the training loader, before Lightning creates its iterator (with worker

@@ -158,7 +158,7 @@ class SyntheticDataModule(L.LightningDataModule):
         if not shuffle:
             return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **common)
         # (seed, epoch)-ordered, sharded over DDP ranks and skippable, so a run killed mid-epoch resumes on the
-        # same batches (ctseg.resume.ExactResume).
+        # same batches (ctseg.training.resume.ExactResume).
         replicas, rank = self._rank()
         sampler = ResumableSampler(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed)
         loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **common)

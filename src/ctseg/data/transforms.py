@@ -104,7 +104,7 @@ def value_scale(dtype: Any) -> float:
 _STATS_CACHE: dict[tuple, Tensor] = {}
 
 
-def _stats(values: Sequence[float], device: torch.device) -> Tensor:
+def band_stats(values: Sequence[float], device: torch.device) -> Tensor:
     """(n, 1, 1) float32 tensor of ``values`` on ``device`` (the per-band statistics: (C, 1, 1)), cached so that
     no host-to-device copy happens per batch."""
     key = (tuple(float(v) for v in values), str(device))
@@ -113,7 +113,7 @@ def _stats(values: Sequence[float], device: torch.device) -> Tensor:
     return _STATS_CACHE[key]
 
 
-def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def check_band_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``mean``, ``std`` as tuples of floats; one value per band each (same count, at least one)."""
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     if not mean or len(mean) != len(std):
@@ -142,7 +142,7 @@ def normalize(image: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequenc
         if len(values) != image.shape[-3]:
             raise CtsegError(f"normalisation {name} has {len(values)} values but the image has {image.shape[-3]} bands")
     image = to_float_image(image)
-    return (image - _stats(mean, image.device)) / _stats(std, image.device)
+    return (image - band_stats(mean, image.device)) / band_stats(std, image.device)
 
 
 class Normalize:
@@ -153,7 +153,7 @@ class Normalize:
     """
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
-        self.mean, self.std = _check_stats(mean, std)
+        self.mean, self.std = check_band_stats(mean, std)
 
     @classmethod
     def from_info(cls, info: DatasetInfo) -> Normalize:
@@ -171,12 +171,12 @@ def _uniform(generator: torch.Generator | None, low: float, high: float) -> floa
     return low + (high - low) * float(torch.rand((), generator=generator))
 
 
-def _randint(generator: torch.Generator | None, low: int, high: int) -> int:
+def draw_int(generator: torch.Generator | None, low: int, high: int) -> int:
     """Uniform integer in [low, high] (both included)."""
     return int(torch.randint(low, high + 1, (), generator=generator))
 
 
-def _window(x: Tensor, top: int, left: int, size: int, fill: float) -> Tensor:
+def crop_window(x: Tensor, top: int, left: int, size: int, fill: float) -> Tensor:
     """``size`` × ``size`` window of (…, H, W) at (top, left); the part outside ``x`` is ``fill``."""
     height, width = x.shape[-2:]
     if 0 <= top and 0 <= left and top + size <= height and left + size <= width:
@@ -189,7 +189,7 @@ def _window(x: Tensor, top: int, left: int, size: int, fill: float) -> Tensor:
     return out
 
 
-def _resize_pair(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def resize_pair(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """(C, H, W) float image bilinear, (H, W) int64 mask nearest (pixel centres), to ``size``."""
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
     mask = F.interpolate(mask[None, None].to(torch.float32), size=size, mode="nearest-exact")[0, 0]
@@ -217,7 +217,7 @@ class _Recipe:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
         self.size = int(size)
         self.crop_size = int(crop_size or size)
-        self.mean, self.std = _check_stats(mean, std)
+        self.mean, self.std = check_band_stats(mean, std)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.rotate, self.flip = rotate, flip
         self.ignore_index = ignore_index
@@ -255,21 +255,21 @@ class TrainTransform(_Recipe):
         scale = _uniform(generator, *self.scale_range)
         scaled = (max(1, round(height * scale)), max(1, round(width * scale)))
         if scaled != (height, width):
-            image, mask = _resize_pair(image, mask, scaled)
+            image, mask = resize_pair(image, mask, scaled)
         crop = self.crop_size
-        top = _randint(generator, min(0, scaled[0] - crop), max(0, scaled[0] - crop))
-        left = _randint(generator, min(0, scaled[1] - crop), max(0, scaled[1] - crop))
-        image = _window(image, top, left, crop, 0.0)
-        mask = _window(mask, top, left, crop, self.ignore_index)
+        top = draw_int(generator, min(0, scaled[0] - crop), max(0, scaled[0] - crop))
+        left = draw_int(generator, min(0, scaled[1] - crop), max(0, scaled[1] - crop))
+        image = crop_window(image, top, left, crop, 0.0)
+        mask = crop_window(mask, top, left, crop, self.ignore_index)
         if crop != self.size:
-            image, mask = _resize_pair(image, mask, (self.size, self.size))
+            image, mask = resize_pair(image, mask, (self.size, self.size))
         if self.rotate:
-            k = _randint(generator, 0, 3)
+            k = draw_int(generator, 0, 3)
             image, mask = torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
         if self.flip:
-            if _randint(generator, 0, 1):
+            if draw_int(generator, 0, 1):
                 image, mask = image.flip(-1), mask.flip(-1)
-            if _randint(generator, 0, 1):
+            if draw_int(generator, 0, 1):
                 image, mask = image.flip(-2), mask.flip(-2)
         out = dict(sample)
         out["image"] = normalize(image.contiguous(), self.mean, self.std)
@@ -282,7 +282,7 @@ _ROTATIONS = ((1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0))
 _ROT_CACHE: dict[str, Tensor] = {}
 
 
-def _rotations(device: torch.device) -> Tensor:
+def rotations_of(device: torch.device) -> Tensor:
     key = str(device)
     if key not in _ROT_CACHE:
         _ROT_CACHE[key] = torch.tensor(_ROTATIONS, dtype=torch.float32, device=device).view(4, 2, 2)
@@ -323,7 +323,7 @@ class BatchTrainTransform(_Recipe):
         dihedral = torch.eye(2, device=device).expand(batch, 2, 2)
         if self.rotate:
             k = torch.randint(0, 4, (batch,), device=device, generator=generator)
-            dihedral = _rotations(device)[k]
+            dihedral = rotations_of(device)[k]
         if self.flip:
             signs = torch.stack([rand[:, 3] < 0.5, rand[:, 4] < 0.5], dim=1).to(torch.float32) * -2.0 + 1.0
             dihedral = dihedral * signs[:, None, :]  # flip the output x and/or y before rotating

@@ -34,7 +34,7 @@ from ctseg.models.segmentor import Segmentor
 from ctseg.models.unetformer import UNetFormerDecoder
 from ctseg.models.weights import load_encoder_weights
 
-__all__ = ["ModelPreset", "build_model", "list_models", "register_model"]
+__all__ = ["ModelPreset", "build_model", "decoder_options", "get_preset", "list_models", "register_model"]
 
 _DECODERS: dict[str, type[nn.Module]] = {"dcswin": DCSwinDecoder, "unetformer": UNetFormerDecoder}
 
@@ -80,6 +80,11 @@ def register_model(preset: ModelPreset | str):
         raise ValueError(f"model preset {preset.name!r} is already registered; choose another name")
     _PRESETS[preset.name] = preset
     return preset
+
+
+def get_preset(name: str) -> ModelPreset | None:
+    """The registered :class:`ModelPreset` of ``name`` (``None`` for an unknown name)."""
+    return _PRESETS.get(name)
 
 
 def list_models() -> list[str]:
@@ -128,7 +133,7 @@ register_model(
 )
 
 
-def _decoder_options() -> dict[str, set[str]]:
+def decoder_options() -> dict[str, set[str]]:
     return {
         name: {
             p
@@ -193,7 +198,7 @@ def build_model(
     allow_partial = bool(options.pop("allow_partial", False))
     decoder_kwargs = dict(preset.decoder_kwargs)
     decoder_kwargs.update(options.pop("decoder_kwargs", None) or {})
-    allowed = _decoder_options()[preset.decoder]
+    allowed = decoder_options()[preset.decoder]
     for key in [k for k in options if k in allowed]:
         decoder_kwargs[key] = options.pop(key)
     encoder_kwargs = dict(options.pop("encoder_kwargs", None) or {})

@@ -155,14 +155,14 @@ def _check_options(options: Any, allowed: set[str] | frozenset[str], where: str,
 
 def check_config(config: Any, path: str | os.PathLike) -> dict[str, Any]:
     """The architecture keys of a model file's ``config``, checked (module table); a new dict of them only."""
-    from ctseg.models.registry import _PRESETS, _decoder_options, list_models
+    from ctseg.models.registry import decoder_options, get_preset, list_models
 
     if not isinstance(config, dict):
         raise _fail(path, f"its model config is {_short(config)}, not a mapping")
     name = config.get("name")
-    if not isinstance(name, str) or name not in _PRESETS:
+    preset = get_preset(name) if isinstance(name, str) else None
+    if preset is None:
         raise _fail(path, f"config.name {_short(name)} is not a ctseg model (one of {', '.join(list_models())})")
-    preset = _PRESETS[name]
     k = config.get("num_classes")
     if not _int(k, 1, MAX_CLASSES):
         raise _fail(path, f"config.num_classes {_short(k)} is not a class count in 1..{MAX_CLASSES}")
@@ -192,7 +192,7 @@ def check_config(config: Any, path: str | os.PathLike) -> dict[str, Any]:
         if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate < 1):
             raise _fail(path, f"config.drop_path_rate {_short(rate)} is not a rate in [0, 1)")
         out["drop_path_rate"] = rate
-    decoder = _decoder_options()[preset.decoder]
+    decoder = decoder_options()[preset.decoder]
     if "decoder_kwargs" in config and config["decoder_kwargs"] is not None:
         out["decoder_kwargs"] = _check_options(config["decoder_kwargs"], decoder, "config.decoder_kwargs", path)
     if "encoder_kwargs" in config and config["encoder_kwargs"] is not None:
@@ -313,7 +313,7 @@ def check_task_hparams(hp: Any, path: str | os.PathLike) -> dict[str, Any]:
     (:func:`check_config`) and ``class_weights`` numbers or ``"inverse_frequency"``; one error line otherwise."""
     import inspect
 
-    from ctseg.training import SegmentationTask
+    from ctseg.training.task import SegmentationTask
 
     if not isinstance(hp, dict):
         raise _fail(path, "its hyper_parameters are not a mapping")

@@ -38,7 +38,7 @@ read files outside what the user named.
 Each refusal is one :class:`~ctseg.errors.CtsegError` line naming the VRT, the source and the way to allow it.
 
 **The policy.** What the user allows is a :class:`SourcePolicy` held in a context variable: deny both by
-default; ``ctseg.cli.main`` installs the command's ``--allow-remote`` / ``--allow-outside`` with
+default; ``ctseg.cli.entry.main`` installs the command's ``--allow-remote`` / ``--allow-outside`` with
 :func:`allowing` around the command, and ``prepare`` hands it to its worker processes (:func:`set_policy` as
 their initializer). Library users call ``with allowing(remote=True): run_predict(…)``. Threads started inside
 see the default (deny), never more than was allowed.

@@ -1,0 +1,8 @@
+"""``ctseg predict``, files in, files out: the run (:mod:`~ctseg.predict.run`, ``run_predict``), its inputs
+(:mod:`~ctseg.predict.inputs`), checks (:mod:`~ctseg.predict.plan`), the COG / PNG writers
+(:mod:`~ctseg.predict.write`), all-or-nothing staging of each input's outputs (:mod:`~ctseg.predict.stage`) and
+torchrun / SLURM sharding (:mod:`~ctseg.predict.shard`)."""
+
+from ctseg._exports import lazy
+
+__getattr__, __dir__ = lazy(__name__, ("run", "inputs", "plan", "write", "stage", "shard"))

@@ -1,0 +1,424 @@
+"""Output files of ``ctseg predict``: Cloud-Optimized GeoTIFFs written row band by row band, and PNGs.
+
+:class:`StreamedCOG` takes the rows of a raster in order (``write(top, rows)``) and writes them straight into a
+temporary striped GeoTIFF (ZSTD level 1, 32-row strips: a few rows are ever in memory), then ``finish()`` lays it
+out as a COG (GDAL's COG driver: 512 × 512 tiles, DEFLATE, internal overviews down to one tile — nearest
+resampling for class maps, average for probabilities / confidence — the IFDs and tiles in the order a reader over
+HTTP wants). Without a ``workdir`` the temporary files are siblings of the target and ``commit()`` renames the
+COG into place; with one (``ctseg predict``'s staging folder, :mod:`ctseg.predict.stage`) both are written in
+that folder, the COG under the target's name (:attr:`StreamedCOG.staged`), for the caller to move. Any failure
+(a full disk included) removes both temporary files and is one line naming the output; what GDAL / libtiff
+print straight to the process's stderr meanwhile (libtiff's ``_tiffWriteProc: No space left on device.``) is
+read for that line instead of reaching the terminal.
+
+How much GDAL caches while reading and writing is bounded per file (:func:`gdal_cache_bytes`): a few block rows,
+not the raster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ctseg.data.definitions import DatasetInfo
+from ctseg.errors import CtsegError
+from ctseg.io import atomic_path, is_disk_full, set_default_mode
+from ctseg.predict.inputs import error_text
+from ctseg.staging import low_on_space
+
+__all__ = [
+    "COG_BLOCK",
+    "CLASSES_TAG",
+    "OutputWriters",
+    "StreamedCOG",
+    "class_map_writer",
+    "classes_tag",
+    "gdal_cache_bytes",
+    "open_writers",
+    "write_color_png",
+    "write_index_png",
+    "write_prediction",
+]
+
+#: Tile side of the COG outputs.
+COG_BLOCK = 512
+#: Metadata tag of the class map / probabilities: a JSON list of the class names, in index order.
+CLASSES_TAG = "CTSEG_CLASSES"
+_STRIP_ROWS = 32
+
+
+def gdal_cache_bytes(width: int, bytes_per_px: int, window: int) -> int:
+    """GDAL's block cache for one file: ``window + 2 × 512`` full-width rows (two rows of source tiles while a
+    row of windows is read, a row of output tiles while the COG is laid out) of ``bytes_per_px`` (all bands of
+    the source and the outputs), at least 16 MiB, at most 1 GiB."""
+    need = (window + 2 * COG_BLOCK) * int(width) * int(bytes_per_px)
+    return int(min(max(need, 16 << 20), 1 << 30))
+
+
+def _no_space(err: BaseException, printed: str = "") -> bool:
+    """A full disk, from the exception (:func:`ctseg.io.is_disk_full`), GDAL's own words, or what libtiff printed."""
+    text = f"{error_text(err)} {printed}".lower()
+    return is_disk_full(err) or "no space left" in text or "free disk space" in text or "quota exceeded" in text
+
+
+def write_error(target: Path, err: BaseException, printed: str = "", full: bool = False) -> CtsegError:
+    """The one-line error of a failed write of ``target`` (whose partial files are gone); ``printed``: what GDAL
+    printed meanwhile; ``full``: the disk is known to be full."""
+    if full or _no_space(err, printed):
+        return CtsegError(
+            f"cannot write {target}: no space left on device; the partial output was removed (free some space or "
+            "choose another --out)"
+        )
+    return CtsegError(f"cannot write {target} ({error_text(err)}); the partial output was removed")
+
+
+def _write_block(dataset, data: np.ndarray, window) -> None:
+    """One row band into the open intermediate file (a function of its own so tests can fail it)."""
+    dataset.write(data, window=window)
+
+
+def _temp_sibling(target: Path, suffix: str, folder: Path | None = None) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=folder or target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _gdal_errors() -> tuple[type[BaseException], ...]:
+    """What a failed GDAL write raises: rasterio's errors, ``OSError`` and GDAL's ``CPLE_*`` errors (which
+    ``rasterio.shutil.copy`` lets through as they are)."""
+    from rasterio.errors import RasterioError
+
+    try:
+        from rasterio._err import CPLE_BaseError
+    except ImportError:  # pragma: no cover - another rasterio layout
+        return (RasterioError, OSError)
+    return (RasterioError, OSError, CPLE_BaseError)
+
+
+@contextlib.contextmanager
+def native_stderr(echo: bool = True) -> Iterator[list[str]]:
+    """Point file descriptor 2 at a temporary file for the block: what C libraries print straight to stderr
+    (libtiff: ``_tiffWriteProc: No space left on device.``) lands in the yielded list (one string) instead. When
+    the block succeeds (and ``echo``), the text is printed to stderr after all; when it fails, the caller's
+    one-line error replaces it."""
+    printed: list[str] = []
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        sink = tempfile.TemporaryFile()
+    except OSError:
+        yield printed
+        return
+    with sink:
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield printed
+            return
+        ok = False
+        try:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield printed
+                ok = True
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                text = sink.read(1 << 16)
+                printed.append(text.decode(errors="replace"))
+                if ok and echo and text:
+                    os.write(2, text)
+        finally:
+            os.close(saved)
+
+
+class StreamedCOG:
+    """A ``count``-band raster written in row order and finished as a COG (module docstring).
+
+    ``float16``: ``dtype`` float32 stored with 16 bits per sample (GDAL's half-precision GeoTIFF); the rows
+    given must hold float16 values. ``colormap`` ``{value: (r, g, b, a)}`` for band 1; ``tags`` go to the
+    dataset's default metadata domain; ``descriptions``: one per band. ``workdir``: a private folder for the
+    temporary file and the finished COG (:attr:`staged`), instead of siblings of ``target`` and :meth:`commit`.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike,
+        *,
+        height: int,
+        width: int,
+        count: int = 1,
+        dtype: str = "uint8",
+        crs=None,
+        transform=None,
+        nodata: float | None = None,
+        float16: bool = False,
+        colormap: dict | None = None,
+        tags: dict[str, str] | None = None,
+        descriptions: Sequence[str] | None = None,
+        resampling: str = "nearest",
+        workdir: str | os.PathLike | None = None,
+    ):
+        import rasterio
+
+        self.target = Path(target)
+        self._workdir = None if workdir is None else Path(workdir)
+        #: The finished COG in ``workdir`` (``None`` without one).
+        self.staged = None if self._workdir is None else self._workdir / self.target.name
+        self.height, self.width, self.count = int(height), int(width), int(count)
+        self.rows_written = 0
+        self._resampling = resampling
+        self._float16 = float16
+        self._final: Path | None = None
+        self._ds = None
+        self._printed = ""
+        self._part: Path | None = None
+        try:
+            self._part = _temp_sibling(self.target, ".part.tif", self._workdir)
+        except OSError as err:
+            raise write_error(self.target, err) from None
+        profile = {"driver": "GTiff", "height": self.height, "width": self.width, "count": self.count,
+                   "dtype": dtype, "blockysize": min(_STRIP_ROWS, self.height), "compress": "zstd",
+                   "zstd_level": 1, "bigtiff": "if_safer", "interleave": "band"}  # fmt: skip
+        if float16:
+            profile["nbits"] = 16
+        if crs is not None:
+            profile["crs"] = crs
+        if transform is not None:
+            profile["transform"] = transform
+        if nodata is not None:
+            profile["nodata"] = nodata
+        printed: list[str] = []
+        try:
+            with native_stderr(echo=False) as printed, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # NotGeoreferencedWarning for PNG input
+                self._ds = rasterio.open(self._part, "w", **profile)
+                if colormap is not None:
+                    self._ds.write_colormap(1, colormap)
+                if tags:
+                    self._ds.update_tags(**tags)
+                for i, text in enumerate(descriptions or (), start=1):
+                    self._ds.set_band_description(i, str(text))
+        except _gdal_errors() as err:
+            self._fail(err, printed)
+        self._remember(printed)
+
+    def _remember(self, printed: list[str]) -> None:
+        """Keep the end of what GDAL printed during a call that succeeded: a later failure may be its sequel."""
+        self._printed = (self._printed + " ".join(printed))[-4096:]
+
+    def _fail(self, err: BaseException, printed: list[str]):
+        """Remove the partial files and raise the one-line error of ``err``."""
+        full = low_on_space(self._workdir or self.target.parent)  # before the partial files go
+        self.abort()
+        raise write_error(self.target, err, f"{self._printed} {' '.join(printed)}", full) from None
+
+    def write(self, top: int, rows: np.ndarray) -> None:
+        """Rows ``[top, top + n)``: ``(n, width)`` or ``(count, n, width)``, following the rows written so far."""
+        from rasterio.windows import Window
+
+        data = rows[None] if rows.ndim == 2 else rows
+        if top != self.rows_written or data.shape[0] != self.count or data.shape[2] != self.width:
+            raise ValueError(f"rows {top}.. of shape {data.shape} do not follow row {self.rows_written}")
+        n = data.shape[1]
+        printed: list[str] = []
+        try:
+            with native_stderr(echo=False) as printed:
+                _write_block(self._ds, data, Window(0, top, self.width, n))
+        except _gdal_errors() as err:
+            self._fail(err, printed)
+        self._remember(printed)
+        self.rows_written += n
+
+    def finish(self) -> None:
+        """Close the streamed file and lay it out as a COG: under a temporary name beside the target, or as
+        :attr:`staged` in the ``workdir``."""
+        import rasterio.shutil
+
+        if self.rows_written != self.height:
+            raise ValueError(f"{self.target}: {self.rows_written} of {self.height} rows written")
+        printed: list[str] = []
+        try:
+            with native_stderr(echo=False) as printed:
+                ds, self._ds = self._ds, None
+                ds.close()
+                if self.staged is not None:
+                    self._final = self.staged
+                else:
+                    self._final = _temp_sibling(self.target, f".tmp{self.target.suffix}")
+                options = {"compress": "deflate", "blocksize": COG_BLOCK, "resampling": self._resampling,
+                           "bigtiff": "if_safer"}  # fmt: skip
+                if self._float16:
+                    options["nbits"] = 16
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    rasterio.shutil.copy(self._part, self._final, driver="COG", **options)
+        except _gdal_errors() as err:
+            self._fail(err, printed)
+        self._part.unlink(missing_ok=True)
+        set_default_mode(self._final)
+
+    def commit(self) -> Path:
+        """Rename the finished COG onto the target (without a ``workdir``)."""
+        assert self._final is not None and self.staged is None, "finish() first, and no workdir"
+        os.replace(self._final, self.target)
+        self._final = None
+        return self.target
+
+    def abort(self) -> None:
+        """Close and remove whatever was written (safe to call more than once)."""
+        if self._ds is not None:
+            ds, self._ds = self._ds, None
+            try:
+                with native_stderr(echo=False), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ds.close()
+            except Exception:  # noqa: BLE001 - a full disk may fail the close too; the file goes anyway
+                pass
+        for path in (self._part, self._final):
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+def _colormap(info: DatasetInfo) -> dict[int, tuple[int, int, int, int]]:
+    lut = info.palette()
+    return {i: (*map(int, lut[i]), 255) for i in range(256)}
+
+
+def classes_tag(info: DatasetInfo) -> dict[str, str]:
+    """``{CLASSES_TAG: JSON list of the class names}`` (``ctseg vectorize`` reads the names from it)."""
+    return {CLASSES_TAG: json.dumps(list(info.classes))}
+
+
+def class_map_writer(
+    target: Path, info: DatasetInfo, height: int, width: int, georef: dict, nodata: int | None,
+    workdir: Path | None = None,
+) -> StreamedCOG:  # fmt: skip
+    """The uint8 class map COG: palette colour table, class names in :data:`CLASSES_TAG`, ``nodata`` (255)."""
+    return StreamedCOG(
+        target, height=height, width=width, crs=georef.get("crs"), transform=georef.get("transform"),
+        nodata=nodata, colormap=_colormap(info), tags=classes_tag(info),
+        descriptions=["class"], workdir=workdir,
+    )  # fmt: skip
+
+
+@dataclass
+class OutputWriters:
+    """The streamed outputs of one input (``None``: not asked for)."""
+
+    classes: StreamedCOG | None = None
+    probs: StreamedCOG | None = None
+    conf: StreamedCOG | None = None
+
+    def all(self) -> list[StreamedCOG]:
+        return [w for w in (self.classes, self.probs, self.conf) if w is not None]
+
+
+def open_writers(
+    targets, info: DatasetInfo, height: int, width: int, georef: dict, nodata: bool, probs: str | None,
+    workdir: Path | None = None,
+) -> OutputWriters:  # fmt: skip
+    """The COG writers ``targets`` (``classes`` / ``probs`` / ``conf`` paths) asks for; ``nodata``: whether the
+    input has nodata (class 255, NaN probabilities, confidence 0); ``probs``: ``"uint8"`` or ``"float16"``;
+    ``workdir``: where they write (:class:`StreamedCOG`)."""
+    out = OutputWriters()
+    geo = {"crs": georef.get("crs"), "transform": georef.get("transform"), "workdir": workdir}
+    try:
+        if targets.classes is not None:
+            out.classes = class_map_writer(
+                targets.classes, info, height, width, georef, 255 if nodata else None, workdir
+            )
+        if targets.probs is not None:
+            half = probs == "float16"
+            out.probs = StreamedCOG(
+                targets.probs, height=height, width=width, count=info.num_classes, **geo,
+                dtype="float32" if half else "uint8", float16=half, nodata=float("nan") if half and nodata else None,
+                tags={**classes_tag(info), "CTSEG_PROBS": "p" if half else "round(255 p)"},
+                descriptions=list(info.classes), resampling="average",
+            )  # fmt: skip
+        if targets.conf is not None:
+            out.conf = StreamedCOG(
+                targets.conf, height=height, width=width, **geo, nodata=0 if nodata else None,
+                tags={"CTSEG_CONFIDENCE": "round(255 max p)"}, descriptions=["confidence"], resampling="average",
+            )  # fmt: skip
+    except BaseException:
+        for w in out.all():
+            w.abort()
+        raise
+    return out
+
+
+def write_prediction(
+    pred: np.ndarray,
+    georef: dict,
+    info: DatasetInfo,
+    tif_path: Path,
+    png_path: Path | None,
+    *,
+    nodata: int | None = None,
+) -> list[Path]:
+    """Write a class map held in memory as a COG (and a palette PNG), each atomically; ``nodata``: the COG's."""
+    height, width = pred.shape
+    writer = class_map_writer(Path(tif_path), info, height, width, georef, nodata)
+    try:
+        writer.write(0, np.ascontiguousarray(pred, dtype=np.uint8))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    written = [writer.commit()]
+    if png_path is not None:
+        written.append(write_color_png(pred, info, Path(png_path)))
+    return written
+
+
+def _png_image(pred: np.ndarray, mode: str):
+    """A Pillow image (mode ``"P"`` or ``"L"``) over the uint8 class map's own memory: no full-size copy."""
+    from PIL import Image
+
+    data = np.ascontiguousarray(pred, dtype=np.uint8)
+    height, width = data.shape
+    return Image.frombuffer(mode, (width, height), data, "raw", mode, 0, 1)
+
+
+def write_color_png(pred: np.ndarray, info: DatasetInfo, path: Path, workdir: Path | None = None) -> Path:
+    """The class map as a palette PNG in the data set's colours, written atomically (or, with ``workdir``, as
+    ``workdir / path.name``, for the caller to move); returns ``path``."""
+    img = _png_image(pred, "P")
+    img.putpalette(info.palette().reshape(-1).tolist())
+    _save_png(img, path, workdir)
+    return path
+
+
+def _save_png(img, path: Path, workdir: Path | None = None) -> None:
+    if workdir is not None:
+        staged = workdir / path.name
+        try:
+            img.save(staged, format="PNG")
+        except OSError as err:
+            staged.unlink(missing_ok=True)
+            raise write_error(path, err) from None
+        return
+    try:
+        with atomic_path(path) as tmp:
+            img.save(tmp, format="PNG")
+    except OSError as err:  # the temporary file is gone (atomic_path)
+        raise write_error(path, err) from None
+
+
+def write_index_png(pred: np.ndarray, path: Path, workdir: Path | None = None) -> list[Path]:
+    """Write the class map as a uint8 single-channel PNG of class indices (LoveDA's test-server format); with
+    ``workdir`` as ``workdir / path.name`` (:func:`write_color_png`)."""
+    _save_png(_png_image(pred, "L"), path, workdir)
+    return [path]

@@ -1,0 +1,6 @@
+"""Polygons from class maps: ``vectorize_raster`` and the block-merged polygon engine
+(:mod:`~ctseg.vectorize.polygons`), and their file I/O (:mod:`~ctseg.vectorize.io`)."""
+
+from ctseg._exports import lazy
+
+__getattr__, __dir__ = lazy(__name__, ("polygons", "io"))

@@ -1,0 +1,373 @@
+"""Polygons from a class map: ``ctseg vectorize PRED.tif --classes building --out buildings.gpkg``.
+
+The class raster (band 1, an integer class index per pixel, as ``ctseg predict`` writes it) is read by blocks
+and each block is polygonised per class with :func:`rasterio.features.shapes` (4-connectivity: pixels that
+touch only at a corner are separate polygons). A polygon that does not reach its block's inner border is final
+at once; one that does is kept aside and merged with its neighbours from the adjacent blocks
+(:func:`shapely.unary_union` per connected group) once the block row is done. After each block row only the
+merged polygons that still reach the next row stay in memory, so memory is bounded by the border polygons of
+one block row (plus whatever spans several rows), not by the raster. A building cut by block edges comes out
+as one polygon.
+
+Polygonisation and merging run in pixel coordinates (integers, so shared block edges match exactly); the
+final polygons are mapped by the raster's transform. Sizes are in map units (the CRS's): ``min_area`` in
+units², ``simplify`` (:func:`shapely.simplify` with ``preserve_topology=True``) in units. A raster that is not
+georeferenced is handled in pixel units (one warning line); a geographic CRS (degrees) with ``min_area`` or
+``simplify`` is refused in one line.
+
+Classes are given by index or by name; names are looked up in the raster's ``CTSEG_CLASSES`` tag (a JSON list
+of class names in index order, which ``ctseg predict`` writes). Each polygon's attributes: ``class`` (name),
+``class_index``, ``area`` (map units², of the written geometry) and, when a confidence raster is given (or the
+class raster has a band described ``confidence``), ``mean_confidence``: the mean confidence (0–1) over the
+polygon's class pixels. Output: GeoPackage (``.gpkg``) or GeoJSON (``.geojson`` / ``.json``) in the raster's
+CRS, written in a private locked folder beside it and renamed into place; a kill leaves the old file or the new
+one, and the next vectorize into that folder deletes the work folders of killed runs (:mod:`ctseg.vectorize.io`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ctseg.errors import CtsegError
+from ctseg.safety.documents import parse_json
+from ctseg.vectorize.io import (
+    VectorizeWarning,
+    confidence_sums,
+    open_confidence,
+    output_driver,
+    read_band,
+    write_polygons,
+)
+from ctseg.vectorize.io import warn as _warn
+
+#: Raster tag (default namespace) holding the class names as a JSON list in index order.
+CLASSES_TAG = "CTSEG_CLASSES"
+#: Default block side in pixels (rounded to whole internal blocks of the file).
+DEFAULT_BLOCK = 1024
+
+__all__ = ["CLASSES_TAG", "VectorizeWarning", "parse_classes", "vectorize_raster"]
+
+
+@dataclass
+class _Part:
+    """A polygon in global pixel coordinates with its pixel count and confidence sums (valid pixels only)."""
+
+    geom: object  # shapely Polygon
+    conf_sum: float = 0.0
+    conf_count: int = 0
+
+
+# ------------------------------------------------------------------------------------------------ classes
+def parse_classes(classes: str | int | Iterable[str | int]) -> list[str | int]:
+    """``"building,road"`` / ``"1,2"`` / ``["building", 2]`` → tokens; digit strings become indices."""
+    if isinstance(classes, (str, int)):
+        classes = [classes] if isinstance(classes, int) else classes.split(",")
+    tokens: list[str | int] = []
+    for item in classes:
+        if isinstance(item, bool):
+            raise CtsegError(f"class {item!r}: give class names or indices")
+        if isinstance(item, (int, np.integer)):
+            tokens.append(int(item))
+            continue
+        text = str(item).strip()
+        if text:
+            tokens.append(int(text) if text.isdigit() else text)
+    if not tokens:
+        raise CtsegError("no classes given; pass class names or indices, e.g. --classes building or --classes 1")
+    return tokens
+
+
+def _stored_names(src) -> tuple[list[str] | None, str]:
+    """(class names or ``None``, why there are none)."""
+    text = src.tags().get(CLASSES_TAG)
+    if text is None:
+        return None, f"no {CLASSES_TAG} tag, which ctseg predict writes"
+    try:
+        names = parse_json(text, f"its {CLASSES_TAG} tag", max_bytes=256 * 1024, max_depth=2)
+    except CtsegError:  # not JSON, nested, huge: the names are not used
+        names = None
+    if not isinstance(names, list) or len(names) > 256 or not all(isinstance(n, str) for n in names):
+        return None, f"its {CLASSES_TAG} tag is not a JSON list of names"
+    return names, ""
+
+
+def _resolve_classes(tokens: Sequence[str | int], names: list[str] | None, why: str, path: Path, nodata) -> list[int]:
+    indices: list[int] = []
+    for token in tokens:
+        if isinstance(token, int):
+            index = token
+            if not 0 <= index <= 255:
+                raise CtsegError(f"class index {index}: class rasters hold indices 0-255")
+            if names is not None and index >= len(names):
+                raise CtsegError(f"class index {index}: {path.name} has {len(names)} classes (0-{len(names) - 1})")
+        elif names is None:
+            raise CtsegError(
+                f"class {token!r}: {path.name} has no class names ({why}); pass class indices, e.g. --classes 1"
+            )
+        else:
+            folded = [n.casefold() for n in names]
+            if token in names:
+                index = names.index(token)
+            elif folded.count(str(token).casefold()) == 1:
+                index = folded.index(str(token).casefold())
+            else:
+                raise CtsegError(f"class {token!r} is not in {path.name}; its classes: {', '.join(names)}")
+        if nodata is not None and not math.isnan(nodata) and index == nodata:
+            raise CtsegError(f"class {index} is the nodata value of {path.name} (pixels without a prediction)")
+        if index not in indices:
+            indices.append(index)
+    return indices
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+def _block_windows(height: int, width: int, block_h: int, block_w: int) -> Iterator[list[tuple[int, int, int, int]]]:
+    """Block rows of (row_off, col_off, h, w) windows in row-major order."""
+    for r in range(0, height, block_h):
+        yield [(r, c, min(block_h, height - r), min(block_w, width - c)) for c in range(0, width, block_w)]
+
+
+def _block_shape(src, block_size: int | None) -> tuple[int, int]:
+    if block_size is not None:
+        if isinstance(block_size, bool) or int(block_size) < 1:
+            raise CtsegError(f"block size {block_size!r}: give a positive number of pixels")
+        return int(block_size), int(block_size)
+    bh, bw = src.block_shapes[0]
+    return bh * max(1, DEFAULT_BLOCK // bh), bw * max(1, DEFAULT_BLOCK // bw)
+
+
+def _polygonise(mask: np.ndarray, row_off: int, col_off: int) -> list:
+    """Polygons (global pixel coordinates, valid) of the True pixels of ``mask``, 4-connected."""
+    import shapely
+    from affine import Affine
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    geoms = [
+        shape(g)
+        for g, _ in shapes(
+            mask.view(np.uint8), mask=mask, connectivity=4, transform=Affine.translation(col_off, row_off)
+        )
+    ]
+    out = []
+    for geom in geoms:
+        if not geom.is_valid:  # a ring pinched at a corner: split into valid pieces
+            geom = shapely.make_valid(geom)
+        out.extend(_polygons_of(geom))
+    return out
+
+
+def _polygons_of(geom) -> list:
+    from shapely.geometry import MultiPolygon, Polygon
+
+    if isinstance(geom, Polygon):
+        return [] if geom.is_empty else [geom]
+    if isinstance(geom, MultiPolygon):
+        return [g for g in geom.geoms if not g.is_empty]
+    return [g for part in getattr(geom, "geoms", ()) for g in _polygons_of(part)]
+
+
+def _merge(parts: list[_Part]) -> list[_Part]:
+    """Union the parts that touch each other (connected groups); each group may come back as several polygons
+    (parts meeting only at a corner), its confidence sums spread over them by their pixels."""
+    import shapely
+
+    if len(parts) < 2:
+        return parts
+    geoms = np.array([p.geom for p in parts], dtype=object)
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    parent = list(range(len(parts)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(left.tolist(), right.tolist(), strict=True):
+        if i != j:
+            a, b = find(i), find(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(parts)):
+        groups.setdefault(find(i), []).append(i)
+    merged: list[_Part] = []
+    for members in groups.values():
+        if len(members) == 1:
+            merged.append(parts[members[0]])
+            continue
+        polys = _polygons_of(shapely.unary_union([parts[i].geom for i in members]))
+        if len(polys) == 1:
+            merged.append(
+                _Part(polys[0], sum(parts[i].conf_sum for i in members), sum(parts[i].conf_count for i in members))
+            )
+            continue
+        # several pieces: give each the sums of the members inside it
+        for poly in polys:
+            inside = [i for i in members if poly.contains(parts[i].geom.representative_point())]
+            merged.append(_Part(poly, sum(parts[i].conf_sum for i in inside), sum(parts[i].conf_count for i in inside)))
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------- the API
+def vectorize_raster(
+    class_tif: str | os.PathLike,
+    out_path: str | os.PathLike,
+    classes: str | int | Iterable[str | int],
+    *,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    fill_holes: bool = False,
+    confidence_tif: str | os.PathLike | None = None,
+    block_size: int | None = None,
+    layer: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write one polygon per connected region of each of ``classes`` in ``class_tif`` to ``out_path``.
+
+    Args:
+        class_tif: a single-band integer class map (``ctseg predict``'s ``<stem>_pred.tif``).
+        out_path: ``*.gpkg`` or ``*.geojson`` / ``*.json``; refused when it exists unless ``overwrite``.
+        classes: class names (from the raster's ``CTSEG_CLASSES`` tag) or indices: ``"building,road"``,
+            ``[1, 2]``, ``"1"``.
+        min_area: drop polygons smaller than this, in map units² (after hole filling, before simplification).
+        simplify: Douglas-Peucker tolerance in map units, topology preserved (0: exact pixel outlines).
+        fill_holes: drop the polygons' interior rings (courtyards) and count them in the area.
+        confidence_tif: a raster on the same grid (band 1; uint8 0-255, uint16 or float 0-1) whose mean over
+            each polygon's pixels becomes ``mean_confidence``; default: the class raster's band described
+            ``confidence``, if any (else no such attribute).
+        block_size: block side in pixels (default: whole internal blocks, about 1024 pixels).
+        layer: layer name (default: the output's stem).
+
+    Returns the output path. Raises :class:`CtsegError` (one line) for problems with the inputs.
+    """
+    import rasterio
+    import shapely
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from shapely.geometry.polygon import orient
+
+    from ctseg.safety.rasters import open_raster as open_checked
+
+    path, out = Path(class_tif), Path(out_path)
+    tokens = parse_classes(classes)
+    min_area, simplify = float(min_area), float(simplify)
+    if not (min_area >= 0 and math.isfinite(min_area)) or not (simplify >= 0 and math.isfinite(simplify)):
+        raise CtsegError(f"--min-area {min_area:g} / --simplify {simplify:g}: give sizes >= 0 (map units)")
+    driver = output_driver(out, overwrite)
+    if not path.is_file():
+        raise CtsegError(f"class raster {path} does not exist; pass the <stem>_pred.tif that ctseg predict wrote")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # said once below, in ctseg's words
+        try:
+            src = open_checked(path)  # a VRT's sources checked first (ctseg.safety.rasters)
+        except RasterioIOError as err:
+            raise CtsegError(f"class raster {path} cannot be read ({str(err).splitlines()[0]})") from None
+    with src:
+        if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+            raise CtsegError(f"{path.name} is {src.dtypes[0]}, not a class map; pass an integer (uint8) class raster")
+        names, why = _stored_names(src)
+        indices = _resolve_classes(tokens, names, why, path, src.nodata)
+        transform, crs = src.transform, src.crs
+        georeferenced = not transform.is_identity
+        if not georeferenced:
+            _warn(
+                f"{path.name} is not georeferenced: polygons, areas, --min-area and --simplify are in pixels; "
+                "georeference the raster (or predict from a georeferenced GeoTIFF) for map units"
+            )
+        elif crs is None:
+            _warn(f"{path.name} has no CRS: polygons are in its transform's units and the output has no CRS")
+        elif crs.is_geographic:
+            if min_area > 0 or simplify > 0:
+                raise CtsegError(
+                    f"{path.name}: CRS {crs.to_string()} is geographic (degrees), so --min-area / --simplify in "
+                    "metres cannot be applied; reproject it to a projected CRS first, e.g. gdalwarp -t_srs "
+                    "EPSG:32633 (your UTM zone) -r near"
+                )
+            _warn(f"{path.name}: CRS {crs.to_string()} is geographic: the area attribute is in square degrees")
+        pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+        coeffs = np.array([[transform.a, transform.b], [transform.d, transform.e]])
+        offset = np.array([transform.c, transform.f])
+        block_h, block_w = _block_shape(src, block_size)
+        conf_src = open_confidence(src, confidence_tif, path)
+        height, width = src.height, src.width
+        fields = ["class", "class_index", "area"] + (["mean_confidence"] if conf_src else [])
+        rows: dict[str, list] = {f: [] for f in fields}
+        geoms: list = []
+
+        def finish(index: int, part: _Part) -> None:
+            geom = part.geom
+            if fill_holes and geom.interiors:
+                geom = shapely.Polygon(geom.exterior)
+            if geom.area * pixel_area < min_area:
+                return
+            geom = shapely.transform(geom, lambda xy: xy @ coeffs.T + offset)
+            if simplify > 0:
+                geom = shapely.simplify(geom, simplify, preserve_topology=True)
+                if geom.is_empty:
+                    return
+            geom = orient(geom, 1.0)  # exterior counter-clockwise, holes clockwise (as RFC 7946 asks)
+            geoms.append(geom)
+            rows["class"].append(names[index] if names is not None else str(index))
+            rows["class_index"].append(index)
+            rows["area"].append(float(geom.area))
+            if conf_src:
+                rows["mean_confidence"].append(part.conf_sum / part.conf_count if part.conf_count else math.nan)
+
+        try:
+            pending: dict[int, list[_Part]] = {c: [] for c in indices}
+            for block_row in _block_windows(height, width, block_h, block_w):
+                row_top = block_row[0][0]
+                row_bottom = row_top + block_row[0][2]
+                for row_off, col_off, h, w in block_row:
+                    window = rasterio.windows.Window(col_off, row_off, w, h)
+                    data = read_band(src, 1, window, "class raster")
+                    if conf_src:
+                        cds, cband, scale, cnodata, _ = conf_src
+                        conf = read_band(cds, cband, window, "confidence raster").astype(np.float64)
+                        valid = np.isfinite(conf)
+                        if cnodata is not None and not math.isnan(cnodata):
+                            valid &= conf != cnodata
+                        conf /= scale
+                    for index in indices:
+                        mask = data == index
+                        if not mask.any():
+                            continue
+                        polys = _polygonise(mask, row_off, col_off)
+                        if conf_src:
+                            sums, counts = confidence_sums(polys, conf, valid & mask, row_off, col_off)
+                        for k, poly in enumerate(polys):
+                            part = _Part(poly, float(sums[k]), int(counts[k])) if conf_src else _Part(poly)
+                            x0, y0, x1, y1 = poly.bounds
+                            on_border = (
+                                (x0 == col_off and col_off > 0)
+                                or (x1 == col_off + w and col_off + w < width)
+                                or (y0 == row_off and row_off > 0)
+                                or (y1 == row_off + h and row_off + h < height)
+                            )
+                            if on_border:
+                                pending[index].append(part)
+                            else:
+                                finish(index, part)
+                for index in indices:
+                    keep: list[_Part] = []
+                    for part in _merge(pending[index]):
+                        if part.geom.bounds[3] == row_bottom and row_bottom < height:
+                            keep.append(part)  # may continue in the next block row
+                        else:
+                            finish(index, part)
+                    pending[index] = keep
+            for index in indices:
+                for part in pending[index]:
+                    finish(index, part)
+        finally:
+            if conf_src and conf_src[4]:
+                conf_src[0].close()
+    write_polygons(out, driver, layer or out.stem, crs, rows, geoms, fields)
+    return out
