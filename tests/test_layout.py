@@ -4,6 +4,7 @@ forward with a DeprecationWarning naming the new path, and the paths users and c
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 import warnings
@@ -73,6 +74,36 @@ def test_the_paths_checkpoints_and_configs_hold_are_unchanged():
 def test_python_dash_m_ctseg_cli_runs_the_command():
     res = subprocess.run([sys.executable, "-m", "ctseg.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "predict" in res.stdout, res.stderr
+
+
+#: What each package may import (docs/design.md §13); the two known departures are marked.
+MAY_IMPORT = {
+    "contrastive": set(),
+    "safety": {"models", "data", "training"},  # training: lazily, the task's argument names (a departure)
+    "models": {"safety"},
+    "data": {"safety"},
+    "inference": {"data", "safety"},
+    "evaluation": {"data", "inference"},
+    "training": {"contrastive", "models", "data", "evaluation"},
+    "checkpoints": {"models", "data", "safety", "inference"},
+    "vectorize": {"data", "safety"},
+    "predict": {"inference", "checkpoints", "vectorize", "data", "safety"},
+    "experiments": {"contrastive", "safety", "models", "data", "inference", "evaluation", "training", "checkpoints",
+                    "vectorize", "predict", "cli"},  # cli: grid runs the LightningCLI wiring (a departure)
+}
+#: Top-level modules any package may use.
+SHARED = {"errors", "io", "staging", "_exports"}
+
+
+def test_packages_import_only_what_the_package_map_allows():
+    src = Path(importlib.import_module("ctseg").__file__).parent
+    pattern = re.compile(r"^\s*(?:from|import) ctseg\.([a-z_]+)", re.MULTILINE)
+    found = {
+        package: {m for p in (src / package).rglob("*.py") for m in pattern.findall(p.read_text())} - {package}
+        for package in MAY_IMPORT
+    }
+    extra = {package: sorted(found[package] - MAY_IMPORT[package] - SHARED) for package in MAY_IMPORT}
+    assert {k: v for k, v in extra.items() if v} == {}
 
 
 def test_no_module_imports_the_cli_but_experiments_and_itself():

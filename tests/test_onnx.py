@@ -17,12 +17,12 @@ import torch
 from ctseg_tiny import RGBN as RGBN_TEST
 from ctseg_tiny import save_task_checkpoint
 
-from ctseg.checkpoints.files import load_model, read_checkpoint
+from ctseg.checkpoints.files import load_model, load_onnx_model, read_checkpoint
 from ctseg.checkpoints.onnx_export import export_onnx
 from ctseg.cli.entry import main
 from ctseg.data.definitions import DatasetInfo
 from ctseg.errors import CtsegError
-from ctseg.inference.onnx import OnnxSegmentor, load_onnx_model
+from ctseg.inference.onnx import OnnxSegmentor
 from ctseg.inference.tile import predict_tile
 
 WINDOW = 64

@@ -246,12 +246,30 @@ def export_model(ckpt: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
     return out
 
 
+def load_onnx_model(path: str | os.PathLike, device: str | torch.device = "cpu", *, threads: int | None = None):
+    """An ONNX export as a :class:`LoadedModel` (its ``model`` a :class:`~ctseg.inference.onnx.OnnxSegmentor`, run
+    by onnxruntime), as :func:`load_model` is for PyTorch files."""
+    from ctseg.inference.onnx import OnnxSegmentor
+
+    model = OnnxSegmentor(path, device, threads=threads)
+    meta = model.meta
+    return LoadedModel(
+        model,  # type: ignore[arg-type]
+        meta["dataset"],
+        list(meta["class_names"]),
+        meta["ignore_index"],
+        meta["eval_classes"],
+        model.info,
+    )
+
+
 __all__ = [
     "FORMAT",
     "LoadedModel",
     "export_metadata",
     "export_model",
     "load_model",
+    "load_onnx_model",
     "model_from",
     "read_checkpoint",
     "read_for_export",

@@ -7,6 +7,7 @@ Pillow. Georeferencing is not needed for preparation and its warning is silenced
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ctseg.data.definitions import DTYPES
+from ctseg.data.definitions import DTYPES, IGNORE_INDEX
 from ctseg.errors import CtsegError
 
 #: Read with Pillow; anything else goes to rasterio (GDAL).
@@ -213,6 +214,34 @@ def read_index(path: Path) -> np.ndarray:
             if not np.issubdtype(np.dtype(ds.dtypes[0]), np.integer):
                 raise CtsegError(f"{path}: an index mask must hold integers, found {ds.dtypes[0]}")
             return ds.read(1)
+
+
+#: The class value of nodata pixels in predicted maps (also their GeoTIFFs' nodata): the ignore index.
+NODATA_CLASS = IGNORE_INDEX
+
+
+def error_text(err: BaseException) -> str:
+    """One line from a rasterio error: GDAL's own message (rasterio chains it as the cause) when there is one."""
+    parts, seen = [], err
+    while seen is not None and len(parts) < 4:
+        text = " ".join(str(seen).split())
+        if text and "See previous exception" not in text:
+            parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return parts[0] if parts else type(err).__name__
+
+
+def nodata_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """(H, W) bool for a (C, H, W) image: True where every band equals ``nodata`` (NaN matches NaN)."""
+    if nodata is None:
+        return None
+    if math.isnan(nodata):
+        return np.isnan(image).all(axis=0) if np.issubdtype(image.dtype, np.floating) else None
+    if np.issubdtype(image.dtype, np.integer):
+        limits = np.iinfo(image.dtype)
+        if not math.isfinite(nodata) or nodata != int(nodata) or not limits.min <= nodata <= limits.max:
+            return None  # no pixel of this dtype can hold it
+    return (image == np.asarray(nodata, dtype=image.dtype)).all(axis=0)
 
 
 def nodata_mask(image: np.ndarray, nodata: float | None) -> np.ndarray | None:

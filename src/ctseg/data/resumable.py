@@ -20,8 +20,6 @@ from typing import Any
 
 from torch.utils.data import DistributedSampler
 
-from ctseg.training.resume import find_exact_resume
-
 _MIX = 0x9E3779B97F4A7C15
 
 
@@ -66,9 +64,19 @@ def skip_resumed_batches(trainer: Any, sampler: ResumableSampler, batches: int, 
     Called while the data module builds the training loader, before Lightning creates its iterator (with worker
     processes it starts drawing from the sampler at once, before ``on_train_start``).
     """
-    resume = find_exact_resume(trainer)
+    resume = _exact_resume(trainer)
     skip = resume.resume_skip_batches(batches) if resume is not None else 0
     if skip:
         sampler.skip_samples(skip * batch_size)
         sampler.resume_skip_batches = skip
     return skip
+
+
+def _exact_resume(trainer: Any) -> Any:
+    """The trainer's exact-resume callback — any callback with a ``resume_skip_batches`` method
+    (:class:`ctseg.training.resume.ExactResume`), found by what it does so that ``data`` needs nothing of
+    ``training`` — or ``None``."""
+    for callback in getattr(trainer, "callbacks", None) or ():
+        if callable(getattr(callback, "resume_skip_batches", None)):
+            return callback
+    return None

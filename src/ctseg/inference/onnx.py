@@ -6,7 +6,7 @@
 :class:`OnnxSegmentor` is a parameter-free ``nn.Module``, so code written for the Segmentor (``eval()``,
 ``model.encoder.in_chans``, ``model.encoder.input_multiple``, ``model.num_classes``) runs it unchanged. Its input
 multiple is the export window: ``ctseg.inference.tile.predict_tile`` then pads images smaller than the window up to
-it, and any other window size is refused in one line. :func:`load_onnx_model` returns it as a
+it, and any other window size is refused in one line. :func:`ctseg.checkpoints.load_onnx_model` returns it as a
 :class:`~ctseg.checkpoints.files.LoadedModel` (class names, data set description), as ``load_model`` does for
 PyTorch files.
 """
@@ -26,7 +26,7 @@ from ctseg.errors import CtsegError
 from ctseg.safety.documents import parse_json
 from ctseg.safety.model_spec import check_data_info, check_model_metadata
 
-__all__ = ["OnnxSegmentor", "load_onnx_model", "read_onnx_metadata"]
+__all__ = ["OnnxSegmentor", "read_onnx_metadata"]
 
 
 #: Largest ONNX file read (protobuf's own limit: a ctseg export keeps its weights inside the file).
@@ -171,19 +171,3 @@ class OnnxSegmentor(nn.Module):
 def _info(meta: dict[str, Any], path: Path):
     config = meta["config"]
     return check_data_info(meta.get("data_info"), path, config["num_classes"], config.get("in_chans", 3))
-
-
-def load_onnx_model(path: str | os.PathLike, device: str | torch.device = "cpu", *, threads: int | None = None):
-    """An ONNX export as a :class:`~ctseg.checkpoints.files.LoadedModel` (its ``model`` an :class:`OnnxSegmentor`)."""
-    from ctseg.checkpoints.files import LoadedModel
-
-    model = OnnxSegmentor(path, device, threads=threads)
-    meta = model.meta
-    return LoadedModel(
-        model,  # type: ignore[arg-type]
-        meta["dataset"],
-        list(meta["class_names"]),
-        meta["ignore_index"],
-        meta["eval_classes"],
-        model.info,
-    )

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ctseg.data.definitions import IMAGENET_MEAN, IMAGENET_STD
+from ctseg.data.raster import NODATA_CLASS, error_text, nodata_pixels
 from ctseg.errors import CtsegError
 from ctseg.inference.tile import (
     WindowGrid,
@@ -42,7 +43,6 @@ from ctseg.inference.tile import (
     window_grid,
     window_multiple,
 )
-from ctseg.predict.inputs import NODATA_CLASS, error_text, nodata_pixels
 
 __all__ = [
     "ArrayRows",

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ctseg.data.definitions import DATASETS, IGNORE_INDEX, DatasetInfo, generic_colors, get_dataset_info
+from ctseg.data.definitions import DATASETS, DatasetInfo, generic_colors, get_dataset_info
+from ctseg.data.raster import NODATA_CLASS, error_text, nodata_pixels
 from ctseg.errors import CtsegError
 
 __all__ = [
@@ -46,8 +47,6 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 #: Output formats of :func:`run_predict`.
 FORMATS = ("geotiff", "index-png")
-#: The class value of nodata pixels in the output (also the output GeoTIFF's nodata).
-NODATA_CLASS = IGNORE_INDEX
 #: Pillow modes read through an RGB conversion (their band count is 3).
 _PILLOW_AS_RGB = ("P", "PA", "CMYK", "YCbCr", "1")
 #: Pillow modes whose first three bands are RGB (a 3-band model reads those without ``--bands``).
@@ -84,17 +83,6 @@ def fallback_info(class_names: Sequence[str], bands: int = 3) -> DatasetInfo:
 def uses_pillow(path: Path) -> bool:
     """True for PNG / JPEG (and BMP / GIF / WebP) files, read with Pillow; others are GDAL rasters."""
     return Path(path).suffix.lower() in PILLOW_SUFFIXES
-
-
-def error_text(err: BaseException) -> str:
-    """One line from a rasterio error: GDAL's own message (rasterio chains it as the cause) when there is one."""
-    parts, seen = [], err
-    while seen is not None and len(parts) < 4:
-        text = " ".join(str(seen).split())
-        if text and "See previous exception" not in text:
-            parts.append(text)
-        seen = seen.__cause__ or seen.__context__
-    return parts[0] if parts else type(err).__name__
 
 
 def _raster_error(path: Path, err: BaseException) -> CtsegError:
@@ -288,19 +276,6 @@ def raster_georef(src) -> dict:
     """``crs``, ``transform`` (``None`` for a raster without georeference) and ``nodata`` of an open dataset."""
     transform = src.transform if src.crs or not src.transform.is_identity else None
     return {"crs": src.crs, "transform": transform, "nodata": src.nodata}
-
-
-def nodata_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray | None:
-    """(H, W) bool for a (C, H, W) image: True where every band equals ``nodata`` (NaN matches NaN)."""
-    if nodata is None:
-        return None
-    if math.isnan(nodata):
-        return np.isnan(image).all(axis=0) if np.issubdtype(image.dtype, np.floating) else None
-    if np.issubdtype(image.dtype, np.integer):
-        limits = np.iinfo(image.dtype)
-        if not math.isfinite(nodata) or nodata != int(nodata) or not limits.min <= nodata <= limits.max:
-            return None  # no pixel of this dtype can hold it
-    return (image == np.asarray(nodata, dtype=image.dtype)).all(axis=0)
 
 
 def resolve_info(loaded, ckpt: Path, dataset: str | None) -> DatasetInfo:

@@ -136,7 +136,7 @@ def _log(message: str) -> None:
 def _load(ckpt: Path, dev):
     """The model of a ctseg checkpoint / export, or of an ONNX export (``*.onnx``, run by onnxruntime)."""
     if ckpt.suffix.lower() == ".onnx":
-        from ctseg.inference.onnx import load_onnx_model
+        from ctseg.checkpoints.files import load_onnx_model
 
         if not ckpt.is_file():
             raise CtsegError(f"checkpoint {ckpt} does not exist or is not a file")

@@ -99,7 +99,7 @@ def read_band(dataset, band: int, window, what: str):
     """``dataset.read(band, window=window)``; a damaged block is a one-line error naming the file."""
     from rasterio.errors import RasterioError
 
-    from ctseg.predict.inputs import error_text
+    from ctseg.data.raster import error_text
 
     try:
         return dataset.read(band, window=window)
