@@ -42,3 +42,16 @@ def tiny(tmp_path_factory) -> Path:
     from ctseg_tiny import tiny_run
 
     return tiny_run(tmp_path_factory.getbasetemp() / "tiny-grid")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests (declared in pyproject) are skipped, with one reason, where no CUDA device is
+    visible; on a GPU machine they run with the rest (``-m gpu`` runs only them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu: no CUDA device visible")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

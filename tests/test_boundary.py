@@ -287,7 +287,7 @@ def test_bad_shapes_and_values():
     assert math.isnan(boundary_scores(torch.full((1, 4, 4), IGNORE), t, 2)["biou"][1])  # nodata is allowed
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_on_the_gpu_equals_the_cpu():
     g = torch.Generator().manual_seed(0)
     t = torch.randint(0, 6, (4, 32, 32), generator=g).repeat_interleave(4, 1).repeat_interleave(4, 2)

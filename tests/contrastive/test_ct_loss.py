@@ -210,7 +210,7 @@ def test_no_data_dependent_ops(loss, reduction):
     assert feats[0].grad.shape == feats[0].shape
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_sync_free_on_cuda():
     fn = PatchContrastiveLoss(CHANNELS, 4).cuda()
     mask = blocky_mask(2, 64, 4, 8, 0).cuda()

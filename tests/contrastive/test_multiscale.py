@@ -394,7 +394,7 @@ def test_no_data_dependent_ops():
     assert all(f.grad.shape == f.shape for f in feats)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_sync_free_on_cuda():
     fn = MultiScaleContrastiveLoss(CHANNELS, 4).cuda()
     mask = blocky_mask(2, 64, 4, 8, 0).cuda()
