@@ -52,7 +52,7 @@ step prepare 60 $PY benchmarks/make_prepared.py "$DATA" --train 256 --test 16 --
 step train_eager 200 $PY benchmarks/train_bench.py --channels-last --workers 6 --data "$DATA" --decoded-cache \
     --json "$OUT/train_eager.json"
 step infer 90 $PY benchmarks/infer_bench.py --json "$OUT/infer.json"
-step cuda_tests 90 $PY -m pytest -q -p no:cacheprovider -o addopts="" -k cuda tests/contrastive
+step cuda_tests 90 $PY -m pytest -q -p no:cacheprovider -o addopts="" -m gpu tests
 step loader 90 $PY benchmarks/loader_bench.py --data "$DATA" --workers 0 2 4 8 --device cuda --json "$OUT/loader.json"
 step train_compiled 300 $PY benchmarks/train_bench.py --channels-last --compile --workers 6 --data "$DATA" \
     --decoded-cache --json "$OUT/train_compiled.json"
