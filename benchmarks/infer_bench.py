@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, emit, median, time_call  # noqa: E402
 
+from ctseg.inference.options import WindowOptions  # noqa: E402
 from ctseg.inference.tile import predict_tile  # noqa: E402
 from ctseg.models import build_model  # noqa: E402
 
@@ -42,11 +43,12 @@ def main() -> None:
     model = build_model(args.model, 6, img_size=args.window).to(device).eval()
     tile = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
 
+    options = WindowOptions(
+        window=args.window, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta, device=device
+    )
+
     def run() -> None:
-        predict_tile(
-            model, tile, window=args.window, overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
-            device=device,
-        )  # fmt: skip
+        predict_tile(model, tile, options=options)
 
     run()
     seconds = median([time_call(run, device) for _ in range(args.repeats)])

@@ -5,7 +5,9 @@ Built-in data sets live one per file in :mod:`ctseg.data.sets` (``isprs.py``: Po
 ``synthetic.py``); every module of that package is imported on first use of the registry, and each calls
 :func:`register_dataset` at import. **Adding a data set is one new file there (plus its tests)**: define its
 :class:`~ctseg.data.definitions.DatasetInfo`, a ``discover`` function that finds the source files and assigns
-splits, default crop settings, and register them. Other packages can register data sets too, by calling
+splits (:mod:`ctseg.data.walk` has the folder walks, and the pairing of image folders with label folders the
+release-folder sets share; :func:`without_options` adapts a ``discover(src, split_tiles)``), default crop
+settings, and register them. Other packages can register data sets too, by calling
 :func:`register_dataset` or through the ``ctseg.datasets`` entry-point group (each entry point names a module,
 imported with the built-ins).
 
@@ -83,6 +85,17 @@ class PrepareOptions:
 
 #: ``discover(src, split_tiles, options) -> (tiles, notes)``: find a data set's files under ``src``.
 Discover = Callable[[Path, Mapping[str, Iterable[str]] | None, PrepareOptions], tuple[list[SourceTile], list[str]]]
+
+
+def without_options(
+    discover: Callable[[Path, Mapping[str, Iterable[str]] | None], tuple[list[SourceTile], list[str]]],
+) -> Discover:
+    """The :data:`Discover` of a data set that takes no :class:`PrepareOptions`: ``discover(src, split_tiles)``."""
+
+    def run(src: Path, split_tiles: Mapping[str, Iterable[str]] | None, options: PrepareOptions):
+        return discover(src, split_tiles)
+
+    return run
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The sliding-window core shared by :func:`ctseg.inference.tile.predict_tile` (an image in memory) and
 :func:`ctseg.inference.rows.predict_rows` (a raster read by row bands): the window grid, the Hann blend weights, and
-the loop that feeds batches of windows to the model and hands over finished rows (method, weights and memory:
-:mod:`ctseg.inference.tile`'s docstring). Both callers go through :func:`blend_windows`, so they compute the same
-class map.
+the loop that feeds batches of windows to the model and hands over finished rows (method and weights:
+:class:`~ctseg.inference.options.WindowOptions`' docstring; memory: :mod:`ctseg.inference.tile`'s). Both callers
+go through :func:`blend_windows`, so they compute the same class map.
 """
 
 from __future__ import annotations

@@ -27,22 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ctseg.data.definitions import IMAGENET_MEAN, IMAGENET_STD
 from ctseg.data.raster import NODATA_CLASS, error_text, nodata_pixels
 from ctseg.errors import CtsegError
-from ctseg.inference.tile import (
-    WindowGrid,
-    blend_windows,
-    check_normalisation,
-    check_scale,
-    check_window_args,
-    class_indices,
-    device_of,
-    resolve_amp,
-    resolve_device,
-    window_grid,
-    window_multiple,
-)
+from ctseg.inference.blend import WindowGrid, blend_windows, class_indices, window_grid, window_multiple
+from ctseg.inference.options import DEFAULT, WindowOptions, window_options
 
 __all__ = [
     "ArrayRows",
@@ -181,20 +169,22 @@ def predict_rows(
     source: RowSource,
     emit: Callable[[int, Tensor, np.ndarray | None], None],
     *,
-    window: int = 512,
-    overlap: float = 0.25,
-    batch_size: int = 8,
-    tta: bool = False,
-    device: str | torch.device | None = None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    scale: float | None = None,
-    amp: bool | None = None,
+    options: WindowOptions | None = None,
+    window: int = DEFAULT.window,
+    overlap: float = DEFAULT.overlap,
+    batch_size: int = DEFAULT.batch_size,
+    tta: bool = DEFAULT.tta,
+    device: str | torch.device | None = DEFAULT.device,
+    mean: Sequence[float] = DEFAULT.mean,
+    std: Sequence[float] = DEFAULT.std,
+    scale: float | None = DEFAULT.scale,
+    amp: bool | None = DEFAULT.amp,
     nodata: float | None = None,
     fill: Sequence[float] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> WindowGrid:
-    """Predict ``source`` by windows (arguments: :func:`~ctseg.inference.tile.predict_tile`), streaming the result.
+    """Predict ``source`` by windows (``options`` or its keywords: :func:`~ctseg.inference.tile.predict_tile`),
+    streaming the result.
 
     ``emit(top, probs, nodata_mask)`` receives the finished rows in order: ``probs`` ``(K, rows, width)``
     float32 on the device (valid during the call only; :func:`class_rows` turns them into what predict_tile
@@ -202,13 +192,16 @@ def predict_rows(
     without nodata). ``fill``: values (on the raw scale, one per band) that replace NaN / inf of a float input.
     Returns the window grid.
     """
-    mean, std = check_normalisation(model, mean, std)
-    if source.count != len(mean):
-        raise CtsegError(f"the source has {source.count} bands but mean / std have {len(mean)} values")
-    scale = check_scale(scale, str(source.dtype))
-    window, batch_size = check_window_args(model, window, overlap, batch_size)
-    dev = device_of(model) if device is None or str(device) == "auto" else resolve_device(device)
-    grid = plan_grid(model, source.height, source.width, window, overlap)
+    opts = window_options(
+        options, window=window, overlap=overlap, batch_size=batch_size, tta=tta, device=device, mean=mean, std=std,
+        scale=scale, amp=amp,
+    )  # fmt: skip
+    opts.check_model(model)
+    if source.count != len(opts.mean):
+        raise CtsegError(f"the source has {source.count} bands but mean / std have {len(opts.mean)} values")
+    scale = opts.value_scale(str(source.dtype))
+    dev = opts.target_device(model)
+    grid = opts.grid(model, source.height, source.width)
     fill_arr = None if fill is None else np.asarray(fill, dtype=np.float32).reshape(-1, 1, 1)
     rows = _Rows(source, grid, fill_arr, nodata)
 
@@ -218,8 +211,8 @@ def predict_rows(
         rows.release(top + n)
 
     blend_windows(
-        model, grid, rows.crops, finished, batch_size=batch_size, device=dev, mean=mean, std=std, scale=scale,
-        amp=resolve_amp(dev, amp), tta=tta, on_batch=on_batch,
+        model, grid, rows.crops, finished, batch_size=opts.batch_size, device=dev, mean=opts.mean, std=opts.std,
+        scale=scale, amp=opts.autocast(dev), tta=opts.tta, on_batch=on_batch,
     )  # fmt: skip
     return grid
 

@@ -3,23 +3,9 @@
 :func:`predict_tile` turns one image of any size (a 6000×6000 Potsdam tile included), with any number of bands
 and uint8, uint16 or float32 values, into an ``(H, W)`` uint8 class map.
 
-**Windows.** ``window`` (pixels, a multiple of the model's input multiple, 32) is the side of every window fed
-to the model. Along an axis shorter than ``window`` the window shrinks to the axis length rounded up to that
-multiple, and the image is reflect-padded up to it, so every window is full-size. ``overlap`` is a *fraction*
-of the window (``0.25`` → neighbouring windows share at least a quarter of their pixels): the number of windows
-per axis is the smallest one whose step is at most ``window − round(overlap · window)``, and the windows are
-spread evenly from the first pixel to the last (the first starts at 0, the last ends at the image edge).
-
-**Blending.** Each window's softmax probabilities are weighted by a separable Hann (cosine²) window sampled at
-pixel centres, ``b(t) = sin²(π (t + ½) / n)``, which is strictly positive (no 0 / 0 at the image border) and
-falls towards the window edge where a CNN / transformer sees the least context, so seams vanish. The weights are
-normalised per axis (``Σ_k w_k(x) = 1`` for each column ``x``, likewise for rows), and because the window grid is
-a product grid the 2-D weights ``w_i(y) · w_j(x)`` then sum to exactly 1 at every pixel: the blend is a convex
-combination of the windows' probabilities and needs no weight buffer. A pixel seen by one window only gets that
-window's probabilities unchanged (so a window covering the whole image reproduces a single forward pass).
-
-**TTA.** ``tta=True`` averages the probabilities of the window, its horizontal flip and its vertical flip
-(three forward passes, each of at most ``batch_size`` windows).
+The settings — window, overlap, batch size, TTA, device, normalisation, precision — are one
+:class:`~ctseg.inference.options.WindowOptions` (``options=``), or the same names as keywords; its docstring
+holds the maths of the window grid, the Hann blend and the normalisation.
 
 **Memory.** At most ``batch_size`` windows are on the device at once. Probabilities are accumulated in float32
 in a rolling *strip* buffer ``(K, window, W)`` on the model's device that covers one row of windows: when the
@@ -29,13 +15,6 @@ that buffer is 6 · 512 · 6000 · 4 B ≈ 74 MB instead of 864 MB for the whole
 uint8 output is 36 MB and the uint8 RGB input 108 MB (both on the host; a uint16 / float32 input takes 2× / 4×
 that per band). ``return_probs=True`` additionally returns the blended probabilities as a host float16
 ``(K, H, W)`` array (432 MB for that tile), so ask for them only when needed.
-
-**Precision.** On CUDA the forward runs under bf16 autocast (``amp=None`` → on for CUDA, off elsewhere); the
-softmax and the blending are float32.
-
-Normalisation: ``(pixel / scale − mean) / std`` per band, with the data set's ``mean`` / ``std`` (one value per
-band; :class:`~ctseg.data.definitions.DatasetInfo`; ImageNet statistics by default) and ``scale`` = 255 for uint8,
-65535 for uint16, 1 for float32 (:func:`~ctseg.data.definitions.value_scale`; ``DatasetInfo.scale``).
 """
 
 from __future__ import annotations
@@ -46,7 +25,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ctseg.data.definitions import IMAGENET_MEAN, IMAGENET_STD, value_scale
 from ctseg.errors import CtsegError
 from ctseg.inference.blend import (  # noqa: F401 - the window grid and blend are part of this module's API
     WindowGrid,
@@ -60,6 +38,14 @@ from ctseg.inference.blend import (  # noqa: F401 - the window grid and blend ar
     window_grid,
     window_multiple,
     window_positions,
+)
+from ctseg.inference.options import (  # noqa: F401 - the checks of the settings were this module's
+    DEFAULT,
+    WindowOptions,
+    check_normalisation,
+    check_scale,
+    resolve_device,
+    window_options,
 )
 
 __all__ = [
@@ -79,16 +65,6 @@ __all__ = [
 
 #: Sample dtypes :func:`predict_tile` takes (as :data:`ctseg.data.definitions.DTYPES`).
 _DTYPES = (np.uint8, np.uint16, np.float32)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` / ``None`` → CUDA when available, else CPU; ``"cuda"`` without a GPU is a one-line error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CtsegError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return dev
 
 
 def to_chw(image: np.ndarray | Tensor, channels: int | None = None) -> np.ndarray:
@@ -126,52 +102,36 @@ def to_chw_uint8(image: np.ndarray | Tensor) -> np.ndarray:
     return to_chw(arr, 3)
 
 
-def check_normalisation(model, mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
-    """``mean`` / ``std`` as float lists; one-line errors unless one of each per band of the model."""
-    mean, std = [float(m) for m in mean], [float(s) for s in std]
-    if len(mean) != len(std):
-        raise CtsegError(f"mean has {len(mean)} values but std has {len(std)}; give one of each per band")
-    model_bands = getattr(getattr(model, "encoder", None), "in_chans", None)
-    if model_bands is None:
-        model_bands = getattr(model, "in_chans", None)
-    if model_bands is not None and int(model_bands) != len(mean):
-        raise CtsegError(f"the model takes {model_bands} bands but mean / std have {len(mean)} values (one per band)")
-    return mean, std
-
-
-def check_scale(scale: float | None, dtype: str) -> float:
-    """The divisor of raw values: ``scale`` or the dtype's (255 / 65535 / 1); one-line error unless positive."""
-    scale = float(value_scale(dtype) if scale is None else scale)
-    if not scale > 0:
-        raise CtsegError(f"scale must be positive, got {scale}")
-    return scale
-
-
 @torch.no_grad()
 def predict_tile(
     model: nn.Module,
     image: np.ndarray | Tensor,
     *,
-    window: int = 512,
-    overlap: float = 0.25,
-    batch_size: int = 8,
-    tta: bool = False,
-    device: str | torch.device | None = None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    scale: float | None = None,
-    amp: bool | None = None,
+    options: WindowOptions | None = None,
+    window: int = DEFAULT.window,
+    overlap: float = DEFAULT.overlap,
+    batch_size: int = DEFAULT.batch_size,
+    tta: bool = DEFAULT.tta,
+    device: str | torch.device | None = DEFAULT.device,
+    mean: Sequence[float] = DEFAULT.mean,
+    std: Sequence[float] = DEFAULT.std,
+    scale: float | None = DEFAULT.scale,
+    amp: bool | None = DEFAULT.amp,
     return_probs: bool = False,
     progress: bool = False,
     desc: str | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Segment one image of any size by overlapping windows (method, weights and memory: module docstring).
+    """Segment one image of any size by overlapping windows (method and weights:
+    :class:`~ctseg.inference.options.WindowOptions`; memory: module docstring).
 
     Args:
         model: ``model(x)`` → logits ``(B, K, h, w)`` for normalised ``x`` ``(B, C, h, w)`` (a
             :class:`~ctseg.models.Segmentor`); it is put in eval mode for the call and moved to ``device``.
         image: ``(H, W, C)`` or ``(C, H, W)`` (``(H, W)`` for one band), uint8, uint16 or float32, with
             ``C = len(mean)`` bands (the model's ``in_chans``).
+        options: the settings ``window`` … ``amp`` below as one :class:`~ctseg.inference.options.WindowOptions`
+            (checked when it is built); a keyword given beside it must agree with it, else a one-line error.
+            Without it the keywords build one (a keyword left out takes the field's default).
         window: window side in pixels, a multiple of the model's input multiple (32).
         overlap: fraction of the window shared by neighbouring windows, in ``[0, 1)``.
         batch_size: windows per forward pass (the most that are on the device at once).
@@ -189,15 +149,17 @@ def predict_tile(
 
     :func:`ctseg.inference.rows.predict_rows` computes the same class map from a raster read by row bands.
     """
-    mean, std = check_normalisation(model, mean, std)
-    img = to_chw(image, len(mean))
-    scale = check_scale(scale, str(img.dtype))
-    window, batch_size = check_window_args(model, window, overlap, batch_size)
-    dev = device_of(model) if device is None or str(device) == "auto" else resolve_device(device)
-    amp = resolve_amp(dev, amp)
+    opts = window_options(
+        options, window=window, overlap=overlap, batch_size=batch_size, tta=tta, device=device, mean=mean, std=std,
+        scale=scale, amp=amp,
+    )  # fmt: skip
+    opts.check_model(model)
+    img = to_chw(image, len(opts.mean))
+    scale = opts.value_scale(str(img.dtype))
+    dev = opts.target_device(model)
 
     _, height, width = img.shape
-    grid = window_grid(height, width, window, float(overlap), window_multiple(model))
+    grid = opts.grid(model, height, width)
     img = grid.pad(img)
     out = np.zeros((height, width), dtype=np.uint8)
     probs_out: list[np.ndarray] = []
@@ -219,8 +181,8 @@ def predict_tile(
     bar = tqdm(total=len(grid.jobs), disable=not progress, desc=desc, unit="win", leave=False)
     try:
         blend_windows(
-            model, grid, crops, emit, batch_size=batch_size, device=dev, mean=mean, std=std, scale=scale,
-            amp=amp, tta=tta, on_batch=bar.update,
+            model, grid, crops, emit, batch_size=opts.batch_size, device=dev, mean=opts.mean, std=opts.std,
+            scale=scale, amp=opts.autocast(dev), tta=opts.tta, on_batch=bar.update,
         )  # fmt: skip
     finally:
         bar.close()

@@ -371,6 +371,7 @@ def _write_outputs(
     import rasterio
     from tqdm.auto import tqdm
 
+    from ctseg.inference.options import WindowOptions
     from ctseg.inference.rows import (
         ArrayRows,
         RasterRows,
@@ -423,11 +424,11 @@ def _write_outputs(
             fill = None  # NaN / inf of a float input are fed as the band means (raw scale)
             if source.dtype.kind == "f":
                 fill = np.asarray(info.mean, dtype=np.float32) * np.float32(info.scale)
-            predict_rows(
-                loaded.model, source, emit, window=opts.window, overlap=opts.overlap, batch_size=opts.batch_size,
-                tta=opts.tta, device=dev, mean=info.mean, std=info.std, scale=info.scale, nodata=value, fill=fill,
-                on_batch=on_batch,
+            window_opts = WindowOptions(
+                window=opts.window, overlap=opts.overlap, batch_size=opts.batch_size, tta=opts.tta, device=dev,
+                mean=info.mean, std=info.std, scale=info.scale,
             )  # fmt: skip
+            predict_rows(loaded.model, source, emit, options=window_opts, nodata=value, fill=fill, on_batch=on_batch)
             for w in writers.all():
                 w.finish()
             if whole is not None and targets.color is not None:

@@ -38,9 +38,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ctseg.data.definitions import DatasetInfo
-from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
+from ctseg.data.registry import CropSettings, DatasetSpec, SourceTile, register_dataset, without_options
 from ctseg.data.splits import natural_key, resolve_splits
-from ctseg.data.walk import pair_by_stem
+from ctseg.data.walk import ImageFolder, one_folder_each, pair_folders
 from ctseg.errors import CtsegError
 
 #: Dubai aerial set (Humans in the Loop, CC0); colours as actually used in the masks (its README).
@@ -56,7 +56,6 @@ DUBAI = DatasetInfo(
 DUBAI_VAL_TILES = ("tile1", "tile2", "tile3")
 
 _TILE_FOLDER = re.compile(r"^tile[ _-]?(\d+)$", re.IGNORECASE)
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 _EXPECTED = "tileN/images/image_part_00K.jpg images with tileN/masks/image_part_00K.png masks"
 
 
@@ -94,33 +93,23 @@ def discover_dubai(
             without its mask, the same tile in two places.
     """
     src = Path(src)
-    folders = _tile_folders(src)
-    if not folders:
+    found = _tile_folders(src)
+    if not found:
         raise CtsegError(f"no Dubai tiles found under {src}: expected {_EXPECTED}")
-    for group, paths in folders.items():
-        if len(paths) > 1:
-            raise CtsegError(f"tile {group} found twice: {paths[0]} and {paths[1]}; keep one of them")
+    folders = one_folder_each(found, "tile {key}")
     default = {"train": [g for g in folders if g not in DUBAI_VAL_TILES], "test": list(DUBAI_VAL_TILES)}
     assignment, skipped = resolve_splits(folders, default, split_tiles, normalize=normalize_tile_id)
     notes = [f"dubai: skipping tile(s) in no split: {', '.join(skipped)}"] if skipped else []
     missing_val = [g for g in DUBAI_VAL_TILES if g not in folders]
     if split_tiles is None and missing_val:
         notes.append(f"dubai: default validation tile(s) {', '.join(missing_val)} not found")
-    tiles = []
-    for group in sorted(assignment, key=natural_key):
-        folder = folders[group][0]
-        images = sorted(p for p in (folder / "images").glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-        if not images:
-            raise CtsegError(f"{folder / 'images'} holds no images: expected {_EXPECTED}")
-        pairs, orphans = pair_by_stem(images, folder / "masks", group=group, split=assignment[group])
-        tiles += pairs
-        if orphans:
-            notes.append(f"dubai: {group}: {len(orphans)} mask(s) without an image, skipped: {', '.join(orphans)}")
-    return tiles, notes
-
-
-def _discover(src: Path, split_tiles, options: PrepareOptions) -> tuple[list[SourceTile], list[str]]:
-    return discover_dubai(src, split_tiles)
+    tiles, more = pair_folders(
+        "dubai",
+        (ImageFolder(g, assignment[g], folders[g] / "images", folders[g] / "masks", g)
+         for g in sorted(assignment, key=natural_key)),
+        layout=_EXPECTED,
+    )  # fmt: skip
+    return tiles, notes + more
 
 
 #: 512 × 512 crops with stride 512 and no resize — the images are 509–2062 px a side, so 512 keeps the native
@@ -131,7 +120,7 @@ register_dataset(
         summary="Dubai aerial imagery (Humans in the Loop, CC0), 72 RGB images in 8 tiles",
         info=DUBAI,
         crop=CropSettings(512, 512, None),
-        discover=_discover,
+        discover=without_options(discover_dubai),
         datamodule="ctseg.data.DubaiDataModule",
         layout=_EXPECTED,
     )

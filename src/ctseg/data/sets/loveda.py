@@ -32,9 +32,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ctseg.data.definitions import DatasetInfo
-from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
+from ctseg.data.registry import CropSettings, DatasetSpec, SourceTile, register_dataset, without_options
 from ctseg.data.splits import natural_key, resolve_splits
-from ctseg.data.walk import pair_by_stem, subfolders, walk_folders
+from ctseg.data.walk import ImageFolder, one_folder_each, pair_folders, subfolders, walk_folders
 from ctseg.errors import CtsegError
 
 #: LoveDA: seven classes from index masks (1–7), 0 = no-data; colours: the palette LoveDA results are shown in.
@@ -53,7 +53,6 @@ LOVEDA = DatasetInfo(
 #: Release folder name (lower case) → split; ``None``: no masks, skipped.
 SPLIT_FOLDERS: dict[str, str | None] = {"train": "train", "val": "val", "test": None}
 DOMAINS = ("urban", "rural")
-_IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 _EXPECTED = (
     "Train/{Urban,Rural}/images_png/N.png images with Train/{Urban,Rural}/masks_png/N.png masks "
     "(and the same under Val/)"
@@ -68,14 +67,6 @@ def _split_folders(src: Path) -> dict[str, list[Path]]:
         if key in SPLIT_FOLDERS and any(d in subfolders(folder) for d in DOMAINS):
             found.setdefault(key, []).append(folder)
     return found
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES), key=_by_stem)
-
-
-def _by_stem(path: Path) -> tuple:
-    return natural_key(path.stem)
 
 
 def discover_loveda(
@@ -99,11 +90,8 @@ def discover_loveda(
     if not folders:
         raise CtsegError(f"no LoveDA Train/ or Val/ folder found under {src}: expected {_EXPECTED}")
     found: list[tuple[str, str, Path, Path]] = []  # (split, domain, image, mask)
-    for key in sorted(folders):
-        paths = folders[key]
-        if len(paths) > 1:
-            raise CtsegError(f"LoveDA {paths[0].name}/ found twice: {paths[0]} and {paths[1]}; keep one of them")
-        split, folder = SPLIT_FOLDERS[key], paths[0]
+    for key, folder in sorted(one_folder_each(folders, "LoveDA {name}/").items()):
+        split = SPLIT_FOLDERS[key]
         assert split is not None
         domains = subfolders(folder)
         for domain in DOMAINS:
@@ -113,15 +101,11 @@ def discover_loveda(
             parts = subfolders(domains[domain])
             if "images_png" not in parts:
                 raise CtsegError(f"{domains[domain]} has no images_png/ folder: expected {_EXPECTED}")
-            images = _images(parts["images_png"])
-            if not images:
-                raise CtsegError(f"{parts['images_png']} holds no images: expected {_EXPECTED}")
             masks = parts.get("masks_png", domains[domain] / "masks_png")
-            pairs, orphans = pair_by_stem(images, masks, group=domain, split=split)
+            pairs, more = pair_folders("loveda", [ImageFolder(domain, split, parts["images_png"], masks, str(masks))],
+                                       layout=_EXPECTED, most=5)  # fmt: skip
             found += [(split, domain, pair.image, pair.label) for pair in pairs]
-            if orphans:
-                shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
-                notes.append(f"loveda: {masks}: {len(orphans)} mask(s) without an image, skipped: {shown}")
+            notes += more
 
     uses: dict[str, set[str]] = {}
     for split, domain, image, _ in found:
@@ -164,17 +148,13 @@ def discover_loveda(
     return tiles, notes
 
 
-def _discover(src: Path, split_tiles, options: PrepareOptions) -> tuple[list[SourceTile], list[str]]:
-    return discover_loveda(src, split_tiles)
-
-
 register_dataset(
     DatasetSpec(
         name="loveda",
         summary="LoveDA land cover, 0.3 m 1024² RGB images, Urban + Rural (Train 2522 / Val 1669)",
         info=LOVEDA,
         crop=CropSettings(1024, 1024, None),
-        discover=_discover,
+        discover=without_options(discover_loveda),
         datamodule="ctseg.data.LoveDADataModule",
         layout=_EXPECTED,
     )

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ctseg.data.definitions import DatasetInfo
-from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
+from ctseg.data.registry import CropSettings, DatasetSpec, SourceTile, register_dataset, without_options
 from ctseg.data.splits import natural_key, resolve_splits
-from ctseg.data.walk import pair_by_stem, subfolders, walk_folders
+from ctseg.data.walk import ImageFolder, one_folder_each, pair_folders, subfolders, walk_folders
 from ctseg.errors import CtsegError
 
 #: UAVid: eight classes from colour-coded labels (the release's colours); clutter is scored like the others.
@@ -55,7 +55,6 @@ _SPLIT_NAMES: tuple[tuple[re.Pattern[str], str | None], ...] = (
     (re.compile(r"^(uavid[ _-]?)?test(ing)?$", re.IGNORECASE), None),
 )
 _SEQUENCE = re.compile(r"^seq[ _-]?(\d+)$", re.IGNORECASE)
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 _EXPECTED = "uavid_train/seqN/Images/000000.png frames with seqN/Labels/000000.png colour labels (and uavid_val/)"
 _NO_SPLIT = object()
 
@@ -88,14 +87,6 @@ def _sequences(src: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _frames(folder: Path) -> list[Path]:
-    images = subfolders(folder)["images"]
-    return sorted(
-        (p for p in images.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES),
-        key=lambda p: natural_key(p.stem),
-    )
-
-
 def discover_uavid(
     src: Path, split_tiles: Mapping[str, Iterable[str]] | None = None
 ) -> tuple[list[SourceTile], list[str]]:
@@ -113,10 +104,7 @@ def discover_uavid(
     found = _sequences(src)
     if not found:
         raise CtsegError(f"no UAVid sequences found under {src}: expected {_EXPECTED}")
-    for group, paths in found.items():
-        if len(paths) > 1:
-            raise CtsegError(f"UAVid sequence {group} found twice: {paths[0]} and {paths[1]}; keep one of them")
-    folders = {group: paths[0] for group, paths in found.items()}
+    folders = one_folder_each(found, "UAVid sequence {key}")
     splits = {group: folder_split(folder, src) for group, folder in folders.items()}
     notes = []
     test = sorted((g for g, s in splits.items() if s is None), key=natural_key)
@@ -139,22 +127,16 @@ def discover_uavid(
     assignment, skipped = resolve_splits(groups, default, split_tiles, normalize=normalize_sequence, what="sequence")
     if skipped:
         notes.append(f"uavid: skipping sequence(s) in no split: {', '.join(skipped)}")
-    tiles = []
-    for group in sorted(assignment, key=natural_key):
-        folder = folders[group]
-        frames = _frames(folder)
-        if not frames:
-            raise CtsegError(f"{subfolders(folder)['images']} holds no frames: expected {_EXPECTED}")
-        labels = subfolders(folder).get("labels", folder / "Labels")
-        pairs, orphans = pair_by_stem(frames, labels, group=group, split=assignment[group], label_word="label")
-        tiles += pairs
-        if orphans:
-            notes.append(f"uavid: {group}: {len(orphans)} label(s) without a frame, skipped: {', '.join(orphans)}")
-    return tiles, notes
-
-
-def _discover(src: Path, split_tiles, options: PrepareOptions) -> tuple[list[SourceTile], list[str]]:
-    return discover_uavid(src, split_tiles)
+    parts = {group: subfolders(folders[group]) for group in assignment}
+    tiles, more = pair_folders(
+        "uavid",
+        (ImageFolder(g, assignment[g], parts[g]["images"], parts[g].get("labels", folders[g] / "Labels"), g)
+         for g in sorted(assignment, key=natural_key)),
+        layout=_EXPECTED,
+        image_word="frame",
+        label_word="label",
+    )  # fmt: skip
+    return tiles, notes + more
 
 
 register_dataset(
@@ -163,7 +145,7 @@ register_dataset(
         summary="UAVid oblique UAV video frames, 4K RGB, split by sequence (train 20 / val 7 sequences)",
         info=UAVID,
         crop=CropSettings(1024, 1024, None),
-        discover=_discover,
+        discover=without_options(discover_uavid),
         datamodule="ctseg.data.UAVidDataModule",
         layout=_EXPECTED,
     )

@@ -1,14 +1,14 @@
 """The canvas of a procedural aerial scene: noise fields, geometry helpers, the ground, shadows and the finish.
 
-:class:`_Canvas` holds one scene while it is painted (a float32 ``(3, n, n)`` RGB image, the ``(n, n)`` label
+:class:`Canvas` holds one scene while it is painted (a float32 ``(3, n, n)`` RGB image, the ``(n, n)`` label
 map, a height map for the shadows) and paints everything that is not an object: the textured grass
 background with drier patches (**low vegetation**), the street grid's roads with markings, curbs and tiled
-sidewalks, and paved plazas and parking lots (**impervious surface**). :meth:`_Canvas.finish` casts the
+sidewalks, and paved plazas and parking lots (**impervious surface**). :meth:`Canvas.finish` casts the
 shadows of the height map, blurs slightly, applies the scene's illumination (gain, colour cast, a
 low-frequency brightness field, a tone curve) and sensor noise, and quantises to 8 bits.
 
-The objects (buildings, clutter, cars, trees) and :func:`~ctseg.data.synthetic_scene.generate_scene` are in
-:mod:`ctseg.data.synthetic_scene`, which describes the whole scene. Multi-octave value noise
+The objects (buildings, clutter, cars, trees) and :func:`~ctseg.data.synthetic.scene.generate_scene` are in
+:mod:`ctseg.data.synthetic.scene`, which describes the whole scene. Multi-octave value noise
 (:func:`_value_noise`) gives the textures; everything is vectorised numpy over object windows.
 """
 
@@ -78,10 +78,10 @@ def _value_noise(rng: np.random.Generator, size: int, cells: int, octaves: int =
     return _resample(acc, size)
 
 
-class _Canvas:
+class Canvas:
     """One scene's canvas and its ground layers (module docstring). Units: pixels, image axes x right, y down.
 
-    The object layers are added by :class:`ctseg.data.synthetic_scene._Scene`; ``_paint`` and the geometry
+    The object layers are added by :class:`ctseg.data.synthetic.scene._Scene`; ``_paint`` and the geometry
     helpers are shared with them.
     """
 

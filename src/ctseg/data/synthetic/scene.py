@@ -19,8 +19,8 @@ gets its own illumination gain, colour cast, tone curve, a low-frequency brightn
 and zero-mean sensor noise. Everything is vectorised numpy over object windows (no per-pixel Python loops); a 256²
 scene takes a few milliseconds.
 
-The ground, shadows and finish are painted by :mod:`ctseg.data.synthetic_canvas`, the objects here
-(:class:`_Scene`); :mod:`ctseg.data.synthetic` serves the scenes as a data set and a data module.
+The ground, shadows and finish are painted by :mod:`ctseg.data.synthetic.canvas`, the objects here
+(:class:`_Scene`); :mod:`ctseg.data.synthetic.dataset` serves the scenes as a data set and a data module.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from ctseg.data.synthetic_canvas import BUILDING, CAR, CLUTTER, IMPERVIOUS, LOW_VEG, TREE, _Canvas
+from ctseg.data.synthetic.canvas import BUILDING, CAR, CLUTTER, IMPERVIOUS, LOW_VEG, TREE, Canvas
 from ctseg.errors import CtsegError
 
 __all__ = ["generate_scene"]
@@ -56,8 +56,8 @@ _CLUTTER_COLORS = np.array(
 )  # fmt: skip
 
 
-class _Scene(_Canvas):
-    """Paints one scene: the canvas's ground (:class:`_Canvas`) plus the objects; see the module docstring."""
+class _Scene(Canvas):
+    """Paints one scene: the canvas's ground (:class:`Canvas`) plus the objects; see the module docstring."""
 
     def buildings(self) -> None:
         """Rectangles and L shapes, mostly set back along the streets, on free grass with a 3 px margin."""

@@ -20,14 +20,15 @@ its device). In this order:
    integers in ``[H/4, H − H/4]``; quadrant ``q`` (top-left = the sample itself, top-right, bottom-left,
    bottom-right) of size ``h_q × w_q`` takes a uniformly placed ``h_q × w_q`` crop of its crop; steps 1–4 then
    augment the mosaic as one image;
-6. normalisation ``(x / value_scale − mean) / std`` (:func:`~ctseg.data.transforms.normalize`).
+6. normalisation ``(x / value_scale − mean) / std`` (:func:`~ctseg.data.transforms.basics.normalize`).
 
 The per-sample mosaic draws its three other samples from the data set with the sample's generator. The
-batched class folds steps 1–4 into one affine map per sample (as :class:`~ctseg.data.transforms.BatchTrainTransform`),
-batches the class-balanced choice (per-class integral images of the masks, all candidates' counts read with
-``gather``, the first accepted one picked with ``argmax``) and takes the mosaic's other samples from the same
-batch (a ``gather`` of pixels): no host–device sync. Bands, dtypes and interpolation: :mod:`ctseg.data.transforms`
-(the basics and ctseg's recipe; it re-exports this module's public names)."""
+batched class folds steps 1–4 into one affine map per sample (as
+:class:`~ctseg.data.transforms.ctseg.BatchTrainTransform`), batches the class-balanced choice (per-class integral
+images of the masks, all candidates' counts read with ``gather``, the first accepted one picked with ``argmax``)
+and takes the mosaic's other samples from the same batch (a ``gather`` of pixels): no host–device sync. Bands,
+dtypes, interpolation and the helpers: :mod:`ctseg.data.transforms.basics`; the presets side by side:
+:mod:`ctseg.data.transforms`."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ctseg.data.definitions import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
-from ctseg.data.transforms import (
+from ctseg.data.transforms.basics import (
     band_stats,
     check_band_stats,
     crop_window,
