@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LOCK_FILE", "LockedFolder", "dead_folders", "folder_lock", "low_on_space", "remove_tree"]
+__all__ = ["LOCK_FILE", "LockedFolder", "dead_folders", "folder_lock", "low_on_space", "pid_alive", "remove_tree"]
 
 #: The file inside a :class:`LockedFolder` that its process holds locked.
 LOCK_FILE = "lock"
@@ -125,6 +125,11 @@ def _alive(owner: object, age: float) -> bool:
         return age <= ORPHAN_AGE  # being written, or not ours: dead only when old
     if host != socket.gethostname():
         return True  # another machine's process: cannot tell, keep it
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -16,19 +16,10 @@ import time
 from pathlib import Path
 
 from ctseg.data.manifest import MANIFEST
+from ctseg.staging import pid_alive
 
 #: Marks a temporary folder with the process writing it.
 OWNER_FILE = ".ctseg-owner"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_owner(tmp: Path) -> None:
@@ -52,7 +43,7 @@ def clean_stale(dst: Path) -> list[Path]:
             continue
         try:
             owner = json.loads((tmp / OWNER_FILE).read_text())
-            stale = owner.get("host") == host and not _alive(int(owner["pid"]))
+            stale = owner.get("host") == host and not pid_alive(int(owner["pid"]))
         except (OSError, ValueError, KeyError, TypeError):
             stale = time.time() - tmp.stat().st_mtime > 60
         if stale:
