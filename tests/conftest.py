@@ -1,21 +1,16 @@
-"""Test-wide settings (no network for timm, a headless matplotlib), the test helpers' import path, and the
-shared fixtures.
+"""Test-wide settings (no network for timm, a headless matplotlib) and the shared fixtures.
 
-Helper modules (not tests): ``tests/ctseg_tiny.py`` (a tiny finished grid run), ``tests/data/make_*.py``
-(generated data sets in each release's layout: ISPRS, folder, city), ``tests/data/scored.py`` (evaluation crops
-put back together). ``tests/data`` is put on ``sys.path`` here, once, so every test imports them by name
-(``from make_folder import make_uint16_folder``).
+``tests/`` mirrors ``src/ctseg/``: one folder per package (``tests/predict/`` for ``ctseg.predict`` …), and at the
+top the tests that cross packages (bands end to end, folder data sets end to end, the package map, configs,
+benchmarks). Helpers (not tests) are the package ``tests/helpers`` — ``tests/`` is on pytest's ``pythonpath``
+(pyproject), so tests import them as ``from helpers.tiny import TINY_CONFIG``.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-HELPERS = Path(__file__).resolve().parent / "data"
-if str(HELPERS) not in sys.path:
-    sys.path.insert(0, str(HELPERS))
+from helpers.paths import SHARED
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -23,9 +18,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Lightning attaches a stream handler to its loggers when first imported; imported inside a test that captures
 # stderr, the handler would keep that test's (later closed) stream and fail every later log line.
 import lightning.pytorch  # noqa: E402, F401
-
-#: ``../shared`` beside the repository root (holds the real Dubai data set); absent on some machines.
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 @pytest.fixture
@@ -37,9 +29,9 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Path:
-    """The run folder of a tiny finished ``ctseg grid`` run (:func:`ctseg_tiny.tiny_run`), made once per session
+    """The run folder of a tiny finished ``ctseg grid`` run (:func:`helpers.tiny.tiny_run`), made once per session
     and shared by every test file that asks for it."""
-    from ctseg_tiny import tiny_run
+    from helpers.tiny import tiny_run
 
     return tiny_run(tmp_path_factory.getbasetemp() / "tiny-grid")
 

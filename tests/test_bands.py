@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from ctseg_tiny import RGBN, save_task_checkpoint
+from helpers.tiny import RGBN, save_task_checkpoint
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
@@ -352,7 +352,7 @@ def test_prepare_fit_predict_a_four_band_uint16_folder(tmp_path):
     """``ctseg fit`` on a prepared 4-band uint16 folder links ``in_chans`` and ``data_info``; the checkpoint alone
     then predicts a source scene (nodata border → 255)."""
 
-    from make_folder import make_uint16_folder
+    from helpers.make_folder import make_uint16_folder
 
     from ctseg.data.prepare import prepare_dataset
 

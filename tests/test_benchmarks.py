@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO
 
 from ctseg.data.prepared import PreparedDataset
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 
 

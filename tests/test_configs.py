@@ -3,16 +3,15 @@ LightningCLI parser."""
 
 import contextlib
 import io
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers.paths import REPO
 
 from ctseg.cli.entry import main
 from ctseg.contrastive.schemes import SCHEMES
 from ctseg.models import list_models
 
-REPO = Path(__file__).resolve().parents[1]
 DATASETS = {
     "potsdam": "PotsdamDataModule",
     "vaihingen": "VaihingenDataModule",

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from ctseg_tiny import tiny_config
-from make_folder import make_jpeg_folder, make_uint16_folder
+from helpers.make_folder import make_jpeg_folder, make_uint16_folder
+from helpers.paths import REPO
+from helpers.tiny import tiny_config
 
 from ctseg.cli.entry import main
-
-REPO = Path(__file__).resolve().parents[1]
 
 CONFIG = REPO / "configs" / "folder" / "cpu-cl.yaml"
 FAST = [
@@ -102,7 +101,7 @@ def test_a_16_bit_model_refuses_an_8_bit_raster(uint16_run, tmp_path, capsys):
 
 
 def folder_data(root: Path) -> str:
-    """The ``data:`` block of a :func:`ctseg_tiny.tiny_config` run on the prepared folder ``root``."""
+    """The ``data:`` block of a :func:`helpers.tiny.tiny_config` run on the prepared folder ``root``."""
     return f"""\
 class_path: ctseg.data.FolderDataModule
 init_args:
@@ -134,7 +133,7 @@ def test_grid_and_report_on_a_folder_data_set(uint16_run, tmp_path):
 
 def test_mapping_a_city_readme_commands(uint16_run, tmp_path):
     """README "Mapping a city": tiles → VRT → predict (COG + confidence) → vectorize, with the folder model."""
-    from make_city import make_city
+    from helpers.make_city import make_city
 
     ckpt = uint16_run[3]
     vrt = make_city(tmp_path / "city", grid=2, size=128)

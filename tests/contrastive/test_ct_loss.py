@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.loss_inputs import CHANNELS, IGN, STRIDES, assert_same_gradients, blocky_mask, make_features  # noqa: E402
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loss_inputs import CHANNELS, IGN, STRIDES, assert_same_gradients, blocky_mask, make_features  # noqa: E402
 
 from ctseg.contrastive import PatchContrastiveLoss
 

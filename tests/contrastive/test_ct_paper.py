@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from loss_inputs import CHANNELS, IGN, assert_same_gradients, blocky_mask, make_features
+from helpers.loss_inputs import CHANNELS, IGN, assert_same_gradients, blocky_mask, make_features
 
 from ctseg.cli.entry import main
 from ctseg.contrastive import PatchContrastiveLoss
@@ -160,7 +160,7 @@ def test_value_can_exceed_one_and_a_clipped_step_has_no_gradient():
 
 
 def test_unknown_reduction_is_one_cli_line(tmp_path, capsys):
-    from ctseg_tiny import TINY_CONFIG
+    from helpers.tiny import TINY_CONFIG
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_CONFIG)

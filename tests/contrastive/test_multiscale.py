@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.loss_inputs import CHANNELS, IGN, STRIDES, blocky_mask, make_features  # noqa: E402
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loss_inputs import CHANNELS, IGN, STRIDES, blocky_mask, make_features  # noqa: E402
 
 from ctseg.contrastive import MultiScaleContrastiveLoss
 from ctseg.contrastive.multiscale import ScaleProjector, balanced_views, downsample_labels, supervised_info_nce

@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from make_isprs import make_potsdam, make_vaihingen
+from helpers.make_isprs import make_potsdam, make_vaihingen
 
 from ctseg.data.prepare import prepare_dataset
-
-#: The real Dubai set, ``../shared/data/dubai-aerial`` beside the repository root.
-DUBAI_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dubai-aerial"
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import DUBAI_DIR
+from helpers.paths import DUBAI_DIR
 from PIL import Image
 
 from ctseg.data import PreparedDataset

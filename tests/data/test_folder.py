@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from make_folder import make_color_folder, make_jpeg_folder, make_uint16_folder
+from helpers.make_folder import make_color_folder, make_jpeg_folder, make_uint16_folder
 from PIL import Image
 
 from ctseg.data import PreparedDataset

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from make_isprs import PALETTE, make_potsdam, make_vaihingen, write_geotiff
+from helpers.make_isprs import PALETTE, make_potsdam, make_vaihingen, write_geotiff
 
 from ctseg.data.definitions import IGNORE_INDEX, ISPRS_COLORS, POTSDAM
 from ctseg.data.prepare import decode_label, read_rgb

@@ -12,8 +12,8 @@ import re
 
 import numpy as np
 import pytest
+from helpers.scored import assemble
 from PIL import Image
-from scored import assemble
 
 from ctseg.cli.entry import main
 from ctseg.data import PreparedDataset, prepare_dataset

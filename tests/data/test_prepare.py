@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from make_isprs import PALETTE, expected_eval_masks, make_potsdam, write_geotiff
+from helpers.make_isprs import PALETTE, expected_eval_masks, make_potsdam, write_geotiff
 from PIL import Image
 
 from ctseg.data.definitions import IGNORE_INDEX, ISPRS_CLASSES
@@ -155,7 +155,7 @@ def test_small_tile_is_padded_with_ignore(tmp_path):
 
 def test_band_statistics_are_computed_only_for_data_sets_that_store_them(potsdam_src, tmp_path, monkeypatch):
     """Potsdam keeps ImageNet statistics: no tile pays for the float64 sums; a folder data set needs them."""
-    from make_folder import make_jpeg_folder
+    from helpers.make_folder import make_jpeg_folder
 
     import ctseg.data.prepare as prepare
 

@@ -142,7 +142,7 @@ prepare.prepare_dataset("folder", sys.argv[1], sys.argv[2], classes=sys.argv[3],
 
 
 def test_a_killed_prepare_leaves_no_destination_and_the_next_one_cleans_up(tmp_path):
-    from make_folder import make_uint16_folder
+    from helpers.make_folder import make_uint16_folder
 
     src, dst = tmp_path / "src", tmp_path / "data" / "mine"
     make_uint16_folder(src, count=8, h=40, w=40)
@@ -186,7 +186,7 @@ def _marked(mark: str) -> list[int]:
 def test_a_killed_prepare_leaves_no_worker_behind(tmp_path):
     """SIGKILL of ``ctseg prepare`` while its pool cuts tiles: its workers (which would wait for work forever, or
     write into the temporary folder the next prepare deletes) are gone within seconds."""
-    from make_folder import make_uint16_folder
+    from helpers.make_folder import make_uint16_folder
 
     src, dst = tmp_path / "src", tmp_path / "mine"
     make_uint16_folder(src, count=6, h=400, w=400)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from make_isprs import make_vaihingen
+from helpers.make_isprs import make_vaihingen
 from PIL import Image
 
 from ctseg.data import PreparedDataModule

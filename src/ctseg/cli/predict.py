@@ -1,8 +1,9 @@
 """``ctseg predict``: class maps of rasters of any size, streamed into COGs (:func:`ctseg.predict.run.run_predict`).
 
-:data:`KEYWORDS` maps each of ``run_predict``'s keyword arguments to the flag that sets it; ``tests/test_cli_flags.py``
-checks it against the function's signature and this parser (no flag without a keyword, no keyword without a flag
-but :data:`NOT_FLAGS`, equal defaults). The flags' checks that need the model are ``ctseg.predict.plan``'s.
+:data:`KEYWORDS` maps each of ``run_predict``'s keyword arguments to the flag that sets it;
+``tests/cli/test_cli_flags.py`` checks it against the function's signature and this parser (no flag without a
+keyword, no keyword without a flag but :data:`NOT_FLAGS`, equal defaults). The flags' checks that need the model
+are ``ctseg.predict.plan``'s.
 """
 
 from __future__ import annotations

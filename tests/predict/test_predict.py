@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from ctseg_tiny import tiny_run
+from helpers.tiny import tiny_run
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin

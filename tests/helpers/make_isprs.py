@@ -3,7 +3,7 @@
 No ISPRS data may be shipped, so the tests build a few small tiles (a few hundred pixels a side) into a
 temporary folder: random rectangles of the six classes, colour-coded with the ISPRS palette, an eroded
 "noBoundary" copy whose class boundaries are black, and an image whose colour follows its label (so that crops
-can be checked for alignment). Run ``python tests/data/make_isprs.py DIR`` to look at them.
+can be checked for alignment). Run ``python tests/helpers/make_isprs.py DIR`` to look at them.
 """
 
 from __future__ import annotations

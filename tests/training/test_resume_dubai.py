@@ -9,7 +9,7 @@ reference and every logged training loss of the other runs must equal it:
   ``--ckpt_path last``.
 
 The default suite runs the extension on the fast pipeline with 2 workers (the case that was broken); the rest is
-marked slow: ``pytest -m slow tests/test_resume_dubai.py`` (all six passed, 2026-12-02).
+marked slow: ``pytest -m slow tests/training/test_resume_dubai.py`` (all six passed, 2026-12-02).
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from run_logs import run_fit, train_losses
+from helpers.paths import DUBAI_DIR, REPO, TESTS
+from helpers.run_logs import run_fit, train_losses
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dubai" / "cpu" / "cl.yaml"
-DUBAI = REPO.parent / "shared" / "data" / "dubai-aerial"
 VARIANTS = {
     "cpu-w0": ["--data.init_args.num_workers", "0"],
     "cpu-w2": ["--data.init_args.num_workers", "2"],
@@ -32,18 +31,18 @@ VARIANTS = {
 }
 KILL = """trainer:
   callbacks:
-    - class_path: resume_kill.KillAtStep
+    - class_path: helpers.resume_kill.KillAtStep
       init_args: {step: 5}
 """
 
 
 @pytest.fixture(scope="module")
 def prepared_dubai(tmp_path_factory) -> Path:
-    if not DUBAI.is_dir():
+    if not DUBAI_DIR.is_dir():
         pytest.skip("../shared/data/dubai-aerial is absent")
     from ctseg.data import prepare_dataset
 
-    return prepare_dataset("dubai", DUBAI, tmp_path_factory.mktemp("dubai") / "prepared", workers=2, progress=False)
+    return prepare_dataset("dubai", DUBAI_DIR, tmp_path_factory.mktemp("dubai") / "prepared", workers=2, progress=False)
 
 
 def _fit(root: Path, data: Path, variant: str, *extra: str, kill: Path | None = None):
@@ -53,7 +52,7 @@ def _fit(root: Path, data: Path, variant: str, *extra: str, kill: Path | None = 
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.default_root_dir", str(root), "--step_checkpoint.every_n_train_steps", "2",
             *VARIANTS[variant], *(["--config", str(kill)] if kill else []), *extra]  # fmt: skip
-    return run_fit(CONFIG, *args, env={"PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"})
+    return run_fit(CONFIG, *args, env={"PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"})
 
 
 def _reference(tmp_path: Path, data: Path, variant: str) -> dict[int, float]:

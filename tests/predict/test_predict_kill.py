@@ -250,7 +250,7 @@ def test_vectorize_killed_at_its_rename_is_cleaned_by_the_next_run(tmp_path):
     """SIGKILL at vectorize's rename leaves its locked work folder (with the whole GeoPackage); the next vectorize
     into that folder deletes it. A live process's folder and an older version's recent one stay."""
     _strace_or_skip()
-    from test_vectorize import _class_map, _write
+    from vectorize.test_vectorize import _class_map, _write
 
     from ctseg.staging import LockedFolder
     from ctseg.vectorize.io import WORK_PREFIX

@@ -14,8 +14,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from ctseg_tiny import RGBN as RGBN_TEST
-from ctseg_tiny import save_task_checkpoint
+from helpers.paths import REPO
+from helpers.tiny import RGBN as RGBN_TEST
+from helpers.tiny import save_task_checkpoint
 
 from ctseg.checkpoints.files import load_model, load_onnx_model, read_checkpoint
 from ctseg.checkpoints.onnx_export import export_onnx
@@ -159,7 +160,7 @@ def test_speed_benchmark_runs_at_toy_size(tmp_path):
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo / "src")}
     args = ["--models", "pf-tiny", "--window", "64", "--batch", "2", "--repeats", "1", "--warmup", "0"]
     res = subprocess.run(

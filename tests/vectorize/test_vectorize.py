@@ -232,7 +232,7 @@ def test_bad_input_is_one_line(pred, tmp_path, capsys):
 
 def test_damaged_raster_is_one_line_and_writes_nothing(pred, tmp_path, capsys):
     """A class or confidence raster whose header opens but one of whose tiles does not decode: one line naming it."""
-    from test_predict_stream import corrupt_middle_tile
+    from predict.test_predict_stream import corrupt_middle_tile
 
     cut = tmp_path / "cut.tif"
     with rasterio.open(pred) as src:

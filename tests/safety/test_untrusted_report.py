@@ -69,7 +69,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """A prepared folder data set of three 64² crops (two train, one val)."""
-    from make_folder import make_color_folder
+    from helpers.make_folder import make_color_folder
 
     from ctseg.data.prepare import prepare_dataset
 

@@ -86,7 +86,7 @@ def test_scheme_stats_are_logged_on_lightning_logging_steps(tmp_path):
     """With log_every_n_steps 2 Lightning writes steps 1 and 3; the CT stats must be among what it writes."""
     import csv
 
-    from ctseg_tiny import TINY_CONFIG
+    from helpers.tiny import TINY_CONFIG
 
     from ctseg.cli.entry import main
 
@@ -105,7 +105,7 @@ def test_scheme_stats_are_logged_on_lightning_logging_steps(tmp_path):
 
 
 def _fit_tiny(tmp_path, options: str, steps: int = 4):
-    from ctseg_tiny import TINY_CONFIG
+    from helpers.tiny import TINY_CONFIG
 
     from ctseg.cli.entry import main
 
@@ -147,7 +147,7 @@ def test_clip_fraction_survives_a_resume(tmp_path):
     root = _fit_tiny(tmp_path, "{clip_value: 0.001}", steps=2)
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["ctseg_clip"][:2] == [2.0, 2]
-    from ctseg_tiny import TINY_CONFIG
+    from helpers.tiny import TINY_CONFIG
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_CONFIG)

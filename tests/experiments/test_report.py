@@ -8,12 +8,12 @@ import statistics
 from pathlib import Path
 
 import pytest
-from ctseg_tiny import TINY_CONFIG
+from helpers.paths import REPO
+from helpers.tiny import TINY_CONFIG
 from PIL import Image
 
 from ctseg.cli.entry import main
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"]
 #: (model, scheme) → mIoU of seeds 0, 1, 2 …; per-class IoU of a run = mIoU + 0.01 · class index.
 FAKE = {

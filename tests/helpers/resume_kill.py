@@ -1,4 +1,4 @@
-"""A callback for tests/test_resume.py: the process kills itself with SIGKILL when a given step starts."""
+"""A callback for tests/training/test_resume.py: the process kills itself with SIGKILL when a given step starts."""
 
 import os
 import signal

@@ -110,7 +110,7 @@ def test_index_labels_and_index_pngs(tmp_path):
 
 
 def test_a_prepared_folder_manifest_gives_the_definition(tmp_path, capsys):
-    from make_folder import make_jpeg_folder
+    from helpers.make_folder import make_jpeg_folder
 
     from ctseg.data.prepare import prepare_dataset
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ctseg_tiny import TINY_CONFIG
+from helpers.tiny import TINY_CONFIG
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file

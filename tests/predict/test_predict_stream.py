@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from helpers.paths import REPO
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
@@ -30,7 +31,6 @@ from ctseg.inference.tile import predict_tile
 from ctseg.models import build_model
 from ctseg.training.task import SegmentationTask
 
-REPO = Path(__file__).resolve().parents[1]
 TRANSFORM = from_origin(400_000.0, 5_000_000.0, 0.25, 0.25)
 RGB = DatasetInfo(name="rgb-stream", classes=("ground", "roof", "tree", "water"), colors=generic_colors(4))
 RGBN = DatasetInfo(

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from ctseg_tiny import save_task_checkpoint
+from helpers.tiny import save_task_checkpoint
 from rasterio.transform import from_origin
 
 from ctseg.cli.entry import _parser, main

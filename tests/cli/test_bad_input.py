@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from ctseg_tiny import TINY_CONFIG, tiny_config
+from helpers.tiny import TINY_CONFIG, tiny_config
 from PIL import Image
 
 from ctseg.cli.entry import main
@@ -59,8 +59,8 @@ def _blocker(tmp_path: Path) -> Path:
 
 
 def _make_isprs():
-    """tests/data/make_isprs.py (importable the way pytest makes it so for tests/data/test_*.py)."""
-    import make_isprs
+    """tests/helpers/make_isprs.py (importable as ``helpers.make_isprs``: tests/ is on pytest's pythonpath)."""
+    from helpers import make_isprs
 
     return make_isprs
 
@@ -441,7 +441,7 @@ def predict_fails_removes_out(tmp_path, request):
 
 
 def _folder(tmp_path: Path, **kwargs) -> Path:
-    from make_folder import make_uint16_folder
+    from helpers.make_folder import make_uint16_folder
 
     make_uint16_folder(tmp_path / "src", count=2, h=40, w=40, **kwargs)
     return tmp_path / "src"
@@ -510,7 +510,7 @@ def prepare_folder_disk_full(tmp_path, request):
     """A real 1 MB disk: two 400 × 400 4-band uint16 images (≈ 1.2 MB of crops each, incompressible noise) cut in
     the process pool. One line naming --dst and "no space left", however many workers hit the full disk; the
     temporary folder removed (nothing on the disk)."""
-    from make_folder import make_uint16_folder
+    from helpers.make_folder import make_uint16_folder
 
     make_uint16_folder(tmp_path / "src", count=2, h=400, w=400)
     dst = _mounted(tmp_path / "disk", request, "size=1m") / "prepared"

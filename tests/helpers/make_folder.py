@@ -105,7 +105,7 @@ def make_color_folder(root: Path, count: int = 3, h: int = 64, w: int = 80, seed
     return out
 
 
-if __name__ == "__main__":  # the README's worked example: python tests/data/make_folder.py demo_tiles
+if __name__ == "__main__":  # the README's worked example: python tests/helpers/make_folder.py demo_tiles
     import argparse
 
     parser = argparse.ArgumentParser(description="write a tiny 4-band uint16 folder data set (with nodata)")

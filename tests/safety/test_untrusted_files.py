@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ctseg_tiny import TINY_CONFIG
+from helpers.paths import REPO
+from helpers.tiny import TINY_CONFIG
 from PIL import Image
 
 from ctseg.checkpoints.files import export_model, load_model, read_checkpoint
@@ -458,7 +459,7 @@ def test_committed_models_load_and_match_their_hashes():
     """results/dubai/models/*.safetensors are listed with their SHA-256 in results/dubai/README.md."""
     import hashlib
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     readme = (repo / "results" / "dubai" / "README.md").read_text()
     models = sorted((repo / "results" / "dubai" / "models").glob("*.safetensors"))
     assert len(models) == 4

@@ -2,7 +2,7 @@
 ``make_folder.make_uint16_folder``, nodata 0) and a VRT mosaic over them, as ``gdalbuildvrt city.vrt *.tif``
 writes it (simple sources).
 
-    python tests/data/make_city.py city --grid 2 --size 256     # city/tile_r0_c0.tif … + city/city.vrt
+    python tests/helpers/make_city.py city --grid 2 --size 256     # city/tile_r0_c0.tif … + city/city.vrt
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.paths import REPO
 
 from ctseg.errors import CtsegError
 from ctseg.training.seg_loss import (
@@ -106,7 +107,7 @@ def test_task_class_weights_list_and_inverse_frequency_from_a_prepared_folder(tm
     prepared folder's manifest (``pixels.train``), here a generated folder data set."""
     import json
 
-    from make_folder import make_jpeg_folder
+    from helpers.make_folder import make_jpeg_folder
 
     from ctseg.cli.lightning import build_cli
     from ctseg.data.prepare import prepare_dataset
@@ -138,11 +139,10 @@ def test_task_class_weights_list_and_inverse_frequency_from_a_prepared_folder(tm
 
 
 def test_class_weights_are_off_in_every_config():
-    from pathlib import Path
 
     import yaml
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    configs = sorted((REPO / "configs").rglob("*.yaml"))
     assert configs
     for path in configs:
         model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}

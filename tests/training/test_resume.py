@@ -4,7 +4,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from run_logs import run_fit, train_losses
+from helpers.paths import TESTS
+from helpers.run_logs import run_fit, train_losses
 
 CONFIG = """
 seed_everything: 0
@@ -44,21 +45,21 @@ PREPARED = """  class_path: ctseg.data.PotsdamDataModule
     num_workers: 0
     persistent_workers: false"""
 KILL = """  callbacks:
-    - class_path: resume_kill.KillAtStep
+    - class_path: helpers.resume_kill.KillAtStep
       init_args: {step: 5}"""
 
 
 def fit(tmp: Path, root: Path, data: str, kill: bool, *extra: str) -> subprocess.CompletedProcess:
     cfg = tmp / f"{root.name}-{'kill' if kill else 'run'}.yaml"
     cfg.write_text(CONFIG.format(root=root, callbacks=KILL if kill else "", data=data))
-    return run_fit(cfg, *extra, env={"PYTHONPATH": str(Path(__file__).parent)})
+    return run_fit(cfg, *extra, env={"PYTHONPATH": str(TESTS)})
 
 
 @pytest.fixture(params=["synthetic", "prepared-potsdam"])
 def data_config(request, tmp_path) -> str:
     if request.param == "synthetic":
         return SYNTHETIC
-    from make_isprs import make_potsdam
+    from helpers.make_isprs import make_potsdam
 
     from ctseg.data import prepare_dataset
 

@@ -9,8 +9,6 @@ import pytest
 
 from ctseg.cli.entry import main
 
-REPO = Path(__file__).resolve().parents[1]
-
 TINY = """
 seed_everything: 0
 trainer:

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from run_logs import run_fit, train_losses
+from helpers.run_logs import run_fit, train_losses
 
 CONFIG = """
 seed_everything: 0
