@@ -388,10 +388,8 @@ def predict_disk_full(tmp_path, request):
     return Case(argv, [str(tmp_path / "out" / "tall_pred.tif"), "no space left on device", "removed"])
 
 
-def predict_corrupt_window(tmp_path, request):
-    """A tile in the middle of a GeoTIFF is garbage (header and last row fine): found mid-stream, one line naming
-    the file and the window, nothing of that input left behind."""
-    bad = tmp_path / "city.tif"
+def _corrupt_window_tif(bad: Path) -> Path:
+    """A 512 × 256 tiled GeoTIFF whose tile in the middle (block row 1, column 2) is garbage."""
     with rasterio.open(bad, "w", driver="GTiff", height=512, width=256, count=3, dtype="uint8", tiled=True,
                        blockxsize=128, blockysize=128, compress="deflate") as dst:  # fmt: skip
         dst.write(np.moveaxis(_rgb(512, 256), -1, 0))
@@ -400,6 +398,13 @@ def predict_corrupt_window(tmp_path, request):
     raw = bytearray(bad.read_bytes())
     raw[offset : offset + size] = b"\xff" * size
     bad.write_bytes(bytes(raw))
+    return bad
+
+
+def predict_corrupt_window(tmp_path, request):
+    """A tile in the middle of a GeoTIFF is garbage (header and last row fine): found mid-stream, one line naming
+    the file and the window, nothing of that input left behind."""
+    bad = _corrupt_window_tif(tmp_path / "city.tif")
     (tmp_path / "out").mkdir()
     argv = ["predict", "--ckpt", str(_ckpt(request)), str(bad), "--out", str(tmp_path / "out"), "--window", "64"]
     return Case(argv, [str(bad), "cannot be read at rows", "window row_off="])
@@ -426,15 +431,7 @@ def predict_nodata_inf(tmp_path, request):
 
 def predict_fails_removes_out(tmp_path, request):
     """A window unreadable in the middle of the only input: the --out folders the run made (two levels) go again."""
-    bad = tmp_path / "city.tif"
-    with rasterio.open(bad, "w", driver="GTiff", height=512, width=256, count=3, dtype="uint8", tiled=True,
-                       blockxsize=128, blockysize=128, compress="deflate") as dst:  # fmt: skip
-        dst.write(np.moveaxis(_rgb(512, 256), -1, 0))
-    with rasterio.open(bad) as src:
-        offset, size = (int(src.get_tag_item(f"BLOCK_{k}_1_2", "TIFF", bidx=1)) for k in ("OFFSET", "SIZE"))
-    raw = bytearray(bad.read_bytes())
-    raw[offset : offset + size] = b"\xff" * size
-    bad.write_bytes(bytes(raw))
+    bad = _corrupt_window_tif(tmp_path / "city.tif")
     out = tmp_path / "preds" / "run1"
     argv = ["predict", "--ckpt", str(_ckpt(request)), str(bad), "--out", str(out), "--window", "64"]
     return Case(argv, [str(bad), "cannot be read at rows"])

@@ -6,36 +6,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.tiny import tiny_config
 
 from ctseg.cli.entry import main
 
-TINY = """
-seed_everything: 0
-trainer:
-  max_steps: 2
-  limit_val_batches: 1
-  val_check_interval: 2
-  check_val_every_n_epoch: null
-  enable_progress_bar: false
-  default_root_dir: {root}
-model:
-  model: pf-tiny
-  img_size: 64
-  scheme: {scheme}
-data:
-  class_path: ctseg.data.SyntheticDataModule
-  init_args:
-    train_samples: 4
-    val_samples: 2
-    image_size: 64
-    batch_size: 2
-"""
+
+def _tiny(root: Path, scheme: str) -> str:
+    """The shared tiny config (:func:`helpers.tiny.tiny_config`) writing under ``root``."""
+    return tiny_config(scheme).replace("trainer:\n", f"trainer:\n  default_root_dir: {root}\n", 1)
 
 
 @pytest.mark.parametrize("scheme", ["none", "ct-cl", "ct-infonce", "mscs"])
 def test_fit_tiny_config(tmp_path, scheme):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY.format(root=tmp_path / "runs", scheme=scheme))
+    cfg.write_text(_tiny(tmp_path / "runs", scheme))
     assert main(["fit", "--config", str(cfg)]) == 0
     ckpts = list((tmp_path / "runs").rglob("last.ckpt"))
     assert ckpts, "fit must write a last checkpoint"
@@ -45,7 +29,7 @@ def test_fit_tiny_config(tmp_path, scheme):
 
 def test_validate_from_checkpoint(tmp_path):
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY.format(root=tmp_path / "runs", scheme="ct-cl"))
+    cfg.write_text(_tiny(tmp_path / "runs", "ct-cl"))
     assert main(["fit", "--config", str(cfg)]) == 0
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     assert main(["validate", "--config", str(cfg), "--ckpt_path", str(ckpt)]) == 0
@@ -54,7 +38,7 @@ def test_validate_from_checkpoint(tmp_path):
 def test_model_options_replaced_by_the_checkpoint_are_warned_about(tmp_path, capsys):
     """LightningCLI applies a --ckpt_path file's model settings over the command line: say so, per option."""
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY.format(root=tmp_path / "runs", scheme="ct-cl"))
+    cfg.write_text(_tiny(tmp_path / "runs", "ct-cl"))
     assert main(["fit", "--config", str(cfg)]) == 0
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     capsys.readouterr()

@@ -10,7 +10,8 @@ from typing import Any
 
 from ctseg.data.definitions import DATASETS, DatasetInfo, get_dataset_info
 
-_LAZY = {
+#: ``ctseg.data``'s public names imported on first use: name → the module defining it.
+EXPORTS = {
     "PreparedDataset": "ctseg.data.prepared",
     "PreparedDataModule": "ctseg.data.datamodules",
     "PotsdamDataModule": "ctseg.data.datamodules",
@@ -29,10 +30,10 @@ _LAZY = {
     "prepare_dataset": "ctseg.data.prepare",
 }
 
-__all__ = ["DATASETS", "DatasetInfo", "get_dataset_info", *_LAZY]
+__all__ = ["DATASETS", "DatasetInfo", "EXPORTS", "get_dataset_info", *EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in EXPORTS:
+        return getattr(importlib.import_module(EXPORTS[name]), name)
     raise AttributeError(f"module 'ctseg.data' has no attribute {name!r}")

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ctseg.data import EXPORTS as DATA_EXPORTS
 from ctseg.data.definitions import DATASETS, DatasetInfo
 from ctseg.errors import CtsegError
 from ctseg.experiments.report_tables import CURVE_METRICS, MODEL_LABELS, Cell, inside_run, run_checkpoint, run_folder
@@ -37,18 +38,10 @@ from ctseg.io import atomic_path
 from ctseg.safety.documents import read_json
 from ctseg.safety.pickles import UnsafeFileError
 
-#: The data modules a ``results.json`` may name (those ``ctseg.data`` exports: README "Data sets"): class name →
-#: the module defining it. A ``class_path`` is accepted as ``ctseg.data.<Name>`` or ``<module>.<Name>``.
-DATA_MODULES: dict[str, str] = {
-    "PreparedDataModule": "ctseg.data.datamodules",
-    "PotsdamDataModule": "ctseg.data.datamodules",
-    "VaihingenDataModule": "ctseg.data.datamodules",
-    "DubaiDataModule": "ctseg.data.datamodules",
-    "FolderDataModule": "ctseg.data.datamodules",
-    "LoveDADataModule": "ctseg.data.datamodules",
-    "UAVidDataModule": "ctseg.data.datamodules",
-    "SyntheticDataModule": "ctseg.data.synthetic",
-}
+#: The data modules a ``results.json`` may name — those ``ctseg.data`` exports (README "Data sets"), taken from its
+#: export table: class name → the module defining it. A ``class_path`` is accepted as ``ctseg.data.<Name>`` or
+#: ``<module>.<Name>``.
+DATA_MODULES: dict[str, str] = {name: module for name, module in DATA_EXPORTS.items() if name.endswith("DataModule")}
 #: ``init_args`` of the synthetic data module taken from a ``results.json``: name → (lowest, highest) integer.
 _SYNTHETIC_ARGS = {
     "train_samples": (1, 1_000_000),
