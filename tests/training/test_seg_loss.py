@@ -109,8 +109,8 @@ def test_task_class_weights_list_and_inverse_frequency_from_a_prepared_folder(tm
 
     from helpers.make_folder import make_jpeg_folder
 
-    from ctseg.cli.lightning import build_cli
     from ctseg.data.prepare import prepare_dataset
+    from ctseg.training.lightning_cli import build_cli
 
     make_jpeg_folder(tmp_path / "src", count=3, h=64, w=64)
     data = tmp_path / "data"

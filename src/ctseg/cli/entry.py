@@ -49,7 +49,7 @@ def _fail(message: str) -> int:
 
 
 def _run_lightning(argv: list[str]) -> int:
-    from ctseg.cli.lightning import build_cli
+    from ctseg.training.lightning_cli import build_cli
 
     build_cli(argv)
     return 0

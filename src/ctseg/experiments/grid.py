@@ -129,7 +129,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def _build_cli(args: list[str], run_dir: Path):
     """The ``ctseg fit`` LightningCLI for ``args``, instantiated but not run, logging CSV into ``run_dir``."""
-    from ctseg.cli.lightning import build_cli
+    from ctseg.training.lightning_cli import build_cli
 
     return build_cli(args, run=False, root=str(run_dir), csv_logger=True, context="grid")
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,18 +307,15 @@ def check_weights(spec: ModelSpec, state: Any, path: str | os.PathLike) -> None:
 NOT_FROM_CHECKPOINT = frozenset({"pretrained"})
 
 
-def check_task_hparams(hp: Any, path: str | os.PathLike) -> dict[str, Any]:
+def check_task_hparams(hp: Any, path: str | os.PathLike, arguments: Iterable[str]) -> dict[str, Any]:
     """The ``hyper_parameters`` of a ``ctseg fit`` checkpoint as Lightning may merge them into the run's model
-    config (``--ckpt_path``): only :class:`~ctseg.training.SegmentationTask`'s own arguments (others dropped),
-    :data:`NOT_FROM_CHECKPOINT` dropped, the architecture checked as a model file's ``config`` is
-    (:func:`check_config`) and ``class_weights`` numbers or ``"inverse_frequency"``; one error line otherwise."""
-    import inspect
-
-    from ctseg.training.task import SegmentationTask
-
+    config (``--ckpt_path``): only the task's own ``arguments`` (the caller passes
+    :class:`~ctseg.training.SegmentationTask`'s; others dropped), :data:`NOT_FROM_CHECKPOINT` dropped, the
+    architecture checked as a model file's ``config`` is (:func:`check_config`) and ``class_weights`` numbers or
+    ``"inverse_frequency"``; one error line otherwise."""
     if not isinstance(hp, dict):
         raise _fail(path, "its hyper_parameters are not a mapping")
-    accepted = set(inspect.signature(SegmentationTask.__init__).parameters) - {"self"} - NOT_FROM_CHECKPOINT
+    accepted = set(arguments) - NOT_FROM_CHECKPOINT
     out = {key: value for key, value in hp.items() if key in accepted or key == "_class_path"}
     options = hp.get("model_options") or {}
     if not isinstance(options, dict):

@@ -5,7 +5,9 @@
 * :mod:`ctseg.training.seg_loss` — cross-entropy + Dice with optional class weights;
 * :mod:`ctseg.training.resume` — :class:`~ctseg.training.resume.ExactResume`, the callback that makes a killed
   run continue exactly;
-* :mod:`ctseg.training.callbacks` — the checkpoint callback that never ranks a NaN score.
+* :mod:`ctseg.training.callbacks` — the checkpoint callback that never ranks a NaN score;
+* :mod:`ctseg.training.lightning_cli` — the LightningCLI that configures and runs a fit (``ctseg fit | validate |
+  test``, each run of ``ctseg grid``), with the checks it makes first (:mod:`ctseg.training.config_checks`).
 
 ``SegmentationTask`` is imported on first use, so that ``ctseg.training.resume`` stays light.
 """
@@ -26,4 +28,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__, "task", "seg_loss", "resume", "callbacks"})
+    return sorted({*globals(), *__all__, "task", "seg_loss", "resume", "callbacks", "lightning_cli", "config_checks"})

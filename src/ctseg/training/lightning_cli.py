@@ -12,6 +12,7 @@ Argument and config errors are turned into one line (:class:`~ctseg.errors.Ctseg
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
@@ -21,7 +22,9 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-from ctseg.cli.checks import (
+from ctseg.errors import CtsegError
+from ctseg.training.callbacks import ScoreCheckpoint as ModelCheckpoint
+from ctseg.training.config_checks import (
     check_ckpt_path,
     check_class_count,
     check_hardware,
@@ -30,8 +33,6 @@ from ctseg.cli.checks import (
     newest_checkpoint,
     warn_overridden_by_checkpoint,
 )
-from ctseg.errors import CtsegError
-from ctseg.training.callbacks import ScoreCheckpoint as ModelCheckpoint
 from ctseg.training.resume import ExactResume
 from ctseg.training.task import SegmentationTask
 
@@ -121,7 +122,8 @@ class CtsegLightningCLI(LightningCLI):
             return
         from ctseg.safety.model_spec import check_task_hparams
 
-        hparams = check_task_hparams(hparams, ckpt_path)
+        arguments = set(inspect.signature(SegmentationTask.__init__).parameters) - {"self"}
+        hparams = check_task_hparams(hparams, ckpt_path, arguments)
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)

@@ -1,10 +1,10 @@
-"""``ctseg.cli.checks.check_hardware``: device requests the machine cannot meet, and the bf16 fallback."""
+"""``ctseg.training.config_checks.check_hardware``: device requests the machine cannot meet, and the bf16 fallback."""
 
 import pytest
 import torch
 
-from ctseg.cli.checks import _requested_devices, check_hardware
 from ctseg.errors import CtsegError
+from ctseg.training.config_checks import _requested_devices, check_hardware
 
 
 @pytest.mark.parametrize(
