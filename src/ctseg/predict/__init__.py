@@ -1,8 +1,9 @@
 """``ctseg predict``, files in, files out: the run (:mod:`~ctseg.predict.run`, ``run_predict``), its inputs
-(:mod:`~ctseg.predict.inputs`), checks (:mod:`~ctseg.predict.plan`), the COG / PNG writers
-(:mod:`~ctseg.predict.write`), all-or-nothing staging of each input's outputs (:mod:`~ctseg.predict.stage`) and
-torchrun / SLURM sharding (:mod:`~ctseg.predict.shard`)."""
+(:mod:`~ctseg.predict.inputs`), checks (:mod:`~ctseg.predict.plan`), the COG writers (:mod:`~ctseg.predict.write`),
+the PNG writers (:mod:`~ctseg.predict.png`), one-line write failures (:mod:`~ctseg.predict.failures`),
+all-or-nothing staging of each input's outputs (:mod:`~ctseg.predict.stage`) and torchrun / SLURM sharding
+(:mod:`~ctseg.predict.shard`)."""
 
 from ctseg._exports import lazy
 
-__getattr__, __dir__ = lazy(__name__, ("run", "inputs", "plan", "write", "stage", "shard"))
+__getattr__, __dir__ = lazy(__name__, ("run", "inputs", "plan", "write", "png", "failures", "stage", "shard"))

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ctseg.errors import CtsegError
-from ctseg.predict.write import write_error
+from ctseg.predict.failures import write_error
 from ctseg.staging import LOCK_FILE, ORPHAN_AGE, LockedFolder, dead_folders, folder_lock, remove_tree
 
 __all__ = ["PREFIX", "RECORD", "Stage", "clean_legacy", "is_pending", "pending", "recover"]

@@ -1,4 +1,5 @@
-"""Output files of ``ctseg predict``: Cloud-Optimized GeoTIFFs written row band by row band, and PNGs.
+"""Output files of ``ctseg predict``: Cloud-Optimized GeoTIFFs written row band by row band (the PNGs are
+:mod:`ctseg.predict.png`'s).
 
 :class:`StreamedCOG` takes the rows of a raster in order (``write(top, rows)``) and writes them straight into a
 temporary striped GeoTIFF (ZSTD level 1, 32-row strips: a few rows are ever in memory), then ``finish()`` lays it
@@ -9,7 +10,7 @@ COG into place; with one (``ctseg predict``'s staging folder, :mod:`ctseg.predic
 that folder, the COG under the target's name (:attr:`StreamedCOG.staged`), for the caller to move. Any failure
 (a full disk included) removes both temporary files and is one line naming the output; what GDAL / libtiff
 print straight to the process's stderr meanwhile (libtiff's ``_tiffWriteProc: No space left on device.``) is
-read for that line instead of reaching the terminal.
+read for that line instead of reaching the terminal (:mod:`ctseg.predict.failures`).
 
 How much GDAL caches while reading and writing is bounded per file (:func:`gdal_cache_bytes`): a few block rows,
 not the raster.
@@ -17,22 +18,20 @@ not the raster.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ctseg.data.definitions import DatasetInfo
-from ctseg.errors import CtsegError
-from ctseg.io import atomic_path, is_disk_full, set_default_mode
-from ctseg.predict.inputs import error_text
+from ctseg.io import set_default_mode
+from ctseg.predict.failures import gdal_errors, native_stderr, write_error
+from ctseg.predict.png import write_color_png, write_index_png
 from ctseg.staging import low_on_space
 
 __all__ = [
@@ -45,6 +44,7 @@ __all__ = [
     "gdal_cache_bytes",
     "open_writers",
     "write_color_png",
+    "write_error",
     "write_index_png",
     "write_prediction",
 ]
@@ -64,23 +64,6 @@ def gdal_cache_bytes(width: int, bytes_per_px: int, window: int) -> int:
     return int(min(max(need, 16 << 20), 1 << 30))
 
 
-def _no_space(err: BaseException, printed: str = "") -> bool:
-    """A full disk, from the exception (:func:`ctseg.io.is_disk_full`), GDAL's own words, or what libtiff printed."""
-    text = f"{error_text(err)} {printed}".lower()
-    return is_disk_full(err) or "no space left" in text or "free disk space" in text or "quota exceeded" in text
-
-
-def write_error(target: Path, err: BaseException, printed: str = "", full: bool = False) -> CtsegError:
-    """The one-line error of a failed write of ``target`` (whose partial files are gone); ``printed``: what GDAL
-    printed meanwhile; ``full``: the disk is known to be full."""
-    if full or _no_space(err, printed):
-        return CtsegError(
-            f"cannot write {target}: no space left on device; the partial output was removed (free some space or "
-            "choose another --out)"
-        )
-    return CtsegError(f"cannot write {target} ({error_text(err)}); the partial output was removed")
-
-
 def _write_block(dataset, data: np.ndarray, window) -> None:
     """One row band into the open intermediate file (a function of its own so tests can fail it)."""
     dataset.write(data, window=window)
@@ -90,57 +73,6 @@ def _temp_sibling(target: Path, suffix: str, folder: Path | None = None) -> Path
     fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=folder or target.parent)
     os.close(fd)
     return Path(name)
-
-
-def _gdal_errors() -> tuple[type[BaseException], ...]:
-    """What a failed GDAL write raises: rasterio's errors, ``OSError`` and GDAL's ``CPLE_*`` errors (which
-    ``rasterio.shutil.copy`` lets through as they are)."""
-    from rasterio.errors import RasterioError
-
-    try:
-        from rasterio._err import CPLE_BaseError
-    except ImportError:  # pragma: no cover - another rasterio layout
-        return (RasterioError, OSError)
-    return (RasterioError, OSError, CPLE_BaseError)
-
-
-@contextlib.contextmanager
-def native_stderr(echo: bool = True) -> Iterator[list[str]]:
-    """Point file descriptor 2 at a temporary file for the block: what C libraries print straight to stderr
-    (libtiff: ``_tiffWriteProc: No space left on device.``) lands in the yielded list (one string) instead. When
-    the block succeeds (and ``echo``), the text is printed to stderr after all; when it fails, the caller's
-    one-line error replaces it."""
-    printed: list[str] = []
-    try:
-        sys.stderr.flush()
-    except (AttributeError, ValueError, OSError):
-        pass
-    try:
-        sink = tempfile.TemporaryFile()
-    except OSError:
-        yield printed
-        return
-    with sink:
-        try:
-            saved = os.dup(2)
-        except OSError:
-            yield printed
-            return
-        ok = False
-        try:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield printed
-                ok = True
-            finally:
-                os.dup2(saved, 2)
-                sink.seek(0)
-                text = sink.read(1 << 16)
-                printed.append(text.decode(errors="replace"))
-                if ok and echo and text:
-                    os.write(2, text)
-        finally:
-            os.close(saved)
 
 
 class StreamedCOG:
@@ -210,7 +142,7 @@ class StreamedCOG:
                     self._ds.update_tags(**tags)
                 for i, text in enumerate(descriptions or (), start=1):
                     self._ds.set_band_description(i, str(text))
-        except _gdal_errors() as err:
+        except gdal_errors() as err:
             self._fail(err, printed)
         self._remember(printed)
 
@@ -236,7 +168,7 @@ class StreamedCOG:
         try:
             with native_stderr(echo=False) as printed:
                 _write_block(self._ds, data, Window(0, top, self.width, n))
-        except _gdal_errors() as err:
+        except gdal_errors() as err:
             self._fail(err, printed)
         self._remember(printed)
         self.rows_written += n
@@ -264,7 +196,7 @@ class StreamedCOG:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     rasterio.shutil.copy(self._part, self._final, driver="COG", **options)
-        except _gdal_errors() as err:
+        except gdal_errors() as err:
             self._fail(err, printed)
         self._part.unlink(missing_ok=True)
         set_default_mode(self._final)
@@ -381,44 +313,3 @@ def write_prediction(
     if png_path is not None:
         written.append(write_color_png(pred, info, Path(png_path)))
     return written
-
-
-def _png_image(pred: np.ndarray, mode: str):
-    """A Pillow image (mode ``"P"`` or ``"L"``) over the uint8 class map's own memory: no full-size copy."""
-    from PIL import Image
-
-    data = np.ascontiguousarray(pred, dtype=np.uint8)
-    height, width = data.shape
-    return Image.frombuffer(mode, (width, height), data, "raw", mode, 0, 1)
-
-
-def write_color_png(pred: np.ndarray, info: DatasetInfo, path: Path, workdir: Path | None = None) -> Path:
-    """The class map as a palette PNG in the data set's colours, written atomically (or, with ``workdir``, as
-    ``workdir / path.name``, for the caller to move); returns ``path``."""
-    img = _png_image(pred, "P")
-    img.putpalette(info.palette().reshape(-1).tolist())
-    _save_png(img, path, workdir)
-    return path
-
-
-def _save_png(img, path: Path, workdir: Path | None = None) -> None:
-    if workdir is not None:
-        staged = workdir / path.name
-        try:
-            img.save(staged, format="PNG")
-        except OSError as err:
-            staged.unlink(missing_ok=True)
-            raise write_error(path, err) from None
-        return
-    try:
-        with atomic_path(path) as tmp:
-            img.save(tmp, format="PNG")
-    except OSError as err:  # the temporary file is gone (atomic_path)
-        raise write_error(path, err) from None
-
-
-def write_index_png(pred: np.ndarray, path: Path, workdir: Path | None = None) -> list[Path]:
-    """Write the class map as a uint8 single-channel PNG of class indices (LoveDA's test-server format); with
-    ``workdir`` as ``workdir / path.name`` (:func:`write_color_png`)."""
-    _save_png(_png_image(pred, "L"), path, workdir)
-    return [path]
