@@ -14,6 +14,8 @@ One module per kind of file, each the only place that kind is opened:
   arguments are refused;
 * :mod:`ctseg.safety.rasters` — raster inputs: a VRT is recognised by its bytes whatever its suffix and its
   sources walked before GDAL opens it (no ``/vsi*`` network source, nothing outside the VRT's folder unless
-  the user allows it); GDAL's own guards for untrusted VRTs are set for every command;
+  the user allows it); GDAL's own guards for untrusted VRTs are set for every command. The format sniffing
+  (:mod:`ctseg.safety.raster_formats`) and the policy with GDAL's guards (:mod:`ctseg.safety.raster_policy`)
+  are modules of their own, their public names re-exported by :mod:`ctseg.safety.rasters`;
 * :mod:`ctseg.safety.documents` — JSON and YAML: size and nesting bounds before parsing, YAML without aliases.
 """

@@ -37,18 +37,8 @@ read files outside what the user named.
 
 Each refusal is one :class:`~ctseg.errors.CtsegError` line naming the VRT, the source and the way to allow it.
 
-**The policy.** What the user allows is a :class:`SourcePolicy` held in a context variable: deny both by
-default; ``ctseg.cli.entry.main`` installs the command's ``--allow-remote`` / ``--allow-outside`` with
-:func:`allowing` around the command, and ``prepare`` hands it to its worker processes (:func:`set_policy` as
-their initializer). Library users call ``with allowing(remote=True): run_predict(…)``. Threads started inside
-see the default (deny), never more than was allowed.
-
-**GDAL's own guards** (:data:`GDAL_GUARDS`: no Python pixel functions, no raw bands, no ``MEM:::`` pointers)
-are forced into the environment, where GDAL reads them on every use, when this module is imported — so they
-hold for library users too, as soon as any ctseg reader is used — and again at the start of every ``ctseg``
-command (:func:`apply_gdal_guards`). GDAL 3.10 (rasterio 1.4.4's) knows ``GDAL_VRT_ENABLE_PYTHON``,
-``GDAL_MEM_ENABLE_OPEN`` and ``VRT_ALLOW_MEM_DRIVER``; ``GDAL_VRT_ENABLE_RAWRASTERBAND`` takes effect from
-GDAL 3.12 (until then the walk above refuses raw bands).
+The format sniffing and the sidecar check live in :mod:`ctseg.safety.raster_formats`, what the user allows and
+GDAL's own guards in :mod:`ctseg.safety.raster_policy`; their public names are importable from here too.
 
 Not covered: a raster path named on the command line itself (``/vsicurl/…``, a URL): that is the user's choice;
 with ``--allow-remote`` a remote source is not read before GDAL opens it, so what it names in turn is allowed
@@ -61,14 +51,28 @@ import os
 import re
 import stat
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctseg.errors import CtsegError
+from ctseg.safety.raster_formats import (
+    FORMAT_NAMES,
+    READ_DRIVERS,
+    check_sidecars,
+    is_regular_file,
+    printable,
+    raster_driver,
+)
+from ctseg.safety.raster_formats import read_head as _head  # every sniff here goes through this one name
+from ctseg.safety.raster_policy import (
+    GDAL_GUARDS,
+    SourcePolicy,
+    allowing,
+    apply_gdal_guards,
+    current_policy,
+    set_policy,
+)
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -88,44 +92,10 @@ __all__ = [
     "set_policy",
 ]
 
-#: GDAL configuration forced for every ctseg command and at this module's import (GDAL reads the environment
-#: each time it needs an option). The raw-band options take effect from GDAL 3.12; unknown ones are ignored.
-GDAL_GUARDS: dict[str, str] = {
-    "GDAL_VRT_ENABLE_PYTHON": "NO",  # Python pixel functions in a VRT never run
-    "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",  # VRTRawRasterBand (any file's bytes as pixels), GDAL >= 3.12
-    "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE": "SIBLING_OR_CHILD_OF_VRT_PATH",  # should it be re-enabled
-    "GDAL_MEM_ENABLE_OPEN": "NO",  # "MEM:::DATAPOINTER=…" (reads process memory) cannot be opened
-    "VRT_ALLOW_MEM_DRIVER": "NO",  # nor named as a VRT source
-}
-
-#: The GDAL drivers ctseg reads rasters with, by the format's first bytes (COGs are GeoTIFFs).
-READ_DRIVERS = ("GTiff", "VRT", "JP2OpenJPEG", "PNG", "JPEG", "BMP", "GIF", "WEBP")
 #: Largest VRT read (bytes); a mosaic of tens of thousands of tiles is a few MiB.
 MAX_VRT_BYTES = 16 * 1024 * 1024
 #: How deep VRTs may name VRTs.
 MAX_DEPTH = 8
-#: Bytes sniffed at a file's start (GDAL identifies formats from its first 1024).
-_HEAD = 4096
-
-_FORMATS = "GeoTIFF, JPEG 2000, PNG, JPEG, BMP, GIF, WebP or VRT"
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"II*\x00", "GTiff"),
-    (b"MM\x00*", "GTiff"),
-    (b"II+\x00", "GTiff"),  # BigTIFF
-    (b"MM\x00+", "GTiff"),
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JP2OpenJPEG"),
-    (b"\xffO\xffQ", "JP2OpenJPEG"),  # a raw JPEG 2000 codestream (.j2k)
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"BM", "BMP"),
-)
-#: Roots of GDAL's XML formats that GDAL may find anywhere in a file's first bytes: never inside a raster.
-_POINTER_MARKERS = (
-    b"<vrtdataset", b"<gdal_wms", b"<gdal_wmts", b"<wcs_gdal", b"<gdaltileindexdataset", b"<ogrvrtdatasource",
-    b"<wmt_ms_capabilities", b"<wms_capabilities", b"<mrf_meta", b"<table_of_contents", b"<dimap_document",
-)  # fmt: skip
 #: GDAL's virtual file systems that reach the network (prefixes; ``_streaming`` variants included).
 _NETWORK_VSI = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsihdfs",
                 "/vsiwebhdfs")  # fmt: skip
@@ -142,147 +112,6 @@ _FILE_TAGS = frozenset({"sourcefilename", "sourcedataset"})
 #: Metadata / option keys (``<MDI key=…>``, ``<Option name=…>``) whose value GDAL opens as a dataset: geolocation
 #: arrays and the RPC transformer's elevation model.
 _FILE_KEYS = frozenset({"x_dataset", "y_dataset", "rpc_dem", "geoloc_array", "src_geoloc_array", "dst_geoloc_array"})
-_SIDECARS: tuple[tuple[str, tuple[str, ...]], ...] = ((".ovr", ("GTiff",)), (".OVR", ("GTiff",)),
-                                                      (".msk", ("GTiff",)), (".MSK", ("GTiff",)))  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------------ the policy
-@dataclass(frozen=True)
-class SourcePolicy:
-    """What a VRT may name beyond local files under its own folder (both off by default)."""
-
-    allow_remote: bool = False
-    allow_outside: bool = False
-
-
-_DENY = SourcePolicy()
-_POLICY: ContextVar[SourcePolicy | None] = ContextVar("ctseg_raster_sources", default=None)
-
-
-def current_policy() -> SourcePolicy:
-    """The policy in force here (the default denies both)."""
-    return _POLICY.get() or _DENY
-
-
-def set_policy(policy: SourcePolicy) -> None:
-    """Install ``policy`` for the rest of this context (a worker process's initializer)."""
-    _POLICY.set(policy)
-
-
-@contextmanager
-def allowing(*, remote: bool = False, outside: bool = False) -> Iterator[SourcePolicy]:
-    """Within the block, VRT sources on the network (``remote``) / outside the VRT's folder (``outside``) are
-    allowed — what ``--allow-remote`` / ``--allow-outside`` do."""
-    policy = SourcePolicy(bool(remote), bool(outside))
-    token = _POLICY.set(policy)
-    try:
-        yield policy
-    finally:
-        _POLICY.reset(token)
-
-
-def apply_gdal_guards() -> None:
-    """Force :data:`GDAL_GUARDS` into the environment (replacing what was there)."""
-    os.environ.update(GDAL_GUARDS)
-
-
-apply_gdal_guards()
-
-
-# -------------------------------------------------------------------------------------------------- sniffing
-def _show(text: str, limit: int = 200) -> str:
-    """A source as one printable line (control characters escaped, long ones cut)."""
-    text = text.strip()
-    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
-
-
-def _head(path: Path, size: int = _HEAD) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(size)
-
-
-def _text_start(head: bytes) -> bytes:
-    """The bytes after a UTF-8 BOM and leading whitespace."""
-    if head.startswith(b"\xef\xbb\xbf"):
-        head = head[3:]
-    return head.lstrip(b" \t\r\n\f\v")
-
-
-def _xml_root(head: bytes) -> str:
-    """The root element's name of XML starting in ``head`` (after prolog and comments), or ``?``."""
-    found = re.search(rb"<([A-Za-z_][\w.:\-]*)", re.sub(rb"<[?!][^>]*>", b"", head))
-    return found.group(1).decode("ascii", "replace") if found else "?"
-
-
-def raster_driver(path: Path, head: bytes | None = None) -> str | None:
-    """The allow-listed GDAL driver for ``path`` by its first bytes; ``None`` for anything else.
-
-    Raises :class:`CtsegError` for a service, tile-index or other description (XML or JSON that is not a VRT)
-    and for a binary file that carries a GDAL XML root in its first bytes (GDAL could take it for that).
-    """
-    head = _head(path) if head is None else head
-    start = _text_start(head)
-    low = head.lower()
-    if start.startswith(b"<"):
-        root = _xml_root(start)
-        if root.lower() == "vrtdataset":
-            return "VRT"
-        raise CtsegError(
-            f"{path} is a <{_show(root, 40)}> XML description, not a raster: ctseg follows no service, tile "
-            "index or file list from a handed file; download or convert the data and pass the raster itself"
-        )
-    if start.startswith((b"{", b"[")):
-        raise CtsegError(
-            f"{path} is JSON (a STAC item, tile index or service description?), not a raster: ctseg follows no "
-            "address or file list from a handed file; download or convert the data and pass the raster itself"
-        )
-    marker = next((m for m in _POINTER_MARKERS if m in low), None)
-    if marker is not None:
-        raise CtsegError(
-            f"{path} holds a GDAL description ({marker.decode()}…) inside its first bytes, which GDAL could "
-            "follow instead of reading pixels; refused (re-save the raster with gdal_translate)"
-        )
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    for magic, driver in _MAGIC:
-        if head.startswith(magic):
-            return driver
-    return None
-
-
-def _regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _check_sidecars(path: Path, what: str) -> None:
-    """The overview / mask / .aux files GDAL opens with ``path`` (with any driver) must be what GDAL writes."""
-    name = os.fspath(path)
-    candidates = [(Path(name + suffix), drivers) for suffix, drivers in _SIDECARS]
-    candidates += [(Path(name + ".aux"), ()), (path.with_suffix(".aux"), ())]
-    for sidecar, drivers in candidates:
-        try:
-            head = _head(sidecar) if _regular(sidecar) else None
-        except OSError:  # unreadable for GDAL too
-            head = None
-        if not head:  # none, or empty: nothing for GDAL to open
-            continue
-        if not drivers:  # .aux: an HFA (Erdas Imagine) file
-            if head.startswith(b"EHFA_HEADER_TAG"):
-                continue
-        else:
-            try:
-                if raster_driver(sidecar, head) in drivers:
-                    continue
-            except CtsegError:
-                pass
-        raise CtsegError(
-            f"{sidecar}, beside {what} {path}, is not the TIFF overview / mask or HFA .aux GDAL writes, and "
-            "GDAL would open it with the raster; remove it (or rebuild overviews with gdaladdo)"
-        )
 
 
 # ------------------------------------------------------------------------------------------------ the walk
@@ -298,7 +127,7 @@ class _Walk:
 
     def refuse(self, vrt: Path | str, source: str, why: str, allow: str) -> CtsegError:
         where = f"VRT {vrt}" if str(vrt) == str(self.top) else f"VRT {vrt} (inside {self.top})"
-        return CtsegError(f"{where} names {_show(source)}, {why}; {allow}")
+        return CtsegError(f"{where} names {printable(source)}, {why}; {allow}")
 
 
 def _atoi(text: str | None) -> int:
@@ -441,20 +270,20 @@ def _check_path(value: str, vrt: Path | str, base: Path, walk: _Walk, depth: int
         return
     walk.seen.add(real)
     try:
-        driver = raster_driver(real)
+        driver = raster_driver(real, _head(real))
         tree = _read_vrt(real, walk) if driver == "VRT" and depth < MAX_DEPTH else None
     except OSError:
         return  # unreadable: GDAL cannot read it either
     except CtsegError as err:
-        raise CtsegError(f"VRT {vrt} names {_show(value)}: {err}") from None
+        raise CtsegError(f"VRT {vrt} names {printable(value)}: {err}") from None
     if driver == "VRT":
         if tree is None:
             raise walk.refuse(vrt, value, f"VRTs nested more than {MAX_DEPTH} deep", "flatten the mosaic")
         _walk_tree(tree, path, path.parent, walk, depth + 1)
     elif driver is None:
-        raise walk.refuse(vrt, value, f"which is not a {_FORMATS} file",
+        raise walk.refuse(vrt, value, f"which is not a {FORMAT_NAMES} file",
                           "convert it to a GeoTIFF with gdal_translate")  # fmt: skip
-    _check_sidecars(real, "source")
+    check_sidecars(real, "source")
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -466,7 +295,7 @@ def check_raster(path: str | os.PathLike, policy: SourcePolicy | None = None) ->
     checked (``None``): GDAL gets it as named.
     """
     path = Path(path)
-    if not _regular(path):
+    if not is_regular_file(path):
         return None
     head = _head(path)
     driver = raster_driver(path, head)
@@ -475,7 +304,7 @@ def check_raster(path: str | os.PathLike, policy: SourcePolicy | None = None) ->
         walk.seen.add(Path(os.path.realpath(path)))
         _walk_tree(_read_vrt(path, walk), path, path.absolute().parent, walk, 0)
     if driver is not None:
-        _check_sidecars(path, "raster")
+        check_sidecars(path, "raster")
     return driver
 
 
@@ -494,7 +323,7 @@ def open_raster(path: str | os.PathLike, policy: SourcePolicy | None = None) -> 
     except OSError as err:  # reported like GDAL's own "cannot open"
         raise RasterioIOError(f"{os.fspath(path)}: {err.strerror or err}") from None
     if driver is None:
-        if _regular(Path(path)):
-            raise RasterioIOError(f"'{os.fspath(path)}' is not a {_FORMATS} file (the formats ctseg reads)")
+        if is_regular_file(Path(path)):
+            raise RasterioIOError(f"'{os.fspath(path)}' is not a {FORMAT_NAMES} file (the formats ctseg reads)")
         return rasterio.open(path)
     return rasterio.open(path, driver=driver)
