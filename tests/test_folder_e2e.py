@@ -1,6 +1,6 @@
 """Your own data end to end (issue 16): ``ctseg prepare folder`` → ``fit`` a few steps → ``test`` → ``predict``,
 on generated 4-band uint16 GeoTIFFs with nodata and on 3-band JPEGs with index PNG masks, through the README's
-commands and ``configs/folder/cpu-cl.yaml``."""
+commands and ``folder/cpu-cl``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pytest
 import rasterio
 import torch
 from helpers.make_folder import make_jpeg_folder, make_uint16_folder
-from helpers.paths import REPO
 from helpers.tiny import tiny_config
 
 from ctseg.cli.entry import main
+from ctseg.configs import CONFIG_DIR
 
-CONFIG = REPO / "configs" / "folder" / "cpu-cl.yaml"
+CONFIG = CONFIG_DIR / "folder" / "cpu-cl.yaml"
 FAST = [
     "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", "--trainer.limit_val_batches", "1",
     "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false",

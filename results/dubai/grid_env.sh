@@ -4,6 +4,6 @@
 # Needs: make install; .venv/bin/ctseg prepare dubai --src ../shared/data/dubai-aerial --dst data/dubai
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 OUT=${OUT:-runs/grid/dubai-cpu}
-C=configs/dubai/cpu
+C=dubai/cpu
 mkdir -p "$OUT"
 grid() { .venv/bin/ctseg grid --data-seed --out "$OUT" "$@" -- --trainer.enable_progress_bar false; }

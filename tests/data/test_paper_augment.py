@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from ctseg.configs import CONFIG_DIR
 from ctseg.data.datamodules import AUGMENT_PRESETS, PotsdamDataModule, PreparedDataModule, check_augment
 from ctseg.data.definitions import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from ctseg.data.transforms import (
@@ -32,7 +32,7 @@ from ctseg.errors import CtsegError
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 K = 6  # ISPRS classes
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "potsdam" / "ds-cl.yaml"
+CONFIG = CONFIG_DIR / "potsdam" / "ds-cl.yaml"
 
 
 def _blocks(size: int = 64, seed: int = 0, block: int = 8) -> torch.Tensor:

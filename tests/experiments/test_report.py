@@ -8,11 +8,11 @@ import statistics
 from pathlib import Path
 
 import pytest
-from helpers.paths import REPO
 from helpers.tiny import TINY_CONFIG
 from PIL import Image
 
 from ctseg.cli.entry import main
+from ctseg.configs import CONFIG_DIR
 
 CLASSES = ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"]
 #: (model, scheme) → mIoU of seeds 0, 1, 2 …; per-class IoU of a run = mIoU + 0.01 · class index.
@@ -99,7 +99,7 @@ def test_grid_resumes_and_dry_run_lists(tiny, capsys, tmp_path):
     assert (tiny / "results.json").stat().st_mtime_ns == before  # finished runs are skipped
     capsys.readouterr()
     out = tmp_path / "plan"
-    paper = str(REPO / "configs/potsdam/pf-cl.yaml")
+    paper = str(CONFIG_DIR / "potsdam/pf-cl.yaml")
     argv = ["grid", "--configs", str(cfg), paper, "--seeds", "3", "--out", str(out)]
     assert main([*argv, "--dry-run", "--", "--trainer.max_epochs", "1"]) == 0
     printed = capsys.readouterr().out
@@ -113,7 +113,7 @@ def test_grid_resumes_and_dry_run_lists(tiny, capsys, tmp_path):
 
 
 def test_grid_varies_the_data_seed_unless_fixed_data(tmp_path, capsys):
-    paper = str(REPO / "configs/potsdam/pf-cl.yaml")
+    paper = str(CONFIG_DIR / "potsdam/pf-cl.yaml")
     argv = ["grid", "--configs", paper, "--seeds", "2", "--first-seed", "3", "--out", str(tmp_path), "--dry-run"]
     for flags, data_seeded in (([], True), (["--data-seed"], True), (["--fixed-data"], False)):
         assert main([*argv, *flags]) == 0
@@ -144,7 +144,7 @@ def test_grid_tests_the_best_checkpoint_by_the_monitored_metric(tmp_path):
 
 
 def test_grid_rejects_clashing_config_names(tmp_path, capsys):
-    argv = ["grid", "--configs", str(REPO / "configs/potsdam/pf-cl.yaml"), str(REPO / "configs/dubai/pf-cl.yaml")]
+    argv = ["grid", "--configs", str(CONFIG_DIR / "potsdam/pf-cl.yaml"), str(CONFIG_DIR / "dubai/pf-cl.yaml")]
     assert main(argv) == 2
     assert "pf-cl" in capsys.readouterr().err
 

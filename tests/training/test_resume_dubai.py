@@ -1,4 +1,4 @@
-"""Exact resume on the shipped Dubai CPU config (configs/dubai/cpu/cl.yaml) at toy size, on the real Dubai crops.
+"""Exact resume on the shipped Dubai CPU config (dubai/cpu/cl) at toy size, on the real Dubai crops.
 
 For each pipeline the shipped configs use — per-sample augmentation in the loader (worker processes 0 or 2) and
 the fast pipeline (on-device augmentation from the decoded-crop cache) — an uninterrupted 8-step run is the
@@ -17,10 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.paths import DUBAI_DIR, REPO, TESTS
+from helpers.paths import DUBAI_DIR, TESTS
 from helpers.run_logs import run_fit, train_losses
 
-CONFIG = REPO / "configs" / "dubai" / "cpu" / "cl.yaml"
+from ctseg.configs import CONFIG_DIR
+
+CONFIG = CONFIG_DIR / "dubai" / "cpu" / "cl.yaml"
 VARIANTS = {
     "cpu-w0": ["--data.init_args.num_workers", "0"],
     "cpu-w2": ["--data.init_args.num_workers", "2"],

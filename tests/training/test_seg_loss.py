@@ -1,8 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.paths import REPO
 
+from ctseg.configs import CONFIG_DIR
 from ctseg.errors import CtsegError
 from ctseg.training.seg_loss import (
     SegmentationLoss,
@@ -142,7 +142,7 @@ def test_class_weights_are_off_in_every_config():
 
     import yaml
 
-    configs = sorted((REPO / "configs").rglob("*.yaml"))
+    configs = sorted((CONFIG_DIR).rglob("*.yaml"))
     assert configs
     for path in configs:
         model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}

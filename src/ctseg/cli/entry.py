@@ -16,6 +16,7 @@ Subcommands:
     grid                    configs × seeds: fit, test the best checkpoint, results.json (ctseg.experiments.grid)
     report                  Table 1 (Markdown + CSV) and figures from results.json files (ctseg.experiments.report)
     evaluate                score prediction files against label files: region + boundary metrics (ctseg.evaluation)
+    configs                 list the configs shipped in the package, or print one (ctseg.configs)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from ctseg.cli import demo, evaluate, export, grid, predict, prepare, report, vectorize
+from ctseg.cli import configs, demo, evaluate, export, grid, predict, prepare, report, vectorize
 from ctseg.errors import CtsegError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
@@ -40,6 +41,7 @@ COMMANDS: dict[str, ModuleType] = {
     "grid": grid,
     "report": report,
     "evaluate": evaluate,
+    "configs": configs,
 }
 
 
@@ -51,8 +53,32 @@ def _fail(message: str) -> int:
 def _run_lightning(argv: list[str]) -> int:
     from ctseg.training.lightning_cli import build_cli
 
-    build_cli(argv)
+    build_cli(_packaged_configs(argv))
     return 0
+
+
+def _packaged_configs(argv: list[str]) -> list[str]:
+    """``--config NAME`` / ``-c NAME`` / ``--config=NAME``: a packaged config's file where no file ``NAME``
+    exists (:func:`ctseg.configs.resolve_config`; a real path always wins)."""
+    from ctseg.configs import resolve_config
+
+    def resolve(value: str) -> str:
+        found = resolve_config(value)
+        if not os.path.exists(found) and not any(c in value for c in ":{\n"):  # not inline YAML: a missing file
+            raise CtsegError(
+                f"{argv[0]}: --config {value}: no such file, and no packaged config of that name "
+                "('ctseg configs' lists them)"
+            )
+        return found
+
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] in ("--config", "-c"):
+            arg = resolve(arg)
+        elif arg.startswith("--config="):
+            arg = "--config=" + resolve(arg.removeprefix("--config="))
+        out.append(arg)
+    return out
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -68,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="ctseg",
         description="Aerial-image segmentation with the Contrastive Transformer scheme.",
-        epilog="Training: ctseg fit --config configs/demo/ct-cl.yaml [--trainer.max_epochs 5 ...] "
-        "(also: validate, test; see ctseg fit --help).",
+        epilog="Training: ctseg fit --config demo/ct-cl [--trainer.max_epochs 5 ...] "
+        "(also: validate, test; see ctseg fit --help; 'ctseg configs' lists the packaged configs).",
     )
     sub = parser.add_subparsers(
         parser_class=_OneLineParser,
@@ -114,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(err))
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except BrokenPipeError:  # stdout closed early (`ctseg configs | head`): no traceback, no flush error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ EPILOG = "Overrides for every run follow '--', e.g.: ctseg grid --configs a.yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--configs", nargs="+", required=True, metavar="CFG", help="LightningCLI YAML configs")
+    parser.add_argument("--configs", nargs="+", required=True, metavar="CFG",
+                        help="LightningCLI YAML configs: files, or packaged names and name patterns "
+                             "('potsdam/*'; see ctseg configs)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3,
                         help="seeds per config: first-seed … first-seed+N-1 (3)")  # fmt: skip
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (0)")
@@ -29,10 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from ctseg.configs import expand_configs
     from ctseg.experiments.grid import run_grid
 
     run_grid(
-        args.configs,
+        expand_configs(args.configs),
         args.seeds,
         args.out,
         first_seed=args.first_seed,

@@ -8,7 +8,7 @@ Training augmentation presets (``augment``, :mod:`ctseg.data.transforms`):
 
 - ``"paper"``: the authors' ``train_aug`` (docs/design.md §1.12) — scale from {0.75, 1, 1.25, 1.5},
   class-balanced 375 px crop (re-drawn up to 10 times), resize to 512, 90° rotation with p = 0.5, no flips,
-  mosaic of four on 25 % of the samples; the preset of every ``configs/potsdam`` and ``configs/vaihingen`` config;
+  mosaic of four on 25 % of the samples; the preset of every packaged ``potsdam/*`` and ``vaihingen/*`` config;
 - ``"ctseg"`` (default): ctseg's own recipe — scale uniform in ``scale_range``, plain random crop, 90°
   rotations, horizontal and vertical flips;
 - ``"none"``: normalisation only.

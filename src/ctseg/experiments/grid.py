@@ -12,7 +12,7 @@ the config names another logger.
 
 The run ends with ``results.json`` (written atomically, last)::
 
-    {"format": "ctseg-results", "version": 1, "config": "configs/potsdam/ds-cl.yaml", "config_name": "ds-cl",
+    {"format": "ctseg-results", "version": 1, "config": "potsdam/ds-cl", "config_name": "ds-cl",
      "dataset": "potsdam", "model": "ds-paper", "scheme": "ct-cl", "seed": 0, "split": "test",
      "class_names": [...], "eval_classes": [...] | null,
      "miou": 0.77, "mf1": 0.86, "oa": 0.89, "iou": {class: value}, "f1": {class: value},   # NaN → null
