@@ -9,9 +9,9 @@ F1 at one or more tolerances), all accumulated over every pixel of every file.
 (an index PNG, ``ctseg predict --format index-png``) or any single-band ``.tif`` / ``.png`` of class indices;
 it is paired with the label ``TRUTH_DIR/<stem>.png`` / ``.tif`` / ``.tiff`` of the same stem (a trailing
 ``_pred`` dropped). The colour PNG ``<stem>_pred.png`` that predict writes beside ``<stem>_pred.tif`` holds the
-same classes and is skipped, and so are its ``<stem>_probs.tif`` / ``<stem>_conf.tif`` beside one. Every
-prediction needs a label and every label a prediction (a missing one is an error naming it: score a subset
-with a ``TRUTH_DIR`` holding only its labels).
+same classes and is skipped, and so are its ``<stem>_probs.tif`` / ``<stem>_conf.tif`` / ``<stem>_legend.png`` /
+``<stem>_overlay.png`` beside one. Every prediction needs a label and every label a prediction (a missing one is
+an error naming it: score a subset with a ``TRUTH_DIR`` holding only its labels).
 
 **Values.** Predictions hold class indices ``0 … K−1``; 255 (predict's nodata) is allowed and, as in the
 confusion matrix of :mod:`ctseg.evaluation.metrics`, drops the pixel from the region metrics while counting as
@@ -92,8 +92,8 @@ def find_pairs(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike) -> lis
     names = {p.name.lower() for p in files}
     for path in files:
         base, _, extra = path.stem.rpartition("_")
-        if extra in ("probs", "conf") and f"{base}_pred.tif".lower() in names:
-            continue  # predict's probabilities / confidence beside its class map
+        if extra in ("probs", "conf", "legend", "overlay") and f"{base}_pred.tif".lower() in names:
+            continue  # predict's probabilities / confidence / legend / overlay beside its class map
         key = _stem(path)
         old = preds.get(key)
         if old is None:

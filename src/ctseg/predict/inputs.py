@@ -60,7 +60,8 @@ class ImageHeader:
     """What an input file holds, read without decoding the pixels.
 
     ``nodata``: the raster's own nodata value (GeoTIFF; ``None`` for Pillow formats). ``mode``: the Pillow mode
-    (``None`` for rasters read with rasterio).
+    (``None`` for rasters read with rasterio). ``georeferenced``: the raster has a CRS or a geotransform other
+    than the identity (``False`` for Pillow formats).
     """
 
     path: Path
@@ -71,6 +72,7 @@ class ImageHeader:
     description: str  # e.g. "3 bands uint8" or "Pillow mode RGBA"
     nodata: float | None = None
     mode: str | None = None
+    georeferenced: bool = True
 
 
 def fallback_info(class_names: Sequence[str], bands: int = 3) -> DatasetInfo:
@@ -122,8 +124,9 @@ def inspect_image(path: str | os.PathLike) -> ImageHeader:
             dtypes = set(src.dtypes)
             dtype = src.dtypes[0] if len(dtypes) == 1 else "/".join(sorted(dtypes))
             return ImageHeader(
-                path, src.count, dtype, src.height, src.width, f"{_bands_text(src.count)} {dtype}", src.nodata
-            )
+                path, src.count, dtype, src.height, src.width, f"{_bands_text(src.count)} {dtype}", src.nodata,
+                georeferenced=bool(src.crs) or not src.transform.is_identity,
+            )  # fmt: skip
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -145,7 +148,7 @@ def inspect_image(path: str | os.PathLike) -> ImageHeader:
         dtype = "int32"
     else:
         dtype = mode
-    return ImageHeader(path, bands, dtype, height, width, f"Pillow mode {mode}", None, mode)
+    return ImageHeader(path, bands, dtype, height, width, f"Pillow mode {mode}", None, mode, georeferenced=False)
 
 
 def _dtype_fix(have: str, want: str) -> str:
