@@ -74,38 +74,28 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ctseg.errors import CtsegError
 from ctseg.io import ensure_writable_dir
 from ctseg.predict.inputs import (
     FORMATS,
-    NO_NODATA,
     ImageHeader,
     check_decodable,
     check_header,
     fallback_info,
     inspect_image,
     nodata_pixels,
-    open_raster,
     parse_bands,
     parse_nodata,
     plan_bands,
-    raster_georef,
     read_image,
     resolve_info,
-    uses_pillow,
 )
+from ctseg.predict.outputs import predict_file
 from ctseg.predict.plan import Settings, Targets, check_settings
+from ctseg.predict.png import write_index_png
 from ctseg.predict.shard import Shard, ShardGroup, detect_shard, read_input_list, shard_device
-from ctseg.predict.stage import Stage, clean_legacy, is_pending, pending, recover
-from ctseg.predict.write import (
-    gdal_cache_bytes,
-    open_writers,
-    write_color_png,
-    write_index_png,
-    write_prediction,
-)
+from ctseg.predict.stage import clean_legacy, is_pending, pending, recover
+from ctseg.predict.write import write_prediction
 
 __all__ = [
     "FORMATS",
@@ -293,7 +283,7 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
             ensure_writable_dir(vector_dir, "--vector folder")
         clean_legacy(opts.out_dir, names)
         for header, targets in tqdm(plan, desc="files", unit="file", disable=not show or len(plan) < 2):
-            written += _predict_file(loaded, info, header, targets, dev, opts, show)
+            written += predict_file(loaded, info, header, targets, dev, opts, show)
             mpx_done += header.height * header.width / 1e6
     except BaseException:
         if not written:
@@ -331,135 +321,3 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             pass
-
-
-def _nodata_value(opts: Settings, georef: dict, info) -> float | None:
-    if opts.nodata is NO_NODATA:
-        return None
-    if opts.nodata is not None:
-        return opts.nodata
-    return georef.get("nodata") if georef.get("nodata") is not None else info.nodata
-
-
-def _predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts: Settings, show: bool) -> list[Path]:
-    """One input's outputs: written into a staging folder, sealed when all are complete and renamed into place
-    together (:mod:`ctseg.predict.stage`); returns the final paths."""
-    vector_in_set = targets.vector is not None and _same_folder(targets.vector.parent, opts.out_dir)
-    in_set = [t for t in targets.paths() if t != targets.vector or vector_in_set]
-    stage = Stage(opts.out_dir, header.path.stem, shown=in_set[0])
-    try:
-        _write_outputs(loaded, info, header, targets, dev, opts, show, stage.dir)
-        if vector_in_set:
-            conf = None if targets.conf is None else stage.staged(targets.conf)
-            _vectorize(stage.staged(targets.classes), targets.vector, conf, opts, stage.staged(targets.vector))
-        stage.seal(in_set, shown=in_set[0])
-    except BaseException:
-        stage.discard()
-        raise
-    written = stage.commit()
-    if targets.vector is not None and not vector_in_set:  # another folder: written after the set (docstring)
-        written.append(_vectorize(targets.classes, targets.vector, targets.conf, opts))
-    return written
-
-
-def _write_outputs(
-    loaded, info, header: ImageHeader, targets: Targets, dev, opts: Settings, show: bool, work: Path
-) -> None:
-    """Stream one input through the model into its raster outputs, all written into the folder ``work``."""
-    import contextlib
-
-    import rasterio
-    from tqdm.auto import tqdm
-
-    from ctseg.inference.options import WindowOptions
-    from ctseg.inference.rows import (
-        ArrayRows,
-        RasterRows,
-        class_rows,
-        confidence_rows,
-        plan_grid,
-        predict_rows,
-        prob_rows,
-    )
-
-    height, width = header.height, header.width
-    with contextlib.ExitStack() as stack:
-        if uses_pillow(header.path):
-            image, georef = read_image(header.path, opts.selected, info)
-            source = ArrayRows(image)
-        else:
-            src = stack.enter_context(open_raster(header.path))
-            source = RasterRows(src, plan_bands(header, info, opts.selected), header.path)
-            georef = raster_georef(src)
-        value = _nodata_value(opts, georef, info)
-        per_px = source.count * source.dtype.itemsize + 2 + (info.num_classes * 4 if opts.probs else 0)
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(width, per_px, opts.window)))
-        whole = np.zeros((height, width), np.uint8) if targets.color or targets.index else None
-        writers = open_writers(targets, info, height, width, georef, value is not None, opts.probs, work)
-        try:
-            grid = plan_grid(loaded.model, height, width, opts.window, opts.overlap)
-            bar = stack.enter_context(
-                tqdm(total=len(grid.jobs), desc=header.path.name, unit="win", leave=False, disable=not show)
-            )
-            started, rows_done = time.perf_counter(), [0]
-
-            def emit(top: int, p, mask) -> None:
-                classes = class_rows(p, mask)
-                if writers.classes is not None:
-                    writers.classes.write(top, classes)
-                if whole is not None:
-                    whole[top : top + classes.shape[0]] = classes
-                if writers.probs is not None:
-                    writers.probs.write(top, prob_rows(p, mask, opts.probs))
-                if writers.conf is not None:
-                    writers.conf.write(top, confidence_rows(p, mask))
-                rows_done[0] = top + classes.shape[0]
-
-            def on_batch(n: int) -> None:
-                bar.update(n)
-                secs = time.perf_counter() - started
-                if show and secs > 0:
-                    bar.set_postfix_str(f"{rows_done[0] * width / 1e6 / secs:.2f} Mpx/s", refresh=False)
-
-            fill = None  # NaN / inf of a float input are fed as the band means (raw scale)
-            if source.dtype.kind == "f":
-                fill = np.asarray(info.mean, dtype=np.float32) * np.float32(info.scale)
-            window_opts = WindowOptions(
-                window=opts.window, overlap=opts.overlap, batch_size=opts.batch_size, tta=opts.tta, device=dev,
-                mean=info.mean, std=info.std, scale=info.scale,
-            )  # fmt: skip
-            predict_rows(loaded.model, source, emit, options=window_opts, nodata=value, fill=fill, on_batch=on_batch)
-            for w in writers.all():
-                w.finish()
-            if whole is not None and targets.color is not None:
-                write_color_png(whole, info, targets.color, work)
-            if whole is not None and targets.index is not None:
-                write_index_png(whole, targets.index, work)
-        except BaseException:
-            for w in writers.all():
-                w.abort()
-            raise
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _vectorize(classes: Path, vector: Path, conf: Path | None, opts: Settings, staged: Path | None = None) -> Path:
-    """``--vector``: polygons of the class map into ``vector`` (or first into ``staged``, its place in the staging
-    folder; a failure still names ``vector``); notes on it (pixel units …) as one line each."""
-    from ctseg.vectorize.io import notes_as_lines
-    from ctseg.vectorize.polygons import vectorize_raster
-
-    out = vector if staged is None else staged
-    try:
-        with notes_as_lines():
-            vectorize_raster(classes, out, opts.vector_classes, confidence_tif=conf, overwrite=True)
-    except CtsegError as err:
-        if staged is None:
-            raise
-        raise CtsegError(str(err).replace(str(staged), str(vector)).replace(str(classes), classes.name)) from None
-    return vector
