@@ -50,15 +50,8 @@ from ctseg.experiments.report_figures import (
     run_log,
     synthetic_crop,
 )
-from ctseg.experiments.report_tables import (
-    Cell,
-    clip_fraction,
-    collect_results,
-    foreign_paths,
-    group_results,
-    render_runs,
-    render_tables,
-)
+from ctseg.experiments.report_results import clip_fraction, collect_results, foreign_paths
+from ctseg.experiments.report_tables import Cell, group_results, render_runs, render_tables
 from ctseg.io import ensure_writable_dir, write_text_atomic
 
 __all__ = [

@@ -14,7 +14,7 @@ directions. For the qualitative figure the report builds the run's data module, 
   (a recorded ``decoded_cache`` would build and replace ``.npy`` files in a folder the file names) — and any
   other recorded argument is ignored;
 * a checkpoint or CSV log is opened only inside the run's own folder
-  (:func:`ctseg.experiments.report_tables.inside_run`), the checkpoint through :mod:`ctseg.safety.pickles`.
+  (:func:`ctseg.experiments.report_results.inside_run`), the checkpoint through :mod:`ctseg.safety.pickles`.
 
 Everything the report writes goes into its ``--out`` folder, each file atomically.
 """
@@ -33,7 +33,8 @@ import numpy as np
 from ctseg.data import EXPORTS as DATA_EXPORTS
 from ctseg.data.definitions import DATASETS, DatasetInfo
 from ctseg.errors import CtsegError
-from ctseg.experiments.report_tables import CURVE_METRICS, MODEL_LABELS, Cell, inside_run, run_checkpoint, run_folder
+from ctseg.experiments.report_results import inside_run, run_checkpoint, run_folder
+from ctseg.experiments.report_tables import CURVE_METRICS, MODEL_LABELS, Cell
 from ctseg.io import atomic_path
 from ctseg.safety.documents import read_json
 from ctseg.safety.pickles import UnsafeFileError
