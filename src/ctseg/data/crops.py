@@ -27,6 +27,11 @@ images are RGB PNGs (as every earlier ctseg wrote them); any other band count or
 ``(C, H, W)`` GeoTIFF (encoded in memory, then written by Python: a full disk is one ``OSError``, never
 GDAL's messages on stderr); masks are single-channel uint8 PNGs of class indices. A crop that cannot be written
 (full disk, I/O error) raises :class:`CropWriteError`, which crosses the process pool as one picklable line.
+
+**Why a pixel is ignore** (:data:`IGNORE_CAUSES`, counted per tile in :func:`cut_tile`, each ignore pixel of a
+written mask once, under the first that applies): ``padding`` — outside a source image smaller than the crop;
+``overlap`` — an evaluation crop's pixel that an earlier, overlapping crop of the same tile already scores;
+``nodata`` — no image data there; ``label`` — the data set's own ignore label (an ignore colour or value).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from PIL import Image
 
 from ctseg.data.definitions import DatasetInfo
 from ctseg.data.labels import decode_index, decode_label
+from ctseg.data.manifest import IGNORE_CAUSES
 from ctseg.data.raster import nodata_mask, read_header, read_image, read_index, read_rgb, uses_pillow
 from ctseg.data.registry import CropSettings, SourceTile
 from ctseg.data.splits import is_eval_split
@@ -51,6 +57,8 @@ from ctseg.errors import CtsegError
 #: PNG compression level of the written crops: level 1 is ~30 % smaller than uncompressed and decodes in ~6 ms
 #: per 512² RGB crop (measured with Pillow on one core).
 PNG_LEVEL = 1
+#: Codes of :func:`cut_tile`'s per-pixel cause map (0: a labelled pixel).
+_PADDING, _OVERLAP, _NODATA, _LABEL = 1, 2, 3, 4
 
 
 class CropWriteError(CtsegError):
@@ -211,9 +219,10 @@ def read_tile(tile: SourceTile, info: DatasetInfo) -> tuple[np.ndarray, np.ndarr
 def cut_tile(
     tile: SourceTile, info: DatasetInfo, settings: CropSettings, out: Path, with_stats: bool = True
 ) -> dict[str, Any]:
-    """Read, decode and crop one tile into ``out``; returns its crop records, pixel counts per class index and,
-    ``with_stats``, per-band sums over its valid pixels (``stats``: count, Σx, Σx² on the ``x / scale`` scale,
-    float64; else ``None`` — they take two float64 copies of the tile).
+    """Read, decode and crop one tile into ``out``; returns its crop records, pixel counts per class index, the
+    ignore pixels of its masks by cause (``causes``: :data:`IGNORE_CAUSES` → count) and, ``with_stats``, per-band
+    sums over its valid pixels (``stats``: count, Σx, Σx² on the ``x / scale`` scale, float64; else ``None`` — they
+    take two float64 copies of the tile).
 
     Evaluation-split masks are kept at crop size and their already-covered part set to ignore (module docstring).
     A crop that cannot be written raises :class:`CropWriteError`.
@@ -229,6 +238,10 @@ def cut_tile(
     name = safe_name(tile.tile)
     suffix = image_suffix(info)
     counts = np.zeros(256, dtype=np.int64)
+    causes = np.zeros(len(IGNORE_CAUSES) + 1, dtype=np.int64)  # [labelled, padding, overlap, nodata, label]
+    cause = np.where(mask == info.ignore_index, _LABEL, 0).astype(np.uint8)
+    if valid is not None:
+        cause[~valid] = _NODATA
     records = []
     evaluation = is_eval_split(tile.split)
     crop = settings.crop
@@ -240,6 +253,7 @@ def cut_tile(
             stem = f"{name}_r{row:05d}_c{col:05d}"
             image_crop = _window(image, row, col, crop, 0)
             mask_crop = _window(mask, row, col, crop, info.ignore_index)
+            cause_crop = _window(cause, row, col, crop, _PADDING)
             image_path = out / "images" / f"{stem}{suffix}"
             with _writing(image_path):
                 save_image(image_crop, image_path, settings.resize)
@@ -256,15 +270,28 @@ def cut_tile(
                 mask_crop = mask_crop.copy()
                 mask_crop[:top] = info.ignore_index
                 mask_crop[:, :left] = info.ignore_index
+                cause_crop = cause_crop.copy()  # may be a view of the tile's map
+                covered = np.zeros(cause_crop.shape, dtype=bool)
+                covered[:top] = True
+                covered[:, :left] = True
+                cause_crop[covered & (cause_crop != _PADDING)] = _OVERLAP
                 record["scored"] = [top, left, min(crop, height - row), min(crop, width - col)]
                 mask_im = Image.fromarray(mask_crop)
+                cause_im = Image.fromarray(cause_crop)
             else:
                 mask_im = Image.fromarray(mask_crop)
+                cause_im = Image.fromarray(cause_crop)
                 if settings.resize is not None and settings.resize != crop:
-                    mask_im = mask_im.resize((settings.resize, settings.resize), Image.Resampling.NEAREST)
+                    size = (settings.resize, settings.resize)  # the same nearest sampling for both
+                    mask_im = mask_im.resize(size, Image.Resampling.NEAREST)
+                    cause_im = cause_im.resize(size, Image.Resampling.NEAREST)
             counts += np.bincount(np.asarray(mask_im).ravel(), minlength=256)
+            causes += np.bincount(np.asarray(cause_im).ravel(), minlength=len(causes))
             mask_path = out / "masks" / f"{stem}.png"
             with _writing(mask_path):
                 mask_im.save(mask_path, format="PNG", compress_level=PNG_LEVEL)
             records.append(record)
-    return {"tile": tile.tile, "height": height, "width": width, "records": records, "counts": counts, "stats": stats}
+    return {
+        "tile": tile.tile, "height": height, "width": width, "records": records, "counts": counts, "stats": stats,
+        "causes": dict(zip(IGNORE_CAUSES, (int(n) for n in causes[1:]), strict=True)),
+    }  # fmt: skip

@@ -15,7 +15,10 @@ colours or label values, bands, dtype, band selection, nodata and the normalisat
 ``pixels`` (per split and class), ``tiles`` and ``crops``. Each crop record holds ``image`` and ``mask`` (paths
 relative to DST), ``tile`` (source tile id), ``group`` (the unit the split is made of), ``offset`` ``[row, col]``
 of the crop's top-left corner in the source tile (source pixels, before any resize) and ``split``; crops of an
-evaluation split also hold ``scored`` (:mod:`ctseg.data.crops`).
+evaluation split also hold ``scored`` (:mod:`ctseg.data.crops`). ``summary`` (written since the groups layout of
+``ctseg prepare folder``; optional — older folders read without it, :func:`split_summary`) holds per split the
+numbers ``ctseg prepare`` prints: ``groups``, ``images`` (source images), ``crops``, ``pixels`` (mask pixels, ignore
+included) and ``ignore``, the ignore pixels by cause (:data:`IGNORE_CAUSES`; they add up to ``pixels[split].ignore``).
 
 Versions: **3** (this one) added the band layout (``bands``, ``dtype``, ``band_indices``, ``nodata``), index
 labels (``label_values``, ``ignore_values``) and GeoTIFF crops; version-2 folders (3-band uint8, PNG) still
@@ -27,6 +30,7 @@ prepared again: their evaluation splits are refused.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -44,6 +48,11 @@ MAX_MANIFEST_BYTES = 1 << 30
 #: Entries a prepared folder may contain; anything else means "not ours" and is never deleted
 #: (``decoded``: the default decoded-crop cache, :mod:`ctseg.data.decoded`).
 OWN_ENTRIES = {"images", "masks", "decoded", MANIFEST}
+#: Why a prepared mask pixel is ignore (:mod:`ctseg.data.crops`), in the order they take precedence: outside an
+#: image smaller than the crop; already scored by an earlier, overlapping evaluation crop; no image data; the data
+#: set's own ignore label.
+IGNORE_CAUSES = ("padding", "overlap", "nodata", "label")
+_SUMMARY_COUNTS = ("groups", "images", "crops", "pixels")
 _HINT = "prepare it first with `ctseg prepare <dataset> --src DOWNLOAD --dst FOLDER`"
 
 
@@ -76,7 +85,81 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
                     )
     except (KeyError, TypeError):
         raise CtsegError(f"{path} is garbled (missing dataset or crop fields); prepare the data again") from None
+    if "summary" in manifest and not _summary_ok(manifest["summary"]):
+        raise CtsegError(
+            f"{path} is garbled (its summary is not split → counts and ignore pixels by cause); prepare the data again"
+        )
     return manifest
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _summary_ok(summary: object) -> bool:
+    """The ``summary`` block's shape: split → known counts (non-negative integers) and ``ignore`` by known cause."""
+    if not isinstance(summary, dict):
+        return False
+    for row in summary.values():
+        if not isinstance(row, dict) or not set(row) <= {*_SUMMARY_COUNTS, "ignore"}:
+            return False
+        if not all(_count(row[key]) for key in _SUMMARY_COUNTS if key in row):
+            return False
+        causes = row.get("ignore", {})
+        if not isinstance(causes, dict) or not set(causes) <= set(IGNORE_CAUSES):
+            return False
+        if not all(map(_count, causes.values())):
+            return False
+    return True
+
+
+def summarize(tiles: Iterable[tuple[str, str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The manifest's ``summary`` from (split, group, :func:`~ctseg.data.crops.cut_tile` result) of every tile."""
+    rows: dict[str, dict[str, Any]] = {}
+    groups: dict[str, set[str]] = {}
+    for split, group, result in tiles:
+        row = rows.setdefault(split, {"groups": 0, "images": 0, "crops": 0, "pixels": 0,
+                                      "ignore": dict.fromkeys(IGNORE_CAUSES, 0)})  # fmt: skip
+        groups.setdefault(split, set()).add(group)
+        row["groups"] = len(groups[split])
+        row["images"] += 1
+        row["crops"] += len(result["records"])
+        row["pixels"] += int(result["counts"].sum())
+        for cause, count in result["causes"].items():
+            row["ignore"][cause] += int(count)
+    return dict(sorted(rows.items()))
+
+
+def split_summary(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per split (sorted): ``groups``, ``images``, ``crops``, ``pixels``, ``ignore`` (total), ``causes`` (cause →
+    pixels, or ``None`` for a folder prepared before they were counted) and ``classes`` (class → pixels).
+
+    Read from the manifest's ``summary`` where present, else worked out from its crops and pixel counts.
+    """
+    classes = list(manifest["dataset"]["classes"])
+    pixels = manifest.get("pixels") or {}
+    stored = manifest.get("summary") or {}
+    crops: dict[str, list[dict[str, Any]]] = {}
+    for record in manifest["crops"]:
+        crops.setdefault(record["split"], []).append(record)
+    out: dict[str, dict[str, Any]] = {}
+    for split in sorted(set(crops) | set(pixels) | set(stored)):
+        counts = pixels.get(split) or {}
+        records = crops.get(split, [])
+        row = stored.get(split) or {}
+        by_class = {name: int(counts.get(name, 0)) for name in classes}
+        causes = row.get("ignore")
+        ignore = sum(causes.values()) if causes is not None else int(counts.get("ignore", 0))
+        out[split] = {
+            "groups": row.get("groups", len({r.get("group", r["tile"]) for r in records})),
+            "images": row.get("images", len({r["tile"] for r in records})),
+            "crops": row.get("crops", len(records)),
+            "pixels": row.get("pixels", sum(by_class.values()) + ignore),
+            "ignore": ignore,
+            "causes": None if causes is None else {cause: int(causes.get(cause, 0)) for cause in IGNORE_CAUSES},
+            "classes": by_class,
+        }
+    return out
 
 
 def _inside(name: object) -> bool:

@@ -34,7 +34,7 @@ from ctseg.data.atomic_folder import clean_stale, replace_folder, write_owner
 from ctseg.data.crops import PNG_LEVEL, CropWriteError, crop_offsets, cut_tile, scored_start
 from ctseg.data.definitions import DatasetInfo, info_to_json
 from ctseg.data.labels import decode_label
-from ctseg.data.manifest import FORMAT, FORMAT_VERSION, MANIFEST, existing_state
+from ctseg.data.manifest import FORMAT, FORMAT_VERSION, MANIFEST, existing_state, summarize
 from ctseg.data.prepare_run import check_nesting, discard, make_parents, pool_context, run_tiles, writing
 from ctseg.data.raster import raster_shape, read_header, read_rgb
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, get_dataset
@@ -386,6 +386,7 @@ def _manifest(info, wanted, settings, src_path, tiles, results, statistics) -> d
             }
             for split, counts in sorted(pixels.items())
         },
+        "summary": summarize((t.split, t.group, by_tile[t.tile]) for t in tiles),
         "tiles": tile_rows,
         "crops": crops,
     }
