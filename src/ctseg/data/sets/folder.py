@@ -1,18 +1,33 @@
 """Any folder of image / label pairs with a classes file: ``ctseg prepare folder`` (a public contract).
 
-Layout — either a flat folder, split by source image, or given splits whose folder names become the split names::
+Three layouts; images and masks are paired by file stem, and an image without its mask (or a mask without its
+image) is an error::
 
-    DIR/images/<stem>.<tif|png|jpg|…>    DIR/masks/<stem>.<png|tif>
-    DIR/<split>/images/<stem>.<ext>      DIR/<split>/masks/<stem>.<ext>      e.g. train/, val/, test/
+    DIR/images/<stem>.<tif|png|jpg|…>          DIR/masks/<stem>.<png|tif>           flat: split by image
+    DIR/<group>/images/<stem>.<ext>            DIR/<group>/masks/<stem>.<ext>       groups (tiles, scenes, cities)
+    DIR/<split>/images/<stem>.<ext>            DIR/<split>/masks/<stem>.<ext>       split folders: train, val, test
 
-Images and masks are paired by file stem; an image without its mask (or a mask without its image) is an
-error. A flat folder gets ``train`` and ``val`` by source image: ``--val-fraction`` (default 0.2) of the images,
-drawn with ``--seed``, go to ``val`` (at least one when there are two or more images); one image never lands
-in two splits. Images may have any number of bands and uint8 / uint16 / float32 values (every image the same),
-read with rasterio (GeoTIFF, JP2, VRT …) or Pillow (PNG, JPEG); ``--bands 1,2,3,4`` keeps those source bands,
-``--nodata V`` (default: each raster's own nodata) marks nodata pixels: for uint8 / uint16 images a whole number
-the type holds, for float32 images any finite number or ``nan`` (NaN and ±inf pixels of float images are nodata
-whatever ``--nodata`` says; ``inf`` is refused, as is a value the images' type cannot hold).
+**Split folders** are only the names in :data:`~ctseg.data.pairs.SPLIT_FOLDERS` (any letter case: ``train`` /
+``training``, ``val`` / ``valid`` / ``validation``, ``test`` / ``testing``); they name the splits (a file name found
+in two of them gets its split in front: tile id ``val/0001``), and ``--split`` / ``--val-fraction`` are refused. A
+folder of another name beside them, or one that reads as a split (``eval``, ``dev``, ``holdout``, ``trainval`` …),
+is one error line naming it and the known names. **Any other folders** holding ``images/`` and ``masks/`` are
+*groups*: the same file names may repeat across groups (tile ids ``<group>/<stem>``; crop files
+``<group>_<stem>_r…_c…``, spaces and the like written as ``_``; each crop record names its ``group``), and a group
+never lands in two splits unless ``--split`` picks single files out of it.
+
+**Splits**: ``--split NAME=PATTERN,PATTERN`` (``split_tiles``; repeatable) puts every image whose group, stem or
+``group/stem`` equals a pattern or matches it as a glob (``fnmatch``, letter case kept: ``'Tile [1-3]'``,
+``'*_part_00[1-2]'``) into split NAME; images no pattern matches go to ``train`` (left out when a ``train``
+split is given). A pattern that matches nothing, or an image matched by two splits, is an error. Without
+``--split``, ``--val-fraction`` (default 0.2) of the groups — of the images in a flat folder or a single group —
+drawn with ``--seed``, go to ``val`` (at least one when there are two or more).
+
+Images may have any number of bands and uint8 / uint16 / float32 values (every image the same), read with
+rasterio (GeoTIFF, JP2, VRT …) or Pillow (PNG, JPEG); ``--bands 1,2,3,4`` keeps those source bands, ``--nodata V``
+(default: each raster's own nodata) marks nodata pixels: for uint8 / uint16 images a whole number the type holds,
+for float32 images any finite number or ``nan`` (NaN and ±inf pixels of float images are nodata whatever
+``--nodata`` says; ``inf`` is refused, as is a value the images' type cannot hold).
 
 ``classes.yaml`` — class index order in ctseg = order of the list::
 
@@ -41,16 +56,14 @@ from typing import Any
 import numpy as np
 
 from ctseg.data.definitions import IGNORE_INDEX, DatasetInfo, generic_colors
+from ctseg.data.pairs import LAYOUT, Layout, assign_patterns, find_layout, layout_pairs, pairs, shown
 from ctseg.data.raster import read_header
 from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, register_dataset
-from ctseg.data.splits import TRAIN_SPLIT, check_split_name, natural_key, resolve_splits
+from ctseg.data.splits import TRAIN_SPLIT, natural_key
 from ctseg.errors import CtsegError
 
-IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img", ".bmp"}
-MASK_SUFFIXES = {".png", ".tif", ".tiff"}
 DEFAULT_VAL_FRACTION = 0.2
 _KEYS = {"name", "classes", "ignore", "eval_classes", "mean", "std"}
-_LAYOUT = "DIR/images/* with DIR/masks/* of the same stems (or DIR/<split>/images/* and DIR/<split>/masks/*)"
 
 
 # --------------------------------------------------------------------------------------------------- classes file
@@ -163,96 +176,78 @@ def read_classes(path: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------------- pairs
-def _files(folder: Path, suffixes: set[str]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in suffixes:
-            continue
-        if path.stem in out:
-            raise CtsegError(
-                f"{folder} holds two files with the stem {path.stem!r} ({out[path.stem].name}, {path.name})"
-            )
-        out[path.stem] = path
-    return out
-
-
-def _pairs(root: Path) -> list[tuple[str, Path, Path]]:
-    images, masks = _files(root / "images", IMAGE_SUFFIXES), _files(root / "masks", MASK_SUFFIXES)
-    for stem, path in images.items():
-        if stem not in masks:
-            raise CtsegError(f"{path} has no mask: expected {root / 'masks' / stem}.png (or .tif)")
-    for stem, path in masks.items():
-        if stem not in images:
-            raise CtsegError(f"{path} has no image: expected {root / 'images' / stem}.<tif|png|jpg>")
-    return [(stem, images[stem], masks[stem]) for stem in sorted(images, key=natural_key)]
-
-
-def _source_splits(src: Path) -> dict[str, list[tuple[str, Path, Path]]]:
-    """split → pairs: the given split folders, or ``{"": pairs}`` for a flat folder."""
-    if (src / "images").is_dir() or (src / "masks").is_dir():
-        return {"": _pairs(src)}
-    given = {}
-    for sub in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (sub / "images").is_dir() or (sub / "masks").is_dir():
-            given[check_split_name(sub.name, f"split folder {sub}")] = _pairs(sub)
-    if not given:
-        raise CtsegError(f"no images/ and masks/ folders under {src}: expected {_LAYOUT}")
-    return given
+def _hold_out(units: list[str], options: PrepareOptions) -> set[str]:
+    """``--val-fraction`` of ``units`` (images or groups), drawn with ``--seed``: at least one of two or more."""
+    fraction = DEFAULT_VAL_FRACTION if options.val_fraction is None else float(options.val_fraction)
+    if not 0.0 <= fraction < 1.0:
+        raise CtsegError(f"--val-fraction must be in [0, 1), got {fraction}")
+    order = np.random.default_rng(options.seed).permutation(len(units))
+    count = int(round(fraction * len(units)))
+    if fraction > 0 and len(units) >= 2:
+        count = min(max(count, 1), len(units) - 1)
+    return {units[i] for i in order[:count]}
 
 
 def discover_folder(
     src: Path, split_tiles: Mapping[str, Iterable[str]] | None, options: PrepareOptions
 ) -> tuple[list[SourceTile], list[str]]:
     """Pair images and masks under ``src`` and assign splits (module docstring)."""
-    found = _source_splits(src)
+    layout = find_layout(src)
     notes: list[str] = []
-    if "" in found:
-        pairs = found[""]
-        if not pairs:
-            raise CtsegError(f"{src / 'images'} holds no images: expected {_LAYOUT}")
-        fraction = DEFAULT_VAL_FRACTION if options.val_fraction is None else float(options.val_fraction)
-        if not 0.0 <= fraction < 1.0:
-            raise CtsegError(f"--val-fraction must be in [0, 1), got {fraction}")
-        stems = [stem for stem, _, _ in pairs]
-        order = np.random.default_rng(options.seed).permutation(len(stems))
-        count = int(round(fraction * len(stems)))
-        if fraction > 0 and len(stems) >= 2:
-            count = min(max(count, 1), len(stems) - 1)
-        val = {stems[i] for i in order[:count]}
-        default = {TRAIN_SPLIT: [s for s in stems if s not in val], "val": sorted(val, key=natural_key)}
-        assignment, skipped = resolve_splits(stems, default, split_tiles, what="image")
-        by_stem = {stem: (image, mask) for stem, image, mask in pairs}
-        tiles = [
-            SourceTile(stem, stem, assignment[stem], *by_stem[stem], label_kind="mask")
-            for stem in sorted(assignment, key=natural_key)
-        ]
-        if skipped:
-            notes.append(f"folder: skipping {len(skipped)} image(s) in no split: {', '.join(skipped[:6])}")
-        return tiles, notes
-    if options.val_fraction is not None:
-        raise CtsegError(f"--val-fraction: {src} already has split folders ({', '.join(found)}); drop the option")
+    if layout.kind == "splits":
+        return _split_folders(src, layout, split_tiles, options), notes
+    items = layout_pairs(layout)
+    if not items:
+        where = src / "images" if layout.kind == "flat" else src
+        raise CtsegError(f"{where} holds no images: expected {LAYOUT}")
+    grouped = layout.kind == "groups"
     if split_tiles is not None:
-        raise CtsegError(f"split_tiles: {src} already has split folders ({', '.join(found)}); move files instead")
-    tiles, seen = [], {}
-    for split, pairs in found.items():
-        for stem, image, mask in pairs:
-            if stem in seen:
-                raise CtsegError(f"{image}: the stem {stem!r} is also in split {seen[stem]!r}; rename one of them")
-            seen[stem] = split
-            tiles.append(SourceTile(stem, stem, split, image, mask, label_kind="mask"))
-    if not tiles:
-        raise CtsegError(f"the split folders under {src} hold no images: expected {_LAYOUT}")
+        if options.val_fraction is not None:
+            raise CtsegError("--val-fraction and --split both choose the held-out images; give one of them")
+        assignment, skipped = assign_patterns(items, split_tiles, src, grouped)
+        if skipped:
+            notes.append(f"folder: skipping {len(skipped)} image(s) in no split: {shown(skipped)}")
+    else:
+        groups = list(dict.fromkeys(item.group for item in items))
+        by_group = grouped and len(groups) >= 2  # one group: split its images
+        held = _hold_out(groups if by_group else [item.tile for item in items], options)
+        assignment = {item.tile: "val" if (item.group if by_group else item.tile) in held else TRAIN_SPLIT
+                      for item in items}  # fmt: skip
+        if by_group and held:
+            notes.append(f"folder: no --split: group(s) {shown(sorted(held, key=natural_key))} held out as val "
+                         "(--val-fraction of the groups); choose them with --split val=PATTERN")  # fmt: skip
+    tiles = [SourceTile(item.tile, item.group, assignment[item.tile], item.image, item.mask, label_kind="mask")
+             for item in items if item.tile in assignment]  # fmt: skip
     return tiles, notes
 
 
+def _split_folders(
+    src: Path, layout: Layout, split_tiles: Mapping[str, Iterable[str]] | None, options: PrepareOptions
+) -> list[SourceTile]:
+    names = ", ".join(folder.name for folder in layout.folders.values())
+    if options.val_fraction is not None:
+        raise CtsegError(f"--val-fraction: {src} already has split folders ({names}); drop the option")
+    if split_tiles is not None:
+        raise CtsegError(
+            f"--split: {src} already has split folders ({names}), which name the splits; drop --split, or move "
+            "the files between those folders"
+        )
+    items = layout_pairs(layout)  # tile ids split/stem: the same stem may be in two splits
+    stems = [item.stem for item in items]
+    repeated = len(set(stems)) < len(stems)  # else the ids stay the stems, as ctseg always named them
+    tiles = [SourceTile(item.tile if repeated else item.stem, item.tile if repeated else item.stem, item.group,
+                        item.image, item.mask, label_kind="mask") for item in items]  # fmt: skip
+    if not tiles:
+        raise CtsegError(f"the split folders under {src} hold no images: expected {LAYOUT}")
+    return tiles
+
+
 def _first_image(src: Path) -> Path:
-    for pairs in _source_splits(src).values():
-        if pairs:
-            return pairs[0][1]
-    raise CtsegError(f"no images under {src}: expected {_LAYOUT}")
+    for folder in find_layout(src).folders.values():
+        found = pairs(folder)
+        if found:
+            return found[0][1]
+    raise CtsegError(f"no images under {src}: expected {LAYOUT}")
 
 
 def _check_nodata(value: float, dtype: str, first: Path) -> None:
@@ -313,13 +308,14 @@ def folder_info(src: Path, options: PrepareOptions) -> DatasetInfo:
 register_dataset(
     DatasetSpec(
         name="folder",
-        summary="your own imagery: DIR/images + DIR/masks paired by stem, classes from --classes classes.yaml",
+        summary="your own imagery: DIR/images + DIR/masks paired by stem (or DIR/<group>/…, DIR/<split>/…), "
+        "classes from --classes classes.yaml",
         crop=CropSettings(512, 512, None),
         discover=discover_folder,
         make_info=folder_info,
         options=("classes", "val_fraction", "bands", "nodata"),
         compute_stats=True,
         datamodule="ctseg.data.FolderDataModule",
-        layout=_LAYOUT,
+        layout=LAYOUT,
     )
 )
