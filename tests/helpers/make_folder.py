@@ -2,7 +2,8 @@
 
 ``make_uint16_folder``: 4-band uint16 GeoTIFFs (georeferenced, nodata 0 with a nodata border) and single-band
 index PNG masks (values 1–3 = classes, 0 = ignore). ``make_jpeg_folder``: 3-band JPEG images and index PNG masks.
-``make_color_folder``: RGB PNG images with colour-coded PNG masks.
+``make_color_folder``: RGB PNG images with colour-coded PNG masks. ``make_group_folder``: groups (``Tile 1/`` …)
+of RGB PNG images and index masks, the same file names in every group.
 """
 
 from __future__ import annotations
@@ -102,6 +103,31 @@ def make_color_folder(root: Path, count: int = 3, h: int = 64, w: int = 80, seed
         Image.fromarray(rgb).save(root / "masks" / f"{stem}.png")
         out[stem] = classes
     (root / "classes.yaml").write_text(COLOR_CLASSES)
+    return out
+
+
+#: Group → (height, width) of its two images: overlapping border crops, an image smaller than the crop (padding),
+#: an exact multiple of the crop; every group holds the same two file names.
+GROUPS = {"Tile 1": (40, 50), "Tile 2": (30, 40), "Tile 3": (64, 64)}
+STEMS = ("image_part_001", "image_part_002")
+
+
+def make_group_folder(root: Path, groups: dict[str, tuple[int, int]] = GROUPS, seed: int = 0) -> dict[str, np.ndarray]:
+    """``root/<group>/{images,masks}/<stem>.png``: RGB images, index masks (0 = ignore, 1–3 = classes) and
+    ``root/classes.yaml``; returns tile id (``group/stem``) → label values."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for group, (h, w) in groups.items():
+        for sub in ("images", "masks"):
+            (root / group / sub).mkdir(parents=True)
+        for stem in STEMS:
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            labels = np.kron(rng.integers(0, 4, (h // 4 + 1, w // 4 + 1)), np.ones((4, 4), int))[:h, :w]
+            labels = labels.astype(np.uint8)
+            Image.fromarray(image).save(root / group / "images" / f"{stem}.png")
+            Image.fromarray(labels).save(root / group / "masks" / f"{stem}.png")
+            out[f"{group}/{stem}"] = labels
+    (root / "classes.yaml").write_text(INDEX_CLASSES)
     return out
 
 

@@ -11,17 +11,19 @@ from ctseg.errors import CtsegError
 
 HELP = "cut a downloaded data set (or your own folder of image/label pairs) into training crops"
 EPILOG = (
-    "Data sets: ctseg prepare --list. Your own data: ctseg prepare folder --src DIR --classes "
-    "classes.yaml --dst data/mine (DIR/images + DIR/masks paired by file stem; see the README)."
+    "Data sets: ctseg prepare --list. Your own data: ctseg prepare folder --src DIR --classes classes.yaml --dst "
+    "data/mine, with DIR/images + DIR/masks paired by file stem, DIR/<group>/{images,masks} for tiles or scenes, "
+    "or DIR/{train,val,test}/{images,masks} (see the README). A table of crops, pixels, ignore pixels by cause and "
+    "class shares per split follows every prepare."
 )
 
 
 def split_arg(text: str) -> tuple[str, list[str]]:
-    """``"test=tile1,tile2"`` → ``("test", ["tile1", "tile2"])``."""
-    name, sep, groups = text.partition("=")
-    members = [g.strip() for g in groups.split(",") if g.strip()]
+    """``"val=Tile 1,Tile 2"`` → ``("val", ["Tile 1", "Tile 2"])``."""
+    name, sep, patterns = text.partition("=")
+    members = [g.strip() for g in patterns.split(",") if g.strip()]
     if not sep or not name.strip() or not members:
-        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=ID,ID (e.g. test=tile1,tile2)")
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=PATTERN,PATTERN (e.g. 'val=Tile [1-3]')")
     return name.strip(), members
 
 
@@ -42,14 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=split_arg,
         default=None,
-        metavar="NAME=ID,ID",
-        help="assign groups (tiles, sequences, images) to a split, e.g. --split test=tile1,tile2 (repeatable; "
-        "groups not listed go to train unless a train split is given)",
+        metavar="NAME=PATTERN,…",
+        help="put images into split NAME (repeatable; the rest go to train unless a train split is given). folder: "
+        "group names, file stems or globs, e.g. 'val=Tile [1-3]' or 'val=*_part_00[1-2]'; other data sets: their "
+        "group ids, e.g. test=tile1,tile2",
     )
     parser.add_argument("--classes", default=None,
                         help="folder: classes.yaml (class names with values or colours)")  # fmt: skip
-    parser.add_argument("--val-fraction", type=float, default=None, help="folder: share of images for val (0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="folder: seed of the train/val split (default 0)")
+    parser.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                        help="folder, without --split: share of the groups (or images) for val (0.2)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="folder: seed of that val draw (default 0)")
     bands_flag(parser, "folder: source bands to keep, e.g. 1,2,3,4")
     parser.add_argument("--nodata", type=float, default=None,
                         help="folder: nodata value (default: the raster's); finite and of the images' type "
@@ -94,6 +98,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         nodata=args.nodata,
         split_tiles=None if args.split is None else _merge_splits(args.split),
     )
+    from ctseg.data.manifest import load_manifest
+    from ctseg.data.summary import format_summary
+
+    print(format_summary(load_manifest(dst)))
     if not sys.stderr.isatty():
         print(f"prepared {args.dataset} in {dst}")
     return 0
