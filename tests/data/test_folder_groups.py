@@ -69,6 +69,17 @@ def test_split_by_group_name_stem_or_glob(tmp_path, split, val):
     assert notes == []
 
 
+def test_a_flat_folder_takes_stems_and_globs(tmp_path):
+    from helpers.make_folder import make_uint16_folder
+
+    make_uint16_folder(tmp_path / "src", count=5, h=40, w=40)
+    tiles, _ = discover_folder(tmp_path / "src", {"val": ["scene_1", "scene_[34]"]}, PrepareOptions())
+    assert {t.tile: t.split for t in tiles} == {"scene_0": "train", "scene_1": "val", "scene_2": "train",
+                                                "scene_3": "val", "scene_4": "val"}  # fmt: skip
+    with pytest.raises(CtsegError, match=r"--val-fraction and --split both choose"):
+        discover_folder(tmp_path / "src", {"val": ["scene_1"]}, PrepareOptions(val_fraction=0.5))
+
+
 def test_a_train_split_given_leaves_the_rest_out(tmp_path):
     make_group_folder(tmp_path / "src")
     tiles, notes = discover_folder(tmp_path / "src", {"train": ["Tile 3"], "val": ["Tile 1"]}, PrepareOptions())
