@@ -177,7 +177,7 @@ def prepare_wrong_src(tmp_path, request):
 
 def fit_missing_config(tmp_path, request):
     missing = tmp_path / "configs" / "missing.yaml"
-    return Case(["fit", "--config", str(missing)], [str(missing), "does not exist"])
+    return Case(["fit", "--config", str(missing)], [str(missing), "no such file"])
 
 
 def fit_junk_ckpt_path(tmp_path, request):

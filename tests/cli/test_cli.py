@@ -60,6 +60,11 @@ def test_demo_quick(tmp_path, capsys):
     assert set(data["runs"]) == {"baseline", "ct-cl"}
     for run in data["runs"].values():
         assert 0.0 <= run["miou"] <= 1.0 and len(run["iou"]) == 6
+        assert run["train_seconds"] > 0 and set(run["load_1min"]) == {"before", "after"}
+        assert all(v is None or v >= 0 for v in run["load_1min"].values())
+    machine = data["machine"]
+    assert machine["cpus"] >= 1 and machine["torch_threads"] >= 1 and machine["device"]
+    assert f"threads, load {data['runs']['ct-cl']['load_1min']['before']}" in printed
     for name in ("predictions.png", "curves.png", "baseline.ckpt", "ct-cl.ckpt"):
         assert (out / name).stat().st_size > 1000
     assert not [p for p in out.iterdir() if ".tmp" in p.name]

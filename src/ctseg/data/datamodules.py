@@ -259,7 +259,17 @@ class PreparedDataModule(L.LightningDataModule):
         return self._loader(EvalView(self.val_dataset, transform), self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """The evaluation split (``val_split``) again, with one line saying which split is scored: the same split
+        ``fit`` validated on, and so chose the best checkpoint with (the paper's protocol for ISPRS and Dubai)."""
+        loader = self.val_dataloader()
+        from lightning.pytorch.utilities import rank_zero_info
+
+        hint = "; for a held-out score prepare another split, pass --data.val_split" if self.val_split != "test" else ""
+        rank_zero_info(
+            f"ctseg test: scoring split {self.val_split!r} of {self.root} ({len(self.val_dataset)} crops), the split "
+            f"that validated the fit and chose its best checkpoint{hint}"
+        )
+        return loader
 
     # ------------------------------------------------------------------------------------------ on device
     def _device_generator(self, device: torch.device, batch_seed: int | None = None) -> torch.Generator:

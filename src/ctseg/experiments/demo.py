@@ -1,8 +1,9 @@
 """``ctseg demo``: a baseline and the same model with CT, same seed and budget, on built-in synthetic scenes.
 
 Writes into the output folder: ``metrics.json`` (both runs: per-class IoU / F1, mIoU, mean F1, OA, losses,
-time), ``predictions.png`` (image / truth / baseline / CT, CT's changes outlined), ``curves.png`` (training
-loss and validation mIoU), and the two trained models (``baseline.ckpt``, ``ct-cl.ckpt``); prints the table.
+training time with the 1-minute load average before and after it; the machine: CPUs, torch threads, device),
+``predictions.png`` (image / truth / baseline / CT, CT's changes outlined), ``curves.png`` (training loss and
+validation mIoU), and the two trained models (``baseline.ckpt``, ``ct-cl.ckpt``); prints the table.
 CPU only, 2 cores: about 2–3 minutes at the default budget.
 """
 
@@ -42,10 +43,10 @@ def _silence() -> None:
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    from ctseg.training.quiet import quiet_third_party
+
+    quiet_third_party()
     warnings.filterwarnings("ignore", ".*weights_only.*")
-    os.environ.setdefault("LITLOGGER_DISABLE_TIPS", "1")
 
 
 def _train_one(scheme: str, budget: DemoBudget, seed: int, log_dir: Path, progress: bool):
@@ -161,16 +162,23 @@ def run_demo(out: str | os.PathLike = "demo_out", steps: int | None = None, quic
     )
     with tempfile.TemporaryDirectory(prefix="ctseg-demo-") as tmp:
         for name, scheme in RUNS:
+            load_before = _load()
             task, dm, trainer, seconds = _train_one(scheme, budget, seed, Path(tmp), progress=not quick)
             metrics, images, truths, preds = _evaluate(task, dm)
             metrics["train_seconds"] = round(seconds, 1)
+            # what the time depends on: a busy shared machine can make the same training several times slower
+            metrics["load_1min"] = {"before": load_before, "after": _load()}
             metrics["scheme"] = scheme
             results[name] = metrics
             curves[name] = _curves(Path(tmp), scheme)
             panels[name] = preds
             with atomic_path(out / f"{name}.ckpt") as ckpt:
                 trainer.save_checkpoint(ckpt)
-            print(f"  {name}: mIoU {metrics['miou']:.4f}, OA {metrics['oa']:.4f} ({seconds:.0f} s)", flush=True)
+            print(
+                f"  {name}: mIoU {metrics['miou']:.4f}, OA {metrics['oa']:.4f} ({seconds:.0f} s on "
+                f"{torch.get_num_threads()} threads, load {load_before} → {metrics['load_1min']['after']})",
+                flush=True,
+            )
     rows = {
         n: {"iou": list(r["iou"].values()), "miou": r["miou"], "mf1": r["mf1"], "oa": r["oa"]}
         for n, r in results.items()
@@ -183,6 +191,7 @@ def run_demo(out: str | os.PathLike = "demo_out", steps: int | None = None, quic
         "model": "pf-tiny",
         "seed": seed,
         "eval_classes": list(SYNTHETIC.eval_classes or []),
+        "machine": _machine(),
         "runs": results,
     }
     write_json_atomic(out / "metrics.json", summary)
@@ -198,6 +207,28 @@ def run_demo(out: str | os.PathLike = "demo_out", steps: int | None = None, quic
     plot_curves(curves, out / "curves.png")
     print(f"\nwrote {out}/metrics.json, predictions.png, curves.png, baseline.ckpt, ct-cl.ckpt")
     return summary
+
+
+def _load() -> float | None:
+    """The 1-minute load average (runnable processes; compare with the CPU count), ``None`` where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _machine() -> dict:
+    """What the demo's times were measured on: CPUs, the threads torch used, the device, versions."""
+    import platform
+
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 def _pick_samples(truths: list[np.ndarray], panels: dict[str, list[np.ndarray]], n: int) -> list[int]:

@@ -7,8 +7,8 @@ checkpoint: the best by the monitored metric of the ``checkpoint`` callback (``c
 ``val/miou`` by default; the paper selects on validation mean F1: ``checkpoint.monitor: val/mf1``), the last
 checkpoint when no best was recorded (:func:`best_checkpoint`). The test split is the validation split for the
 ISPRS / Dubai data modules (the paper's protocol: the 14 Potsdam test tiles) and the held-out test scenes for
-the synthetic set. Logs go to a CSV logger in the run folder (``lightning_logs/version_*/metrics.csv``) unless
-the config names another logger.
+the synthetic set. Logs go to the run folder (CSV: ``lightning_logs/version_*/metrics.csv``; TensorBoard:
+``tensorboard/version_*``) unless the config names another logger.
 
 The run ends with ``results.json`` (written atomically, last)::
 
@@ -131,7 +131,7 @@ def _build_cli(args: list[str], run_dir: Path):
     """The ``ctseg fit`` LightningCLI for ``args``, instantiated but not run, logging CSV into ``run_dir``."""
     from ctseg.training.lightning_cli import build_cli
 
-    return build_cli(args, run=False, root=str(run_dir), csv_logger=True, context="grid")
+    return build_cli(args, run=False, root=str(run_dir), context="grid")
 
 
 def _plain(value: Any) -> Any:

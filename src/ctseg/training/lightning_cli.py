@@ -4,8 +4,9 @@
   given by ``data.class_path`` (ours expose ``.info``, a :class:`~ctseg.data.DatasetInfo`);
 * ``num_classes``, ``ignore_index``, class names, evaluated classes, the input bands (``in_chans``) and the whole
   data set description (``data_info``, kept in checkpoints for ``ctseg predict``) are linked from the data module;
-* defaults: bf16 mixed precision on a GPU that has it, fp32 on CPU; gradient-norm clip 1.0; CSV logs and
-  checkpoints (best ``val/miou`` and ``last``) under ``runs/``; exact mid-epoch resume
+* defaults: bf16 mixed precision on a GPU that has it, fp32 on CPU; gradient-norm clip 1.0; CSV and TensorBoard
+  logs (:func:`default_loggers`) and checkpoints (best ``val/miou`` and ``last``) under ``runs/``; no third-party
+  tips or notices about the libraries' internals (:mod:`ctseg.training.quiet`); exact mid-epoch resume
   (:class:`~ctseg.training.resume.ExactResume`, added to the trainer's callbacks unless a config already names it).
 Argument and config errors are turned into one line (:class:`~ctseg.errors.CtsegError`).
 """
@@ -13,9 +14,7 @@ Argument and config errors are turned into one line (:class:`~ctseg.errors.Ctseg
 from __future__ import annotations
 
 import inspect
-import os
 import sys
-import warnings
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from ctseg.errors import CtsegError
 from ctseg.training.callbacks import ScoreCheckpoint as ModelCheckpoint
+from ctseg.training.cli_help import DESCRIPTIONS, PlainHelpFormatter, usage
 from ctseg.training.config_checks import (
     check_ckpt_path,
     check_class_count,
@@ -33,6 +33,7 @@ from ctseg.training.config_checks import (
     newest_checkpoint,
     warn_overridden_by_checkpoint,
 )
+from ctseg.training.quiet import quiet_third_party
 from ctseg.training.resume import ExactResume
 from ctseg.training.task import SegmentationTask
 
@@ -44,6 +45,29 @@ def default_precision() -> str:
     return "32-true"
 
 
+def _import_data_modules() -> None:
+    """Import ctseg's data modules before the parser is built: jsonargparse then lists them under ``--data`` in
+    ``--help`` and accepts their short names (``--data FolderDataModule``)."""
+    import ctseg.data.datamodules  # noqa: F401
+    import ctseg.data.synthetic.dataset  # noqa: F401
+
+
+def default_loggers(root: str) -> list:
+    """A run's logs unless its config names a logger: CSV first (``ROOT/lightning_logs/version_N/metrics.csv``,
+    beside the run's ``config.yaml``; what ``ctseg report`` reads) and TensorBoard
+    (``ROOT/tensorboard/version_N``, for ``tensorboard --logdir ROOT``) when the ``tensorboard`` package is there."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list = [CSVLogger(save_dir=root, name="lightning_logs")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=root, name="tensorboard", default_hp_metric=False))
+    except ModuleNotFoundError:  # tensorboard is a dependency; a trimmed install keeps the CSV log
+        pass
+    return loggers
+
+
 class CtsegLightningCLI(LightningCLI):
     """LightningCLI with ctseg's links, checkpoint defaults, exact resume and one-line errors."""
 
@@ -53,7 +77,25 @@ class CtsegLightningCLI(LightningCLI):
         given = [] if given is None else given if isinstance(given, list) else [given]
         if not any(isinstance(c, ExactResume) for c in [*given, *callbacks]):
             callbacks = [*callbacks, ExactResume()]
+        if config.get("logger") in (None, True):  # the default: both logs, under the run's own folder
+            config = {**config, "logger": default_loggers(config.get("default_root_dir") or "runs")}
         return super()._instantiate_trainer(config, callbacks)
+
+    def init_parser(self, **kwargs):
+        # Plain-text help; a subcommand's parser (it has a description) gets a short usage line.
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        if "description" in kwargs:
+            subcommand = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in self.subcommands() else "fit"
+            kwargs.setdefault("usage", usage(subcommand))
+            kwargs["description"] = DESCRIPTIONS.get(subcommand, kwargs["description"])
+        return super().init_parser(**kwargs)
+
+    def add_core_arguments_to_parser(self, parser) -> None:
+        # ctseg's own options (model, data) before the trainer's, in --help as in the config file.
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
 
     def add_arguments_to_parser(self, parser) -> None:
         # "checkpoint": best val/miou + last.ckpt at every validation; "step_checkpoint": every N training steps
@@ -180,24 +222,18 @@ def _eval(info) -> list[int] | None:
 
 
 def build_cli(
-    args: list[str], *, run: bool = True, root: str = "runs", csv_logger: bool = False, context: str | None = None
+    args: list[str], *, run: bool = True, root: str = "runs", context: str | None = None
 ) -> CtsegLightningCLI:
     """Build (and with ``run`` execute) ctseg's LightningCLI for ``args``.
 
     Args:
         args: with ``run``, the subcommand first (``["fit", "--config", "x.yaml"]``); without, options only.
         root: ``trainer.default_root_dir`` default.
-        csv_logger: log with a CSVLogger under ``root`` (instead of Lightning's default logger).
         context: prefix of one-line errors (default: the subcommand).
     """
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    os.environ.setdefault("LITLOGGER_DISABLE_TIPS", "1")
+    quiet_third_party()
+    _import_data_modules()
     defaults: dict = {"precision": default_precision(), "gradient_clip_val": 1.0, "default_root_dir": root}
-    if csv_logger:
-        defaults["logger"] = {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": root, "name": "lightning_logs"},
-        }
     saved_argv = sys.argv
     # LightningCLI reads sys.argv itself when running and warns when it sees both sys.argv and args.
     sys.argv = [saved_argv[0] if saved_argv else "ctseg", *(args if run else [])]

@@ -178,6 +178,12 @@ class SyntheticDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         self.setup()
         assert self.test_set is not None
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(
+            f"ctseg test: scoring split 'test' of the synthetic scenes ({len(self.test_set)} scenes, held out from "
+            "training and validation)"
+        )
         return self._loader(self.test_set, shuffle=False)
 
 
