@@ -123,13 +123,13 @@ def test_a_recorded_decoded_cache_writes_nothing(tmp_path, tiny, prepared, cache
 def test_only_ctseg_data_modules_are_rebuilt(tmp_path, tiny, class_path, capsys, monkeypatch):
     """Another ctseg module's class (or a wrong spelling of a data module) is neither imported nor called: the
     figure is skipped with one note naming it; the tables are written, exit 0."""
-    import ctseg.experiments.report_figures
+    import ctseg.experiments.report_data
 
     imported = []
     real_import = importlib.import_module
     recorder = SimpleNamespace(import_module=lambda name, *a: imported.append(name) or real_import(name, *a))
     # what the report imports, nothing else
-    monkeypatch.setattr(ctseg.experiments.report_figures, "importlib", recorder)
+    monkeypatch.setattr(ctseg.experiments.report_data, "importlib", recorder)
     runs = make_runs(tmp_path, tiny, data={"class_path": class_path, "init_args": {}})
     assert report(runs, tmp_path / "report") == 0
     captured = capsys.readouterr()
@@ -146,15 +146,15 @@ def test_only_ctseg_data_modules_are_rebuilt(tmp_path, tiny, class_path, capsys,
 def test_both_spellings_of_a_data_module_are_accepted(class_path):
     import lightning as L
 
-    from ctseg.experiments.report_figures import _import
+    from ctseg.experiments.report_data import import_data_module
 
-    cls = _import(class_path)
+    cls = import_data_module(class_path)
     assert issubclass(cls, L.LightningDataModule) and cls.__name__ == class_path.rpartition(".")[2]
 
 
 def test_the_allow_list_is_the_data_modules_ctseg_data_exports():
     import ctseg.data
-    from ctseg.experiments.report_figures import DATA_MODULES
+    from ctseg.experiments.report_data import DATA_MODULES
 
     exported = {name for name in ctseg.data.__all__ if name.endswith("DataModule")}
     assert set(DATA_MODULES) == exported

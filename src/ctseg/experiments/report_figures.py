@@ -2,76 +2,32 @@
 (Fig. 3 style) and training curves — rebuilt from the runs' data modules and checkpoints.
 
 A ``results.json`` may come from someone else (:mod:`ctseg.safety`), and what it records is data, never
-directions. For the qualitative figure the report builds the run's data module, and only **reads** with it:
-
-* the class is one of :data:`DATA_MODULES` (ctseg's own, spelled ``ctseg.data.<Name>`` or
-  ``ctseg.data.datamodules.<Name>`` / ``ctseg.data.synthetic.<Name>``); for any other ``class_path`` nothing is
-  imported and the figure is skipped with a note;
-* of the recorded ``init_args`` only these are taken, type-checked: ``root`` (an existing prepared ctseg folder:
-  its ``manifest.json`` read within bounds) and ``val_split`` (a plain split name) for the prepared-folder
-  modules; ``train_samples``, ``val_samples``, ``image_size``, ``seed`` (bounded integers) for the synthetic
-  one. Everything else is fixed by the report — no worker processes, small batches and **no decoded cache**
-  (a recorded ``decoded_cache`` would build and replace ``.npy`` files in a folder the file names) — and any
-  other recorded argument is ignored;
-* a checkpoint or CSV log is opened only inside the run's own folder
-  (:func:`ctseg.experiments.report_results.inside_run`), the checkpoint through :mod:`ctseg.safety.pickles`.
+directions. For the qualitative figure the report builds the run's data module, and only **reads** with it: one
+of ctseg's own, from a checked few of its recorded arguments, without a decoded cache
+(:mod:`ctseg.experiments.report_data`); a checkpoint or CSV log is opened only inside the run's own folder
+(:func:`ctseg.experiments.report_results.inside_run`), the checkpoint through :mod:`ctseg.safety.pickles`.
 
 Everything the report writes goes into its ``--out`` folder, each file atomically.
 """
 
 from __future__ import annotations
 
-import csv
-import importlib
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ctseg.data import EXPORTS as DATA_EXPORTS
 from ctseg.data.definitions import DATASETS, DatasetInfo
 from ctseg.errors import CtsegError
-from ctseg.experiments.report_results import inside_run, run_checkpoint, run_folder
+from ctseg.experiments.report_data import build_datamodule, val_samples
+from ctseg.experiments.report_results import inside_run, read_metrics, run_checkpoint, run_folder
 from ctseg.experiments.report_tables import CURVE_METRICS, MODEL_LABELS, Cell
 from ctseg.io import atomic_path
-from ctseg.safety.documents import read_json
 from ctseg.safety.pickles import UnsafeFileError
-
-#: The data modules a ``results.json`` may name — those ``ctseg.data`` exports (README "Data sets"), taken from its
-#: export table: class name → the module defining it. A ``class_path`` is accepted as ``ctseg.data.<Name>`` or
-#: ``<module>.<Name>``.
-DATA_MODULES: dict[str, str] = {name: module for name, module in DATA_EXPORTS.items() if name.endswith("DataModule")}
-#: ``init_args`` of the synthetic data module taken from a ``results.json``: name → (lowest, highest) integer.
-_SYNTHETIC_ARGS = {
-    "train_samples": (1, 1_000_000),
-    "val_samples": (1, 1_000_000),
-    "image_size": (32, 2048),
-    "seed": (0, 2**63 - 1),
-}
-#: What the report builds every data module with: read in this process, in small batches, nothing written.
-_FIXED_ARGS = {"batch_size": 4, "num_workers": 0, "pin_memory": False}
-_PREPARED_FIXED = {**_FIXED_ARGS, "persistent_workers": False, "decoded_cache": False}
-_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_MANIFEST_BYTES = 256 * 1024 * 1024  # a prepared folder's manifest lists every crop
 
 
 # ----------------------------------------------------------------------------------------------- figures
-def _import(class_path: Any):
-    """The data module class a ``results.json`` names — only one of :data:`DATA_MODULES`: the file may come from
-    someone else, and the class is called. For any other name nothing is imported."""
-    name = class_path.rpartition(".")[2] if isinstance(class_path, str) else ""
-    module = DATA_MODULES.get(name)
-    if module is None or class_path not in (f"ctseg.data.{name}", f"{module}.{name}"):
-        shown = class_path[:200] if isinstance(class_path, str) else type(class_path).__name__
-        raise CtsegError(
-            f"the run's data module {shown!r} is not one of ctseg's; only its data modules are rebuilt "
-            f"({', '.join(DATA_MODULES)})"
-        )
-    return getattr(importlib.import_module(module), name)
-
-
 def check_checkpoints(results: list[dict[str, Any]]) -> None:
     """Refuse (one line) before anything is written if a run's checkpoint on disk could run code when loaded."""
     from ctseg.checkpoints.files import read_checkpoint
@@ -85,75 +41,6 @@ def check_checkpoints(results: list[dict[str, Any]]) -> None:
                 raise
             except CtsegError:
                 pass  # unreadable: the figure that needs it is skipped with a note
-
-
-def _int_arg(key: str, value: Any, low: int, high: int) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise CtsegError(f"the run's data argument {key} = {str(value)[:80]!r} is not an integer in [{low}, {high}]")
-    return value
-
-
-def _data_root(run: dict[str, Any], value: Any) -> str:
-    """The recorded ``root`` when it is a prepared ctseg folder here (relative: against the run's working
-    folder, as before); read only."""
-    from ctseg.data.manifest import FORMAT, MANIFEST
-
-    if not isinstance(value, str) or not value:
-        raise CtsegError("the run records no data folder (data.init_args.root)")
-    root = Path(value).expanduser()
-    cwd = run.get("cwd")
-    if not root.exists() and not root.is_absolute() and isinstance(cwd, str) and cwd and (Path(cwd) / root).exists():
-        root = Path(cwd) / root
-    manifest = root / MANIFEST
-    if not root.is_dir() or not manifest.is_file():
-        raise CtsegError(f"the run's data folder {value[:300]!r} is not a prepared ctseg folder here (no {MANIFEST})")
-    doc = read_json(manifest, "prepared data manifest", max_bytes=_MANIFEST_BYTES)
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CtsegError(f'{manifest} is not a ctseg manifest (expected "format": "{FORMAT}")')
-    return str(root)
-
-
-def _data_args(run: dict[str, Any], name: str, init_args: Any) -> dict[str, Any]:
-    """The keyword arguments the report builds data module ``name`` with: the few recorded ones it needs,
-    checked, and :data:`_FIXED_ARGS` (no decoded cache: nothing is written); the rest are ignored."""
-    if not isinstance(init_args, dict):
-        raise CtsegError("the run's data.init_args is not a mapping")
-    if name == "SyntheticDataModule":
-        kwargs = {k: _int_arg(k, init_args[k], *bounds) for k, bounds in _SYNTHETIC_ARGS.items() if k in init_args}
-        return {**kwargs, **_FIXED_ARGS}
-    kwargs = {"root": _data_root(run, init_args.get("root")), **_PREPARED_FIXED}
-    split = init_args.get("val_split")
-    if split is not None:
-        if not (isinstance(split, str) and _SPLIT_NAME.fullmatch(split)):
-            raise CtsegError(f"the run's data argument val_split = {str(split)[:80]!r} is not a split name")
-        kwargs["val_split"] = split
-    return kwargs
-
-
-def _datamodule(run: dict[str, Any]):
-    """The data module a run was trained with, built for reading only (module docstring)."""
-    spec = run.get("data") or {}
-    if not isinstance(spec, dict) or not spec.get("class_path"):
-        raise CtsegError("the run records no data module")
-    cls = _import(spec["class_path"])
-    return cls(**_data_args(run, cls.__name__, spec.get("init_args") or {}))
-
-
-def _val_samples(dm, limit: int) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
-    """Up to ``limit`` validation ``(images (C, H, W) normalised float, masks (H, W))`` and the batches' source."""
-
-    dm.setup("validate")
-    images, masks = [], []
-    for batch in dm.val_dataloader():
-        if getattr(dm, "augment_on_device", False) and hasattr(dm, "device_transform"):  # stored dtype
-            batch = dm.device_transform(batch, training=False)
-        images += list(batch["image"].float().numpy())
-        masks += list(batch["mask"].numpy())
-        if len(images) >= limit:
-            break
-    if not images:
-        raise CtsegError("the data module has no validation samples")
-    return images[:limit], masks[:limit], dm
 
 
 def _info_for(dataset: str, dm) -> DatasetInfo:
@@ -185,7 +72,8 @@ def _pick_pair(grouped, highlight: str):
     for base, other in _pairs(grouped, highlight):
         runs = {base.label: base.best_run(), other.label: other.best_run()}
         try:
-            dm = _datamodule(runs[base.label])  # a code-naming class path is refused before anything is read
+            # a code-naming class path is refused before anything is read
+            dm = build_datamodule(runs[base.label].get("data") or {}, runs[base.label].get("cwd"))
         except CtsegError as err:
             reasons.append(str(err))
             continue
@@ -210,7 +98,7 @@ def qualitative_figure(
     dev = resolve_device(device)
     if other.scheme != highlight:
         echo(f"report: no {highlight} run with a checkpoint beside a baseline; qualitative.png shows {other.scheme}")
-    images, masks, dm = _val_samples(dm, limit=max(crops, 16))
+    images, masks, dm = val_samples(dm, limit=max(crops, 16))
     info = _info_for(base.dataset, dm)
     preds: dict[str, list[np.ndarray]] = {}
     for label, ckpt in ckpts.items():
@@ -323,17 +211,19 @@ def synthetic_crop() -> tuple[np.ndarray, np.ndarray, DatasetInfo]:
     return sample["image"].numpy(), sample["mask"].numpy(), SYNTHETIC
 
 
-def _read_csv_log(path: Path) -> dict[str, dict[float, float]]:
+def log_curves(steps: dict[int, dict[str, float]]) -> dict[str, dict[float, float]]:
+    """The curves of :data:`CURVE_METRICS` in a run's logged values (``{step: {column: value}}``,
+    :func:`~ctseg.experiments.report_results.read_metrics`): ``{metric: {x: value}}``.
+
+    x is the number of optimizer steps done when the value was measured: a training loss logged at step ``s``
+    was computed with ``s`` updates done, a validation logged at step ``s`` (Lightning's convention: the last
+    training batch before it) ran after ``s + 1``.
+    """
     out: dict[str, dict[float, float]] = {}
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            step = row.get("step")
-            if not step:
-                continue
-            for key in CURVE_METRICS:
-                v = row.get(key)
-                if v not in (None, ""):
-                    out.setdefault(key, {})[float(step)] = float(v)
+    for step, values in sorted(steps.items()):
+        for key in CURVE_METRICS:
+            if key in values:
+                out.setdefault(key, {})[step + (1.0 if key.startswith("val/") else 0.0)] = values[key]
     return out
 
 
@@ -349,12 +239,8 @@ def run_log(run: dict[str, Any]) -> Path | None:
 
 
 def curves_figure(grouped, path: Path, echo=print) -> None:
-    """Write ``curves.png``: per configuration, each metric averaged over seeds at equal steps.
-
-    x is the number of optimizer steps done when the value was measured: a training loss logged at step ``s``
-    was computed with ``s`` updates done, a validation logged at step ``s`` (Lightning's convention: the last
-    training batch before it) ran after ``s + 1``.
-    """
+    """Write ``curves.png``: per configuration, each metric averaged over seeds at equal steps (x: the optimizer
+    steps done, :func:`log_curves`)."""
     from ctseg.experiments.figures import plot_curves
 
     several = len(grouped) > 1
@@ -367,10 +253,9 @@ def curves_figure(grouped, path: Path, echo=print) -> None:
                     log = run_log(run)
                     if log is None:
                         continue
-                    for key, series in _read_csv_log(log).items():
-                        shift = 1.0 if key.startswith("val/") else 0.0
-                        for step, v in series.items():
-                            acc[key][step + shift].append(v)
+                    for key, series in log_curves(read_metrics([log])).items():
+                        for x, v in series.items():
+                            acc[key][x].append(v)
                 if acc:
                     name = f"{MODEL_LABELS.get(model, model)} {cell.label}" + (f" ({ds})" if several else "")
                     curves[name] = {

@@ -22,7 +22,16 @@ from typing import Any
 from ctseg.errors import CtsegError
 from ctseg.safety.documents import read_json
 
-__all__ = ["clip_fraction", "collect_results", "foreign_paths", "inside_run", "run_checkpoint", "run_folder"]
+__all__ = [
+    "clip_fraction",
+    "collect_results",
+    "foreign_paths",
+    "inside_folder",
+    "inside_run",
+    "read_metrics",
+    "run_checkpoint",
+    "run_folder",
+]
 
 #: results.json fields the tables compute with: numbers (or null), and per-class mappings of numbers.
 _NUMBER_FIELDS = ("miou", "mf1", "oa", "mbiou", "mbf1", "wall_seconds", "fit_seconds", "contrastive_clipped")
@@ -85,18 +94,27 @@ def run_folder(run: dict[str, Any]) -> Path:
     return Path(run["_path"]).parent.resolve()
 
 
+def inside_folder(folder: Path, value: Any, *parts: str) -> Path | None:
+    """The path ``value`` (joined with ``parts``; a relative one taken from ``folder``), resolved, when it lies
+    inside ``folder`` (itself resolved, and not ``folder`` itself); ``None`` for anything else — symlinks out
+    of the folder and ``..`` included."""
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        return None
+    try:
+        folder = Path(folder).resolve()
+        path = (folder / Path(value).joinpath(*parts)).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return path if path != folder and path.is_relative_to(folder) else None
+
+
 def inside_run(run: dict[str, Any], value: Any, *parts: str) -> Path | None:
     """The path ``value`` (joined with ``parts``) that a ``results.json`` records, resolved, when it lies inside
     the run's own folder (:func:`run_folder`; a relative path is taken from there); ``None`` for anything else —
     a file elsewhere is never opened on a handed results file's word."""
     if not isinstance(value, str) or not value or "_path" not in run:
         return None
-    folder = run_folder(run)
-    try:
-        path = (folder / Path(value).joinpath(*parts)).resolve()
-    except (OSError, RuntimeError, ValueError):
-        return None
-    return path if path != folder and path.is_relative_to(folder) else None
+    return inside_folder(run_folder(run), value, *parts)
 
 
 def run_checkpoint(run: dict[str, Any]) -> Path | None:
@@ -169,3 +187,36 @@ def clip_fraction(result: dict[str, Any]) -> float | None:
     weights = [b[0] - a[0] for a, b in zip([(0, 0.0), *points[:-1]], points, strict=True)]
     total = sum(weights)
     return sum(w * v for w, (_, v) in zip(weights, points, strict=True)) / total if total > 0 else None
+
+
+def read_metrics(paths: Sequence[Path]) -> dict[int, dict[str, float]]:
+    """The values of Lightning CSV logs (``metrics.csv``) by step: ``{step: {column: value}}``.
+
+    The rows of one step are merged (Lightning writes a training and a validation row at the same step), and the
+    logs are read in the order given: a later log's value of a column at a step replaces an earlier one (a
+    resumed run continues in ``version_N+1``). Empty cells and cells that are not numbers are left out (NaN is a
+    number: a validation without labelled pixels). A file the ``csv`` module cannot read is one error line.
+    """
+    steps: dict[int, dict[str, float]] = {}
+    for path in paths:
+        try:
+            with open(path, newline="", errors="replace") as fh:
+                for row in csv.DictReader(fh):
+                    step = _float(row.get("step"))
+                    if step is None or not step.is_integer() or step < 0:
+                        continue
+                    values = steps.setdefault(int(step), {})
+                    for key, text in row.items():
+                        value = _float(text) if isinstance(key, str) and key not in ("epoch", "step") else None
+                        if value is not None:
+                            values[key] = value
+        except (csv.Error, OSError) as err:
+            raise CtsegError(f"log {path} cannot be read as a CSV log ({' '.join(str(err).split())[:200]})") from None
+    return steps
+
+
+def _float(text: Any) -> float | None:
+    try:
+        return float(text) if isinstance(text, str) and text.strip() else None
+    except ValueError:
+        return None
