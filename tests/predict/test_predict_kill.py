@@ -30,8 +30,9 @@ from ctseg.cli.entry import main
 from ctseg.predict.stage import PREFIX, RECORD, Stage
 
 CTSEG = Path(sys.executable).with_name("ctseg")
-#: The outputs of one input with ``ARGS``: the class map, probabilities, confidence, colour PNG, polygons.
-KINDS = ("_pred.tif", "_probs.tif", "_conf.tif", "_pred.png", ".gpkg")
+#: The outputs of one input with ``ARGS``: the class map, probabilities, confidence, colour PNG, polygons, the
+#: legend and the class map's GIS sidecars.
+KINDS = ("_pred.tif", "_probs.tif", "_conf.tif", "_pred.png", ".gpkg", "_legend.png", "_pred.tif.aux.xml", "_pred.qml")
 ARGS = ["--window", "64", "--device", "cpu", "--confidence", "--probs", "uint8", "--vector", ".gpkg",
         "--vector-classes", "0,1"]  # fmt: skip
 RENAMES = "rename,renameat,renameat2"
@@ -180,7 +181,7 @@ def test_sigkill_between_the_renames_of_one_set(ckpt, tmp_path, capsys):
     _after_rename_kill(ckpt, inputs, out, 4, capsys)
 
 
-@pytest.mark.slow  # one fresh interpreter per rename (14 of them, two at a time): ~55 s
+@pytest.mark.slow  # one fresh interpreter per rename (20 of them, two at a time): ~80 s
 def test_sigkill_at_each_rename(ckpt, tmp_path, capsys):
     """strace -e inject=rename…:signal=KILL:when=N for every rename N of a two-file predict."""
     _strace_or_skip()

@@ -17,6 +17,9 @@ from ctseg.errors import CtsegError
 from ctseg.predict.run import run_predict
 from ctseg.predict.shard import Shard, detect_shard, read_input_list
 
+#: The outputs of one input by default: class map, colour PNG, legend, the class map's GIS sidecars.
+OUTPUTS = ("_pred.tif", "_pred.png", "_legend.png", "_pred.tif.aux.xml", "_pred.qml")
+
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
@@ -66,11 +69,11 @@ def test_two_ranks_write_every_output_once(ckpt, six, tmp_path):
     """Rank r of 2 takes files r, r+2, r+4; together they write what one process writes."""
     kw = {"window": 64, "device": "cpu", "progress": False}
     single = run_predict(ckpt, six, tmp_path / "single", **kw)
-    assert len(single) == 12  # a COG and a colour PNG per file
+    assert len(single) == 30  # a COG, its two sidecars, a colour PNG and its legend per file
     r0 = run_predict(ckpt, six, tmp_path / "ranks", shard=Shard(0, 2), **kw)
     r1 = run_predict(ckpt, six, tmp_path / "ranks", shard=Shard(1, 2), **kw)
-    assert {p.name for p in r0} == {f"tile_{i}_pred.{e}" for i in (0, 2, 4) for e in ("tif", "png")}
-    assert {p.name for p in r1} == {f"tile_{i}_pred.{e}" for i in (1, 3, 5) for e in ("tif", "png")}
+    assert {p.name for p in r0} == {f"tile_{i}{e}" for i in (0, 2, 4) for e in OUTPUTS}
+    assert {p.name for p in r1} == {f"tile_{i}{e}" for i in (1, 3, 5) for e in OUTPUTS}
     assert sorted(p.name for p in (tmp_path / "ranks").iterdir()) == sorted(p.name for p in single)
     a, b = _maps(tmp_path / "single"), _maps(tmp_path / "ranks")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -95,7 +98,7 @@ def test_killed_job_resumes_with_skip_existing(ckpt, six, tmp_path, capsys, monk
     assert main(argv) == 2
     assert "interrupted" in capsys.readouterr().err
     done = sorted(p.name for p in out.iterdir())
-    assert done == sorted(f"tile_{i}_pred.{e}" for i in range(3) for e in ("tif", "png"))  # no partial file
+    assert done == sorted(f"tile_{i}{e}" for i in range(3) for e in OUTPUTS)  # no partial file
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     monkeypatch.setattr(pw, "_write_block", real)
     assert main(argv) == 2  # a plain re-run refuses to replace the finished outputs
@@ -106,11 +109,11 @@ def test_killed_job_resumes_with_skip_existing(ckpt, six, tmp_path, capsys, monk
         f"ctseg predict: skipping {six[i]}: its outputs exist" for i in range(3)
     ]
     assert "ctseg predict: 3 files" in err and "; 3 skipped" in err
-    assert len(list(out.iterdir())) == 12
+    assert len(list(out.iterdir())) == 30
     assert all(stamps[name] == (out / name).stat().st_mtime_ns for name in stamps)  # not rewritten
     (out / "tile_5_pred.png").unlink()  # an input with one output missing is redone
     assert main([*argv, "--skip-existing"]) == 0
-    assert "ctseg predict: 1 file," in capsys.readouterr().err and len(list(out.iterdir())) == 12
+    assert "ctseg predict: 1 file," in capsys.readouterr().err and len(list(out.iterdir())) == 30
 
 
 @pytest.mark.slow  # ~10 s idle: two fresh interpreters import torch + timm
@@ -128,7 +131,7 @@ def test_torchrun_two_cpu_processes_gloo(ckpt, six, tmp_path):
     assert "[rank 0/2] ctseg predict: 3 files" in res.stderr and "[rank 1/2] ctseg predict: 3 files" in res.stderr
     assert "ctseg predict: all 2 ranks: 6 files" in res.stderr
     wrote = [line for line in res.stdout.splitlines() if line.startswith("wrote ")]
-    assert len(wrote) == len(set(wrote)) == 12
+    assert len(wrote) == len(set(wrote)) == 30
     run_predict(ckpt, six, tmp_path / "single", window=64, device="cpu", progress=False)
     assert sorted(p.name for p in (tmp_path / "ranks").iterdir()) == sorted(
         p.name for p in (tmp_path / "single").iterdir()

@@ -168,7 +168,8 @@ def test_cli_writes_cloud_optimized_geotiffs(ckpts, tmp_path, capsys):
     argv = ["--window", "256", "--batch-size", "4", "--probs", "float16", "--confidence"]
     assert _predict(ckpts["rgbn"], [src], out, *argv) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "scene_conf.tif", "scene_pred.png", "scene_pred.tif", "scene_probs.tif"
+        "scene_conf.tif", "scene_legend.png", "scene_pred.png", "scene_pred.qml", "scene_pred.tif",
+        "scene_pred.tif.aux.xml", "scene_probs.tif",
     ]  # fmt: skip
     assert re.search(r"ctseg predict: 1 file, 0\.770 Mpx in [\d.]+ s \([\d.]+ Mpx/s\)", capsys.readouterr().err)
     nodata = (data == 0).all(0)
@@ -211,7 +212,7 @@ def test_probs_uint8_and_png_limit(ckpts, tmp_path, capsys):
     assert _predict(ckpts["rgb"], [src], out, "--window", "64", "--probs", "uint8", "--png-max-mpx", "0.01") == 0
     err = capsys.readouterr().err
     assert "no colour PNG above --png-max-mpx 0.01" in err
-    assert sorted(p.name for p in out.iterdir()) == ["t_pred.tif", "t_probs.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["t_pred.qml", "t_pred.tif", "t_pred.tif.aux.xml", "t_probs.tif"]
     with rasterio.open(out / "t_probs.tif") as probs, rasterio.open(out / "t_pred.tif") as pred:
         p, classes = probs.read(), pred.read(1)
         assert probs.dtypes[0] == "uint8" and probs.nodata is None and pred.nodata is None
@@ -338,7 +339,9 @@ def test_unreadable_window_is_one_line_and_leaves_nothing(ckpts, tmp_path, capsy
     start = int(re.search(r"rows (\d+)-(\d+)", line).group(1))
     end = int(re.search(r"rows (\d+)-(\d+)", line).group(2))
     assert start <= row + 127 and row <= end  # the read that failed covers the broken tile's rows
-    assert sorted(p.name for p in out.iterdir()) == ["a_pred.png", "a_pred.tif"]  # b: nothing, not even temp files
+    assert sorted(p.name for p in out.iterdir()) == [  # b: nothing, not even temp files
+        "a_legend.png", "a_pred.png", "a_pred.qml", "a_pred.tif", "a_pred.tif.aux.xml"
+    ]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------- memory

@@ -41,6 +41,7 @@ KEYWORDS = {
     "png_max_mpx": "png_max_mpx",
     "vector": "vector",
     "vector_classes": "vector_classes",
+    "overlay": "overlay",
 }
 #: ``run_predict`` keywords the command leaves at their defaults (a progress bar; the shard from the environment).
 NOT_FLAGS = ("progress", "shard")
@@ -66,12 +67,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="window overlap as a fraction in [0, 1) (0.25)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (8)")
     parser.add_argument("--color", action=argparse.BooleanOptionalAction, default=True,
-                        help="also write the colour PNG <stem>_pred.png, for inputs up to --png-max-mpx "
-                             "(default: on)")  # fmt: skip
+                        help="also write the colour PNG <stem>_pred.png (nodata transparent) and its legend "
+                             "<stem>_legend.png, for inputs up to --png-max-mpx (default: on)")  # fmt: skip
     parser.add_argument("--png-max-mpx", type=float, default=100.0, metavar="MPX",
                         help="largest input (megapixels) given a PNG: above it the colour PNG is skipped with a "
                              "note and --format index-png is refused (a PNG needs the whole map in memory) "
                              "(100)")  # fmt: skip
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write <stem>_overlay.png: the input image (first three bands; other than 8-bit "
+                             "stretched 2-98%% per band) with the class colours blended on top, nodata transparent; "
+                             "up to --png-max-mpx")  # fmt: skip
     parser.add_argument("--probs", default=None, choices=["uint8", "float16"],
                         help="also write <stem>_probs.tif: one band per class, round(255 p) or float16 p")  # fmt: skip
     parser.add_argument("--confidence", action="store_true",

@@ -1,9 +1,9 @@
 """One input of ``ctseg predict``, start to finish: streamed through the model by rows of windows
-(:mod:`ctseg.inference.rows`) into its outputs — the class COG, probabilities, confidence, the colour or index PNG
-— inside its own staging folder, sealed and renamed into place together (:mod:`ctseg.predict.stage`), and its
-polygons (``--vector``). :func:`ctseg.predict.run.run_predict` checks every input first and then hands each to
-:func:`predict_file`; the outputs, the nodata rule and the staging protocol are described in
-:mod:`ctseg.predict.run`'s docstring.
+(:mod:`ctseg.inference.rows`) into its outputs — the class COG and its GIS sidecars, probabilities, confidence, the
+colour PNG and its legend or the index PNG, the overlay — inside its own staging folder, sealed and renamed into
+place together (:mod:`ctseg.predict.stage`), and its polygons (``--vector``). :func:`ctseg.predict.run.run_predict`
+checks every input first and then hands each to :func:`predict_file`; the outputs, the nodata rule and the staging
+protocol are described in :mod:`ctseg.predict.run`'s docstring.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ctseg.data.raster import NODATA_CLASS
 from ctseg.errors import CtsegError
+from ctseg.predict.gis import output_georef, write_class_sidecars
 from ctseg.predict.inputs import (
     NO_NODATA,
     ImageHeader,
@@ -24,8 +26,9 @@ from ctseg.predict.inputs import (
     read_image,
     uses_pillow,
 )
+from ctseg.predict.overlay import write_overlay_png
 from ctseg.predict.plan import Settings, Targets
-from ctseg.predict.png import write_color_png, write_index_png
+from ctseg.predict.png import write_color_png, write_index_png, write_legend_png
 from ctseg.predict.stage import Stage
 from ctseg.predict.write import gdal_cache_bytes, open_writers
 
@@ -90,10 +93,11 @@ def _write_outputs(
             src = stack.enter_context(open_raster(header.path))
             source = RasterRows(src, plan_bands(header, info, opts.selected), header.path)
             georef = raster_georef(src)
+        georef = output_georef(georef)  # no georeference: upright in pixel units (ctseg.predict.gis)
         value = _nodata_value(opts, georef, info)
         per_px = source.count * source.dtype.itemsize + 2 + (info.num_classes * 4 if opts.probs else 0)
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(width, per_px, opts.window)))
-        whole = np.zeros((height, width), np.uint8) if targets.color or targets.index else None
+        whole = np.zeros((height, width), np.uint8) if targets.color or targets.index or targets.overlay else None
         writers = open_writers(targets, info, height, width, georef, value is not None, opts.probs, work)
         try:
             grid = plan_grid(loaded.model, height, width, opts.window, opts.overlap)
@@ -130,8 +134,13 @@ def _write_outputs(
             predict_rows(loaded.model, source, emit, options=window_opts, nodata=value, fill=fill, on_batch=on_batch)
             for w in writers.all():
                 w.finish()
+            if targets.aux is not None:
+                write_class_sidecars(targets.aux, targets.qml, info, NODATA_CLASS if value is not None else None, work)
             if whole is not None and targets.color is not None:
                 write_color_png(whole, info, targets.color, work)
+                write_legend_png(info, targets.legend, value is not None, work)
+            if whole is not None and targets.overlay is not None:
+                write_overlay_png(source, whole, info, targets.overlay, work)
             if whole is not None and targets.index is not None:
                 write_index_png(whole, targets.index, work)
         except BaseException:

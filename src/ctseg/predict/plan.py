@@ -21,7 +21,7 @@ def _bands_text(n: int) -> str:
 
 @dataclass
 class Targets:
-    """The output files of one input."""
+    """The output files of one input (``aux`` / ``qml``: the class map's GIS sidecars, :mod:`ctseg.predict.gis`)."""
 
     classes: Path | None = None
     color: Path | None = None
@@ -29,9 +29,14 @@ class Targets:
     probs: Path | None = None
     conf: Path | None = None
     vector: Path | None = None
+    legend: Path | None = None
+    overlay: Path | None = None
+    aux: Path | None = None
+    qml: Path | None = None
 
     def paths(self) -> list[Path]:
-        found = (self.classes, self.probs, self.conf, self.color, self.index, self.vector)
+        found = (self.classes, self.probs, self.conf, self.color, self.index, self.legend, self.overlay, self.aux,
+                 self.qml, self.vector)  # fmt: skip
         return [p for p in found if p is not None]
 
 
@@ -46,9 +51,11 @@ def vector_path(stem: str, out_dir: Path, vector: str | None) -> Path | None:
 
 
 def make_targets(
-    stem: str, out_dir: Path, fmt: str, color: bool, probs: str | None, conf: bool, vector: str | None = None
-) -> Targets:
-    """The output files of input ``<stem>`` (:mod:`ctseg.predict.run` docstring)."""
+    stem: str, out_dir: Path, fmt: str, color: bool, probs: str | None, conf: bool, vector: str | None = None,
+    overlay: bool = False,
+) -> Targets:  # fmt: skip
+    """The output files of input ``<stem>`` (:mod:`ctseg.predict.run` docstring); ``color`` brings the legend,
+    the class map its GIS sidecars."""
     if fmt == "index-png":
         return Targets(index=out_dir / f"{stem}.png")
     return Targets(
@@ -57,6 +64,10 @@ def make_targets(
         probs=out_dir / f"{stem}_probs.tif" if probs else None,
         conf=out_dir / f"{stem}_conf.tif" if conf else None,
         vector=vector_path(stem, out_dir, vector),
+        legend=out_dir / f"{stem}_legend.png" if color else None,
+        overlay=out_dir / f"{stem}_overlay.png" if overlay else None,
+        aux=out_dir / f"{stem}_pred.tif.aux.xml",
+        qml=out_dir / f"{stem}_pred.qml",
     )
 
 
@@ -84,9 +95,12 @@ class Settings:
     inputs: list[Path] = field(default_factory=list)
     vector: str | None = None
     vector_classes: list | None = None
+    overlay: bool = False
 
-    def targets(self, stem: str, color: bool) -> Targets:
-        return make_targets(stem, self.out_dir, self.out_format, color, self.probs, self.confidence, self.vector)
+    def targets(self, stem: str, png: bool = True) -> Targets:
+        """The outputs of input ``<stem>``; ``png``: the input is small enough for PNGs (``--png-max-mpx``)."""
+        return make_targets(stem, self.out_dir, self.out_format, self.color and png, self.probs, self.confidence,
+                            self.vector, self.overlay and png)  # fmt: skip
 
 
 def check_settings(loaded, info, opts: Settings) -> None:

@@ -8,16 +8,22 @@ raster (``benchmarks/predict_memory.py``). PNG / JPEG inputs are read whole, wit
 **Outputs.** For each input ``<stem>.<ext>`` the output folder receives, with ``format="geotiff"`` (default),
 
 * ``<stem>_pred.tif`` — a uint8 Cloud-Optimized GeoTIFF of class indices (512² DEFLATE tiles, internal
-  overviews by nearest resampling) with the input's CRS and geotransform (none for PNG / JPEG input), the
+  overviews by nearest resampling) with the input's CRS and geotransform (for an input without georeference —
+  PNG / JPEG — no CRS and row r at y = −r, where a GIS draws that image; one warning line per run), the
   data set's palette as colour table, the class names as a JSON list in the tag ``CTSEG_CLASSES``, and nodata
   255 where the input is nodata;
+* ``<stem>_pred.tif.aux.xml`` and ``<stem>_pred.qml`` beside it: GDAL's sidecar with the class names and a raster
+  attribute table, and a QGIS style (:mod:`ctseg.predict.gis`);
 * ``<stem>_probs.tif`` with ``probs="uint8"`` (round(255 p); 0 in every band at nodata) or ``"float16"`` (NaN
   at nodata): one band per class, a COG with average overviews;
 * ``<stem>_conf.tif`` with ``confidence=True``: uint8 round(255 · max probability), 1–255, 0 at nodata;
 * ``<stem>.gpkg`` with ``vector`` / ``vector_classes``: polygons of those classes (:mod:`ctseg.vectorize.polygons`, with
   the confidence when it is written), in the ``vector`` folder or, for a suffix, beside the class map;
-* ``<stem>_pred.png`` (unless ``color=False``) — the class map as a palette PNG, for inputs of at most
-  ``png_max_mpx`` megapixels (a PNG needs the whole map in memory; above the limit it is skipped with a note);
+* ``<stem>_pred.png`` (unless ``color=False``) — the class map as a palette PNG (nodata transparent) and its
+  legend ``<stem>_legend.png``, for inputs of at most ``png_max_mpx`` megapixels (a PNG needs the whole map in
+  memory; above the limit they are skipped with a note);
+* ``<stem>_overlay.png`` with ``overlay=True`` (up to ``png_max_mpx`` too): the input with the class colours
+  blended on top (:mod:`ctseg.predict.overlay`);
 
 or, with ``format="index-png"``, only ``<stem>.png``: a uint8 single-channel PNG whose values are the class
 indices (the LoveDA test server's format), for inputs of at most ``png_max_mpx`` megapixels.
@@ -76,6 +82,7 @@ from pathlib import Path
 
 from ctseg.errors import CtsegError
 from ctseg.io import ensure_writable_dir
+from ctseg.predict.gis import georef_warning
 from ctseg.predict.inputs import (
     FORMATS,
     ImageHeader,
@@ -160,6 +167,7 @@ def run_predict(
     png_max_mpx: float = PNG_MAX_MPX,
     vector: str | os.PathLike | None = None,
     vector_classes: str | Sequence[str | int] | None = None,
+    overlay: bool = False,
     shard: Shard | None = None,
 ) -> list[Path]:
     """Predict every input (this rank's share) into ``out`` (module docstring: outputs); returns the paths written.
@@ -168,8 +176,8 @@ def run_predict(
     raster's own (else the data set's); ``out_format``: ``"geotiff"`` or ``"index-png"``; ``input_lists``: text
     files of further inputs; ``probs``: ``None``, ``"uint8"`` or ``"float16"``; ``vector``: a folder (or a suffix
     such as ``".gpkg"``: beside the class map) for polygons of ``vector_classes`` (:mod:`ctseg.vectorize.polygons`);
-    ``shard``: this process's share (default: from torchrun's / SLURM's environment). ``progress``: a bar over
-    windows (with Mpx/s) on a terminal, and a summary line on stderr.
+    ``overlay``: also ``<stem>_overlay.png``; ``shard``: this process's share (default: from torchrun's / SLURM's
+    environment). ``progress``: a bar over windows (with Mpx/s) on a terminal, and a summary line on stderr.
     """
     files = [Path(p) for p in inputs]
     for lst in input_lists:
@@ -182,6 +190,8 @@ def run_predict(
         raise CtsegError(f"--probs {probs}: use one of {', '.join(PROB_DTYPES)}")
     if out_format == "index-png" and (probs or confidence):
         raise CtsegError("--probs / --confidence write GeoTIFFs; they need --format geotiff")
+    if out_format == "index-png" and overlay:
+        raise CtsegError("--overlay needs --format geotiff (index-png writes only the index PNG)")
     if not png_max_mpx > 0:
         raise CtsegError(f"--png-max-mpx must be positive, got {png_max_mpx}")
     tokens = None
@@ -196,7 +206,7 @@ def run_predict(
     opts = Settings(
         Path(out), tta, int(window), float(overlap), int(batch_size), color, overwrite, device, dataset, progress,
         parse_bands(bands), parse_nodata(nodata), out_format, probs, confidence, skip_existing, float(png_max_mpx),
-        files, None if vector is None else str(vector), tokens,
+        files, None if vector is None else str(vector), tokens, bool(overlay),
     )  # fmt: skip
     shard = detect_shard() if shard is None else shard
     names: dict[str, Path] = {}
@@ -243,7 +253,7 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
     for path in shard.take(opts.inputs):
         header = inspect_image(path)
         mpx = header.height * header.width / 1e6
-        targets = opts.targets(path.stem, opts.color and mpx <= limit)
+        targets = opts.targets(path.stem, mpx <= limit)
         names += [t.name for t in targets.paths()]
         done = all(t.exists() for t in targets.paths()) and not is_pending(path.stem, busy)
         if opts.skip_existing and done:
@@ -263,8 +273,10 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
                 raise CtsegError(f"output {target} is a folder; move it away or choose another --out folder")
             if target.exists() and not (opts.overwrite or opts.skip_existing):
                 raise CtsegError(f"output {target} exists; pass --overwrite to replace it")
-        if opts.color and opts.out_format == "geotiff" and targets.color is None and opts.progress:
-            _log(f"note: {path} is {mpx:.0f} Mpx: no colour PNG above --png-max-mpx {limit:g} (the GeoTIFF "
+        asked = (("colour PNG", opts.color, targets.color), ("overlay", opts.overlay, targets.overlay))
+        pngs = " / ".join(what for what, wanted, got in asked if wanted and got is None)
+        if opts.out_format == "geotiff" and pngs and opts.progress:
+            _log(f"note: {path} is {mpx:.0f} Mpx: no {pngs} above --png-max-mpx {limit:g} (the GeoTIFF "
                  "carries the colour table)")  # fmt: skip
         plan.append((header, targets))
     for header, _ in plan:  # before the first prediction: a broken file later in the list writes nothing
@@ -289,6 +301,9 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
         if not written:
             _remove_empty(created)
         raise
+    unreferenced = [h.path for h, _ in plan if not h.georeferenced and opts.out_format == "geotiff"]
+    if unreferenced:  # once, for what was written (a failed run says only its error): ctseg.predict.gis
+        _log(shard.prefix + georef_warning(unreferenced))
     return written, (len(plan), skipped, mpx_done, time.perf_counter() - start)
 
 

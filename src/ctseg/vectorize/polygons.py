@@ -12,8 +12,9 @@ as one polygon.
 Polygonisation and merging run in pixel coordinates (integers, so shared block edges match exactly); the
 final polygons are mapped by the raster's transform. Sizes are in map units (the CRS's): ``min_area`` in
 units², ``simplify`` (:func:`shapely.simplify` with ``preserve_topology=True``) in units. A raster that is not
-georeferenced is handled in pixel units (one warning line); a geographic CRS (degrees) with ``min_area`` or
-``simplify`` is refused in one line.
+georeferenced (no CRS, and the identity transform or the flipped one ``ctseg predict`` gives an image without
+georeference: row r at y = −r) is handled in pixel units (one warning line); a geographic CRS (degrees) with
+``min_area`` or ``simplify`` is refused in one line.
 
 Classes are given by index or by name; names are looked up in the raster's ``CTSEG_CLASSES`` tag (a JSON list
 of class names in index order, which ``ctseg predict`` writes). Each polygon's attributes: ``class`` (name),
@@ -275,7 +276,8 @@ def vectorize_raster(
         names, why = _stored_names(src)
         indices = _resolve_classes(tokens, names, why, path, src.nodata)
         transform, crs = src.transform, src.crs
-        georeferenced = not transform.is_identity
+        # the pixel frame: the identity, or (no CRS) its flip that ctseg predict gives an image without georeference
+        georeferenced = not (transform.is_identity or (crs is None and tuple(transform)[:6] == (1, 0, 0, 0, -1, 0)))
         if not georeferenced:
             _warn(
                 f"{path.name} is not georeferenced: polygons, areas, --min-area and --simplify are in pixels; "
