@@ -181,7 +181,7 @@ def test_sigkill_between_the_renames_of_one_set(ckpt, tmp_path, capsys):
     _after_rename_kill(ckpt, inputs, out, 4, capsys)
 
 
-@pytest.mark.slow  # one fresh interpreter per rename (20 of them, two at a time): ~80 s
+@pytest.mark.slow  # one fresh interpreter per rename (20 of them, two at a time): ~2 min
 def test_sigkill_at_each_rename(ckpt, tmp_path, capsys):
     """strace -e inject=rename…:signal=KILL:when=N for every rename N of a two-file predict."""
     _strace_or_skip()
