@@ -35,8 +35,11 @@ from ctseg.safety.documents import parse_json
 from ctseg.safety.model_spec import MAX_CLASSES, check_model_metadata, check_weights
 from ctseg.safety.pickles import UnsafeFileError, is_safetensors, load_torch_file, short_reason, unsafe_message
 
+#: The ``format`` entry of an export's metadata.
 FORMAT = "ctseg-model"
+#: The export format's version (the ``version`` entry of its metadata).
 VERSION = 2
+#: The file suffix of an export.
 SUFFIX = ".safetensors"
 #: The only import paths a ctseg training checkpoint may name (Lightning imports them when loading).
 ALLOWED_HPARAM_NAMES = {

@@ -27,12 +27,13 @@ import torch
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path
 
+#: The file suffix of an ONNX export.
 SUFFIX = ".onnx"
 #: ONNX opset of the export (onnxruntime >= 1.14 runs it).
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-#: Largest |onnxruntime - PyTorch| logit difference accepted by the check after export, relative to the largest
-#: |logit| (at least 1): float32 sums in another order differ by ~1e-6 of that; a wrong graph by far more.
+#: Largest ``|onnxruntime - PyTorch|`` logit difference accepted by the check after export, relative to the largest
+#: ``|logit|`` (at least 1): float32 sums in another order differ by ~1e-6 of that; a wrong graph by far more.
 CHECK_RTOL = 1e-3
 
 __all__ = ["OPSET", "SUFFIX", "export_onnx"]
@@ -86,7 +87,7 @@ def export_onnx(
         overwrite: replace an existing ``out`` (refused otherwise).
         opset: ONNX opset (at least 17).
         check: run the exported model with onnxruntime (CPU) on one random batch of 2 and compare its logits
-            with PyTorch's (a :class:`CtsegError` when they differ by more than ``CHECK_RTOL`` × max |logit|).
+            with PyTorch's (a :class:`CtsegError` when they differ by more than ``CHECK_RTOL`` × max ``|logit|``).
 
     Returns ``out``.
     """

@@ -1,5 +1,5 @@
-"""``ctseg export``: the inference-only model of a checkpoint as safetensors (:func:`ctseg.checkpoints.files.
-export_model`) or ONNX (:func:`ctseg.checkpoints.onnx_export.export_onnx`)."""
+"""``ctseg export``: the inference-only model of a checkpoint as safetensors
+(:func:`ctseg.checkpoints.files.export_model`) or ONNX (:func:`ctseg.checkpoints.onnx_export.export_onnx`)."""
 
 from __future__ import annotations
 

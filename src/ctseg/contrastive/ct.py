@@ -66,7 +66,7 @@ class PatchContrastiveLoss(nn.Module):
         temperature: InfoNCE ``τ``.
         smoothing: CL label smoothing ``ε`` (targets ``1 − ε/2`` and ``ε/2``).
         proj_dim: projection size ``D``.
-        cl_form: ``"logits"`` (authors' code) or ``"probability"``; see :func:`cl_pair_loss`.
+        cl_form: ``"logits"`` (authors' code) or ``"probability"``; see :func:`~ctseg.contrastive.losses.cl_pair_loss`.
         clip_mode: ``"value"`` (``clamp(loss, 0, clip_value)``, no gradient above), ``"scale"``
             (``loss · min(1, clip_value / loss.detach())``, gradient kept) or ``None``.
         clip_value: the clip threshold.

@@ -71,7 +71,8 @@ def gather_samples(u: Tensor, valid: Tensor, n_eligible: Tensor) -> tuple[Tensor
         u: ``(2K, k, D)`` projections (with gradient); valid: ``(2K, k)`` bool; n_eligible: ``(2K,)`` int64.
 
     Returns:
-        ``(2K, W·k, D)``, ``(2K, W·k)``, ``(2K,)``: a valid prefix per row, as :func:`sample_eligible` gives.
+        ``(2K, W·k, D)``, ``(2K, W·k)``, ``(2K,)``: a valid prefix per row, as
+        :func:`~ctseg.contrastive.sampling.sample_eligible` gives.
     """
     u, valid = gather_global([u, valid])
     n_eligible = all_reduce_sum(n_eligible)

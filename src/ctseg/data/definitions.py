@@ -197,6 +197,7 @@ class _RegistryView(Mapping[str, DatasetInfo]):
         return len(self._infos())
 
 
+#: name → :class:`DatasetInfo` of every registered data set that has a fixed definition (a live view of the registry).
 DATASETS: Mapping[str, DatasetInfo] = _RegistryView()
 
 

@@ -120,8 +120,12 @@ class OnnxSegmentor(nn.Module):
         threads: onnxruntime's intra-op threads (default: ``torch.get_num_threads()``).
 
     Attributes:
-        num_classes, in_chans, window, input_multiple (= window); meta: the stored ctseg metadata;
-        info: the training data set's :class:`~ctseg.data.definitions.DatasetInfo` (``None`` if not stored);
+        num_classes: the class count ``K`` of the graph's output.
+        in_chans: the band count ``C`` of the graph's input.
+        window: the export window, the side of the graph's fixed input.
+        input_multiple: equal to ``window``.
+        meta: the stored ctseg metadata.
+        info: the training data set's :class:`~ctseg.data.definitions.DatasetInfo` (``None`` if not stored).
         encoder: ``in_chans`` and ``input_multiple`` where Segmentor code looks for them.
     """
 

@@ -157,7 +157,7 @@ class DCSwinDecoder(nn.Module):
         dropout: Dropout2d probability before the last 3×3 conv (paper: 0.05).
 
     Shapes: ``forward([x1, x2, x3, x4], size)`` with ``x_i`` of shape (B, C_i, H/(r·2^(i-1)), W/(r·2^(i-1)))
-    returns logits (B, K, *size).
+    returns logits ``(B, K, *size)``.
     """
 
     def __init__(

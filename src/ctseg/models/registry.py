@@ -4,17 +4,17 @@ Each preset is one :class:`ModelPreset` registered with :func:`register_model`, 
 a default the caller may replace), the decoder and the decoder's options; a duplicate name is an error.
 :func:`build_model` looks the name up and calls :func:`_build`, the only place where models are assembled.
 
-==============  ==========================================  ==========  =====================================
-name            encoder                                     decoder     parameters (6 classes)
-==============  ==========================================  ==========  =====================================
-``ds-paper``    ``ctseg_swin_paper`` (fixed)                DCSwin      21,890,254 (encoder 13,834,508)
-``uf-paper``    ``ctseg_swin_paper`` (fixed)                UNetFormer  14,345,514 (decoder 511,006)
-``pf-paper``    ``ctseg_poolformer_paper`` (fixed)          DCSwin      17,513,346 (encoder 9,457,600)
-``dcswin``      any timm pyramid (default ``swin_tiny…``)   DCSwin      45,631,580 with swin_tiny
-``unetformer``  any timm pyramid (default ``poolformerv2``) UNetFormer  11,894,838 with poolformerv2_s12
-``pf-tiny``     ``ctseg_poolformer_tiny`` (fixed)           DCSwin      3,246,082 (CPU demos and tests)
-``uf-tiny``     ``ctseg_poolformer_tiny`` (fixed)           UNetFormer  1,360,818 (D = 32, 4 heads)
-==============  ==========================================  ==========  =====================================
+==============  ===========================================  ==========  =====================================
+name            encoder                                      decoder     parameters (6 classes)
+==============  ===========================================  ==========  =====================================
+``ds-paper``    ``ctseg_swin_paper`` (fixed)                 DCSwin      21,890,254 (encoder 13,834,508)
+``uf-paper``    ``ctseg_swin_paper`` (fixed)                 UNetFormer  14,345,514 (decoder 511,006)
+``pf-paper``    ``ctseg_poolformer_paper`` (fixed)           DCSwin      17,513,346 (encoder 9,457,600)
+``dcswin``      any timm pyramid (default ``swin_tiny…``)    DCSwin      45,631,580 with swin_tiny
+``unetformer``  any timm pyramid (default ``poolformerv2``)  UNetFormer  11,894,838 with poolformerv2_s12
+``pf-tiny``     ``ctseg_poolformer_tiny`` (fixed)            DCSwin      3,246,082 (CPU demos and tests)
+``uf-tiny``     ``ctseg_poolformer_tiny`` (fixed)            UNetFormer  1,360,818 (D = 32, 4 heads)
+==============  ===========================================  ==========  =====================================
 """
 
 from __future__ import annotations

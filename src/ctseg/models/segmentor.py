@@ -57,7 +57,7 @@ class Segmentor(nn.Module):
         return self.encoder(x)
 
     def decode(self, feats: Sequence[Tensor], size: Sequence[int]) -> Tensor:
-        """Stage features → logits (B, K, *size)."""
+        """Stage features → logits ``(B, K, *size)``."""
         return self.decoder(list(feats), tuple(int(s) for s in size))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -210,7 +210,7 @@ class UNetFormerDecoder(nn.Module):
         num_heads: attention heads (paper: 8).
         dropout: Dropout2d probability before the classifier.
 
-    Shapes: ``forward([x1, x2, x3, x4], size)`` → logits (B, K, *size).
+    Shapes: ``forward([x1, x2, x3, x4], size)`` → logits ``(B, K, *size)``.
     """
 
     def __init__(

@@ -45,7 +45,7 @@ __all__ = [
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 #: Read with Pillow (in full); every other suffix is read with rasterio / GDAL, by windows.
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-#: Output formats of :func:`run_predict`.
+#: Output formats of :func:`~ctseg.predict.run.run_predict`.
 FORMATS = ("geotiff", "index-png")
 #: Pillow modes read through an RGB conversion (their band count is 3).
 _PILLOW_AS_RGB = ("P", "PA", "CMYK", "YCbCr", "1")

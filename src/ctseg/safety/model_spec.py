@@ -6,26 +6,26 @@ it is read as **data**: every key is on an allow-list with a checked type and ra
 followed — no weights path (``pretrained``), no class path, no free keyword arguments for timm
 (``encoder_kwargs.checkpoint_path``, ``pretrained_cfg_overlay`` …). The weights come from the file itself.
 
-=====================  =================================================================================
-key                    accepted
-=====================  =================================================================================
-``config.name``        a registered preset (:func:`ctseg.models.list_models`)
-``config.num_classes`` an integer ``1 ≤ K ≤`` :data:`MAX_CLASSES` (class maps are 8-bit, 255 is ignore)
-``config.encoder``     ``None`` or a name of letters, digits, ``_ . -`` (at most 128 characters)
-``config.img_size``    a multiple of 32 in ``[32, 8192]``
-``config.in_chans``    an integer ``1 ≤ C ≤`` :data:`MAX_BANDS`
-``config.stage_norm``  ``auto``, ``layernorm``, ``groupnorm`` or ``none``
-decoder options        the preset decoder's own options (top level or ``decoder_kwargs``): finite numbers,
-                       booleans, ``None`` or at most 16 integers, each ``|v| ≤ 2^16``
-``encoder_kwargs``     only :data:`ENCODER_KEYS` (rates, sizes: numbers or short integer lists)
-``class_names``        ``K`` strings of at most 200 characters
-``ignore_index``       an integer in ``[0, 255]``
-``eval_classes``       ``None`` or distinct integers in ``[0, K)``
-``dataset``            ``None`` or a short name
-``data_info``          a :class:`~ctseg.data.definitions.DatasetInfo` whose classes and bands agree with the
-                       config, with ``len(mean) = len(std) = C``, every ``mean`` finite and every ``std``
-                       finite and ``> 0`` (a NaN mean or a zero std would map every pixel to NaN)
-=====================  =================================================================================
+======================  =================================================================================
+key                     accepted
+======================  =================================================================================
+``config.name``         a registered preset (:func:`ctseg.models.list_models`)
+``config.num_classes``  an integer ``1 ≤ K ≤`` :data:`MAX_CLASSES` (class maps are 8-bit, 255 is ignore)
+``config.encoder``      ``None`` or a name of letters, digits, ``_ . -`` (at most 128 characters)
+``config.img_size``     a multiple of 32 in ``[32, 8192]``
+``config.in_chans``     an integer ``1 ≤ C ≤`` :data:`MAX_BANDS`
+``config.stage_norm``   ``auto``, ``layernorm``, ``groupnorm`` or ``none``
+decoder options         the preset decoder's own options (top level or ``decoder_kwargs``): finite numbers,
+                        booleans, ``None`` or at most 16 integers, each ``|v| ≤ 2^16``
+``encoder_kwargs``      only :data:`ENCODER_KEYS` (rates, sizes: numbers or short integer lists)
+``class_names``         ``K`` strings of at most 200 characters
+``ignore_index``        an integer in ``[0, 255]``
+``eval_classes``        ``None`` or distinct integers in ``[0, K)``
+``dataset``             ``None`` or a short name
+``data_info``           a :class:`~ctseg.data.definitions.DatasetInfo` whose classes and bands agree with the
+                        config, with ``len(mean) = len(std) = C``, every ``mean`` finite and every ``std``
+                        finite and ``> 0`` (a NaN mean or a zero std would map every pixel to NaN)
+======================  =================================================================================
 
 The weights are checked against the architecture before it is allocated: :func:`check_weights` builds the
 model on PyTorch's ``meta`` device (shapes only, no memory) and compares every tensor's name and shape with

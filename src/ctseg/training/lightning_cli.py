@@ -8,6 +8,7 @@
   logs (:func:`default_loggers`) and checkpoints (best ``val/miou`` and ``last``) under ``runs/``; no third-party
   tips or notices about the libraries' internals (:mod:`ctseg.training.quiet`); exact mid-epoch resume
   (:class:`~ctseg.training.resume.ExactResume`, added to the trainer's callbacks unless a config already names it).
+
 Argument and config errors are turned into one line (:class:`~ctseg.errors.CtsegError`).
 """
 

@@ -33,7 +33,9 @@ from ctseg.data.splits import natural_key, resolve_splits
 from ctseg.data.walk import walk_files
 from ctseg.errors import CtsegError
 
+#: The six ISPRS classes (Potsdam and Vaihingen), in label-index order.
 ISPRS_CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
+#: The RGB label colour of each of :data:`ISPRS_CLASSES`, in the same order.
 ISPRS_COLORS = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
 
 #: docs/design.md §4: scored over the five classes without clutter; black label pixels (eroded boundaries) are ignore.
