@@ -46,7 +46,14 @@ from torchmetrics import Metric
 from ctseg.errors import CtsegError
 from ctseg.evaluation.boundary import BoundaryMetrics, boundary_scores
 
-__all__ = ["BoundaryMetrics", "SegmentationMetrics", "boundary_scores", "confusion_matrix_scores", "format_table"]
+__all__ = [
+    "BoundaryMetrics",
+    "SegmentationMetrics",
+    "boundary_scores",
+    "confusion_matrix_scores",
+    "format_table",
+    "normalise_rows",
+]
 
 
 def confusion_matrix_scores(confmat: Tensor, eval_classes: Sequence[int] | None = None) -> dict[str, Tensor]:
@@ -79,6 +86,20 @@ def confusion_matrix_scores(confmat: Tensor, eval_classes: Sequence[int] | None 
         "oa": oa.float(),
         "confmat": confmat.to(torch.int64),
     }
+
+
+def normalise_rows(confmat: Tensor) -> Tensor:
+    """The confusion matrix ``M`` (rows = truth, columns = prediction) with each row divided by its sum::
+
+        R[t, p] = M[t, p] / Σ_q M[t, q]
+
+    so ``R[t, p]`` is the fraction of the pixels of true class ``t`` predicted ``p``; each row sums to 1, and the
+    diagonal is the per-class recall ``TP_t / (TP_t + FN_t)`` (the producer's accuracy). A class with no pixel in
+    the truth has an all-NaN row (``0 / 0``: nothing to distribute). Returns float64, same shape.
+    """
+    cm = confmat.to(torch.float64)
+    rows = cm.sum(dim=1, keepdim=True)
+    return torch.where(rows > 0, cm / rows.clamp_min(1), torch.full_like(cm, float("nan")))
 
 
 class SegmentationMetrics(Metric):

@@ -115,3 +115,53 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+def plot_confusion(
+    confmat: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    excluded: Sequence[int] = (),
+    title: str = "",
+) -> None:
+    """The confusion matrix as a row-normalised heat map: cell ``(t, p)`` is the fraction of the pixels of true
+    class ``t`` predicted ``p`` (:func:`ctseg.evaluation.metrics.normalise_rows`; the diagonal is each class's
+    recall), printed in percent; a class without pixels in the truth is a grey row. Row labels carry each true
+    class's pixel count; classes in ``excluded`` (not averaged into mIoU) carry a ``*``.
+
+    Args:
+        confmat: ``(K, K)`` pixel counts, rows = truth, columns = prediction.
+        class_names: ``K`` names in index order.
+    """
+    import torch
+
+    from ctseg.evaluation.metrics import normalise_rows
+
+    counts = np.asarray(confmat, dtype=np.int64)
+    k = counts.shape[0]
+    rows = 100.0 * normalise_rows(torch.as_tensor(counts)).numpy()
+    names = [f"{n}*" if i in set(excluded) else str(n) for i, n in enumerate(class_names)]
+    plt = pyplot()
+    side = min(max(4.5, 0.62 * k + 2.5), 24.0)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    ax.set_facecolor((0.85, 0.85, 0.85))  # NaN rows (no true pixel) show the background
+    image = ax.imshow(np.ma.masked_invalid(rows), cmap="Blues", vmin=0.0, vmax=100.0, interpolation="nearest")
+    if k <= 25:
+        for t in range(k):
+            for p in range(k):
+                value = rows[t, p]
+                text = "–" if np.isnan(value) else f"{value:.0f}"
+                ax.text(p, t, text, ha="center", va="center", fontsize=8,
+                        color="white" if not np.isnan(value) and value > 60 else "black")  # fmt: skip
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), [f"{n} ({counts[t].sum():,})" for t, n in enumerate(names)], fontsize=8)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("truth (pixels)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of the true class's pixels")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
