@@ -21,8 +21,9 @@ its monitored value is the score recorded in the checkpoint (same value, or both
 log) the report re-scores the checkpoint. Without any checkpoint the row with the best monitored value is taken.
 
 The folder may come from someone else (:mod:`ctseg.safety`), and what it records is data, never directions:
-only files inside the run folder are opened (symlinks resolved, :func:`~ctseg.experiments.report_results.
-inside_folder`; others: a note), never a path ``config.yaml`` records (``checkpoint.dirpath``,
+only files inside the run folder are opened (symlinks resolved,
+:func:`~ctseg.experiments.report_results.inside_folder`; others: a note), never a path ``config.yaml`` records
+(``checkpoint.dirpath``,
 ``default_root_dir``); ``config.yaml`` and ``hparams.yaml`` are parsed with the bounded YAML loader
 (:func:`ctseg.safety.documents.read_yaml`; a crafted one is one error line); its ``data`` block is rebuilt only
 by :mod:`ctseg.experiments.report_data`; a checkpoint is read through :mod:`ctseg.safety.pickles` — one that could
