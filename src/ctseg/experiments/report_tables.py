@@ -51,6 +51,7 @@ SCHEME_LABELS = {"none": "baseline", "ct-cl": "CL", "ct-infonce": "InfoNCE", "ms
 MODEL_ORDER = ("ds-paper", "uf-paper", "pf-paper")
 MODEL_LABELS = {"ds-paper": "DS", "uf-paper": "UF", "pf-paper": "PF"}
 DATASET_ORDER = ("potsdam", "vaihingen", "dubai", "synthetic")
+#: The logged metrics drawn in curves.png, in this order.
 CURVE_METRICS = ("train/seg", "train/contrastive", "val/miou")
 
 
