@@ -230,6 +230,30 @@ def test_without_a_logged_row_the_checkpoint_is_rescored(fit_run, tmp_path, caps
     assert "skipped curves.png" not in capsys.readouterr().out  # the training curves are still there
 
 
+def test_a_resumed_run_reads_every_log_version(fit_run, tmp_path):
+    """A run resumed into ``version_1``, where Lightning logged the best checkpoint's validation at its own step
+    (as after an exact resume): the logs are read together and that row is the table."""
+    run = _copy(fit_run, tmp_path / "r1")
+    ckpt, row = _best(fit_run)
+    step = int(row["step"]) + 1
+    log = run / "lightning_logs" / "version_0" / "metrics.csv"
+    with open(log, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if not (r["step"] == row["step"] and r["val/miou"])]
+    fields = list(row)
+    with open(log, "w", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=fields).writeheader()
+        csv.DictWriter(fh, fieldnames=fields).writerows(rows)
+    (run / "lightning_logs" / "version_1").mkdir()
+    with open(run / "lightning_logs" / "version_1" / "metrics.csv", "w", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=fields).writeheader()
+        csv.DictWriter(fh, fieldnames=fields).writerow({**row, "step": str(step)})
+    assert report(run, "--out", tmp_path / "report") == 0
+    table = _table(tmp_path / "report" / "table.csv")
+    assert table["source"].startswith(f"the metrics.csv row of step {step} (lightning_logs/version_0/metrics.csv, "
+                                      "lightning_logs/version_1/metrics.csv)"), table["source"]  # fmt: skip
+    assert float(table["mIoU"]) == float(row["val/miou"]) and float(table["OA"]) == float(row["val/oa"])
+
+
 def test_without_checkpoints_the_best_row_is_reported(fit_run, tmp_path, capsys):
     run = _copy(fit_run, tmp_path / "r1")
     shutil.rmtree(run / "checkpoints")

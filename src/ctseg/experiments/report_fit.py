@@ -16,9 +16,11 @@ the config is the newest version's.
 **The checkpoint**: among ``checkpoints/best*.ckpt`` the best by the score the monitoring callback recorded in
 each file (``checkpoint.monitor`` and ``mode`` of ``config.yaml``; ``val/miou``, ``max`` by default), else
 ``checkpoints/last.ckpt``. **Its logged scores**: a validation logged at step ``s`` ran after ``s + 1`` optimizer
-steps (Lightning's convention), so the checkpoint's row is the one at step ``global_step − 1`` — taken only when
-its monitored value is the score recorded in the checkpoint (same value, or both NaN); otherwise (or without a
-log) the report re-scores the checkpoint. Without any checkpoint the row with the best monitored value is taken.
+steps (Lightning's convention; after an exact resume Lightning logs it at ``s + 1`` itself), so the checkpoint's
+row is the one at step ``global_step − 1``, else ``global_step`` — taken only when its monitored value is the score
+recorded in the checkpoint (same value, or both NaN; a checkpoint that records none: only ``global_step − 1``);
+otherwise (or without a log) the report re-scores the checkpoint. Without any checkpoint the row with the best
+monitored value is taken.
 
 The folder may come from someone else (:mod:`ctseg.safety`), and what it records is data, never directions:
 only files inside the run folder are opened (symlinks resolved,
@@ -213,11 +215,15 @@ def _choose_row(run: FitRun) -> None:
             run.row_step = max(finite, key=lambda s: (sign * finite[s][run.monitor], -s))
             run.row = finite[run.row_step]
         return
-    if run.global_step is None or run.global_step - 1 not in logged:
+    if run.global_step is None:
         return
-    values = logged[run.global_step - 1]
-    if run.score is None or _same(values[run.monitor], run.score):
-        run.row_step, run.row = run.global_step - 1, values
+    for step in (run.global_step - 1, run.global_step):
+        values = logged.get(step)
+        if values is None:
+            continue
+        if _same(values[run.monitor], run.score) if run.score is not None else step < run.global_step:
+            run.row_step, run.row = step, values
+            return
 
 
 def read_fit_run(folder: Path) -> FitRun:

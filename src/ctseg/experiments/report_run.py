@@ -187,8 +187,10 @@ def _source(run: FitRun, counts: np.ndarray | None, why: str) -> str:
         return (f"the metrics.csv row of step {run.row_step} ({logs}), as logged during training: the validation of "
                 f"{ckpt} ({_chosen(run)}; saved after {run.global_step} steps).")  # fmt: skip
     if counts is not None:
-        return (f"re-scored now from the confusion matrix of {ckpt} ({_chosen(run)}) on the validation split (the "
-                "run's metrics.csv shows no validation of this checkpoint); boundary scores not computed.")
+        return (
+            f"re-scored now from the confusion matrix of {ckpt} ({_chosen(run)}) on the validation split (the "
+            "run's metrics.csv shows no validation of this checkpoint); boundary scores not computed."
+        )
     return f"no scores: the run's metrics.csv shows no validation of {ckpt}, and it cannot be re-scored ({why})."
 
 
@@ -219,7 +221,7 @@ def make_run_report(run: FitRun, out: str | Path, *, device: str = "auto", echo=
     if why:
         echo(f"report: {run.folder}: skipped confusion.png: {why}")
     if names is None:  # from the checkpoint's or hparams.yaml's hyper-parameters, else the logged columns
-        names = run.class_names or [k[len("val/iou_"):] for k in (run.row or {}) if k.startswith("val/iou_")]
+        names = run.class_names or [k[len("val/iou_") :] for k in (run.row or {}) if k.startswith("val/iou_")]
         evals = run.eval_classes if run.class_names else None
     scores = logged_scores(run, names) if run.row is not None else None
     extra = [p for p in [_limited(run) if counts is not None else None] if p]
