@@ -1,5 +1,8 @@
 """Cutting one source tile into crops: window geometry, the scored boxes of evaluation splits, crop files.
 
+:func:`cut_tile` reads a tile's image and label raster whole; :class:`CropWriter` writes and counts the crops of
+any tile whose windows come from elsewhere (``ctseg prepare vector`` reads and rasterises them one at a time).
+
 Cropping: a ``crop`` × ``crop`` window moves by ``stride`` along rows and columns; the last window of each row and
 column is aligned to the tile's border, so the whole tile is covered, every pixel of it (the last crops overlap
 their neighbours when the tile size is not a multiple of the stride; no row or column is dropped). A tile
@@ -216,6 +219,87 @@ def read_tile(tile: SourceTile, info: DatasetInfo) -> tuple[np.ndarray, np.ndarr
     return image, mask, (None if invalid is None else ~invalid)
 
 
+class CropWriter:
+    """Writes the crops of one ``height`` × ``width`` tile into ``out`` and counts what they hold — the part of
+    :func:`cut_tile` that any source of windows shares (``ctseg prepare vector`` rasterises its masks per window).
+
+    Windows start at :attr:`rows` × :attr:`cols` (:func:`crop_offsets`); :meth:`add` takes each one's image and
+    mask, :meth:`result` returns the tile's record (:func:`cut_tile`'s).
+    """
+
+    def __init__(self, tile: SourceTile, info: DatasetInfo, settings: CropSettings, out: Path, height: int,
+                 width: int) -> None:  # fmt: skip
+        self.tile, self.info, self.settings, self.out = tile, info, settings, out
+        self.height, self.width = height, width
+        self.rows = crop_offsets(height, settings.crop, settings.stride)
+        self.cols = crop_offsets(width, settings.crop, settings.stride)
+        self.name, self.suffix = safe_name(tile.tile), image_suffix(info)
+        self.evaluation = is_eval_split(tile.split)
+        self.counts = np.zeros(256, dtype=np.int64)
+        self.causes = np.zeros(len(IGNORE_CAUSES) + 1, dtype=np.int64)  # [labelled, padding, overlap, nodata, label]
+        self.records: list[dict[str, Any]] = []
+
+    def add(self, i: int, j: int, image: np.ndarray, mask: np.ndarray, valid: np.ndarray | None) -> None:
+        """Write window ``(i, j)`` (at ``rows[i]``, ``cols[j]``): ``image`` (h, w, C), ``mask`` (h, w) uint8 class
+        indices, ignore where not ``valid`` (h, w, or ``None``: all valid); h, w are under the crop size only where
+        the tile is smaller. A window without a valid pixel is not written."""
+        if valid is not None and not valid.any():
+            return  # all nodata: nothing to learn or score
+        info, crop = self.info, self.settings.crop
+        row, col = self.rows[i], self.cols[j]
+        cause = np.where(mask == info.ignore_index, _LABEL, 0).astype(np.uint8)
+        if valid is not None:
+            cause[~valid] = _NODATA
+        stem = f"{self.name}_r{row:05d}_c{col:05d}"
+        image_crop = _window(image, 0, 0, crop, 0)
+        mask_crop = _window(mask, 0, 0, crop, info.ignore_index)
+        cause_crop = _window(cause, 0, 0, crop, _PADDING)
+        image_path = self.out / "images" / f"{stem}{self.suffix}"
+        with _writing(image_path):
+            save_image(image_crop, image_path, self.settings.resize)
+        record: dict[str, Any] = {
+            "image": f"images/{stem}{self.suffix}",
+            "mask": f"masks/{stem}.png",
+            "tile": self.tile.tile,
+            "group": self.tile.group,
+            "offset": [row, col],
+            "split": self.tile.split,
+        }
+        if self.evaluation:  # native size; pixels an earlier crop holds → ignore (a copy: never the caller's mask)
+            top, left = scored_start(self.rows, i, crop), scored_start(self.cols, j, crop)
+            mask_crop = mask_crop.copy()
+            mask_crop[:top] = info.ignore_index
+            mask_crop[:, :left] = info.ignore_index
+            covered = np.zeros(cause_crop.shape, dtype=bool)
+            covered[:top] = True
+            covered[:, :left] = True
+            cause_crop[covered & (cause_crop != _PADDING)] = _OVERLAP
+            record["scored"] = [top, left, min(crop, self.height - row), min(crop, self.width - col)]
+            mask_im = Image.fromarray(mask_crop)
+            cause_im = Image.fromarray(cause_crop)
+        else:
+            mask_im = Image.fromarray(mask_crop)
+            cause_im = Image.fromarray(cause_crop)
+            if self.settings.resize is not None and self.settings.resize != crop:
+                size = (self.settings.resize, self.settings.resize)  # the same nearest sampling for both
+                mask_im = mask_im.resize(size, Image.Resampling.NEAREST)
+                cause_im = cause_im.resize(size, Image.Resampling.NEAREST)
+        self.counts += np.bincount(np.asarray(mask_im).ravel(), minlength=256)
+        self.causes += np.bincount(np.asarray(cause_im).ravel(), minlength=len(self.causes))
+        mask_path = self.out / "masks" / f"{stem}.png"
+        with _writing(mask_path):
+            mask_im.save(mask_path, format="PNG", compress_level=PNG_LEVEL)
+        self.records.append(record)
+
+    def result(self, stats: tuple | None) -> dict[str, Any]:
+        """The tile's record: :func:`cut_tile`'s return value."""
+        return {
+            "tile": self.tile.tile, "height": self.height, "width": self.width, "records": self.records,
+            "counts": self.counts, "stats": stats,
+            "causes": dict(zip(IGNORE_CAUSES, (int(n) for n in self.causes[1:]), strict=True)),
+        }  # fmt: skip
+
+
 def cut_tile(
     tile: SourceTile, info: DatasetInfo, settings: CropSettings, out: Path, with_stats: bool = True
 ) -> dict[str, Any]:
@@ -235,63 +319,10 @@ def cut_tile(
         scaled = pixels.astype(np.float64) / info.scale
         stats = (int(scaled.shape[0]), scaled.sum(axis=0), np.square(scaled).sum(axis=0))
         del pixels, scaled
-    name = safe_name(tile.tile)
-    suffix = image_suffix(info)
-    counts = np.zeros(256, dtype=np.int64)
-    causes = np.zeros(len(IGNORE_CAUSES) + 1, dtype=np.int64)  # [labelled, padding, overlap, nodata, label]
-    cause = np.where(mask == info.ignore_index, _LABEL, 0).astype(np.uint8)
-    if valid is not None:
-        cause[~valid] = _NODATA
-    records = []
-    evaluation = is_eval_split(tile.split)
+    writer = CropWriter(tile, info, settings, out, height, width)
     crop = settings.crop
-    rows, cols = crop_offsets(height, crop, settings.stride), crop_offsets(width, crop, settings.stride)
-    for i, row in enumerate(rows):
-        for j, col in enumerate(cols):
-            if valid is not None and not valid[row : row + crop, col : col + crop].any():
-                continue  # all nodata: nothing to learn or score
-            stem = f"{name}_r{row:05d}_c{col:05d}"
-            image_crop = _window(image, row, col, crop, 0)
-            mask_crop = _window(mask, row, col, crop, info.ignore_index)
-            cause_crop = _window(cause, row, col, crop, _PADDING)
-            image_path = out / "images" / f"{stem}{suffix}"
-            with _writing(image_path):
-                save_image(image_crop, image_path, settings.resize)
-            record: dict[str, Any] = {
-                "image": f"images/{stem}{suffix}",
-                "mask": f"masks/{stem}.png",
-                "tile": tile.tile,
-                "group": tile.group,
-                "offset": [row, col],
-                "split": tile.split,
-            }
-            if evaluation:  # native size; pixels an earlier crop holds → ignore (a copy: never the tile's mask)
-                top, left = scored_start(rows, i, crop), scored_start(cols, j, crop)
-                mask_crop = mask_crop.copy()
-                mask_crop[:top] = info.ignore_index
-                mask_crop[:, :left] = info.ignore_index
-                cause_crop = cause_crop.copy()  # may be a view of the tile's map
-                covered = np.zeros(cause_crop.shape, dtype=bool)
-                covered[:top] = True
-                covered[:, :left] = True
-                cause_crop[covered & (cause_crop != _PADDING)] = _OVERLAP
-                record["scored"] = [top, left, min(crop, height - row), min(crop, width - col)]
-                mask_im = Image.fromarray(mask_crop)
-                cause_im = Image.fromarray(cause_crop)
-            else:
-                mask_im = Image.fromarray(mask_crop)
-                cause_im = Image.fromarray(cause_crop)
-                if settings.resize is not None and settings.resize != crop:
-                    size = (settings.resize, settings.resize)  # the same nearest sampling for both
-                    mask_im = mask_im.resize(size, Image.Resampling.NEAREST)
-                    cause_im = cause_im.resize(size, Image.Resampling.NEAREST)
-            counts += np.bincount(np.asarray(mask_im).ravel(), minlength=256)
-            causes += np.bincount(np.asarray(cause_im).ravel(), minlength=len(causes))
-            mask_path = out / "masks" / f"{stem}.png"
-            with _writing(mask_path):
-                mask_im.save(mask_path, format="PNG", compress_level=PNG_LEVEL)
-            records.append(record)
-    return {
-        "tile": tile.tile, "height": height, "width": width, "records": records, "counts": counts, "stats": stats,
-        "causes": dict(zip(IGNORE_CAUSES, (int(n) for n in causes[1:]), strict=True)),
-    }  # fmt: skip
+    for i, row in enumerate(writer.rows):
+        for j, col in enumerate(writer.cols):
+            window = (slice(row, row + crop), slice(col, col + crop))
+            writer.add(i, j, image[window], mask[window], None if valid is None else valid[window])
+    return writer.result(stats)
