@@ -231,7 +231,9 @@ class CropWriter:
                  width: int) -> None:  # fmt: skip
         self.tile, self.info, self.settings, self.out = tile, info, settings, out
         self.height, self.width = height, width
+        #: Start rows of the windows (:func:`crop_offsets` along the height).
         self.rows = crop_offsets(height, settings.crop, settings.stride)
+        #: Start columns of the windows (:func:`crop_offsets` along the width).
         self.cols = crop_offsets(width, settings.crop, settings.stride)
         self.name, self.suffix = safe_name(tile.tile), image_suffix(info)
         self.evaluation = is_eval_split(tile.split)
