@@ -1,10 +1,11 @@
 """Turn a downloaded data set into training crops: :func:`prepare_dataset` (``ctseg prepare``).
 
 The driver only: the data set is looked up in the registry (:mod:`ctseg.data.registry`), which finds its source
-files and splits; :mod:`ctseg.data.crops` cuts each tile (geometry, scored boxes of evaluation splits, nodata);
-tiles are cut in a process pool (:mod:`ctseg.data.prepare_run`); the folder is written as ``<dst>.tmp-XXXX``
-beside ``dst`` and renamed when complete, with :mod:`ctseg.data.manifest` describing it. The output layout and
-the manifest fields are in :mod:`ctseg.data.manifest`.
+files and splits; :mod:`ctseg.data.crops` cuts each tile (geometry, scored boxes of evaluation splits, nodata) —
+a data set may cut its own (``DatasetSpec.cut``); tiles are cut in a process pool (:mod:`ctseg.data.prepare_run`);
+the crop geometry and the settings recorded are :mod:`ctseg.data.prepare_settings`'s; the folder is written as
+``<dst>.tmp-XXXX`` beside ``dst`` and renamed when complete, with :mod:`ctseg.data.manifest` describing it. The
+output layout and the manifest fields are in :mod:`ctseg.data.manifest`.
 
 A prepare killed outright (SIGKILL, power loss) leaves no partial ``dst``, only its ``<dst>.tmp-XXXX`` folder,
 which holds a ``.ctseg-owner`` file naming the process; the next prepare of the same destination deletes
@@ -17,7 +18,6 @@ inf``, a ``dst`` inside ``src`` or the other way round, a read-only ``dst``) are
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,101 +36,21 @@ from ctseg.data.definitions import DatasetInfo, info_to_json
 from ctseg.data.labels import decode_label
 from ctseg.data.manifest import FORMAT, FORMAT_VERSION, MANIFEST, existing_state, summarize
 from ctseg.data.prepare_run import check_nesting, discard, make_parents, pool_context, run_tiles, writing
+from ctseg.data.prepare_settings import MAX_CROP, check_options, options_json, resolve_settings, settings_json
 from ctseg.data.raster import raster_shape, read_header, read_rgb
-from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, SourceTile, get_dataset
+from ctseg.data.registry import DatasetSpec, PrepareOptions, SourceTile, get_dataset
 from ctseg.data.splits import TRAIN_SPLIT, is_eval_split, natural_key
 from ctseg.errors import CtsegError
 from ctseg.io import check_writable_root, is_disk_full, set_default_mode, write_error
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "MANIFEST", "PNG_LEVEL", "crop_offsets", "decode_label", "info_to_json",
+    "FORMAT", "FORMAT_VERSION", "MANIFEST", "MAX_CROP", "PNG_LEVEL", "crop_offsets", "decode_label", "info_to_json",
     "prepare_dataset", "read_rgb", "scored_start",
 ]  # fmt: skip
 
 
-#: Largest ``crop`` / ``resize`` in pixels: every worker holds a few crops of this side in memory (8192² × 4 bands
-#: of uint16 is 512 MiB); a larger value is nearly always a typo (``--crop 100000`` would ask for 74.5 GiB).
-MAX_CROP = 8192
 #: Most worker processes: each holds a whole source image (and two float64 copies of it for the statistics).
 MAX_WORKERS = 256
-
-
-# --------------------------------------------------------------------------------------------------- settings
-def _resolve_settings(spec: DatasetSpec, crop, stride, resize) -> CropSettings:
-    default = spec.crop
-    assert default is not None
-    crop_v = default.crop if crop is None else int(crop)
-    stride_v = crop_v if stride is None and crop is not None else (default.stride if stride is None else int(stride))
-    if resize is None:
-        resize_v = default.resize if crop is None else None
-    else:
-        resize_v = int(resize) or None
-    if crop_v < 1:
-        raise CtsegError(f"crop must be a positive number of pixels, got {crop_v}")
-    if crop_v > MAX_CROP:
-        raise CtsegError(
-            f"--crop {crop_v}: crops are at most {MAX_CROP} pixels (every worker holds a few in memory); choose a "
-            f"smaller --crop, e.g. {default.crop}"
-        )
-    if not 1 <= stride_v <= crop_v:
-        raise CtsegError(f"stride must be between 1 and the crop size {crop_v} (no gaps), got {stride_v}")
-    if resize_v is not None and resize_v < 1:
-        raise CtsegError(f"resize must be a positive size or 0 (keep), got {resize_v}")
-    if resize_v is not None and resize_v > MAX_CROP:
-        raise CtsegError(
-            f"--resize {resize_v}: crops are resized to at most {MAX_CROP} pixels; choose a smaller --resize, "
-            "or 0 to keep the crop size"
-        )
-    return CropSettings(crop_v, stride_v, resize_v)
-
-
-def _options_json(options: PrepareOptions, taken: Sequence[str]) -> dict[str, Any]:
-    """The data-set specific options that shape the output (recorded in ``settings``; defaults left out)."""
-    out: dict[str, Any] = {}
-    if options.bands is not None:
-        out["bands"] = list(options.bands)
-    if options.nodata is not None:
-        out["nodata"] = options.nodata
-    if options.classes is not None:
-        out["classes_sha256"] = hashlib.sha256(Path(options.classes).read_bytes()).hexdigest()
-    if "val_fraction" in taken:
-        out["val_fraction"] = options.val_fraction
-        out["seed"] = options.seed
-    return out
-
-
-def _settings_json(name: str, settings: CropSettings, tiles: Sequence[SourceTile], options: dict) -> dict[str, Any]:
-    splits: dict[str, list[str]] = {}
-    labels: dict[str, str] = {}
-    for tile in tiles:
-        splits.setdefault(tile.split, []).append(tile.tile)
-        labels[tile.split] = tile.label_kind
-    out = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "dataset": name,
-        "crop": settings.crop,
-        "stride": settings.stride,
-        "resize": settings.resize,
-        "splits": {split: sorted(ids, key=natural_key) for split, ids in sorted(splits.items())},
-        "labels": dict(sorted(labels.items())),
-    }
-    if options:
-        out["options"] = options
-    return out
-
-
-def _check_options(spec: DatasetSpec, options: PrepareOptions) -> None:
-    given = {
-        "classes": options.classes is not None,
-        "val_fraction": options.val_fraction is not None,
-        "bands": options.bands is not None,
-        "nodata": options.nodata is not None,
-    }
-    for key, is_given in given.items():
-        if is_given and key not in spec.options:
-            flag = "--" + key.replace("_", "-")
-            raise CtsegError(f"{flag} does not apply to data set {spec.name!r} (it takes: {', '.join(spec.options)})")
 
 
 # --------------------------------------------------------------------------------------------------- driver
@@ -142,13 +62,15 @@ def _say(message: str, progress: bool) -> None:
 _pool_context = pool_context  # its older name
 
 
-def _check_headers(tiles: Sequence[SourceTile], info: DatasetInfo) -> None:
-    """Cheap header checks of every pair before any heavy work: sizes, band counts, dtypes."""
+def _check_headers(tiles: Sequence[SourceTile], info: DatasetInfo, labels: bool = True) -> None:
+    """Cheap header checks of every pair before any heavy work: sizes (``labels``: of label rasters), band counts,
+    dtypes."""
     need = max(info.band_indices) if info.band_indices else info.bands
     rgb = (info.bands, info.dtype) == (3, "uint8") and info.band_indices is None
     for tile in tiles:
         header = read_header(tile.image)
-        image_shape, label_shape = (header.height, header.width), raster_shape(tile.label)
+        image_shape = (header.height, header.width)
+        label_shape = raster_shape(tile.label) if labels else image_shape
         if image_shape != label_shape:
             raise CtsegError(
                 f"{tile.label}: label is {label_shape[0]}×{label_shape[1]} but its image {tile.image.name} is "
@@ -201,13 +123,18 @@ def prepare_dataset(
     seed: int = 0,
     bands: Sequence[int] | None = None,
     nodata: float | None = None,
+    labels: str | os.PathLike | None = None,
+    class_field: str | None = None,
+    extent: str | os.PathLike | None = None,
+    all_touched: bool = False,
 ) -> Path:
     """Cut a downloaded data set into crops plus ``manifest.json`` (layout: :mod:`ctseg.data.manifest`).
 
     Args:
         name: a registered data set (``ctseg prepare --list``): ``"potsdam"``, ``"vaihingen"``, ``"dubai"``,
             ``"loveda"``, ``"uavid"``, ``"folder"`` …
-        src: folder holding the download; each data set's module says what it looks for.
+        src: folder holding the download; each data set's module says what it looks for (``"vector"``: also a
+            ``.txt`` list of rasters or one raster / VRT).
         dst: output folder, outside ``src`` (and not holding it). Written as ``<dst>.tmp-XXXX`` beside it and
             renamed at the end: ``dst`` is never left half-written; the temporary folder is removed on error (a
             full disk included), and by the next prepare of ``dst`` after a kill (module docstring).
@@ -234,6 +161,8 @@ def prepare_dataset(
         bands: 1-based source bands to keep, in order (recorded; predict reads the same ones).
         nodata: nodata value of the source images (default: each raster's own nodata, if any); finite, or NaN
             for float images (the data set may refuse a value its images' type cannot hold).
+        labels, class_field, extent, all_touched: vector data set (:mod:`ctseg.data.sets.vector`): the polygons'
+            file, their class attribute, where they are complete, and rasterisation of every touched pixel.
 
     Returns:
         ``Path(dst)``.
@@ -250,12 +179,13 @@ def prepare_dataset(
     if not spec.preparable:
         choices = ", ".join(s.name for s in _preparable())
         raise CtsegError(f"data set {spec.name!r} cannot be prepared from files; choose one of: {choices}")
-    settings = _resolve_settings(spec, crop, stride, resize)
+    settings = resolve_settings(spec, crop, stride, resize)
     src_path = Path(src).expanduser()
     dst_path = Path(dst).expanduser().absolute()
-    if not src_path.is_dir():
+    if not src_path.is_dir() and not (src_path.is_file() and src_path.suffix.lower() in spec.src_files):
         why = "is not a folder" if src_path.exists() else "does not exist"
-        raise CtsegError(f"source folder {src_path} {why}")
+        kinds = f" (or a {' / '.join(spec.src_files)} file)" if spec.src_files else ""
+        raise CtsegError(f"source folder{kinds} {src_path} {why}")
     check_nesting(src_path, dst_path)
     if not (dst_path / MANIFEST).is_file():  # a prepared dst on a read-only mount may still be a no-op (below)
         check_writable_root(dst_path, "--dst", beside=True)
@@ -277,8 +207,12 @@ def prepare_dataset(
         seed=int(seed),
         bands=None if bands is None else tuple(int(b) for b in bands),
         nodata=None if nodata is None else float(nodata),
+        labels=None if labels is None else Path(labels).expanduser(),
+        class_field=class_field,
+        extent=None if extent is None else Path(extent).expanduser(),
+        all_touched=bool(all_touched),
     )
-    _check_options(spec, options)
+    check_options(spec, options)
     if options.bands is not None and (not options.bands or min(options.bands) < 1):
         raise CtsegError(f"--bands {','.join(map(str, options.bands))}: bands are numbered from 1")
 
@@ -289,8 +223,8 @@ def prepare_dataset(
         _say(note, progress)
     if not tiles:
         raise CtsegError(f"no {spec.name} image/label pairs found under {src_path}; expected {spec.layout}")
-    _check_headers(tiles, info)
-    wanted = _settings_json(spec.name, settings, tiles, _options_json(options, spec.options))
+    _check_headers(tiles, info, labels=spec.cut is None)
+    wanted = settings_json(spec.name, settings, tiles, options_json(options, spec.options))
 
     state, why = existing_state(dst_path, wanted)
     if state == "complete" and not overwrite:
@@ -317,7 +251,7 @@ def prepare_dataset(
             (tmp / "images").mkdir()
             (tmp / "masks").mkdir()
         need_stats = spec.compute_stats and not info.extra.get("stats_given")
-        results = run_tiles(cut_tile, tiles, info, settings, tmp, workers, progress, need_stats)
+        results = run_tiles(spec.cut or cut_tile, tiles, info, settings, tmp, workers, progress, need_stats)
         statistics = None
         if need_stats:
             statistics = _statistics(results, tiles, info)

@@ -74,6 +74,10 @@ class PrepareOptions:
         seed: seed of that split.
         bands: 1-based source bands to keep (``None``: the data set's default).
         nodata: nodata value of the source images (``None``: the raster's own, if any).
+        labels, class_field: vector data set: the vector file of labelled polygons and its attribute naming
+            each polygon's class.
+        extent: vector data set: polygons where the labels are complete (outside them: ignore).
+        all_touched: vector data set: burn every pixel a polygon touches, not only those whose centre it covers.
     """
 
     classes: Path | None = None
@@ -81,6 +85,10 @@ class PrepareOptions:
     seed: int = 0
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
+    labels: Path | None = None
+    class_field: str | None = None
+    extent: Path | None = None
+    all_touched: bool = False
 
 
 #: ``discover(src, split_tiles, options) -> (tiles, notes)``: find a data set's files under ``src``.
@@ -116,6 +124,10 @@ class DatasetSpec:
             definition's are kept).
         datamodule: the LightningDataModule class path to train on it (for configs and messages).
         layout: the source layout expected, for messages (``"tileN/images/*.jpg with tileN/masks/*.png"``).
+        cut: ``cut(tile, info, settings, out, with_stats)`` cuts one tile into crops and returns its record
+            (``None``: :func:`ctseg.data.crops.cut_tile`, which reads an image and a label raster of its size). A
+            data set with labels of another kind (vector polygons) cuts and checks its own.
+        src_files: suffixes (lower case, with the dot) of files ``--src`` may name instead of a folder.
     """
 
     name: str
@@ -128,6 +140,8 @@ class DatasetSpec:
     compute_stats: bool = False
     datamodule: str = "ctseg.data.PreparedDataModule"
     layout: str = ""
+    cut: Callable[..., dict[str, Any]] | None = None
+    src_files: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
