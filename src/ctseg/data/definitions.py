@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+#: The class index of unlabelled pixels in prepared masks and losses (:class:`DatasetInfo`'s default ``ignore_index``).
 IGNORE_INDEX = 255
 #: ImageNet statistics (RGB, 0-1 scale); the authors' pipeline normalises with these.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
