@@ -19,7 +19,9 @@ from ctseg.data.splits import TRAIN_SPLIT, check_split_name, natural_key
 from ctseg.data.walk import skip_folder
 from ctseg.errors import CtsegError
 
+#: File suffixes read as images in a folder data set's ``images`` folders.
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img", ".bmp"}
+#: File suffixes read as masks in its ``masks`` folders.
 MASK_SUFFIXES = {".png", ".tif", ".tiff"}
 LAYOUT = (
     "DIR/images/* with DIR/masks/* of the same stems, or DIR/<group>/images + DIR/<group>/masks for groups such as "
