@@ -9,11 +9,13 @@ import sys
 from ctseg.cli.flags import bands_flag, source_flags
 from ctseg.errors import CtsegError
 
-HELP = "cut a downloaded data set (or your own folder of image/label pairs) into training crops"
+HELP = "cut a downloaded data set (or your own image/label pairs, or images with vector labels) into training crops"
 EPILOG = (
     "Data sets: ctseg prepare --list. Your own data: ctseg prepare folder --src DIR --classes classes.yaml --dst "
     "data/mine, with DIR/images + DIR/masks paired by file stem, DIR/<group>/{images,masks} for tiles or scenes, "
-    "or DIR/{train,val,test}/{images,masks} (see the README). A table of crops, pixels, ignore pixels by cause and "
+    "or DIR/{train,val,test}/{images,masks} (see the README). Georeferenced images with polygons as labels: ctseg "
+    "prepare vector --src IMAGES --labels LABELS.gpkg --class-field FIELD --classes classes.yaml --dst data/mine "
+    "(docs/vector-labels.md). A table of crops, pixels, ignore pixels by cause and "
     "class shares per split follows every prepare."
 )
 
@@ -30,7 +32,9 @@ def split_arg(text: str) -> tuple[str, list[str]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", nargs="?", help="a registered data set (ctseg prepare --list)")
     parser.add_argument("--list", action="store_true", help="print the registered data sets, one line each")
-    parser.add_argument("--src", default=None, help="folder holding the download (searched recursively)")
+    parser.add_argument("--src", default=None,
+                        help="folder holding the download (searched recursively); vector: a folder of georeferenced "
+                             "rasters, a .txt list of them or one raster / VRT")  # fmt: skip
     parser.add_argument("--dst", default=None,
                         help="output folder for crops and manifest.json (outside --src; written beside it as "
                              "DST.tmp-XXXX, renamed when complete)")  # fmt: skip
@@ -50,14 +54,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "group ids, e.g. test=tile1,tile2",
     )
     parser.add_argument("--classes", default=None,
-                        help="folder: classes.yaml (class names with values or colours)")  # fmt: skip
+                        help="folder: classes.yaml (class names with values or colours); vector: class names with "
+                             "the --class-field value of each, background: NAME")  # fmt: skip
     parser.add_argument("--val-fraction", type=float, default=None, metavar="F",
-                        help="folder, without --split: share of the groups (or images) for val (0.2)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="folder: seed of that val draw (default 0)")
-    bands_flag(parser, "folder: source bands to keep, e.g. 1,2,3,4")
+                        help="folder, vector, without --split: share of the groups (or images) for val "
+                             "(0.2)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="folder, vector: seed of that val draw (default 0)")
+    bands_flag(parser, "folder, vector: source bands to keep, e.g. 1,2,3,4")
     parser.add_argument("--nodata", type=float, default=None,
-                        help="folder: nodata value (default: the raster's); finite and of the images' type "
+                        help="folder, vector: nodata value (default: the raster's); finite and of the images' type "
                              "(nan: float images only)")  # fmt: skip
+    parser.add_argument("--labels", default=None, metavar="FILE",
+                        help="vector: polygons labelling the images (GeoPackage, GeoJSON, Shapefile or FlatGeobuf, "
+                             "any CRS)")  # fmt: skip
+    parser.add_argument("--class-field", default=None, metavar="FIELD",
+                        help="vector: the labels' attribute holding each polygon's class (its values: in "
+                             "--classes)")  # fmt: skip
+    parser.add_argument("--extent", default=None, metavar="FILE",
+                        help="vector: polygons where the labels are complete; pixels outside are ignore")  # fmt: skip
+    parser.add_argument("--all-touched", action="store_true",
+                        help="vector: burn every pixel a polygon touches (default: those whose centre it "
+                             "covers)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, different destination")
     source_flags(parser)
 
@@ -96,6 +113,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         seed=args.seed,
         bands=args.bands,
         nodata=args.nodata,
+        labels=args.labels,
+        class_field=args.class_field,
+        extent=args.extent,
+        all_touched=args.all_touched,
         split_tiles=None if args.split is None else _merge_splits(args.split),
     )
     from ctseg.data.manifest import load_manifest

@@ -101,6 +101,11 @@ def read_classes(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CtsegError(f"classes file {path} does not exist; write one (see `ctseg prepare --help`)")
     doc = read_yaml(path, "classes file", max_bytes=1024 * 1024)  # no aliases: no expansion bomb
+    return check_classes(doc, path)
+
+
+def check_classes(doc: Any, path: Path) -> dict[str, Any]:
+    """:func:`read_classes` of a parsed document (``path``: named in the messages)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("classes"), list) or not doc["classes"]:
         raise CtsegError(f"classes file {path}: expected a mapping with a non-empty 'classes' list")
     unknown = sorted(set(doc) - _KEYS)
@@ -176,7 +181,7 @@ def read_classes(path: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _hold_out(units: list[str], options: PrepareOptions) -> set[str]:
+def hold_out(units: list[str], options: PrepareOptions) -> set[str]:
     """``--val-fraction`` of ``units`` (images or groups), drawn with ``--seed``: at least one of two or more."""
     fraction = DEFAULT_VAL_FRACTION if options.val_fraction is None else float(options.val_fraction)
     if not 0.0 <= fraction < 1.0:
@@ -210,7 +215,7 @@ def discover_folder(
     else:
         groups = list(dict.fromkeys(item.group for item in items))
         by_group = grouped and len(groups) >= 2  # one group: split its images
-        held = _hold_out(groups if by_group else [item.tile for item in items], options)
+        held = hold_out(groups if by_group else [item.tile for item in items], options)
         assignment = {item.tile: "val" if (item.group if by_group else item.tile) in held else TRAIN_SPLIT
                       for item in items}  # fmt: skip
         if by_group and held:
@@ -250,7 +255,7 @@ def _first_image(src: Path) -> Path:
     raise CtsegError(f"no images under {src}: expected {LAYOUT}")
 
 
-def _check_nodata(value: float, dtype: str, first: Path) -> None:
+def check_nodata(value: float, dtype: str, first: Path) -> None:
     """One line for a ``--nodata`` no pixel of ``dtype`` can hold (it would silently mark nothing): NaN, a
     fraction or a number out of range for integer images; an infinite one for any."""
     if math.isinf(value):
@@ -268,8 +273,12 @@ def folder_info(src: Path, options: PrepareOptions) -> DatasetInfo:
     """The folder's :class:`DatasetInfo`: classes from ``options.classes``, bands and dtype from its first image."""
     if options.classes is None:
         raise CtsegError("ctseg prepare folder needs --classes classes.yaml (class names with label values or colours)")
-    spec = read_classes(options.classes)
-    first = _first_image(src)
+    return dataset_info(read_classes(options.classes), _first_image(src), options)
+
+
+def dataset_info(spec: dict[str, Any], first: Path, options: PrepareOptions) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a classes file's description (:func:`read_classes`) and the images' first one
+    (bands, dtype, nodata; ``--bands`` / ``--nodata`` checked against it)."""
     header = read_header(first)
     if header.dtype not in ("uint8", "uint16", "float32"):
         raise CtsegError(f"{first}: {header.dtype} pixels; ctseg reads uint8, uint16 or float32 images")
@@ -283,7 +292,7 @@ def folder_info(src: Path, options: PrepareOptions) -> DatasetInfo:
             "band(s) (after --bands)"
         )
     if options.nodata is not None:
-        _check_nodata(options.nodata, header.dtype, first)
+        check_nodata(options.nodata, header.dtype, first)
     nodata = options.nodata if options.nodata is not None else header.nodata
     kind = spec["kind"]
     return DatasetInfo(
