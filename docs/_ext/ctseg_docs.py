@@ -195,8 +195,11 @@ def _imported_as(module: str, name: str) -> str | None:
     if not source or not source.endswith(".py"):
         return None
     head, _, rest = name.partition(".")
-    with open(source, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
+    try:
+        with open(source, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):  # a module changed on disk since it was imported
+        return None
     for stmt in ast.walk(tree):
         if isinstance(stmt, ast.ImportFrom) and stmt.module and not stmt.level:
             for alias in stmt.names:
@@ -218,7 +221,7 @@ def _definitions(dotted: str, documented: Mapping[str, Any]) -> list[str]:
     import path."""
     try:
         owner, obj = _import_path(dotted)
-    except (ImportError, AttributeError):
+    except Exception:  # not there (ImportError, AttributeError), or a module that fails to import: not found
         module, _, name = dotted.rpartition(".")
         while module and module not in sys.modules:
             module, _, head = module.rpartition(".")
