@@ -18,4 +18,7 @@ One module per kind of file, each the only place that kind is opened:
   (:mod:`ctseg.safety.raster_formats`) and the policy with GDAL's guards (:mod:`ctseg.safety.raster_policy`)
   are modules of their own, their public names re-exported by :mod:`ctseg.safety.rasters`;
 * :mod:`ctseg.safety.documents` — JSON and YAML: size and nesting bounds before parsing, YAML without aliases.
+* :mod:`ctseg.safety.archives` — release zips read in place, never unpacked: an archive with a ``..``, absolute or
+  symbolic-link member or absurd declared sizes is refused before any member is read; a raster member is opened
+  from memory with the one driver its bytes name (never a VRT).
 """
