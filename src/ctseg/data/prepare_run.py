@@ -68,7 +68,9 @@ def run_tiles(
                 bar.update(1)
             return results
         # Largest tiles first so that one big tile does not run alone at the end.
-        order = sorted(tiles, key=lambda t: -t.image.stat().st_size)
+        from ctseg.data.walk import file_size  # an archive member's declared size
+
+        order = sorted(tiles, key=lambda t: -file_size(t.image))
         from ctseg.safety.rasters import current_policy  # the workers get --allow-remote / -outside
 
         with ProcessPoolExecutor(max_workers=min(workers, len(tiles)), mp_context=pool_context(),

@@ -2,7 +2,9 @@
 
 GeoTIFFs and every other GDAL-readable raster (JP2, VRT, …) are read with rasterio; PNG / JPEG / BMP with
 Pillow. Georeferencing is not needed for preparation and its warning is silenced. Every failure is a
-:class:`~ctseg.errors.CtsegError` naming the file.
+:class:`~ctseg.errors.CtsegError` naming the file. A path inside a release archive (``…/Train.zip/Train/…``,
+:mod:`ctseg.data.walk`) is read from the archive in place: Pillow streams the member, rasterio opens it from
+memory (:mod:`ctseg.safety.archives`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +56,46 @@ def uses_pillow(path: Path) -> bool:
 
 def open_raster(path: Path):
     """``rasterio.open(path)`` through :func:`ctseg.safety.rasters.open_raster` (a VRT's sources checked, an
-    allow-listed driver) with the NotGeoreferencedWarning silenced."""
-    from rasterio.errors import NotGeoreferencedWarning
-
+    allow-listed driver) with the NotGeoreferencedWarning silenced; an archive member through
+    :func:`ctseg.safety.archives.open_member_raster`. Use it in a ``with`` statement."""
+    from ctseg.safety.archives import archive_member
     from ctseg.safety.rasters import open_raster as open_checked
+
+    member = archive_member(path)
+    if member is not None and member[1]:
+        return _member_raster(*member)
+    with _quiet():
+        return open_checked(path)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    from rasterio.errors import NotGeoreferencedWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return open_checked(path)
+        yield
+
+
+@contextmanager
+def _member_raster(archive: Path, name: str):
+    from ctseg.safety.archives import open_member_raster
+
+    with ExitStack() as stack:
+        with _quiet():
+            dataset = stack.enter_context(open_member_raster(archive, name))
+        yield dataset
+
+
+@contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """``PIL.Image.open(path)``; an archive member is streamed from the archive."""
+    from ctseg.safety.archives import archive_member, open_member
+
+    member = archive_member(path)
+    with ExitStack() as stack:
+        source = stack.enter_context(open_member(*member)) if member is not None and member[1] else path
+        yield stack.enter_context(Image.open(source))
 
 
 @dataclass(frozen=True)
@@ -92,7 +126,7 @@ def read_header(path: Path) -> RasterHeader:
         if not uses_pillow(path):
             with open_raster(path) as ds:
                 return RasterHeader(ds.height, ds.width, ds.count, str(ds.dtypes[0]), ds.nodata)
-        with Image.open(path) as im:
+        with open_image(path) as im:
             bands, dtype = _pillow_header(im)
             return RasterHeader(im.height, im.width, bands, dtype, None)
 
@@ -127,7 +161,7 @@ def read_image(path: Path, bands: Sequence[int] | None = None) -> tuple[np.ndarr
     path = Path(path)
     with reading(path):
         if uses_pillow(path):
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im.load()
                 if im.mode in ("P", "PA", "CMYK", "YCbCr", "RGBX", "1"):
                     im = im.convert("RGB")
@@ -165,7 +199,7 @@ def read_rgb(path: Path, *, label: bool = False) -> np.ndarray:
     path = Path(path)
     with reading(path):
         if uses_pillow(path):
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im.load()
                 if im.mode not in _PILLOW_8BIT:
                     raise CtsegError(f"{path}: unsupported pixel mode {im.mode}, expected 8-bit RGB")
@@ -194,7 +228,7 @@ def read_index(path: Path) -> np.ndarray:
     path = Path(path)
     with reading(path):
         if uses_pillow(path):
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im.load()
                 if im.mode in ("L", "P"):
                     return np.asarray(im)

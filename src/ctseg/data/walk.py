@@ -1,5 +1,11 @@
-"""Walking a download folder: every data set's discovery skips hidden folders and ctseg's own temporary ones
-(``<dst>.tmp-*`` / ``<dst>.old-*``, :mod:`ctseg.data.atomic_folder`), in sorted order.
+"""Walking a download folder: every data set's discovery skips hidden folders, macOS's ``__MACOSX`` and ctseg's
+own temporary ones (``<dst>.tmp-*`` / ``<dst>.old-*``, :mod:`ctseg.data.atomic_folder`), in sorted order.
+
+**Release archives** are read as downloaded: a ``.zip`` file is walked as the folder it would unpack into, named
+like the archive (``Train.zip/Train/Urban/images_png/1366.png``), its members read in place, never extracted
+(:mod:`ctseg.safety.archives` checks them first and refuses a dangerous archive in one line). The walks, the
+folder listings (:func:`subfolders`, :func:`image_files`), :func:`is_file` and :func:`file_size` take both kinds
+of path alike, and so do the readers of :mod:`ctseg.data.raster`.
 
 The shared tail of the release-folder data sets (Dubai, UAVid, LoveDA): :func:`one_folder_each` (each group found
 once) and :func:`pair_folders` (each folder's images paired by stem with the labels in their own folder: source
@@ -12,6 +18,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from ctseg.safety.archives import archive_member, is_archive, list_archive
+
 if TYPE_CHECKING:
     from ctseg.data.registry import SourceTile
 
@@ -20,33 +28,89 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 
 
 def skip_folder(name: str) -> bool:
-    """Whether a folder of this name is left out of discovery (hidden, or a temporary prepare folder)."""
-    return name.startswith(".") or ".tmp-" in name or ".old-" in name
+    """Whether a folder of this name is left out of discovery (hidden, macOS's ``__MACOSX`` resource forks, or a
+    temporary prepare folder)."""
+    return name.startswith(".") or name == "__MACOSX" or ".tmp-" in name or ".old-" in name
+
+
+def _entries(folder: Path) -> tuple[list[str], list[str]] | None:
+    """(sub-folders, files) of a folder, of an archive or of a folder inside one, each sorted; an archive is both a
+    file and a sub-folder. ``None`` when ``folder`` is none of these."""
+    if folder.is_dir():
+        dirs, files = [], []
+        try:
+            with os.scandir(folder) as found:
+                for entry in found:
+                    if entry.is_dir():
+                        dirs.append(entry.name)
+                    elif entry.is_file():
+                        files.append(entry.name)
+                        if is_archive(folder / entry.name):
+                            dirs.append(entry.name)
+        except OSError:
+            pass
+        return sorted(dirs), sorted(files)
+    member = archive_member(folder)
+    if member is None:
+        return None
+    listed = list_archive(member[0]).folders.get(member[1])
+    return None if listed is None else (list(listed[0]), list(listed[1]))
 
 
 def subfolders(folder: Path) -> dict[str, Path]:
-    """Lower-case name → sub-folder of ``folder`` (none when it cannot be listed)."""
-    try:
-        return {p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir() and not skip_folder(p.name)}
-    except OSError:
-        return {}
+    """Lower-case name → sub-folder of ``folder`` (archives included; none when it cannot be listed)."""
+    found = _entries(folder)
+    return {} if found is None else {name.lower(): folder / name for name in found[0] if not skip_folder(name)}
+
+
+def _walk(src: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """(folder, sub-folder names, file names) for ``src`` and every folder under it, top-down, sorted (symbolic
+    links followed); each archive is walked right after the folder holding it."""
+    for folder, dirs, files in os.walk(src, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not skip_folder(d))
+        here = Path(folder)
+        files = sorted(files)
+        archives = [name for name in files if not skip_folder(name) and is_archive(here / name)]
+        yield here, dirs + archives, files
+        for name in archives:
+            stack = [here / name]
+            while stack:
+                inside = stack.pop()
+                listed = _entries(inside) or ([], [])
+                subs = [d for d in listed[0] if not skip_folder(d)]
+                yield inside, subs, listed[1]
+                stack.extend(inside / d for d in reversed(subs))
 
 
 def walk_folders(src: Path) -> Iterator[Path]:
-    """``src`` and every folder under it, in sorted order (symbolic links followed)."""
+    """``src`` and every folder under it (archives and the folders inside them included), in sorted order."""
     yield src
-    for folder, dirs, _ in os.walk(src, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not skip_folder(d))
+    for folder, dirs, _ in _walk(src):
         for d in dirs:
-            yield Path(folder) / d
+            yield folder / d
 
 
 def walk_files(src: Path) -> Iterator[tuple[Path, str]]:
-    """(folder, file name) for every file under ``src``, in sorted order."""
-    for folder, dirs, files in os.walk(src, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not skip_folder(d))
-        for file in sorted(files):
-            yield Path(folder), file
+    """(folder, file name) for every file under ``src`` (archive members included), in sorted order."""
+    for folder, _, files in _walk(src):
+        for file in files:
+            yield folder, file
+
+
+def is_file(path: Path) -> bool:
+    """Whether ``path`` is a file, or a file inside an archive."""
+    if path.is_file():
+        return True
+    member = archive_member(path)
+    return member is not None and member[1] in list_archive(member[0]).sizes
+
+
+def file_size(path: Path) -> int:
+    """Size in bytes of a file, or the uncompressed size an archive member declares."""
+    member = archive_member(path)
+    if member is not None and member[1]:
+        return list_archive(member[0]).sizes[member[1]]
+    return path.stat().st_size
 
 
 def pair_by_stem(
@@ -62,15 +126,17 @@ def pair_by_stem(
     from ctseg.data.splits import natural_key
     from ctseg.errors import CtsegError
 
+    listed = _entries(label_dir)
+    labels = set(listed[1]) if listed is not None else set()
     tiles = []
     for image in images:
         label = label_dir / f"{image.stem}.png"
-        if not label.is_file():
+        if label.name not in labels:
             raise CtsegError(f"{image} has no {label_word}: expected {label}")
         tiles.append(SourceTile(f"{group}/{image.stem}", group, split, image, label, label_kind="mask"))
     stems = {p.stem for p in images}
-    orphans = sorted((p.name for p in label_dir.glob("*.png") if p.stem not in stems), key=natural_key)
-    return tiles, orphans
+    orphans = [name for name in labels if name.endswith(".png") and Path(name).stem not in stems]
+    return tiles, sorted(orphans, key=natural_key)
 
 
 def image_files(folder: Path, suffixes: Collection[str] = IMAGE_SUFFIXES) -> list[Path]:
@@ -78,9 +144,10 @@ def image_files(folder: Path, suffixes: Collection[str] = IMAGE_SUFFIXES) -> lis
     none when ``folder`` is missing."""
     from ctseg.data.splits import natural_key
 
-    if not folder.is_dir():
+    listed = _entries(folder)
+    if listed is None:
         return []
-    found = (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    found = (folder / name for name in listed[1] if Path(name).suffix.lower() in suffixes)
     return sorted(found, key=lambda p: natural_key(p.stem))
 
 
