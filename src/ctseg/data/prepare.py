@@ -59,6 +59,15 @@ def _say(message: str, progress: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _notes(notes: Sequence[str], now: bool) -> list[str]:
+    """Print the source's notes (tiles skipped or missing) as plain stderr lines when ``now`` (on a terminal: as soon
+    as they are known); else return them, to be printed once the prepare succeeded — a failed one prints only its
+    error line (CI logs get the notes too, never before an error)."""
+    for note in notes if now else ():
+        print(note, file=sys.stderr, flush=True)
+    return [] if now else list(notes)
+
+
 _pool_context = pool_context  # its older name
 
 
@@ -155,7 +164,8 @@ def prepare_dataset(
             destination is an error; a complete destination with the same settings is left as it is.
         split_tiles: override the split, split name → group ids (ISPRS ``"2_13"`` / ``"area2"``, Dubai
             ``"tile3"``, UAVid ``"seq1"`` …). Groups not listed go to ``"train"`` unless ``"train"`` is given.
-        progress: show a progress bar and one-line notes on stderr.
+        progress: show a progress bar and the notes (tiles skipped or missing, one line each) on stderr as they
+            come; without it the notes are printed at the end of a prepare that succeeded.
         classes: folder data set: the ``classes.yaml`` file (:mod:`ctseg.data.sets.folder`).
         val_fraction, seed: folder data set without given splits: share of source images held out as ``val``.
         bands: 1-based source bands to keep, in order (recorded; predict reads the same ones).
@@ -219,8 +229,7 @@ def prepare_dataset(
     info = spec.build_info(src_path, options)
     assert spec.discover is not None
     tiles, notes = spec.discover(src_path, split_tiles, options)
-    for note in notes:
-        _say(note, progress)
+    held = _notes(notes, progress)
     if not tiles:
         raise CtsegError(f"no {spec.name} image/label pairs found under {src_path}; expected {spec.layout}")
     _check_headers(tiles, info, labels=spec.cut is None)
@@ -230,6 +239,7 @@ def prepare_dataset(
     if state == "complete" and not overwrite:
         _say(f"{dst_path} is already prepared with these settings; nothing to do", progress)
         clean_stale(dst_path)
+        _notes(held, True)
         return dst_path
     if state == "foreign":
         raise CtsegError(f"{why}; refusing to write there, choose an empty or new --dst")
@@ -268,6 +278,7 @@ def prepare_dataset(
         if isinstance(err, Exception) and not isinstance(err, CtsegError) and is_disk_full(err):
             raise CtsegError(write_error(dst_path, err)) from None
         raise
+    _notes(held, True)
     counts_text = ", ".join(f"{split} {len(ids)}" for split, ids in wanted["splits"].items())
     _say(
         f"prepared {len(manifest['crops'])} crops of {settings.size}×{settings.size} from {len(tiles)} source images "
