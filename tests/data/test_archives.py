@@ -343,3 +343,33 @@ def test_a_damaged_member_is_one_line_naming_it(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"ctseg: error: cannot read {archive}/2_Ortho_RGB/"), lines
     assert "damaged download" in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_a_tiff_header_is_read_from_the_first_bytes_only_when_they_hold_it_all(tmp_path):
+    """read_header of a TIFF member decompresses only its first bytes when its one directory and the tag data lie
+    there (as GDAL writes a new file); otherwise (a directory rewritten at the end, overviews) the member is read
+    whole — the same header both ways."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from ctseg.data.raster import read_header
+    from ctseg.safety.archives import HEADER_BYTES, tiff_header_size
+
+    profile = {"driver": "GTiff", "height": 700, "width": 600, "count": 3, "dtype": "uint8"}  # over HEADER_BYTES
+    first = tmp_path / "first.tif"
+    with rasterio.open(first, "w", nodata=9, **profile) as ds:
+        ds.write(np.full((3, 700, 600), 9, np.uint8))
+    last = shutil.copy(first, tmp_path / "last.tif")
+    with rasterio.open(last, "r+") as ds:  # the directory grows: GDAL rewrites it at the end of the file
+        ds.update_tags(note="x" * 5000)
+    pyramid = shutil.copy(first, tmp_path / "pyramid.tif")
+    with rasterio.open(pyramid, "r+") as ds:
+        ds.build_overviews([2, 4], Resampling.nearest)
+    head = first.read_bytes()[:HEADER_BYTES]
+    assert 0 < tiff_header_size(head) < 4096 and tiff_header_size(head[:200]) is None
+    assert tiff_header_size(last.read_bytes()[:HEADER_BYTES]) is None
+    assert tiff_header_size(pyramid.read_bytes()) is None and tiff_header_size(b"\x89PNG\r\n\x1a\n") is None
+    archive = zip_release(tmp_path / "a.zip", {p.name: p for p in (first, last, pyramid)})
+    for name in ("first.tif", "last.tif", "pyramid.tif"):
+        header = read_header(archive / name)
+        assert header == read_header(tmp_path / name) and header.nodata == 9 and header.height == 700

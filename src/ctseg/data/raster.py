@@ -54,16 +54,17 @@ def uses_pillow(path: Path) -> bool:
     return Path(path).suffix.lower() in PILLOW_SUFFIXES
 
 
-def open_raster(path: Path):
+def open_raster(path: Path, *, header_only: bool = False):
     """``rasterio.open(path)`` through :func:`ctseg.safety.rasters.open_raster` (a VRT's sources checked, an
     allow-listed driver) with the NotGeoreferencedWarning silenced; an archive member through
-    :func:`ctseg.safety.archives.open_member_raster`. Use it in a ``with`` statement."""
+    :func:`ctseg.safety.archives.open_member_raster` (``header_only``: for the header fields only, which spares
+    decompressing a whole TIFF). Use it in a ``with`` statement."""
     from ctseg.safety.archives import archive_member
     from ctseg.safety.rasters import open_raster as open_checked
 
     member = archive_member(path)
     if member is not None and member[1]:
-        return _member_raster(*member)
+        return _member_raster(*member, header_only)
     with _quiet():
         return open_checked(path)
 
@@ -78,12 +79,12 @@ def _quiet() -> Iterator[None]:
 
 
 @contextmanager
-def _member_raster(archive: Path, name: str):
+def _member_raster(archive: Path, name: str, header_only: bool):
     from ctseg.safety.archives import open_member_raster
 
     with ExitStack() as stack:
         with _quiet():
-            dataset = stack.enter_context(open_member_raster(archive, name))
+            dataset = stack.enter_context(open_member_raster(archive, name, header_only=header_only))
         yield dataset
 
 
@@ -124,7 +125,7 @@ def read_header(path: Path) -> RasterHeader:
     path = Path(path)
     with reading(path):
         if not uses_pillow(path):
-            with open_raster(path) as ds:
+            with open_raster(path, header_only=True) as ds:
                 return RasterHeader(ds.height, ds.width, ds.count, str(ds.dtypes[0]), ds.nodata)
         with open_image(path) as im:
             bands, dtype = _pillow_header(im)

@@ -36,6 +36,7 @@ import functools
 import os
 import re
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ __all__ = [
     "MAX_MEMBERS",
     "MAX_MEMBER_BYTES",
     "MAX_RATIO",
+    "HEADER_BYTES",
     "RATIO_FROM_BYTES",
     "ArchiveIndex",
     "archive_member",
@@ -64,6 +66,7 @@ __all__ = [
     "open_member",
     "open_member_raster",
     "read_member",
+    "tiff_header_size",
 ]
 
 #: File name endings read as archives (any letter case).
@@ -78,6 +81,11 @@ RATIO_FROM_BYTES = 1 << 20
 MAX_MEMBERS = 1_000_000
 #: Most folder levels of a member's name.
 MAX_DEPTH = 64
+#: Bytes of a TIFF member a header is taken from when they hold its one directory and all the tag data it points
+#: to (GDAL writes the directory first); otherwise the whole member is read.
+HEADER_BYTES = 1 << 20
+#: Bytes per value of each TIFF field type (TIFF 6.0 and BigTIFF).
+_TIFF_TYPES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _REMEDY = "download the release again from its publisher, or remove the archive from --src"
 
@@ -240,17 +248,53 @@ def read_member(archive: str | os.PathLike, name: str) -> bytes:
         return stream.read()
 
 
+def tiff_header_size(head: bytes) -> int | None:
+    """How many of the first bytes of a TIFF hold its only directory and all the tag data it points to, when
+    ``head`` holds them; ``None`` otherwise (not a TIFF, a second directory, data further on, a type not known)."""
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        size, count_format, offset_format = 12, "H", "I"
+    elif head[:4] in (b"II+\x00", b"MM\x00+"):
+        size, count_format, offset_format = 20, "Q", "Q"
+    else:
+        return None
+    order = "<" if head[:1] == b"I" else ">"
+    inline = struct.calcsize(offset_format)
+    first = 4 if size == 12 else 8
+    try:
+        directory = struct.unpack_from(order + offset_format, head, first)[0]
+        count = struct.unpack_from(order + count_format, head, directory)[0]
+        start = directory + struct.calcsize(count_format)
+        end = start + count * size + inline
+        if end > len(head) or struct.unpack_from(order + offset_format, head, end - inline)[0] != 0:
+            return None
+        for entry in range(start, start + count * size, size):
+            kind, values = struct.unpack_from(order + "H" + offset_format, head, entry + 2)
+            if kind not in _TIFF_TYPES:
+                return None
+            length = _TIFF_TYPES[kind] * values
+            if length > inline:
+                end = max(end, struct.unpack_from(order + offset_format, head, entry + 4 + inline)[0] + length)
+    except struct.error:
+        return None
+    return end if end <= len(head) else None
+
+
 @contextmanager
-def open_member_raster(archive: str | os.PathLike, name: str) -> Iterator[DatasetReader]:
+def open_member_raster(archive: str | os.PathLike, name: str, *, header_only: bool = False) -> Iterator[DatasetReader]:
     """A rasterio dataset of member ``name``, read into memory and opened with the one allow-listed driver its
-    first bytes name; a VRT or any other format is refused before GDAL sees a byte of it."""
+    first bytes name; a VRT or any other format is refused before GDAL sees a byte of it. ``header_only``: the
+    dataset is for its size, bands, type and nodata only — a TIFF whose one directory lies in its first
+    :data:`HEADER_BYTES` (:func:`tiff_header_size`) is opened from those, not decompressed whole."""
     from rasterio.errors import RasterioIOError
     from rasterio.io import MemoryFile
 
     from ctseg.safety.raster_policy import apply_gdal_guards
 
     where = Path(f"{Path(archive)}/{name}")
-    data = read_member(archive, name)
+    with open_member(archive, name) as stream:
+        data = stream.read(HEADER_BYTES)
+        if not header_only or tiff_header_size(data) is None:
+            data += stream.read()
     driver = raster_driver(where, data[:HEAD_BYTES])
     if driver == "VRT":
         raise CtsegError(f"{where} is a VRT, a list of other files to read; ctseg reads no VRT from an archive "
