@@ -373,3 +373,15 @@ def test_a_tiff_header_is_read_from_the_first_bytes_only_when_they_hold_it_all(t
     for name in ("first.tif", "last.tif", "pyramid.tif"):
         header = read_header(archive / name)
         assert header == read_header(tmp_path / name) and header.nodata == 9 and header.height == 700
+
+
+def test_a_zip_beside_its_unpacked_copy(tmp_path):
+    """ISPRS: identical copies, the unpacked one is read; LoveDA / UAVid: a release folder found twice is one line."""
+    make_potsdam(tmp_path / "p", tiles=("2_10", "2_13"), size=(60, 70))
+    zip_release(tmp_path / "p/2_Ortho_RGB.zip", members(tmp_path / "p/2_Ortho_RGB", "2_Ortho_RGB/"))
+    tiles, _ = discover_isprs("potsdam", tmp_path / "p")
+    assert [t.image.parent for t in tiles] == [tmp_path / "p/2_Ortho_RGB"] * 2
+    write_loveda(tmp_path / "l", {("Train", "Urban"): (1366,)})
+    zip_release(tmp_path / "l/Train.zip", members(tmp_path / "l/Train", "Train/"))
+    with pytest.raises(CtsegError, match=r"Train/ found twice: .*/l/Train and .*/l/Train\.zip/Train; keep one"):
+        prepare_dataset("loveda", tmp_path / "l", tmp_path / "out", workers=1, progress=False)

@@ -157,10 +157,11 @@ def _classify(name: str, src: Path) -> tuple[dict[str, dict[str, list[Path]]], l
 
 
 def _pick(paths: list[Path], what: str, fix: str = "keep one of them") -> Path:
-    """One file out of duplicates: identical copies (same size) are fine, different ones are ambiguous."""
+    """One file out of duplicates: identical copies (same size) are fine — an unpacked one first, it reads faster
+    than an archive member — different ones are ambiguous."""
     if len(paths) > 1 and len({file_size(p) for p in paths}) > 1:
         raise CtsegError(f"ambiguous {what}: {paths[0]} and {paths[1]} differ; {fix}")
-    return paths[0]
+    return min(paths, key=lambda p: not p.is_file())
 
 
 def normalize_tile_id(name: str, raw: str) -> str:
