@@ -27,7 +27,8 @@ refused by :mod:`ctseg.safety.rasters` (GDAL is never handed an archive).
 
 **Rasters.** :func:`open_member_raster` sniffs a member's first bytes like any raster
 (:mod:`ctseg.safety.raster_formats`) and opens it from memory with that one driver, so GDAL sees neither the
-archive nor any sidecar; a VRT member (a list of other files to read) is refused.
+archive nor any sidecar; a VRT member (a list of other files to read) is refused. For a header alone, a TIFF
+whose one directory lies in its first :data:`HEADER_BYTES` is opened from those (:func:`tiff_header_size`).
 """
 
 from __future__ import annotations
