@@ -42,6 +42,10 @@ KEYWORDS = {
     "vector": "vector",
     "vector_classes": "vector_classes",
     "overlay": "overlay",
+    "asset": "asset",
+    "bbox": "bbox",
+    "bbox_crs": "bbox_crs",
+    "aoi": "aoi",
 }
 #: ``run_predict`` keywords the command leaves at their defaults (a progress bar; the shard from the environment).
 NOT_FLAGS = ("progress", "shard")
@@ -51,7 +55,9 @@ AROUND = ("allow_remote", "allow_outside")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="rasters GDAL reads (.tif, .jp2, .vrt ...; by windows) or PNG / JPEG (whole)")  # fmt: skip
+                        help="rasters GDAL reads (.tif, .jp2, .vrt ...; by windows) or PNG / JPEG (whole); rasters "
+                             "by address (https://, s3://, gs://, az://; read by HTTP range requests); STAC items "
+                             "(.json, a file or an address)")  # fmt: skip
     parser.add_argument("--inputs", dest="input_lists", action="append", default=[], metavar="LIST.txt",
                         help="text file of further inputs, one path a line (# comments; relative to the file's "
                              "folder); repeatable")  # fmt: skip
@@ -90,6 +96,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "<stem>.gpkg / .geojson beside the class map for a suffix")  # fmt: skip
     parser.add_argument("--vector-classes", default=None, metavar="NAMES",
                         help="classes to outline with --vector, by name or index, e.g. building or 1,2")  # fmt: skip
+    parser.add_argument("--asset", default=None, metavar="KEY",
+                        help="the asset of a STAC item input to predict (default: the first GeoTIFF of visual, "
+                             "image, data)")  # fmt: skip
+    parser.add_argument("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY",
+                        help="predict only this box of each input, on its own pixel grid (write --bbox=-1,... "
+                             "when the first number is negative)")  # fmt: skip
+    parser.add_argument("--bbox-crs", default=None, metavar="CRS",
+                        help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")  # fmt: skip
+    parser.add_argument("--aoi", default=None, metavar="FILE",
+                        help="predict only the box around this vector file's polygons (GeoJSON, GeoPackage, "
+                             "Shapefile, FlatGeobuf); pixels outside them are written as nodata")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     device_flag(parser, "where to run (auto)")
     parser.add_argument("--dataset", default=None,

@@ -21,6 +21,7 @@ import numpy as np
 from ctseg.data.definitions import DATASETS, DatasetInfo, generic_colors, get_dataset_info
 from ctseg.data.raster import NODATA_CLASS, error_text, nodata_pixels
 from ctseg.errors import CtsegError
+from ctseg.safety.remote import RasterSource
 
 __all__ = [
     "FORMATS",
@@ -61,7 +62,10 @@ class ImageHeader:
 
     ``nodata``: the raster's own nodata value (GeoTIFF; ``None`` for Pillow formats). ``mode``: the Pillow mode
     (``None`` for rasters read with rasterio). ``georeferenced``: the raster has a CRS or a geotransform other
-    than the identity (``False`` for Pillow formats).
+    than the identity (``False`` for Pillow formats). ``path`` is a :class:`~ctseg.safety.remote.RasterSource`
+    for a raster by address or a STAC item's asset. ``window``: ``(col, row, width, height)`` of the region to
+    predict (``--bbox`` / ``--aoi``; ``height`` / ``width`` are then the window's), ``clip``: an ``--aoi``'s
+    polygons in the raster's CRS (:mod:`ctseg.predict.region`).
     """
 
     path: Path
@@ -73,6 +77,8 @@ class ImageHeader:
     nodata: float | None = None
     mode: str | None = None
     georeferenced: bool = True
+    window: tuple[int, int, int, int] | None = None
+    clip: tuple | None = None
 
 
 def fallback_info(class_names: Sequence[str], bands: int = 3) -> DatasetInfo:
@@ -83,8 +89,8 @@ def fallback_info(class_names: Sequence[str], bands: int = 3) -> DatasetInfo:
 
 
 def uses_pillow(path: Path) -> bool:
-    """True for PNG / JPEG (and BMP / GIF / WebP) files, read with Pillow; others are GDAL rasters."""
-    return Path(path).suffix.lower() in PILLOW_SUFFIXES
+    """True for local PNG / JPEG (and BMP / GIF / WebP) files, read with Pillow; others are GDAL rasters."""
+    return not isinstance(path, RasterSource) and Path(path).suffix.lower() in PILLOW_SUFFIXES
 
 
 def _raster_error(path: Path, err: BaseException) -> CtsegError:
@@ -95,13 +101,19 @@ def _raster_error(path: Path, err: BaseException) -> CtsegError:
 @contextlib.contextmanager
 def open_raster(path: Path) -> Iterator:
     """``rasterio.open(path)`` with GDAL's warnings silenced; an unreadable file is a one-line error. Opened through
-    :func:`ctseg.safety.rasters.open_raster`: a VRT's sources are checked first, the driver is allow-listed."""
+    :func:`ctseg.safety.rasters.open_raster`: a VRT's sources are checked first, the driver is allow-listed; a
+    :class:`~ctseg.safety.remote.RasterSource` through :func:`ctseg.safety.remote.open_source`."""
     from rasterio.errors import RasterioError
 
     from ctseg.safety.rasters import open_raster as open_checked
+    from ctseg.safety.remote import open_source
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if isinstance(path, RasterSource):
+            with open_source(path) as src:
+                yield src
+            return
         try:
             src = open_checked(path)
         except RasterioError as err:
@@ -116,8 +128,8 @@ def _bands_text(n: int) -> str:
 
 def inspect_image(path: str | os.PathLike) -> ImageHeader:
     """Open ``path`` far enough to know its bands, dtype, size and nodata; unreadable files are a one-line error."""
-    path = Path(path)
-    if not path.is_file():
+    path = path if isinstance(path, RasterSource) else Path(path)
+    if not isinstance(path, RasterSource) and not path.is_file():
         raise CtsegError(f"input {path} does not exist or is not a file")
     if not uses_pillow(path):
         with open_raster(path) as src:
@@ -218,17 +230,21 @@ def check_decodable(header: ImageHeader) -> None:
     """Raise a one-line error for an input that would fail to decode half-way.
 
     PNG / JPEG are decoded in full (they are small next to the model's work); a GDAL raster's last row of pixels
-    is read (a truncated or cut-off file fails there; a whole-raster read here would double the I/O). A raster
-    damaged in the middle is found while it is predicted (:class:`ctseg.inference.rows.RasterRows`).
+    is read (a truncated or cut-off file fails there; a whole-raster read here would double the I/O), the last row
+    of its ``window`` for a region. A raster damaged in the middle is found while it is predicted
+    (:class:`ctseg.inference.rows.RasterRows`), as is a raster by address (opened, but not read twice here).
     """
     path = header.path
+    if isinstance(path, RasterSource) and path.remote:
+        return
     if not uses_pillow(path):
         from rasterio.errors import RasterioError
         from rasterio.windows import Window
 
         with open_raster(path) as src:
+            col, row, width, height = header.window or (0, 0, src.width, src.height)
             try:
-                src.read(window=Window(0, src.height - 1, src.width, 1))
+                src.read(window=Window(col, row + height - 1, width, 1))
             except RasterioError as err:
                 raise _raster_error(path, err) from None
         return

@@ -29,6 +29,7 @@ from ctseg.predict.inputs import (
 from ctseg.predict.overlay import write_overlay_png
 from ctseg.predict.plan import Settings, Targets
 from ctseg.predict.png import write_color_png, write_index_png, write_legend_png
+from ctseg.predict.region import WindowRows, outside_rows
 from ctseg.predict.stage import Stage
 from ctseg.predict.write import gdal_cache_bytes, open_writers
 
@@ -71,6 +72,7 @@ def _write_outputs(
     import contextlib
 
     import rasterio
+    from affine import Affine
     from tqdm.auto import tqdm
 
     from ctseg.inference.options import WindowOptions
@@ -91,14 +93,22 @@ def _write_outputs(
             source = ArrayRows(image)
         else:
             src = stack.enter_context(open_raster(header.path))
-            source = RasterRows(src, plan_bands(header, info, opts.selected), header.path)
+            bands = plan_bands(header, info, opts.selected)
             georef = raster_georef(src)
+            if header.window is None and isinstance(header.path, Path):
+                source = RasterRows(src, bands, header.path)
+            else:  # a region (ctseg.predict.region), or a raster by address: the window of the source grid
+                window = header.window or (0, 0, src.width, src.height)
+                source = WindowRows(src, bands, header.path, window)
+                if georef["transform"] is not None:  # the source's grid, offset to the window
+                    georef["transform"] = src.transform @ Affine.translation(window[0], window[1])
         georef = output_georef(georef)  # no georeference: upright in pixel units (ctseg.predict.gis)
         value = _nodata_value(opts, georef, info)
+        masked = value is not None or header.clip is not None  # outside an --aoi: nodata
         per_px = source.count * source.dtype.itemsize + 2 + (info.num_classes * 4 if opts.probs else 0)
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(width, per_px, opts.window)))
         whole = np.zeros((height, width), np.uint8) if targets.color or targets.index or targets.overlay else None
-        writers = open_writers(targets, info, height, width, georef, value is not None, opts.probs, work)
+        writers = open_writers(targets, info, height, width, georef, masked, opts.probs, work)
         try:
             grid = plan_grid(loaded.model, height, width, opts.window, opts.overlap)
             bar = stack.enter_context(
@@ -107,6 +117,9 @@ def _write_outputs(
             started, rows_done = time.perf_counter(), [0]
 
             def emit(top: int, p, mask) -> None:
+                if header.clip is not None:
+                    outside = outside_rows(header.clip, georef["transform"], top, p.shape[-2], width)
+                    mask = outside if mask is None else mask | outside
                 classes = class_rows(p, mask)
                 if writers.classes is not None:
                     writers.classes.write(top, classes)
@@ -135,10 +148,10 @@ def _write_outputs(
             for w in writers.all():
                 w.finish()
             if targets.aux is not None:
-                write_class_sidecars(targets.aux, targets.qml, info, NODATA_CLASS if value is not None else None, work)
+                write_class_sidecars(targets.aux, targets.qml, info, NODATA_CLASS if masked else None, work)
             if whole is not None and targets.color is not None:
                 write_color_png(whole, info, targets.color, work)
-                write_legend_png(info, targets.legend, value is not None, work)
+                write_legend_png(info, targets.legend, masked, work)
             if whole is not None and targets.overlay is not None:
                 write_overlay_png(source, whole, info, targets.overlay, work)
             if whole is not None and targets.index is not None:

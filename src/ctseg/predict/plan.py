@@ -96,6 +96,7 @@ class Settings:
     vector: str | None = None
     vector_classes: list | None = None
     overlay: bool = False
+    region: object = None  # a ctseg.predict.region.Region, or None: the whole raster
 
     def targets(self, stem: str, png: bool = True) -> Targets:
         """The outputs of input ``<stem>``; ``png``: the input is small enough for PNGs (``--png-max-mpx``)."""

@@ -36,8 +36,11 @@ the source ``band_indices``), the normalisation ``(x / scale − mean) / std`` a
 
 **Inputs.** ``.png`` / ``.jpg`` / ``.jpeg`` (and BMP / GIF / WebP) are read with Pillow, anything else with
 rasterio (GDAL: GeoTIFF, JPEG 2000, a ``.vrt`` mosaic over a folder of tiles …). ``input_lists`` name text
-files of further inputs, one path per line. Every input must hold the model's dtype (uint8, uint16 or
-float32) and, after band selection, its number of bands:
+files of further inputs, one path per line. An input may also be a raster by address (``https://``, ``s3://``,
+``gs://``, ``az://``) or a STAC item (``.json``, local or by address) whose asset is the raster
+(:mod:`ctseg.predict.sources`), read window by window over HTTP range requests; ``bbox`` / ``aoi`` cut every
+input to a region on its own pixel grid (:mod:`ctseg.predict.region`). Every input must hold the model's dtype
+(uint8, uint16 or float32) and, after band selection, its number of bands:
 
 * ``bands`` (``--bands 1,2,3,4``, 1-based) picks the bands, in that order;
 * without it, the checkpoint's ``band_indices`` (the source bands the training images were made of), if any;
@@ -100,7 +103,9 @@ from ctseg.predict.inputs import (
 from ctseg.predict.outputs import predict_file
 from ctseg.predict.plan import Settings, Targets, check_settings
 from ctseg.predict.png import write_index_png
+from ctseg.predict.region import crop_header, parse_region
 from ctseg.predict.shard import Shard, ShardGroup, detect_shard, read_input_list, shard_device
+from ctseg.predict.sources import resolve_inputs
 from ctseg.predict.stage import clean_legacy, is_pending, pending, recover
 from ctseg.predict.write import write_prediction
 
@@ -168,6 +173,10 @@ def run_predict(
     vector: str | os.PathLike | None = None,
     vector_classes: str | Sequence[str | int] | None = None,
     overlay: bool = False,
+    asset: str | None = None,
+    bbox: str | Sequence[float] | None = None,
+    bbox_crs: str | None = None,
+    aoi: str | os.PathLike | None = None,
     shard: Shard | None = None,
 ) -> list[Path]:
     """Predict every input (this rank's share) into ``out`` (module docstring: outputs); returns the paths written.
@@ -176,10 +185,13 @@ def run_predict(
     raster's own (else the data set's); ``out_format``: ``"geotiff"`` or ``"index-png"``; ``input_lists``: text
     files of further inputs; ``probs``: ``None``, ``"uint8"`` or ``"float16"``; ``vector``: a folder (or a suffix
     such as ``".gpkg"``: beside the class map) for polygons of ``vector_classes`` (:mod:`ctseg.vectorize.polygons`);
-    ``overlay``: also ``<stem>_overlay.png``; ``shard``: this process's share (default: from torchrun's / SLURM's
+    ``overlay``: also ``<stem>_overlay.png``; ``asset``: the STAC items' asset (:mod:`ctseg.predict.sources`);
+    ``bbox`` (``"MINX,MINY,MAXX,MAXY"``) in ``bbox_crs``, or ``aoi`` (a vector file): predict that region only
+    (:mod:`ctseg.predict.region`); ``shard``: this process's share (default: from torchrun's / SLURM's
     environment). ``progress``: a bar over windows (with Mpx/s) on a terminal, and a summary line on stderr.
     """
-    files = [Path(p) for p in inputs]
+    region = parse_region(bbox, bbox_crs, aoi)
+    files = resolve_inputs(inputs, asset)
     for lst in input_lists:
         files += read_input_list(lst)
     if not files:
@@ -206,7 +218,7 @@ def run_predict(
     opts = Settings(
         Path(out), tta, int(window), float(overlap), int(batch_size), color, overwrite, device, dataset, progress,
         parse_bands(bands), parse_nodata(nodata), out_format, probs, confidence, skip_existing, float(png_max_mpx),
-        files, None if vector is None else str(vector), tokens, bool(overlay),
+        files, None if vector is None else str(vector), tokens, bool(overlay), region,
     )  # fmt: skip
     shard = detect_shard() if shard is None else shard
     names: dict[str, Path] = {}
@@ -243,7 +255,7 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
     info = resolve_info(loaded, ckpt, opts.dataset)
     check_settings(loaded, info, opts)
     limit = opts.png_max_mpx
-    sources = {p.resolve() for p in opts.inputs}
+    sources = {p.resolve() for p in opts.inputs if isinstance(p, Path)}
     plan: list[tuple[ImageHeader, Targets]] = []
     skipped = 0
     if opts.out_dir.is_dir():  # the staging folders of killed runs: finished or deleted (module docstring)
@@ -252,6 +264,10 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
     busy = pending(opts.out_dir)  # stems a live process is writing: not done, whatever exists
     for path in shard.take(opts.inputs):
         header = inspect_image(path)
+        if opts.region is not None:  # the region's window on the input's grid (ctseg.predict.region)
+            header, note = crop_header(header, opts.region)
+            if note and opts.progress:
+                _log(shard.prefix + note)
         mpx = header.height * header.width / 1e6
         targets = opts.targets(path.stem, mpx <= limit)
         names += [t.name for t in targets.paths()]
