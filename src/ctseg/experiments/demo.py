@@ -71,7 +71,7 @@ def _train_one(scheme: str, budget: DemoBudget, seed: int, log_dir: Path, progre
         img_size=budget.image_size,
         scheme=scheme,
         # ctseg's CT reduction: the authors' ("paper", the default) starts above the value clip, so on a budget
-        # this short it would pass almost no contrastive gradient (README "CT reductions").
+        # this short it would pass almost no contrastive gradient (docs/training.md "CT reductions").
         scheme_options={"reduction": "mean"} if scheme.startswith("ct-") else None,
         lr=budget.lr,
         class_names=list(info.classes),

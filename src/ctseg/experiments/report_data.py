@@ -33,7 +33,7 @@ from ctseg.safety.documents import read_json
 
 __all__ = ["DATA_MODULES", "build_datamodule", "import_data_module", "val_batches", "val_samples"]
 
-#: The data modules a run's record may name — those ``ctseg.data`` exports (README "Data sets"), taken from its
+#: The data modules a run's record may name — those ``ctseg.data`` exports (docs/datasets.md), taken from its
 #: export table: class name → the module defining it. A ``class_path`` is accepted as ``ctseg.data.<Name>`` or
 #: ``<module>.<Name>``.
 DATA_MODULES: dict[str, str] = {name: module for name, module in DATA_EXPORTS.items() if name.endswith("DataModule")}
