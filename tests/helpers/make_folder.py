@@ -131,7 +131,7 @@ def make_group_folder(root: Path, groups: dict[str, tuple[int, int]] = GROUPS, s
     return out
 
 
-if __name__ == "__main__":  # the README's worked example: python tests/helpers/make_folder.py demo_tiles
+if __name__ == "__main__":  # the worked example (docs/own-data.md): python tests/helpers/make_folder.py out/tiles
     import argparse
 
     parser = argparse.ArgumentParser(description="write a tiny 4-band uint16 folder data set (with nodata)")
