@@ -398,3 +398,17 @@ def test_invalid_polygons_are_repaired_and_counted(small, tmp_path):
     mask = next(m for r, m in _crops(tmp_path / "out", manifest) if r["offset"] == [0, 0])
     # make_valid keeps both triangles of the bow-tie: the left and right ones (its vertical sides), not the top
     assert mask[22, 8] == 1 and mask[22, 36] == 1 and mask[8, 22] == 0 and mask[50, 60] == 2
+
+
+def test_the_benchmark_runs_at_toy_size():
+    import subprocess
+    import sys
+
+    from helpers.paths import REPO
+
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "prepare_vector.py"), "--size", "600",
+                          "--footprints", "200", "--crop", "256", "--workers", "1"],
+                         capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = json.loads(res.stdout)
+    assert row["crops"] == 9 and row["features"] == 200 + 2 and row["peak_rss_mib"] > 0
