@@ -82,3 +82,13 @@ def test_ct_cost_reports_both_reductions():
     for r in ("paper", "mean"):
         [line] = [x for x in lines if x.startswith(f"step CT on, reduction={r}:")]
         assert float(line.rsplit(" ", 1)[1]) > 0
+
+
+@pytest.mark.slow  # a subprocess building a model and a 1024² COG: ~20 s
+def test_remote_predict_reports_bytes_and_speed(tmp_path):
+    out = tmp_path / "remote.json"
+    args = ["--size", "1024", "--box", "128", "--offset", "300", "--window", "64", "--workdir", str(tmp_path)]
+    _run("remote_predict.py", *args, "--json", str(out))
+    res = json.loads(out.read_text())
+    assert res["tiles"] == 1 and 1.0 <= res["fetched_per_tile_byte"] < 1.2  # one 512² tile and the header
+    assert res["remote_mpx_s"] > 0 and res["local_mpx_s"] > 0 and res["machine"]["nproc"] >= 1
