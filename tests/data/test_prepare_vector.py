@@ -122,7 +122,8 @@ def test_the_manifest_records_the_labels_and_a_prepared_folder_loads(city, prepa
     assert info["classes"] == ["background", "building", "road"] and info["name"] == "city"
     assert info["colors"][1] == [0xE3, 0x1A, 0x1C] and info["bands"] == 3 and info["dtype"] == "uint8"
     assert sorted(manifest["settings"]["splits"]) == ["train", "val"]  # one of the two scenes held out
-    assert manifest["statistics"]["pixels"] == 120 * 200 or manifest["statistics"]["pixels"] == 160 * 200
+    (train,) = manifest["settings"]["splits"]["train"]
+    assert manifest["statistics"]["pixels"] == np.prod(city.grids[train][2:])
     from ctseg.data import FolderDataModule
 
     dm = FolderDataModule(root=str(dst), batch_size=2, num_workers=0, image_size=64)
@@ -245,14 +246,14 @@ def test_a_list_and_a_vrt_as_sources(city, prepared, tmp_path):
     for (record, a), (_, b) in zip(_crops(tmp_path / "listed", manifest), _crops(*prepared), strict=True):
         np.testing.assert_array_equal(a, b, err_msg=record["mask"])
     # one VRT mosaicking both scenes, with the 20 m between them nodata
-    x0, y0, _, _ = city.grids["scene_0"]
-    x1 = city.grids["scene_1"][0]
-    width, height = round((x1 - x0) / PIXEL) + 200, 160
+    x0, y0, h0, w0 = city.grids["scene_0"]
+    x1, _, h1, w1 = city.grids["scene_1"]
+    width, height = round((x1 - x0) / PIXEL) + w1, max(h0, h1)
     sources = "".join(
         f'<SimpleSource><SourceFilename relativeToVRT="1">scenes/{stem}.tif</SourceFilename><SourceBand>{{b}}'
-        f'</SourceBand><SrcRect xOff="0" yOff="0" xSize="200" ySize="{h}"/><DstRect xOff="{round((x - x0) / PIXEL)}"'
-        f' yOff="0" xSize="200" ySize="{h}"/></SimpleSource>'
-        for stem, (x, _, h, _) in city.grids.items()
+        f'</SourceBand><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/><DstRect xOff="{round((x - x0) / PIXEL)}"'
+        f' yOff="0" xSize="{w}" ySize="{h}"/></SimpleSource>'
+        for stem, (x, _, h, w) in city.grids.items()
     )
     bands = "".join(f'<VRTRasterBand dataType="Byte" band="{b}"><NoDataValue>0</NoDataValue>'
                     f"{sources.format(b=b)}</VRTRasterBand>" for b in (1, 2, 3))  # fmt: skip
@@ -268,8 +269,8 @@ def test_a_list_and_a_vrt_as_sources(city, prepared, tmp_path):
         row, col = record["offset"]
         expected, near = _expected(mosaic, polys, "mosaic", row, col, 64, ["background", "building", "road"], 0)
         xs, _ = _centres(mosaic, "mosaic", row, col, 64)
-        nodata = (xs > x0 + 200 * PIXEL) & (xs < x1)
-        nodata |= (np.arange(64)[:, None] + row >= 120) & (xs > x1)  # below scene_1 (120 rows)
+        nodata = (xs > x0 + w0 * PIXEL) & (xs < x1)
+        nodata |= (np.arange(64)[:, None] + row >= h1) & (xs > x1)  # below scene_1
         assert (mask[nodata] == 255).all()
         assert not ((mask != expected) & ~near & ~nodata).any()
         gap += int(nodata.sum())
@@ -290,7 +291,7 @@ def test_streaming_reads_only_the_features_near_each_row_of_windows(city, tmp_pa
     monkeypatch.setattr(vector_files, "read_features", spy)
     _prepare(city, tmp_path / "out", split_tiles={"train": ["scene_0"]}, crop=32)
     banded = [n for bbox, n in calls if bbox is not None]
-    assert len(banded) == 5  # one read per row of windows: 160 / 32 rows of scene_0 (scene_1 in no split)
+    assert len(banded) == 6  # one read per row of windows: 192 / 32 rows of scene_0 (scene_1 in no split)
     assert max(banded) < len(city.utm) / 2, banded
 
 

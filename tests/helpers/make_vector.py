@@ -22,7 +22,7 @@ UTM = "EPSG:32633"
 PIXEL = 0.5
 ORIGIN = (500000.0, 6000000.0)
 #: stem → (height, width) in pixels.
-SCENES = {"scene_0": (160, 200), "scene_1": (120, 200)}
+SCENES = {"scene_0": (192, 256), "scene_1": (128, 256)}
 #: Gap between two scenes (m).
 GAP = 20.0
 CLASSES_YAML = """\
