@@ -21,4 +21,8 @@ One module per kind of file, each the only place that kind is opened:
 * :mod:`ctseg.safety.archives` — release zips read in place, never unpacked: an archive with a ``..``, absolute or
   symbolic-link member or absurd declared sizes is refused before any member is read; a raster member is opened
   from memory with the one driver its bytes name (never a VRT).
+* :mod:`ctseg.safety.remote` — rasters by address (``https://``, ``s3://``, ``gs://``, ``az://``) named as inputs:
+  opened with the allow-listed raster drivers but VRT, no folder listing or sidecar beside them, GDAL's HTTP options
+  only around their reads; :mod:`ctseg.safety.stac` — a STAC item named as an input, within the JSON bounds, and
+  its one asset; :mod:`ctseg.safety.aoi` — ``--aoi`` polygons by the file's first bytes.
 """
