@@ -395,7 +395,11 @@ def test_invalid_polygons_are_repaired_and_counted(small, tmp_path):
     options = PrepareOptions(classes=small.classes_file, labels=labels, class_field="class")
     _, notes = discover_vector(small.root / "scenes", None, options)
     assert [n for n in notes if "repaired 1 invalid polygon(s)" in n and "(feature ids 2)" in n], notes
-    manifest = _prepare(small, tmp_path / "out", labels=labels, split_tiles={"train": ["scene_0"]})
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert main([*_argv(small, tmp_path / "out", labels=labels), "--split", "train=scene_0"]) == 0
+    assert [line for line in err.getvalue().splitlines() if "repaired" in line] == [notes[-1]]  # once, on success
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     mask = next(m for r, m in _crops(tmp_path / "out", manifest) if r["offset"] == [0, 0])
     # make_valid keeps both triangles of the bow-tie: the left and right ones (its vertical sides), not the top
     assert mask[22, 8] == 1 and mask[22, 36] == 1 and mask[8, 22] == 0 and mask[50, 60] == 2

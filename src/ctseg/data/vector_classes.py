@@ -152,7 +152,7 @@ def unknown_value(path: Path, field: str, fid: int, key: Key | None, count: int,
     return (
         f"labels file {path}: feature {fid} has {field} = {shown_value(key)}, which classes file {classes} does not "
         f"list ({count} feature(s) with unlisted values; listed: {known}){hint}; add a class with that value, or "
-        "put it under ignore:"
+        "list it under ignore"
     )
 
 
