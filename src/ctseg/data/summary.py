@@ -31,7 +31,10 @@ CAUSE_TEXT = {
         "unless the image side is a multiple of --crop)"
     ),
     "nodata": "no image data (the raster's nodata value, or --nodata)",
-    "label": "the data set's own ignore label in the masks (its ignore colours or values)",
+    "label": (
+        "the data set's own ignore label in the masks (its ignore colours or values; vector labels: no polygon there "
+        "and no background class, outside --extent, or a polygon of an ignore value)"
+    ),
 }
 
 
