@@ -84,7 +84,7 @@ MAY_IMPORT = {
     "models": {"safety"},
     "data": {"safety"},
     "inference": {"data", "safety"},
-    "evaluation": {"data", "inference"},
+    "evaluation": {"data", "inference", "safety"},
     "training": {"contrastive", "models", "data", "evaluation", "safety", "checkpoints"},
     "checkpoints": {"models", "data", "safety", "inference"},
     "vectorize": {"data", "safety"},

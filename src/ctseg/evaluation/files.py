@@ -39,7 +39,16 @@ from ctseg.errors import CtsegError
 from ctseg.evaluation.boundary import BoundaryMetrics, parse_tolerances
 from ctseg.evaluation.metrics import SegmentationMetrics
 
-__all__ = ["evaluate_folder", "evaluate_pairs", "find_pairs", "format_scores", "resolve_info", "run_evaluate"]
+__all__ = [
+    "check_out",
+    "evaluate_folder",
+    "evaluate_pairs",
+    "find_pairs",
+    "format_scores",
+    "resolve_info",
+    "run_evaluate",
+    "write_scores",
+]
 
 PRED_SUFFIXES = (".tif", ".tiff", ".png")
 TRUTH_SUFFIXES = (".png", ".tif", ".tiff")
@@ -308,10 +317,18 @@ def run_evaluate(
     device: str = "cpu",
 ) -> str:
     """``ctseg evaluate``: score the folder, write ``out`` (JSON) when given; returns the table text."""
-    from ctseg.io import ensure_writable_dir, write_json_atomic
-
     tolerances = parse_tolerances(tolerance)
     info = resolve_info(dataset, manifest)
+    path = check_out(out)
+    scores = evaluate_folder(pred_dir, truth_dir, info, tolerances, device)
+    write_scores(path, scores)
+    return format_scores(scores)
+
+
+def check_out(out: str | os.PathLike | None) -> Path | None:
+    """The ``--out`` JSON path, checked before any scoring (a folder, a missing or read-only folder: one line)."""
+    from ctseg.io import ensure_writable_dir
+
     path = None if out is None else Path(out).expanduser()
     if path is not None:
         if path.is_dir():
@@ -319,10 +336,16 @@ def run_evaluate(
         if not path.parent.is_dir():
             raise CtsegError(f"--out {out}: the folder {path.parent} does not exist")
         ensure_writable_dir(path.parent, "--out folder")  # before the scoring, not after it
-    scores = evaluate_folder(pred_dir, truth_dir, info, tolerances, device)
-    if path is not None:
-        try:
-            write_json_atomic(path, scores)
-        except OSError as err:  # a full disk: atomic_path left nothing behind
-            raise CtsegError(f"--out {out} cannot be written ({err.strerror or err}); choose a writable path") from None
-    return format_scores(scores)
+    return path
+
+
+def write_scores(path: Path | None, scores: dict[str, Any]) -> None:
+    """Write ``scores`` to ``path`` (from :func:`check_out`) atomically; nothing when ``path`` is ``None``."""
+    from ctseg.io import write_json_atomic
+
+    if path is None:
+        return
+    try:
+        write_json_atomic(path, scores)
+    except OSError as err:  # a full disk: atomic_path left nothing behind
+        raise CtsegError(f"--out {path} cannot be written ({err.strerror or err}); choose a writable path") from None
