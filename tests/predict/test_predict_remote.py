@@ -84,6 +84,8 @@ def site(tmp_path_factory):
         )
     )
     (served / "page.html").write_text("<html><body>not a raster</body></html>")
+    (served / "bucket").mkdir()
+    (served / "bucket" / "small.tif").write_bytes((served / "small.tif").read_bytes())
     ckpt = save_task_checkpoint(root / "model.ckpt")
     with RangeServer(served) as server:
         yield {"root": root, "served": served, "server": server, "ckpt": ckpt}
@@ -159,6 +161,20 @@ def test_aoi_writes_nodata_outside_its_polygons(site, item_box, tmp_path):
     clear = shapely.distance(triangle.boundary, shapely.points(xs, ys)) > 1e-3 * RES  # centres on no edge
     assert (classes[~inside & clear] == 255).all() and 0.2 < inside.mean() < 0.8
     assert np.array_equal(classes[inside & clear], boxed[inside & clear])  # the same window, the same model
+
+
+def test_s3_addresses_go_through_gdal_s3_with_its_environment_variables(site, tmp_path, monkeypatch):
+    server = site["server"]
+    for key, value in {"AWS_S3_ENDPOINT": f"127.0.0.1:{server.port}", "AWS_HTTPS": "NO",
+                       "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_NO_SIGN_REQUEST": "YES"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    server.reset()
+    col, row, width, height = 40, 200, 90, 70
+    run_predict(site["ckpt"], ["s3://bucket/small.tif"], tmp_path, bbox=_bbox(col, row, width, height), color=False,
+                **RUN)  # fmt: skip
+    _, meta = _read(tmp_path / "small_pred.tif")
+    assert meta["transform"] == from_origin(X0 + col * RES, Y0 - row * RES, RES, RES)
+    assert meta["shape"] == (height, width) and set(server.paths) == {"bucket/small.tif"}
 
 
 def test_skip_existing_reads_no_pixels(site, item_box):
