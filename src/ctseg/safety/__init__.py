@@ -25,4 +25,7 @@ One module per kind of file, each the only place that kind is opened:
   opened with the allow-listed raster drivers but VRT, no folder listing or sidecar beside them, GDAL's HTTP options
   only around their reads; :mod:`ctseg.safety.stac` — a STAC item named as an input, within the JSON bounds, and
   its one asset; :mod:`ctseg.safety.aoi` — ``--aoi`` polygons by the file's first bytes.
+* :mod:`ctseg.safety.vector_files` — ``ctseg prepare vector``'s labels and extents: one layer of a GeoPackage,
+  GeoJSON, Shapefile or FlatGeobuf picked by the first bytes (never an OGR VRT), read through pyogrio;
+  :mod:`ctseg.safety.path_lists` — a ``.txt`` list of images, confined to its folder as a VRT's sources are.
 """
