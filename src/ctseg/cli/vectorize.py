@@ -10,7 +10,7 @@ from ctseg.cli.flags import source_flags
 HELP = "polygons of classes of a class map (ctseg predict output) as GeoPackage or GeoJSON"
 EPILOG = (
     "Example: ctseg vectorize scene_pred.tif --classes building --out buildings.gpkg --min-area 10 "
-    "--simplify 0.5 (sizes in the raster's CRS units, e.g. m² and m)."
+    "--simplify 0.5 (sizes in the raster's CRS units, e.g. m² and m); footprints with right angles: --regularize."
 )
 
 
@@ -27,6 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
                         help="simplification tolerance in map units, topology kept (0: exact pixel "
                              "outlines)")  # fmt: skip
+    parser.add_argument("--regularize", action="store_true",
+                        help="building outlines with straight walls and right angles where they fit (IoU with "
+                             "the pixel outline >= --regularize-min-iou), else simplified; never forced into "
+                             "boxes")  # fmt: skip
+    parser.add_argument("--regularize-tolerance", type=float, default=None, metavar="T",
+                        help="--regularize: walls closer than T map units merge, steps shorter than T go "
+                             "(default: 1.5 x the pixel size)")  # fmt: skip
+    parser.add_argument("--regularize-min-iou", type=float, default=None, metavar="F",
+                        help="--regularize: smallest IoU of the right-angled outline with the pixel outline to "
+                             "keep it (default: 0.86, ctseg.vectorize.regularize.MIN_IOU)")  # fmt: skip
     parser.add_argument("--fill-holes", action="store_true", help="fill the polygons' holes (courtyards)")
     parser.add_argument("--confidence", default=None, metavar="CONF.tif",
                         help="raster on the same grid (uint8 0-255 or float 0-1): adds mean_confidence per "
@@ -55,6 +65,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             block_size=args.block_size,
             layer=args.layer,
             overwrite=args.overwrite,
+            regularize=args.regularize,
+            regularize_tolerance=args.regularize_tolerance,
+            regularize_min_iou=args.regularize_min_iou,
         )
     print(f"wrote {out}")
     return 0

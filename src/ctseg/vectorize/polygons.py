@@ -10,8 +10,12 @@ one block row (plus whatever spans several rows), not by the raster. A building 
 as one polygon.
 
 Polygonisation and merging run in pixel coordinates (integers, so shared block edges match exactly); the
-final polygons are mapped by the raster's transform. Sizes are in map units (the CRS's): ``min_area`` in
-units², ``simplify`` (:func:`shapely.simplify` with ``preserve_topology=True``) in units. A raster that is not
+final polygons are mapped by the raster's transform. Before that, the vertices that seams left on straight edges
+are dropped exactly on the pixel grid (:func:`ctseg.vectorize.regularize.drop_collinear`), so a polygon has the
+vertices of one whole-raster polygonisation whatever the blocks. ``regularize`` straightens building outlines
+in map units (:func:`~ctseg.vectorize.regularize.regularize_polygon`; its module docstring has the maths).
+Sizes are in map units (the CRS's): ``min_area`` in units², ``simplify`` (:func:`shapely.simplify` with
+``preserve_topology=True``) and ``regularize_tolerance`` in units. A raster that is not
 georeferenced (no CRS, and the identity transform or the flipped one ``ctseg predict`` gives an image without
 georeference: row r at y = −r) is handled in pixel units (one warning line); a geographic CRS (degrees) with
 ``min_area`` or ``simplify`` is refused in one line.
@@ -47,6 +51,7 @@ from ctseg.vectorize.io import (
     write_polygons,
 )
 from ctseg.vectorize.io import warn as _warn
+from ctseg.vectorize.regularize import MIN_IOU, TOLERANCE_PIXELS, drop_collinear, regularize_polygon
 
 #: Raster tag (default namespace) holding the class names as a JSON list in index order.
 CLASSES_TAG = "CTSEG_CLASSES"
@@ -230,6 +235,9 @@ def vectorize_raster(
     block_size: int | None = None,
     layer: str | None = None,
     overwrite: bool = False,
+    regularize: bool = False,
+    regularize_tolerance: float | None = None,
+    regularize_min_iou: float | None = None,
 ) -> Path:
     """Write one polygon per connected region of each of ``classes`` in ``class_tif`` to ``out_path``.
 
@@ -246,6 +254,12 @@ def vectorize_raster(
             ``confidence``, if any (else no such attribute).
         block_size: block side in pixels (default: whole internal blocks, about 1024 pixels).
         layer: layer name (default: the output's stem).
+        regularize: straight walls and right angles where the outline fits them (IoU of the snapped outline
+            with the pixel outline at least ``regularize_min_iou``), else the outline simplified with
+            ``regularize_tolerance`` (:mod:`ctseg.vectorize.regularize`); after ``min_area``, before ``simplify``.
+        regularize_tolerance: in map units (default 1.5 × the pixel size): walls closer than this merge, steps
+            shorter than this go.
+        regularize_min_iou: default :data:`ctseg.vectorize.regularize.MIN_IOU`.
 
     Returns the output path. Raises :class:`CtsegError` (one line) for problems with the inputs.
     """
@@ -261,6 +275,12 @@ def vectorize_raster(
     min_area, simplify = float(min_area), float(simplify)
     if not (min_area >= 0 and math.isfinite(min_area)) or not (simplify >= 0 and math.isfinite(simplify)):
         raise CtsegError(f"--min-area {min_area:g} / --simplify {simplify:g}: give sizes >= 0 (map units)")
+    tol_given = None if regularize_tolerance is None else float(regularize_tolerance)
+    if tol_given is not None and not 0 < tol_given < math.inf:
+        raise CtsegError(f"--regularize-tolerance {regularize_tolerance:g}: give a size > 0 (map units)")
+    regularize_min_iou = MIN_IOU if regularize_min_iou is None else float(regularize_min_iou)
+    if not 0 < regularize_min_iou <= 1:
+        raise CtsegError(f"--regularize-min-iou {regularize_min_iou:g}: give a fraction in (0, 1]")
     driver = output_driver(out, overwrite)
     if not path.is_file():
         raise CtsegError(f"class raster {path} does not exist; pass the <stem>_pred.tif that ctseg predict wrote")
@@ -286,14 +306,15 @@ def vectorize_raster(
         elif crs is None:
             _warn(f"{path.name} has no CRS: polygons are in its transform's units and the output has no CRS")
         elif crs.is_geographic:
-            if min_area > 0 or simplify > 0:
+            if min_area > 0 or simplify > 0 or regularize:
                 raise CtsegError(
-                    f"{path.name}: CRS {crs.to_string()} is geographic (degrees), so --min-area / --simplify in "
-                    "metres cannot be applied; reproject it to a projected CRS first, e.g. gdalwarp -t_srs "
-                    "EPSG:32633 (your UTM zone) -r near"
+                    f"{path.name}: CRS {crs.to_string()} is geographic (degrees), so --min-area / --simplify / "
+                    "--regularize in metres cannot be applied; reproject it to a projected CRS first, e.g. "
+                    "gdalwarp -t_srs EPSG:32633 (your UTM zone) -r near"
                 )
             _warn(f"{path.name}: CRS {crs.to_string()} is geographic: the area attribute is in square degrees")
         pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+        tolerance = TOLERANCE_PIXELS * math.sqrt(pixel_area) if tol_given is None else tol_given
         coeffs = np.array([[transform.a, transform.b], [transform.d, transform.e]])
         offset = np.array([transform.c, transform.f])
         block_h, block_w = _block_shape(src, block_size)
@@ -304,16 +325,18 @@ def vectorize_raster(
         geoms: list = []
 
         def finish(index: int, part: _Part) -> None:
-            geom = part.geom
+            geom = drop_collinear(part.geom)  # exact on the pixel grid
             if fill_holes and geom.interiors:
                 geom = shapely.Polygon(geom.exterior)
             if geom.area * pixel_area < min_area:
                 return
             geom = shapely.transform(geom, lambda xy: xy @ coeffs.T + offset)
+            if regularize:
+                geom = regularize_polygon(geom, tolerance, min_iou=regularize_min_iou)
             if simplify > 0:
                 geom = shapely.simplify(geom, simplify, preserve_topology=True)
-                if geom.is_empty:
-                    return
+            if geom.is_empty:
+                return
             geom = orient(geom, 1.0)  # exterior counter-clockwise, holes clockwise (as RFC 7946 asks)
             geoms.append(geom)
             rows["class"].append(names[index] if names is not None else str(index))
