@@ -158,6 +158,9 @@ def _name(crs: Any) -> str:
 
 def _common_crs(truth: dict[str, Any], pred: dict[str, Any]) -> tuple[str | None, list[str]]:
     """Reproject both sides in place to the CRS they are scored in; (its name, notes)."""
+    for side, other in ((truth, pred), (pred, truth)):
+        if side["crs"] is None and not len(side["geoms"]):
+            side["crs"] = other["crs"]  # nothing to place: an empty file's CRS does not matter
     if truth["crs"] is None and pred["crs"] is None:
         return None, ["neither file has a CRS: coordinates compared as they are, in their map units"]
     for side, other, w1, w2 in ((truth, pred, "--truth file", "prediction file"), (pred, truth, "prediction file",
