@@ -41,6 +41,8 @@ KEYWORDS = {
     "png_max_mpx": "png_max_mpx",
     "vector": "vector",
     "vector_classes": "vector_classes",
+    "regularize": "regularize",
+    "regularize_tolerance": "regularize_tolerance",
     "overlay": "overlay",
     "asset": "asset",
     "bbox": "bbox",
@@ -96,6 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "<stem>.gpkg / .geojson beside the class map for a suffix")  # fmt: skip
     parser.add_argument("--vector-classes", default=None, metavar="NAMES",
                         help="classes to outline with --vector, by name or index, e.g. building or 1,2")  # fmt: skip
+    parser.add_argument("--regularize", action="store_true",
+                        help="--vector polygons with straight walls and right angles where they fit, else "
+                             "simplified (as ctseg vectorize --regularize)")  # fmt: skip
+    parser.add_argument("--regularize-tolerance", type=float, default=None, metavar="T",
+                        help="--regularize: walls closer than T map units merge, steps shorter than T go "
+                             "(default: 1.5 x the pixel size)")  # fmt: skip
     parser.add_argument("--asset", default=None, metavar="KEY",
                         help="the asset of a STAC item input to predict (default: the first GeoTIFF of visual, "
                              "image, data)")  # fmt: skip

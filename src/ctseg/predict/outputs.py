@@ -178,7 +178,10 @@ def _vectorize(classes: Path, vector: Path, conf: Path | None, opts: Settings, s
     out = vector if staged is None else staged
     try:
         with notes_as_lines():
-            vectorize_raster(classes, out, opts.vector_classes, confidence_tif=conf, overwrite=True)
+            vectorize_raster(
+                classes, out, opts.vector_classes, confidence_tif=conf, overwrite=True,
+                regularize=opts.regularize, regularize_tolerance=opts.regularize_tolerance,
+            )  # fmt: skip
     except CtsegError as err:
         if staged is None:
             raise

@@ -97,6 +97,8 @@ class Settings:
     vector_classes: list | None = None
     overlay: bool = False
     region: object = None  # a ctseg.predict.region.Region, or None: the whole raster
+    regularize: bool = False  # --vector polygons through ctseg.vectorize.regularize
+    regularize_tolerance: float | None = None
 
     def targets(self, stem: str, png: bool = True) -> Targets:
         """The outputs of input ``<stem>``; ``png``: the input is small enough for PNGs (``--png-max-mpx``)."""

@@ -172,6 +172,8 @@ def run_predict(
     png_max_mpx: float = PNG_MAX_MPX,
     vector: str | os.PathLike | None = None,
     vector_classes: str | Sequence[str | int] | None = None,
+    regularize: bool = False,
+    regularize_tolerance: float | None = None,
     overlay: bool = False,
     asset: str | None = None,
     bbox: str | Sequence[float] | None = None,
@@ -184,7 +186,8 @@ def run_predict(
     ``bands``: 1-based bands to read (``"1,2,3,4"``); ``nodata``: a value, ``"none"``, or ``None`` for the
     raster's own (else the data set's); ``out_format``: ``"geotiff"`` or ``"index-png"``; ``input_lists``: text
     files of further inputs; ``probs``: ``None``, ``"uint8"`` or ``"float16"``; ``vector``: a folder (or a suffix
-    such as ``".gpkg"``: beside the class map) for polygons of ``vector_classes`` (:mod:`ctseg.vectorize.polygons`);
+    such as ``".gpkg"``: beside the class map) for polygons of ``vector_classes`` (:mod:`ctseg.vectorize.polygons`),
+    ``regularize``-d with ``regularize_tolerance`` (map units) as ``ctseg vectorize --regularize`` does;
     ``overlay``: also ``<stem>_overlay.png``; ``asset``: the STAC items' asset (:mod:`ctseg.predict.sources`);
     ``bbox`` (``"MINX,MINY,MAXX,MAXY"``) in ``bbox_crs``, or ``aoi`` (a vector file): predict that region only
     (:mod:`ctseg.predict.region`); ``shard``: this process's share (default: from torchrun's / SLURM's
@@ -215,10 +218,15 @@ def run_predict(
         from ctseg.vectorize.polygons import parse_classes
 
         tokens = parse_classes(vector_classes)
+    if (regularize or regularize_tolerance is not None) and vector is None:
+        raise CtsegError("--regularize / --regularize-tolerance shape the --vector polygons; add --vector")
+    if regularize_tolerance is not None and not 0 < float(regularize_tolerance) < float("inf"):
+        raise CtsegError(f"--regularize-tolerance {regularize_tolerance}: give a size > 0 (map units)")
     opts = Settings(
         Path(out), tta, int(window), float(overlap), int(batch_size), color, overwrite, device, dataset, progress,
         parse_bands(bands), parse_nodata(nodata), out_format, probs, confidence, skip_existing, float(png_max_mpx),
-        files, None if vector is None else str(vector), tokens, bool(overlay), region,
+        files, None if vector is None else str(vector), tokens, bool(overlay), region, bool(regularize),
+        None if regularize_tolerance is None else float(regularize_tolerance),
     )  # fmt: skip
     shard = detect_shard() if shard is None else shard
     names: dict[str, Path] = {}
