@@ -13,7 +13,7 @@ HELP = "cut a downloaded data set (or your own image/label pairs, or images with
 EPILOG = (
     "Data sets: ctseg prepare --list. Your own data: ctseg prepare folder --src DIR --classes classes.yaml --dst "
     "data/mine, with DIR/images + DIR/masks paired by file stem, DIR/<group>/{images,masks} for tiles or scenes, "
-    "or DIR/{train,val,test}/{images,masks} (see docs/own-data.md). Georeferenced images with polygons as labels: ctseg "
+    "or DIR/{train,val,test}/{images,masks} (docs/own-data.md). Georeferenced images with polygons as labels: ctseg "
     "prepare vector --src IMAGES --labels LABELS.gpkg --class-field FIELD --classes classes.yaml --dst data/mine "
     "(docs/vector-labels.md). A table of crops, pixels, ignore pixels by cause and "
     "class shares per split follows every prepare."

@@ -39,8 +39,8 @@ no class) and the bands of all classes are one map too: a pixel is in its class'
 class bit sets (bit c for class c; up to 62 classes, else a ``(B, K, H, W)`` one-hot) and ORs them over the
 window. Every window is a running max / min / OR along rows, then columns, with O(log d) shifted passes and
 neutral padding (so the image border adds no "not c" pixel); the per-class sums are one joint histogram per
-quantity (a scatter-add; ``bincount`` on the CPU). Cost: ``benchmarks/boundary_cost.py`` (docs/boundary-metrics.md, "Boundary
-metrics").
+quantity (a scatter-add; ``bincount`` on the CPU). Cost: ``benchmarks/boundary_cost.py``
+(docs/boundary-metrics.md).
 """
 
 from __future__ import annotations
