@@ -65,7 +65,7 @@ nitpicky = True
 # Third-party and standard-library names (no intersphinx: nothing is downloaded). ctseg's own are never listed.
 _FOREIGN = """
     torch torchvision torchmetrics lightning pytorch_lightning lightning_fabric timm numpy np PIL rasterio affine
-    shapely pyogrio onnx onnxruntime onnxscript safetensors jsonargparse matplotlib yaml tqdm tensorboard
+    shapely pyogrio pyproj pystac onnx onnxruntime onnxscript safetensors jsonargparse matplotlib yaml tqdm tensorboard
     abc argparse collections concurrent contextlib csv dataclasses datetime enum fcntl functools io json logging
     multiprocessing numbers os pathlib pickle random re subprocess tempfile threading types typing typing_extensions
     warnings xml zipfile
