@@ -246,3 +246,30 @@ def test_error_lines_and_nothing_written(tmp_path, capsys):
     )
     assert "--iou" in msg and "not vector files" in msg
     assert not out.exists()
+
+
+def _polis_loop(a, b):
+    def vertices(g):
+        return [c for ring in shapely.get_parts(g.boundary) for c in list(ring.coords)[:-1]]
+
+    va, vb = vertices(a), vertices(b)
+    return (sum(Point(v).distance(b.boundary) for v in va) / (2 * len(va))
+            + sum(Point(v).distance(a.boundary) for v in vb) / (2 * len(vb)))  # fmt: skip
+
+
+def test_polis_equals_a_loop_on_irregular_polygons_in_small_chunks(monkeypatch):
+    import ctseg.evaluation.polis as polis_module
+
+    monkeypatch.setattr(polis_module, "CHUNK", 7)  # many chunks, each with mixed segment counts
+    rng = np.random.default_rng(5)
+    truth, pred = [], []
+    for k in range(12):
+        blob = Point(rng.uniform(0, 50, 2)).buffer(rng.uniform(2, 6), quad_segs=int(rng.integers(1, 9)))
+        if k % 3 == 0:
+            blob = blob.difference(blob.centroid.buffer(1.0))  # a hole
+        if k % 4 == 1:
+            blob = shapely.union(blob, affinity.translate(blob, 20, 0))  # two parts
+        truth.append(blob)
+        pred.append(affinity.rotate(affinity.translate(blob, *rng.normal(0, 0.5, 2)), rng.uniform(-10, 10)))
+    got = polis(truth, pred)
+    assert got == pytest.approx([_polis_loop(a, b) for a, b in zip(truth, pred, strict=True)], rel=1e-9)

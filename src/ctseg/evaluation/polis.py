@@ -28,6 +28,9 @@ import numpy as np
 
 __all__ = ["boundary_match", "polis", "sampling_step"]
 
+#: Points measured at once (bounds the temporaries of :func:`_to_boundary`).
+CHUNK = 1 << 16
+
 
 def sampling_step(tolerance: float) -> float:
     """The longest boundary piece the boundary F1 samples at tolerance ``tolerance``: ``tolerance / 10``."""
@@ -40,6 +43,51 @@ def _rings(geoms: Any) -> tuple[Any, np.ndarray]:
 
     lines, owner = shapely.get_parts(shapely.boundary(np.asarray(geoms, dtype=object)), return_index=True)
     return lines, owner
+
+
+def _pieces(lines: Any, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The straight pieces of ``lines``: start (P, 2), end (P, 2) and the geometry each belongs to."""
+    import shapely
+
+    coords, line = shapely.get_coordinates(lines, return_index=True)
+    same = line[1:] == line[:-1]  # consecutive coordinates of one ring
+    return coords[:-1][same], coords[1:][same], owner[line[:-1][same]]
+
+
+def _to_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance from each point ``p[i]`` to the segment ``a[i]``–``b[i]``."""
+    d = b - a
+    length2 = np.einsum("ij,ij->i", d, d)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(length2 > 0, np.einsum("ij,ij->i", p - a, d) / length2, 0.0)
+    nearest = a + np.clip(t, 0.0, 1.0)[:, None] * d
+    return np.hypot(*(p - nearest).T)
+
+
+def _to_boundary(points: np.ndarray, which: np.ndarray, geoms: np.ndarray) -> np.ndarray:
+    """Distance from each point ``points[k]`` to the boundary of ``geoms[which[k]]`` (inf for an empty one).
+
+    Plain numpy, no GEOS point objects (their creation dominated): every point meets every segment of its
+    own geometry's rings — step ``j`` takes the ``j``-th segment of each geometry that has one, for the points
+    (sorted by their geometry's segment count, most first) whose geometry has more than ``j``."""
+    a, b, owner = _pieces(*_rings(geoms))
+    order = np.argsort(owner, kind="stable")
+    a, b, owner = a[order], b[order], owner[order]
+    count = np.bincount(owner, minlength=len(geoms))
+    first = np.concatenate(([0], np.cumsum(count)[:-1]))
+    out = np.empty(len(points))
+    for lo in range(0, len(points), CHUNK):  # bounded temporaries
+        pts, own = points[lo : lo + CHUNK], which[lo : lo + CHUNK]
+        m = count[own]
+        by = np.argsort(-m, kind="stable")
+        pts, own, neg = pts[by], own[by], -m[by]
+        best = np.full(len(pts), np.inf)
+        for j in range(int(m.max()) if len(m) else 0):
+            c = int(np.searchsorted(neg, -j, side="left"))  # the points whose geometry has more than j segments
+            seg = first[own[:c]] + j
+            np.minimum(best[:c], _to_segment(pts[:c], a[seg], b[seg]), out=best[:c])
+        out[lo + by] = best
+    return out
 
 
 def polis(truth: Any, pred: Any) -> np.ndarray:
@@ -56,9 +104,8 @@ def polis(truth: Any, pred: Any) -> np.ndarray:
         coords, line = shapely.get_coordinates(lines, return_index=True)
         # drop each ring's closing vertex (the last coordinate of each line)
         last = np.r_[line[1:] != line[:-1], True] if len(line) else np.zeros(0, bool)
-        coords, line = coords[~last], line[~last]
-        which = owner[line]
-        dist = shapely.distance(shapely.points(coords), shapely.boundary(other)[which])
+        coords, which = coords[~last], owner[line[~last]]
+        dist = _to_boundary(coords, which, other)
         total = np.bincount(which, weights=dist, minlength=n)
         count = np.bincount(which, minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -72,15 +119,9 @@ def _near_length(own: np.ndarray, other: np.ndarray, tolerance: float, step: flo
 
     n = len(own)
     lines, owner = _rings(own)
-    coords, line = shapely.get_coordinates(shapely.segmentize(lines, step), return_index=True)
-    if len(coords) < 2:
-        return np.zeros(n), np.zeros(n)
-    same = line[1:] == line[:-1]  # consecutive coordinates of one ring: a piece
-    start, end = coords[:-1][same], coords[1:][same]
-    which = owner[line[:-1][same]]
+    start, end, which = _pieces(shapely.segmentize(lines, step), owner)
     length = np.hypot(*(end - start).T)
-    mid = shapely.points((start + end) / 2.0)
-    near = shapely.distance(mid, shapely.boundary(other)[which]) <= tolerance
+    near = _to_boundary((start + end) / 2.0, which, other) <= tolerance
     return (np.bincount(which, weights=length * near, minlength=n), np.bincount(which, weights=length, minlength=n))
 
 
