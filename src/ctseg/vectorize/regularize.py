@@ -16,7 +16,8 @@ coordinates, the shoelace area by a single bit. Coordinates that are not all int
 2. *Dominant direction* ``θ`` (candidates, both tried): (a) the length²-weighted circular mean of the edge angles
    of ``S`` modulo 90°, ``θ = ¼ atan2(Σ wᵢ sin 4φᵢ, Σ wᵢ cos 4φᵢ)`` with ``wᵢ = ℓᵢ²`` (the factor 4 makes
    directions 90° apart the same, so the walls and their perpendiculars vote together; long walls dominate);
-   (b) the direction of the longest side of the minimum rotated rectangle of ``P``.
+   (b) the direction of the longest side of the minimum rotated rectangle of ``P`` (tried only when it differs
+   from (a) by more than 0.25°).
 3. *Snap.* In the frame rotated by ``−θ``, each edge of ``S`` is horizontal (``|Δx| ≥ |Δy|``) or vertical.
    Consecutive edges of one kind form a run (a wall); its line is ``y = c`` (or ``x = c``) with ``c`` the
    length-weighted mean of the support's pixel-edge midpoints (``Σ ℓₖ mₖ / Σ ℓₖ``: the stair of a rasterised
@@ -44,6 +45,8 @@ import numpy as np
 MIN_IOU = 0.86
 #: Default tolerance in pixels (times the pixel size in map units).
 TOLERANCE_PIXELS = 1.5
+#: Candidate directions closer than this (radians, 0.25°) are tried once.
+SAME_DIRECTION = math.radians(0.25)
 
 __all__ = ["MIN_IOU", "TOLERANCE_PIXELS", "drop_collinear", "regularize_polygon"]
 
@@ -113,22 +116,27 @@ def _directions(simple, poly) -> list[float]:
     out: list[float] = []
     for theta in found:
         theta = (theta + math.pi / 4) % (math.pi / 2) - math.pi / 4
-        if all(abs((theta - t + math.pi / 4) % (math.pi / 2) - math.pi / 4) > 1e-3 for t in out):
+        if all(abs((theta - t + math.pi / 4) % (math.pi / 2) - math.pi / 4) > SAME_DIRECTION for t in out):
             out.append(theta)
     return out
 
 
-def _snap_ring(full: np.ndarray, index: dict, simple_xy: np.ndarray, tol: float) -> np.ndarray | None:
-    """Steps 3-4 for one ring: ``full`` the rotated pixel outline (open, n × 2), ``index`` its vertex → position
-    map (original coordinates), ``simple_xy`` the simplified ring's original coordinates (open). The snapped
-    ring's vertices in the rotated frame, or ``None`` when it cannot be snapped."""
+def _positions(xy: np.ndarray, simple_xy: np.ndarray) -> list[int] | None:
+    """The sorted positions in the open ring ``xy`` of the vertices of its simplification ``simple_xy``."""
+    key, skey = xy[:, 0] + 1j * xy[:, 1], simple_xy[:, 0] + 1j * simple_xy[:, 1]
+    order = np.argsort(key)
+    at = np.clip(np.searchsorted(key[order], skey), 0, len(xy) - 1)
+    if not np.array_equal(key[order][at], skey):
+        return None
+    pos = sorted(set(order[at].tolist()))
+    return pos if len(pos) >= 3 else None
+
+
+def _snap_ring(full: np.ndarray, pos: list[int], tol: float) -> np.ndarray | None:
+    """Steps 3-4 for one ring: ``full`` the rotated pixel outline (open, n × 2), ``pos`` the positions of the
+    simplified ring's vertices in it. The snapped ring's vertices in the rotated frame, or ``None`` when it cannot
+    be snapped."""
     n = len(full)
-    try:
-        pos = sorted({index[(float(x), float(y))] for x, y in simple_xy})
-    except KeyError:
-        return None
-    if len(pos) < 3:
-        return None
     seg = np.roll(full, -1, axis=0) - full  # pixel edge k: full[k] → full[k + 1]
     seg_len = np.hypot(seg[:, 0], seg[:, 1])
     mid = full + seg / 2
@@ -176,16 +184,15 @@ def _snap_ring(full: np.ndarray, index: dict, simple_xy: np.ndarray, tol: float)
     return np.column_stack([np.where(kind, nxt_c, c), np.where(kind, c, nxt_c)])
 
 
-def _snap(poly, simple, theta: float, tol: float):
-    """The polygon snapped to ``theta`` and its perpendicular, or ``None``."""
+def _snap(rings_pos: list, theta: float, tol: float):
+    """The polygon of ``rings_pos`` (per ring: its open coordinates and :func:`_positions`) snapped to ``theta``
+    and its perpendicular, or ``None``."""
     import shapely
 
-    origin = shapely.get_coordinates(poly.exterior)[0]
+    origin = rings_pos[0][0][0]
     rings = []
-    for ring, sring in zip([poly.exterior, *poly.interiors], [simple.exterior, *simple.interiors], strict=False):
-        xy = shapely.get_coordinates(ring)[:-1]
-        index = {(float(x), float(y)): k for k, (x, y) in enumerate(xy)}
-        snapped = _snap_ring(_rotate(xy, theta, origin), index, shapely.get_coordinates(sring)[:-1], tol)
+    for xy, pos in rings_pos:
+        snapped = _snap_ring(_rotate(xy, theta, origin), pos, tol)
         if snapped is None:
             return None
         rings.append(_unrotate(snapped, theta, origin))
@@ -206,14 +213,23 @@ def regularize_polygon(poly, tolerance: float, *, min_iou: float = MIN_IOU):
     simple = shapely.simplify(poly, tolerance, preserve_topology=True)
     if simple.is_empty or simple.geom_type != "Polygon" or len(simple.interiors) != len(poly.interiors):
         return simple
-    best, best_iou = None, -1.0
-    area = poly.area
+    rings_pos = []
+    for ring, sring in zip([poly.exterior, *poly.interiors], [simple.exterior, *simple.interiors], strict=True):
+        xy = shapely.get_coordinates(ring)[:-1]
+        pos = _positions(xy, shapely.get_coordinates(sring)[:-1])
+        if pos is None:
+            return simple
+        rings_pos.append((xy, pos))
+    best, best_iou = simple, min_iou
     for theta in _directions(simple, poly):
-        snapped = _snap(poly, simple, theta, tolerance)
-        if snapped is None:
-            continue
-        inter = shapely.intersection(poly, snapped).area
-        iou = inter / (area + snapped.area - inter)
-        if iou > best_iou:
+        snapped = _snap(rings_pos, theta, tolerance)
+        if snapped is not None and (iou := _iou(snapped, poly)) >= best_iou:
             best, best_iou = snapped, iou
-    return best if best is not None and best_iou >= min_iou else simple
+    return best
+
+
+def _iou(a, b) -> float:
+    import shapely
+
+    inter = shapely.intersection(a, b).area
+    return inter / (a.area + b.area - inter)
