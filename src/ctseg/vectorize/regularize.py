@@ -185,7 +185,7 @@ def _snap_ring(full: np.ndarray, pos: list[int], tol: float) -> np.ndarray | Non
 
 
 def _snap(rings_pos: list, theta: float, tol: float):
-    """The polygon of ``rings_pos`` (per ring: its open coordinates and :func:`_positions`) snapped to ``theta``
+    """The polygon of ``rings_pos`` (per ring: its open coordinates and ``_positions``) snapped to ``theta``
     and its perpendicular, or ``None``."""
     import shapely
 
