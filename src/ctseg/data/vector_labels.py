@@ -241,8 +241,8 @@ class TileLabels:
         from ctseg.safety.vector_files import read_features
 
         cfg, grid = self.cfg, self.grid
-        box = reproject(np.array([pixel_box(grid.transform, top - 1, -1, bottom + 1, grid.width + 1)],
-                                 dtype=object), grid.crs, cfg.crs)[0]  # fmt: skip
+        rows = pixel_box(grid.transform, top - 1, -1, bottom + 1, grid.width + 1)  # a pixel of margin all round
+        box = reproject(np.array([rows], dtype=object), grid.crs, cfg.crs)[0]
         fids, wkb, (values,) = read_features(cfg.labels, cfg.layer, [cfg.field], bbox=tuple(shapely.bounds(box)))
         codes = class_codes(values, cfg.lookup).astype(np.int64)
         if (codes == UNKNOWN).any():  # the file changed since the scan
@@ -250,6 +250,10 @@ class TileLabels:
         geoms = repaired(shapely.from_wkb(wkb))
         keep = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
         geoms, codes, fids = reproject(geoms[keep], cfg.crs, grid.crs), codes[keep], np.asarray(fids)[keep]
+        # cut to the rows (and their margin): a land-use polygon of 100,000 vertices is not burnt whole per window
+        geoms = shapely.clip_by_rect(geoms, *shapely.bounds(rows))
+        keep = ~shapely.is_empty(geoms)
+        geoms, codes, fids = geoms[keep], codes[keep], fids[keep]
         rank = np.where(codes == IGNORE_INDEX, cfg.num_classes, codes)  # ignore values over every class
         order = np.lexsort((fids, rank))
         return geoms[order], codes[order].astype(np.uint8)
