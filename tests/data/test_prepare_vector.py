@@ -355,6 +355,14 @@ def test_labels_that_overlap_no_image(small, tmp_path):
     _fails(_argv(small, tmp_path / "out", labels=labels), tmp_path, str(labels), "overlaps any of the 1 image(s)")
 
 
+def test_an_extent_that_overlaps_no_image(small, tmp_path):
+    x0, y0, _, _ = small.grids["scene_0"]
+    extent = write_labels(tmp_path / "away.gpkg", to_lonlat([shapely.box(x0 + 500, y0 - 100, x0 + 600, y0)]), [1],
+                          name="id")  # fmt: skip
+    _fails([*_argv(small, tmp_path / "out"), "--extent", str(extent)], tmp_path, f"extent file {extent}",
+           "overlap none of the 1 image(s)")  # fmt: skip
+
+
 def test_geometries_that_are_not_polygons(small, tmp_path):
     lines = [p.boundary if i == 2 else p for i, p in enumerate(small.lonlat)]
     labels = write_labels(tmp_path / "lines.gpkg", lines, small.classes)

@@ -216,6 +216,23 @@ def read_extent(cfg: VectorConfig, crs: str) -> np.ndarray:
     return reproject(geoms, cfg.extent_crs, crs)
 
 
+def check_extent(cfg: VectorConfig, grids: Sequence[ImageGrid]) -> None:
+    """One line when the ``--extent`` polygons meet none of the images (every pixel would be ignore)."""
+    import shapely
+
+    if cfg.extent is None:
+        return
+    for grid in grids:
+        geoms = read_extent(cfg, grid.crs)
+        if len(geoms) and shapely.intersects(shapely.union_all(geoms), pixel_box(grid.transform, 0, 0, grid.height,
+                                                                                 grid.width)):  # fmt: skip
+            return
+    raise CtsegError(
+        f"extent file {cfg.extent}: its polygons overlap none of the {len(grids)} image(s), so every pixel would be "
+        "ignore; check that it covers the images, and the CRS it declares"
+    )
+
+
 class TileLabels:
     """The labels of one image, served a row of windows at a time (module docstring). A labels file without a
     spatial index (GeoJSON, a Shapefile without ``.qix``) is read once per image instead of once per row."""

@@ -22,8 +22,8 @@ it ignore.
 
 **Refused**, one line each, before any crop is written: a ``--class-field`` the file does not have (the fields
 listed), a class value the classes file does not list (the feature id, the value and the listed values), a
-feature that is not a polygon, labels that overlap none of the images, labels or an extent without a CRS, an
-image without georeference. **Repaired**: invalid polygons (self-intersecting rings …) go through
+feature that is not a polygon, labels (or an ``--extent``) that overlap none of the images, labels or an extent
+without a CRS, an image without georeference. **Repaired**: invalid polygons (self-intersecting rings …) go through
 ``shapely.make_valid``, and one note line says how many (with their first feature ids).
 
 **Splits** by image, as for a flat folder: ``--val-fraction`` (default 0.2) of the images drawn with ``--seed``,
@@ -50,7 +50,7 @@ from ctseg.data.registry import CropSettings, DatasetSpec, PrepareOptions, Sourc
 from ctseg.data.sets.folder import dataset_info, hold_out
 from ctseg.data.splits import TRAIN_SPLIT, natural_key
 from ctseg.data.vector_classes import read_vector_classes
-from ctseg.data.vector_labels import ImageGrid, TileLabels, VectorConfig, grid_of, scan_labels
+from ctseg.data.vector_labels import ImageGrid, TileLabels, VectorConfig, check_extent, grid_of, scan_labels
 from ctseg.errors import CtsegError
 
 LAYOUT = "a folder of georeferenced rasters, a .txt list of them (one path a line) or one raster / VRT"
@@ -173,6 +173,7 @@ def discover_vector(
     ids = _tile_ids(images)
     grids = _grids(images, options)
     scan = scan_labels(cfg, options.classes, grids)
+    check_extent(cfg, grids)
     items = [Pair(tile, tile, path.stem, path, cfg.labels) for tile, path in zip(ids, images, strict=True)]
     notes = []
     if split_tiles is not None:
