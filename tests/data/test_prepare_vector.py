@@ -295,6 +295,36 @@ def test_streaming_reads_only_the_features_near_each_row_of_windows(city, tmp_pa
     assert max(banded) < len(city.utm) / 2, banded
 
 
+def test_a_geographic_image_with_projected_labels(small, tmp_path):
+    """Crops are in pixels whatever the CRS: an EPSG:4326 scene (degrees) takes UTM polygons like any other."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    x0, y0, _, _ = small.grids["scene_0"]
+    (lon0, lat0), dlon, dlat = to_lonlat([shapely.Point(x0, y0)])[0].coords[0], 7.5e-6, 4.5e-6  # about 0.5 m
+    src = tmp_path / "geographic"
+    src.mkdir()
+    with rasterio.open(src / "scene.tif", "w", driver="GTiff", height=64, width=80, count=3, dtype="uint8",
+                       crs="EPSG:4326", transform=from_origin(lon0, lat0, dlon, dlat)) as dst:  # fmt: skip
+        dst.write(np.random.default_rng(0).integers(0, 255, (3, 64, 80), dtype=np.uint8))
+    labels = write_labels(tmp_path / "utm.fgb", small.utm, small.classes, crs=UTM)
+    manifest = _prepare(small, tmp_path / "out", src=src, labels=labels, crop=32)
+    lonlat = to_lonlat(small.utm)  # the test's own route: pyproj, vertex by vertex
+    for record, mask in _crops(tmp_path / "out", manifest):
+        row, col = record["offset"]
+        xs, ys = np.meshgrid(lon0 + (col + np.arange(32) + 0.5) * dlon, lat0 - (row + np.arange(32) + 0.5) * dlat)
+        expected = np.zeros(xs.shape, dtype=np.uint8)
+        near = np.zeros(xs.shape, dtype=bool)
+        for index, name in enumerate(["background", "building", "road"]):
+            for poly, cls in zip(lonlat, small.classes, strict=True):
+                if cls == name:
+                    expected[shapely.contains_xy(poly, xs, ys)] = index
+                near |= shapely.dwithin(poly.boundary, shapely.points(xs, ys), EDGE * dlat)
+        assert not ((mask != expected) & ~near).any(), record["mask"]
+    assert {r["tile"] for r in manifest["crops"]} == {"scene"} and len(manifest["crops"]) == 2 * 3
+    assert manifest["pixels"]["train"]["building"] > 50 and manifest["pixels"]["train"]["road"] > 50
+
+
 # --------------------------------------------------------------------------------------------------- the errors
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
