@@ -26,6 +26,12 @@ class change inside it. ``truth_ignore_in_pred=True`` (ctseg's option) makes the
 the prediction too: then both maps' bands stop at the strip, such a prediction scores 1, and nothing predicted
 under ignore changes any score.
 
+**Published definitions.** ``definition="reference"`` takes Cheng et al.'s bands instead (their Boundary IoU
+API pads each class mask with zeros: outside the image is "not c", so a class cut by the image border has a band
+there); ``d`` stays in pixels (the API's is ``round(0.02 × diagonal)``; :mod:`~ctseg.evaluation.boundary_reference`
+has the API's function for two masks). ``tolerance_shape="disk"`` matches contours within the Euclidean distance
+``d`` (``dy² + dx² ≤ d²``, Csurka et al.'s and DAVIS's disk) instead of the square; contours are unchanged.
+
 **Accumulation.** Over an evaluation, the numerators and denominators are *summed* over all images before the
 ratios are taken (``Σ |∩| / Σ |∪|``; ``P = Σ matched / Σ contour``), like the confusion matrix of
 :mod:`ctseg.evaluation.metrics` — not a mean of per-image ratios. A class with no band pixel in either map over
@@ -49,13 +55,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
 from ctseg.errors import CtsegError
+from ctseg.evaluation._windows import SHAPES, reduce, square
 
-__all__ = ["BoundaryMetrics", "boundary_counts", "boundary_scores", "counts_to_scores", "parse_tolerances"]
+__all__ = [
+    "DEFINITIONS",
+    "SHAPES",
+    "BoundaryMetrics",
+    "boundary_counts",
+    "boundary_scores",
+    "check_options",
+    "counts_to_scores",
+    "parse_tolerances",
+]
+
+#: Boundary IoU definitions: ctseg's (the image border is no boundary) and Cheng et al.'s API (it is one).
+DEFINITIONS = ("ctseg", "reference")
 
 #: Sums kept per (tolerance, class), in this order, by :func:`boundary_counts` and :class:`BoundaryMetrics`.
 COUNTS = ("band_inter", "band_union", "pred_matched", "pred_contour", "truth_matched", "truth_contour")
@@ -79,32 +97,10 @@ def parse_tolerances(tolerance: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _window(x: Tensor, k: int, dim: int, op) -> Tensor:
-    """``op`` (OR / max / min) over every window of ``k`` consecutive entries along ``dim``, by O(log k) shifted
-    passes (the length shrinks by ``k - 1``)."""
-    span = 1
-    while span * 2 <= k:
-        n = x.shape[dim]
-        x = op(x.narrow(dim, 0, n - span), x.narrow(dim, span, n - span))
-        span *= 2
-    rest = k - span
-    if rest:
-        n = x.shape[dim]
-        x = op(x.narrow(dim, 0, n - rest), x.narrow(dim, rest, n - rest))
-    return x
-
-
-def _square(x: Tensor, radius: int, op, fill: int | bool) -> Tensor:
-    """``op`` over the ``(2r + 1)²`` square around each pixel of ``(..., H, W)``; outside the image is ``fill``
-    (neutral for ``op``), so the image border adds nothing."""
-    k = 2 * radius + 1
-    padded = F.pad(x, (radius, radius, radius, radius), value=fill)
-    return _window(_window(padded, k, -1, op), k, -2, op)
-
-
-def dilate(mask: Tensor, radius: int) -> Tensor:
-    """Boolean ``(..., H, W)`` mask dilated by a ``(2r + 1)²`` square; outside the image counts as ``False``."""
-    return _square(mask, radius, torch.logical_or, False)
+def dilate(mask: Tensor, radius: int, shape: str = "square") -> Tensor:
+    """Boolean ``(..., H, W)`` mask dilated by a ``(2r + 1)²`` square (or a radius-``r`` disk); outside the image
+    counts as ``False``."""
+    return reduce(mask, radius, torch.logical_or, False, shape)
 
 
 def _fill(m: Tensor, where: Tensor, value: int) -> Tensor:
@@ -114,12 +110,14 @@ def _fill(m: Tensor, where: Tensor, value: int) -> Tensor:
     return m + (value - m) * where.to(m.dtype)
 
 
-def _bands(m: Tensor, radius: int, none: int, top: int) -> Tensor:
+def _bands(m: Tensor, radius: int, none: int, top: int, border: bool = False) -> Tensor:
     """For an encoded map (class values, ``none`` for "no class"): the class of each pixel that lies in its class's
     ``radius``-band — some pixel of another value within the square, inside the image — else ``none``.
     "Another value in the window" is "window max ≠ window min" (the pixel itself is in the window; padding 0
-    for the max and ``top`` for the min, both neutral)."""
-    differs = (_square(m, radius, torch.maximum, 0) - _square(m, radius, torch.minimum, top)).clamp_(max=1)
+    for the max and ``top`` for the min, both neutral; with ``border``, ``none`` for the max: outside the image is
+    "not c", the reference's zero padding)."""
+    high = square(m, radius, torch.maximum, none if border else 0)
+    differs = (high - square(m, radius, torch.minimum, top)).clamp_(max=1)
     return _fill(m, 1 - differs, none)
 
 
@@ -143,9 +141,10 @@ def _joint_hist(a: Tensor, b: Tensor, k: int, b_values: int) -> Tensor:
 _BITS = ((7, torch.uint8), (14, torch.int16), (30, torch.int32), (62, torch.int64))
 
 
-def _matched(contour: Tensor, other_contour: Tensor, radius: int, k: int) -> Tensor:
+def _matched(contour: Tensor, other_contour: Tensor, radius: int, k: int, shape: str = "square") -> Tensor:
     """1 (``contour``'s dtype) where a pixel of ``contour`` (class values, ``k`` = none) has a pixel of the same
-    class in ``other_contour`` within the square of ``radius``, else 0 (also at ``k`` pixels, never counted).
+    class in ``other_contour`` within the square (or disk, ``shape``) of ``radius``, else 0 (also at ``k`` pixels,
+    never counted).
 
     Up to 62 classes, each pixel of ``other_contour`` becomes a bit set (bit c for class c), OR-ed over the square
     (a separable window on one ``(B, H, W)`` integer map) and tested at the pixel's own class bit; beyond, the
@@ -154,11 +153,20 @@ def _matched(contour: Tensor, other_contour: Tensor, radius: int, k: int) -> Ten
     dtype = next((dt for limit, dt in _BITS if k <= limit), None)
     if dtype is not None:
         own, theirs = contour.to(dtype), other_contour.to(dtype)
-        seen = _square(torch.bitwise_left_shift(torch.ones_like(theirs), theirs), radius, torch.bitwise_or, 0)
+        seen = reduce(torch.bitwise_left_shift(torch.ones_like(theirs), theirs), radius, torch.bitwise_or, 0, shape)
         return (torch.bitwise_right_shift(seen, own) & 1).to(contour.dtype)
     classes = torch.arange(k, device=contour.device, dtype=other_contour.dtype).view(1, k, 1, 1)
-    near = dilate(other_contour.unsqueeze(1) == classes, radius)  # (B, K, H, W)
+    near = dilate(other_contour.unsqueeze(1) == classes, radius, shape)  # (B, K, H, W)
     return near.gather(1, contour.long().clamp(max=k - 1).unsqueeze(1)).squeeze(1).to(contour.dtype)
+
+
+def check_options(definition: str = "ctseg", tolerance_shape: str = "square") -> tuple[str, str]:
+    """``(definition, tolerance_shape)`` checked: one of :data:`DEFINITIONS` and one of ``SHAPES``."""
+    if definition not in DEFINITIONS:
+        raise CtsegError(f"boundary definition must be one of {', '.join(DEFINITIONS)}, got {definition!r}")
+    if tolerance_shape not in SHAPES:
+        raise CtsegError(f"boundary tolerance shape must be one of {', '.join(SHAPES)}, got {tolerance_shape!r}")
+    return definition, tolerance_shape
 
 
 def boundary_counts(
@@ -169,12 +177,15 @@ def boundary_counts(
     ignore_index: int | None = 255,
     count_mask: Tensor | None = None,
     truth_ignore_in_pred: bool = False,
+    definition: str = "ctseg",
+    tolerance_shape: str = "square",
 ) -> Tensor:
     """The sums of :data:`COUNTS` for one batch: ``(6, T, K)`` int64 (``T`` tolerances, ``K`` classes).
 
     ``pred`` and ``target`` are ``(B, H, W)`` (or ``(H, W)``) integer class maps of equal shape; definitions in
     the module docstring. Target values outside ``[0, K)`` (the ignore index among them) are never counted.
     ``truth_ignore_in_pred``: the truth's ignore pixels are ignore in the prediction too (module docstring).
+    ``definition`` / ``tolerance_shape``: :func:`check_options` (module docstring, "Published definitions").
     ``count_mask`` (boolean, ``target``'s shape): count only these pixels, the others still shape the bands and
     contours — a large image scored in strips of rows passes each strip with ``max(tolerances) + 1`` rows of
     context on either side and counts only the strip's own rows, which sums to the same as the whole image.
@@ -192,6 +203,7 @@ def boundary_counts(
         count_mask = None if count_mask is None else count_mask[None]
     if target.ndim != 3:
         raise CtsegError(f"class maps must be (B, H, W), got {tuple(target.shape)}")
+    border = check_options(definition, tolerance_shape)[0] == "reference"
     k = int(num_classes)
     dtype, top = (torch.uint8, 255) if k < 255 else (torch.int32, 2**31 - 1)
     invalid = (target < 0) | (target >= k)
@@ -207,15 +219,18 @@ def boundary_counts(
     def counted(m: Tensor) -> Tensor:
         return _fill(m, skip, k)
 
-    c_truth, c_pred = _bands(truth, 1, k, top), _bands(pred, 1, k, top)
+    c_truth, c_pred = _bands(truth, 1, k, top), _bands(pred, 1, k, top)  # contours: never the image border
     rows = []
     for d in tolerances:
-        b_truth, b_pred = (c_truth, c_pred) if d == 1 else (_bands(truth, d, k, top), _bands(pred, d, k, top))
+        if d == 1 and not border:
+            b_truth, b_pred = c_truth, c_pred
+        else:
+            b_truth, b_pred = _bands(truth, d, k, top, border), _bands(pred, d, k, top, border)
         bands = _joint_hist(counted(b_truth), counted(b_pred), k, k + 1)  # [truth band value, predicted one]
         inter = bands.diagonal()[:k]
         union = bands[:k].sum(1) + bands[:, :k].sum(0) - inter
-        pm = _joint_hist(counted(c_pred), _matched(c_pred, c_truth, d, k), k, 2)[:k]  # [class, matched]
-        tm = _joint_hist(counted(c_truth), _matched(c_truth, c_pred, d, k), k, 2)[:k]
+        pm = _joint_hist(counted(c_pred), _matched(c_pred, c_truth, d, k, tolerance_shape), k, 2)[:k]  # [class, hit]
+        tm = _joint_hist(counted(c_truth), _matched(c_truth, c_pred, d, k, tolerance_shape), k, 2)[:k]
         rows.append(torch.stack([inter, union, pm[:, 1], pm.sum(1), tm[:, 1], tm.sum(1)]))
     return torch.stack(rows, 1)
 
@@ -259,6 +274,8 @@ def boundary_scores(
     ignore_index: int | None = 255,
     *,
     truth_ignore_in_pred: bool = False,
+    definition: str = "ctseg",
+    tolerance_shape: str = "square",
 ) -> dict[str, Tensor]:
     """Per-class boundary IoU and boundary F1 of one batch (definitions in the module docstring).
 
@@ -269,6 +286,8 @@ def boundary_scores(
         tolerance: ``d`` in pixels (≥ 1), or several: the first gives ``biou`` / ``bf1``, each gives
             ``biou@d`` / ``bf1@d``.
         truth_ignore_in_pred: ctseg's option (module docstring, "Ignore"); off: the contract's definition.
+        definition: ``"ctseg"`` (the image border is no boundary) or ``"reference"`` (Cheng et al.'s: it is).
+        tolerance_shape: boundary F1's tolerance, ``"square"`` (Chebyshev) or ``"disk"`` (Euclidean).
     Returns:
         ``{"biou": (K,), "bf1": (K,)}`` float32 tensors (NaN for a class with no boundary in either map, e.g.
         absent from both), plus ``biou@d`` / ``bf1@d`` for every tolerance when a list is given.
@@ -279,9 +298,9 @@ def boundary_scores(
     if pred.shape != target.shape:
         raise CtsegError(f"prediction {tuple(pred.shape)} and truth {tuple(target.shape)} differ in size")
     _check_preds(pred, int(num_classes), ignore_index)
-    counts = boundary_counts(
-        pred.long(), target.long(), num_classes, tolerances, ignore_index, truth_ignore_in_pred=truth_ignore_in_pred
-    )
+    counts = boundary_counts(pred.long(), target.long(), num_classes, tolerances, ignore_index,
+                             truth_ignore_in_pred=truth_ignore_in_pred, definition=definition,
+                             tolerance_shape=tolerance_shape)  # fmt: skip
     scores = counts_to_scores(counts)
     out = {"biou": scores["biou"][0], "bf1": scores["bf1"][0]}
     if not isinstance(tolerance, int | float | str):
@@ -299,6 +318,7 @@ class BoundaryMetrics(Metric):
         ignore_index: truth value never counted.
         eval_classes: classes averaged into ``mbiou`` / ``mbf1`` (``None``: all), as for mIoU.
         truth_ignore_in_pred: ctseg's option (module docstring, "Ignore"); off: the contract's definition.
+        definition, tolerance_shape: :func:`boundary_scores` (``"ctseg"`` / ``"square"`` by default).
 
     ``update(preds, target)``: ``(B, H, W)`` class maps, or ``preds`` ``(B, K, H, W)`` scores (argmax over dim
     1). The state is one ``(6, T, K)`` int64 tensor of sums (``dist_reduce_fx="sum"``: DDP adds them); no host
@@ -320,6 +340,8 @@ class BoundaryMetrics(Metric):
         ignore_index: int | None = 255,
         eval_classes: Sequence[int] | None = None,
         truth_ignore_in_pred: bool = False,
+        definition: str = "ctseg",
+        tolerance_shape: str = "square",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -330,6 +352,7 @@ class BoundaryMetrics(Metric):
         self.ignore_index = ignore_index
         self.eval_classes = None if eval_classes is None else tuple(int(c) for c in eval_classes)
         self.truth_ignore_in_pred = bool(truth_ignore_in_pred)
+        self.definition, self.tolerance_shape = check_options(definition, tolerance_shape)
         shape = (len(COUNTS), len(self.tolerances), self.num_classes)
         self.add_state("counts", default=torch.zeros(shape, dtype=torch.int64), dist_reduce_fx="sum")
 
@@ -347,6 +370,8 @@ class BoundaryMetrics(Metric):
             self.ignore_index,
             count_mask,
             truth_ignore_in_pred=self.truth_ignore_in_pred,
+            definition=self.definition,
+            tolerance_shape=self.tolerance_shape,
         )
 
     def compute(self) -> dict[str, Any]:
