@@ -209,3 +209,41 @@ def test_out_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
     err = _one_error(capsys, ["evaluate", str(preds), "--truth", str(truths), "--dataset", "dubai", "--out", str(out)])
     assert f"--out {out}" in err and "No space left on device" in err
     assert list((tmp_path / "scores").iterdir()) == []
+
+
+def test_the_published_definitions_are_named_and_used(tmp_path, capsys):
+    preds, truths, arrays = _dubai_case(tmp_path)
+    out = tmp_path / "scores.json"
+    argv = ["evaluate", str(preds), "--truth", str(truths), "--dataset", "dubai", "--out", str(out),
+            "--boundary", "reference", "--boundary-shape", "disk"]  # fmt: skip
+    assert main(argv) == 0
+    assert "boundary definition: reference, F1 tolerance disk" in capsys.readouterr().out
+    scores = json.loads(out.read_text())
+    expected = BoundaryMetrics(5, 3, definition="reference", tolerance_shape="disk")
+    for pred, truth in arrays:
+        expected.update(torch.as_tensor(pred.astype(np.int64))[None], torch.as_tensor(truth.astype(np.int64))[None])
+    res = expected.compute()
+    assert scores["boundary_definition"] == "reference" and scores["boundary_tolerance_shape"] == "disk"
+    assert scores["mbiou"] == pytest.approx(res["mbiou"].item()) and scores["mbf1"] == pytest.approx(res["mbf1"].item())
+    assert scores["boundary_tolerance_m"] is None  # PNG labels: no georeference
+    assert _one_error(capsys, argv[:-1] + ["circle"])
+
+
+def test_tolerances_in_metres_for_georeferenced_rasters(tmp_path):
+    from rasterio.transform import from_origin
+
+    from ctseg.evaluation.files import _metres, pixel_metres
+
+    paths = []
+    for name in ("a_pred.tif", "a.tif"):
+        path = tmp_path / name
+        profile = dict(driver="GTiff", height=8, width=8, count=1, dtype="uint8", crs="EPSG:32640",
+                       transform=from_origin(500000, 2700000, 0.5, 0.5))  # fmt: skip
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.zeros((1, 8, 8), np.uint8))
+        paths.append(path)
+    assert pixel_metres(paths[0]) == 0.5
+    assert _metres([("a", paths[0], paths[1])], (3, 1)) == [1.5, 0.5]
+    plain = tmp_path / "b.tif"
+    _write_tif(plain, np.zeros((8, 8)))
+    assert pixel_metres(plain) is None and _metres([("a", paths[0], plain)], (3,)) is None

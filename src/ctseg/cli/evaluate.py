@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=int, nargs="+", default=[3], metavar="D",
                         help="class maps: boundary tolerance(s) in pixels, >= 1; "
                              "the first is the main one (3)")  # fmt: skip
+    parser.add_argument("--boundary", dest="boundary_definition", choices=("ctseg", "reference"), default="ctseg",
+                        help="class maps: boundary IoU definition: ctseg's (the image border is no boundary) or "
+                             "Cheng et al.'s reference (it is) (ctseg)")  # fmt: skip
+    parser.add_argument("--boundary-shape", choices=("square", "disk"), default="square",
+                        help="class maps: boundary F1 tolerance, Chebyshev square or Euclidean disk "
+                             "(square)")  # fmt: skip
     parser.add_argument("--iou", type=float, default=None, metavar="T",
                         help="footprints: IoU a match needs, in (0, 1] (0.5)")  # fmt: skip
     parser.add_argument("--class", dest="class_name", default=None, metavar="NAME",
@@ -73,5 +79,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             "one of --dataset NAME or --manifest PREPARED_DIR/manifest.json is required to score folders of class maps"
         )
     print(run_evaluate(args.pred_dir, args.truth, dataset=args.dataset, manifest=args.manifest,
-                       tolerance=args.tolerance, out=args.out, device=args.device))  # fmt: skip
+                       tolerance=args.tolerance, out=args.out, device=args.device,
+                       definition=args.boundary_definition, tolerance_shape=args.boundary_shape))  # fmt: skip
     return 0

@@ -19,6 +19,12 @@ confusion matrix of :mod:`ctseg.evaluation.metrics`, drops the pixel from the re
 (:func:`~ctseg.data.labels.decode_label`), index masks through its ``label_values``
 (:func:`~ctseg.data.labels.decode_index`); unlabelled pixels are ignore and never counted.
 
+**Definitions.** ``definition="reference"`` (``--boundary reference``) scores boundary IoU with Cheng et al.'s
+bands (the image border a boundary), ``tolerance_shape="disk"`` (``--boundary-shape disk``) boundary F1 with a
+Euclidean tolerance (:mod:`ctseg.evaluation.boundary`); the JSON names both (``boundary_definition``,
+``boundary_tolerance_shape``). When every file is georeferenced with one square pixel size in a projected CRS,
+``boundary_tolerance_m`` holds each tolerance in metres (``d`` × pixel size; else null).
+
 **Large files** are scored in strips of rows with ``max(tolerance) + 1`` rows of context (the same sums as the
 whole image at once; :func:`~ctseg.evaluation.boundary.boundary_counts`), so memory stays bounded.
 """
@@ -36,7 +42,7 @@ import torch
 
 from ctseg.data.definitions import DatasetInfo
 from ctseg.errors import CtsegError
-from ctseg.evaluation.boundary import BoundaryMetrics, parse_tolerances
+from ctseg.evaluation.boundary import BoundaryMetrics, check_options, parse_tolerances
 from ctseg.evaluation.metrics import SegmentationMetrics
 
 __all__ = [
@@ -184,6 +190,31 @@ def _score_pair(
         boundary.update(p, t, count_mask=own)
 
 
+def pixel_metres(path: Path) -> float | None:
+    """The pixel size in metres of a georeferenced raster in a projected CRS with square pixels, else ``None``."""
+    from ctseg.data.raster import open_raster
+
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        with open_raster(path, header_only=True) as ds:
+            crs, (sx, sy) = ds.crs, ds.res
+            if crs is None or not crs.is_projected or ds.transform.is_identity or abs(sx - sy) > 1e-9 * abs(sx):
+                return None
+            factor = crs.linear_units_factor[1]
+    except Exception:  # noqa: BLE001 — a label without a header we can read has no metres to give
+        return None
+    return float(sx) * float(factor)
+
+
+def _metres(pairs: Sequence[tuple[str, Path, Path]], tolerances: Sequence[int]) -> list[float] | None:
+    sizes = {pixel_metres(p) for pair in pairs for p in pair[1:]}
+    if len(sizes) != 1 or None in sizes:
+        return None
+    (size,) = sizes
+    return [round(d * size, 6) for d in tolerances]
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().tolist()
@@ -199,12 +230,15 @@ def evaluate_pairs(
     info: DatasetInfo,
     tolerance: int | Sequence[int] = 3,
     device: str | torch.device = "cpu",
+    definition: str = "ctseg",
+    tolerance_shape: str = "square",
 ) -> dict[str, Any]:
     """Region and boundary scores of ``(stem, prediction, label)`` pairs, accumulated over all of them.
 
     Returns the ``scores.json`` dict (same keys as a ``ctseg grid`` ``results.json``: ``miou``, ``mf1``, ``oa``,
     ``iou`` / ``f1`` per class name, ``boundary_tolerance``, ``mbiou``, ``mbf1``, ``biou`` / ``bf1`` per class,
-    ``boundary`` for further tolerances; plus ``pairs``, ``pixels``, ``confmat`` and ``files``).
+    ``boundary`` for further tolerances, ``boundary_definition``, ``boundary_tolerance_shape``,
+    ``boundary_tolerance_m``; plus ``pairs``, ``pixels``, ``confmat`` and ``files``).
     """
     from ctseg.inference.tile import resolve_device
 
@@ -214,7 +248,8 @@ def evaluate_pairs(
         raise CtsegError("nothing to score: no prediction / label pairs")
     k = info.num_classes
     region = SegmentationMetrics(k, ignore_index=info.ignore_index, eval_classes=info.eval_classes).to(dev)
-    boundary = BoundaryMetrics(k, tolerances, ignore_index=info.ignore_index, eval_classes=info.eval_classes).to(dev)
+    boundary = BoundaryMetrics(k, tolerances, ignore_index=info.ignore_index, eval_classes=info.eval_classes,
+                               definition=definition, tolerance_shape=tolerance_shape).to(dev)  # fmt: skip
     for _, pred_path, truth_path in pairs:
         pred = read_prediction(pred_path, info)
         truth = read_truth(truth_path, info)
@@ -252,6 +287,9 @@ def evaluate_pairs(
         "iou": per_class(reg["iou"]),
         "f1": per_class(reg["f1"]),
         "boundary_tolerance": tolerances[0],
+        "boundary_definition": boundary.definition,
+        "boundary_tolerance_shape": boundary.tolerance_shape,
+        "boundary_tolerance_m": _metres(pairs, tolerances),
         **block(tolerances[0]),
         "boundary": {str(d): block(d) for d in tolerances[1:]},
         "confmat": _plain(reg["confmat"]),
@@ -265,10 +303,13 @@ def evaluate_folder(
     info: DatasetInfo,
     tolerance: int | Sequence[int] = 3,
     device: str | torch.device = "cpu",
+    definition: str = "ctseg",
+    tolerance_shape: str = "square",
 ) -> dict[str, Any]:
     """:func:`find_pairs` then :func:`evaluate_pairs`; the result also records both folders."""
     tolerances = parse_tolerances(tolerance)  # a bad tolerance is said before any file is read
-    scores = evaluate_pairs(find_pairs(pred_dir, truth_dir), info, tolerances, device)
+    check_options(definition, tolerance_shape)
+    scores = evaluate_pairs(find_pairs(pred_dir, truth_dir), info, tolerances, device, definition, tolerance_shape)
     return {**scores, "pred_dir": str(Path(pred_dir).resolve()), "truth_dir": str(Path(truth_dir).resolve())}
 
 
@@ -301,6 +342,10 @@ def format_scores(scores: dict[str, Any]) -> str:
         means += [_f(scores["boundary"][t]["mbiou"]), _f(scores["boundary"][t]["mbf1"])]
     lines.append("| **mean** | " + " | ".join(means) + " |")
     lines += ["", f"OA {_f(scores['oa'])}"]
+    shape = scores.get("boundary_tolerance_shape", "square")
+    lines.append(f"boundary definition: {scores.get('boundary_definition', 'ctseg')}, F1 tolerance {shape}"
+                 + ("" if scores.get("boundary_tolerance_m") is None else
+                    f", d = {', '.join(f'{m:g}' for m in scores['boundary_tolerance_m'])} m"))  # fmt: skip
     if excluded:
         lines.append("* kept in the confusion matrix and OA, not averaged into the means")
     return "\n".join(lines)
@@ -315,12 +360,15 @@ def run_evaluate(
     tolerance: int | Sequence[int] = 3,
     out: str | os.PathLike | None = None,
     device: str = "cpu",
+    definition: str = "ctseg",
+    tolerance_shape: str = "square",
 ) -> str:
     """``ctseg evaluate``: score the folder, write ``out`` (JSON) when given; returns the table text."""
     tolerances = parse_tolerances(tolerance)
+    check_options(definition, tolerance_shape)
     info = resolve_info(dataset, manifest)
     path = check_out(out)
-    scores = evaluate_folder(pred_dir, truth_dir, info, tolerances, device)
+    scores = evaluate_folder(pred_dir, truth_dir, info, tolerances, device, definition, tolerance_shape)
     write_scores(path, scores)
     return format_scores(scores)
 
