@@ -40,6 +40,7 @@ generator per ``(seed, epoch, rank)``, whichever preset.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import lightning as L
@@ -262,13 +263,14 @@ class PreparedDataModule(L.LightningDataModule):
         """The evaluation split (``val_split``) again, with one line saying which split is scored: the same split
         ``fit`` validated on, and so chose the best checkpoint with (the paper's protocol for ISPRS and Dubai)."""
         loader = self.val_dataloader()
-        from lightning.pytorch.utilities import rank_zero_info
-
         hint = "; for a held-out score prepare another split, pass --data.val_split" if self.val_split != "test" else ""
-        rank_zero_info(
-            f"ctseg test: scoring split {self.val_split!r} of {self.root} ({len(self.val_dataset)} crops), the split "
-            f"that validated the fit and chose its best checkpoint{hint}"
-        )
+        if self._rank()[1] == 0:  # one line on stderr, from the first process only
+            print(
+                f"ctseg test: scoring split {self.val_split!r} of {self.root} ({len(self.val_dataset)} crops), the "
+                f"split that validated the fit and chose its best checkpoint{hint}",
+                file=sys.stderr,
+                flush=True,
+            )
         return loader
 
     # ------------------------------------------------------------------------------------------ on device
