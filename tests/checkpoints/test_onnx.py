@@ -70,6 +70,11 @@ def test_model_file_and_metadata(exported, tmp_path):
     assert not any(init.name.startswith(("proj", "head")) for init in proto.graph.initializer)
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 4, WINDOW, WINDOW]
+    # the output's dimensions are named / fixed, also after shape inference (not the tracer's generated names)
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    for graph in (proto.graph, inferred.graph):
+        dims = [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
+        assert dims == ["batch", len(RGBN.classes), WINDOW, WINDOW]
     meta = json.loads({p.key: p.value for p in proto.metadata_props}["ctseg"])
     # the same metadata as the safetensors export
     assert main(["export", str(exported["rgbn"]), str(tmp_path / "m.safetensors")]) == 0

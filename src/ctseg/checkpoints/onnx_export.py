@@ -117,6 +117,7 @@ def export_onnx(
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as err:  # an operator ONNX lacks
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CtsegError(f"model of {ckpt.name} cannot be exported to ONNX ({reason[:200]})") from None
+    _name_output_dims(proto, model, example)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "ctseg", json.dumps(meta, sort_keys=True)
     proto.producer_name = "ctseg"
@@ -131,6 +132,17 @@ def export_onnx(
     except OSError as err:
         raise CtsegError(f"output {out} cannot be written ({err.strerror or err}); choose a writable path") from None
     return out
+
+
+def _name_output_dims(proto, model: torch.nn.Module, example: torch.Tensor) -> None:
+    """Give the output its shape ``(batch, K, window, window)``: the tracer leaves the three fixed dimensions
+    symbolic (generated names), so tools that read the graph (and shape inference) learn nothing from them."""
+    with torch.no_grad():
+        _, classes, height, width = model(example).shape
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    dims[0].dim_param = "batch"
+    for dim, value in zip(dims[1:], (classes, height, width), strict=True):
+        dim.dim_value = int(value)
 
 
 def _compare(data: bytes, model: torch.nn.Module, batch: torch.Tensor, ckpt: Path) -> None:
