@@ -113,7 +113,11 @@ def test_wrong_input_is_one_line(exported):
 def test_devices(exported):
     import onnxruntime
 
-    assert OnnxSegmentor(exported["rgb.onnx"], "auto").num_classes == 4
+    segmentor = OnnxSegmentor(exported["rgb.onnx"], "auto")
+    assert segmentor.num_classes == 4
+    options = segmentor.session.get_session_options()  # idle threads sleep between windows (issue 33)
+    for entry in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        assert options.get_session_config_entry(entry) == "0"
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(CtsegError, match="no CUDA support.*--device cpu"):

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from ctseg.cli import configs, demo, evaluate, export, grid, predict, prepare, report, vectorize
+from ctseg.cli.allocator import tune_allocator
 from ctseg.errors import CtsegError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
@@ -122,6 +123,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network for timm
+    tune_allocator()  # large tensors from the heap, not fresh mappings (ctseg.cli.allocator)
     from ctseg.safety.rasters import allowing, apply_gdal_guards
 
     apply_gdal_guards()  # forced: no Python pixel functions, no raw VRT bands, no MEM::: pointers
