@@ -73,6 +73,7 @@ def test_tiny_grid_run_writes_results(tiny):
     assert set(res["iou"]) == set(CLASSES) and 0.0 <= res["miou"] <= 1.0
     # boundary IoU / F1 at the default tolerance, logged by the test step (test/biou, test/biou_<class> …)
     assert res["boundary_tolerance"] == 3 and res["boundary"] == {}
+    assert (res["boundary_definition"], res["boundary_tolerance_shape"]) == ("ctseg", "square")  # as ctseg evaluate's
     assert set(res["biou"]) == set(res["bf1"]) == set(CLASSES)
     assert 0.0 <= res["mbiou"] <= 1.0 and 0.0 <= res["mbf1"] <= 1.0
     assert 0.0 <= res["contrastive_clipped"] <= 1.0  # the fraction of CT steps clipped (paper reduction)
@@ -187,6 +188,7 @@ def test_report_numbers_and_figures(fake_runs, tmp_path):
     md = (out / "table.md").read_text()
     assert "| boundary IoU | 0.320 | **0.340** | 0.430 | **0.445** | 0.410 |" in md
     assert "### synthetic: boundary IoU / F1 per class (d = 3 px)" in md
+    assert "boundary definition: ctseg, square" in md
     assert "| bIoU building | 0.330 | **0.350** | 0.440 | **0.455** | 0.420 |" in md
     assert "| | DS baseline | DS CL | PF baseline | PF CL | PF InfoNCE |" in md
     assert "| mIoU | 0.620 | **0.640** | 0.730 | **0.745** | 0.710 |" in md

@@ -18,6 +18,7 @@ The run ends with ``results.json`` (written atomically, last)::
      "miou": 0.77, "mf1": 0.86, "oa": 0.89, "iou": {class: value}, "f1": {class: value},   # NaN → null
      "boundary_tolerance": 3, "mbiou": 0.41, "mbf1": 0.55, "biou": {class: value}, "bf1": {class: value},
      "boundary": {"5": {"mbiou": …, "mbf1": …, "biou": {…}, "bf1": {…}}},   # further tolerances, if any
+     "boundary_definition": "ctseg" | "reference", "boundary_tolerance_shape": "square" | "disk",
      "checkpoint": "/abs/path/best-….ckpt", "checkpoint_kind": "best" | "last", "checkpoint_sha256": "…",
      "checkpoint_monitor": "val/miou" | null, "checkpoint_score": 0.78 | null, "fixed_data": false,
      "contrastive_clipped": 0.93 | null,
@@ -26,7 +27,9 @@ The run ends with ``results.json`` (written atomically, last)::
 
 The boundary scores (``mbiou`` / ``mbf1``: means over the evaluated classes, like ``miou``; per class ``biou`` /
 ``bf1``; :mod:`ctseg.evaluation.boundary`) are the logged ``test/biou*`` / ``test/bf1*`` values at the task's first
-``boundary_tolerance``; ``boundary`` holds the others (empty with one tolerance).
+``boundary_tolerance``; ``boundary`` holds the others (empty with one tolerance). ``boundary_definition`` /
+``boundary_tolerance_shape``: the task's ``boundary_definition`` / ``boundary_shape``, named as in ``ctseg
+evaluate``'s JSON (results written before them: ``ctseg`` / ``square``).
 
 A run whose ``results.json`` exists is skipped, so an interrupted grid resumes where it stopped (a run killed
 half-way is started again from scratch). Config stems must be unique within one grid; run each data set's
@@ -236,6 +239,8 @@ def run_one(run: PlannedRun, extra: Sequence[str] = ()) -> dict[str, Any]:
         "iou": {n: _num(scores.get(f"test/iou_{n}")) for n in names},
         "f1": {n: _num(scores.get(f"test/f1_{n}")) for n in names},
         **_boundary_results(scores, names, hp.get("boundary_tolerance", 3)),
+        "boundary_definition": hp.get("boundary_definition", "ctseg"),
+        "boundary_tolerance_shape": hp.get("boundary_shape", "square"),
         "checkpoint": str(ckpt.resolve()) if ckpt else None,
         "checkpoint_kind": kind,
         "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,

@@ -164,6 +164,17 @@ def _tolerances(cells: list[Cell]) -> str:
     return " / ".join(map(str, found)) or "?"
 
 
+def _boundary_definitions(cells: list[Cell]) -> str:
+    """The boundary definitions of the runs (``results.json`` ``boundary_definition``, ``boundary_tolerance_shape``;
+    ``ctseg, square`` for results written before they were recorded), e.g. ``"ctseg, square"``."""
+    found = {
+        f"{r.get('boundary_definition') or 'ctseg'}, {r.get('boundary_tolerance_shape') or 'square'}"
+        for c in cells
+        for r in c.runs
+    }
+    return " / ".join(sorted(found))
+
+
 def _boundary_rows(cells: list[Cell]) -> list[tuple[str, str, list[float | None]]]:
     """Per-class boundary IoU and F1 rows (empty when no run holds boundary scores)."""
     if not _has_boundary(cells):
@@ -211,6 +222,8 @@ def render_tables(grouped: dict[str, dict[str, list[Cell]]], digits: int = 3) ->
             spans.append(range(start, start + len(row)))
             start += len(row)
         md += _md_table(cols, rows, spans, digits)
+        if _has_boundary(cells):
+            md += ["", f"boundary definition: {_boundary_definitions(cells)}"]
         if per_class:
             md += ["", f"### {ds}: boundary IoU / F1 per class (d = {_tolerances(cells)} px)", ""]
             md += _md_table(cols, per_class, spans, digits)

@@ -61,6 +61,10 @@ class SegmentationTask(L.LightningModule):
             paper), one number per class, or ``"inverse_frequency"``: ``w_c ∝ 1 / f_c`` from the training split's
             pixel counts (``manifest.json`` ``pixels.train`` of the data module's prepared folder), mean 1 over the
             classes present; computed in :meth:`setup` and printed once.
+        boundary_definition, boundary_shape: the boundary metrics' definition (``"ctseg"``: the image border is no
+            boundary; ``"reference"``: it is one, as Cheng et al.'s API) and boundary F1's tolerance shape
+            (``"square"`` or ``"disk"``), as ``ctseg evaluate --boundary`` / ``--boundary-shape``
+            (:mod:`ctseg.evaluation.boundary`); checkpoints without them are ``"ctseg"`` / ``"square"``.
 
     Logged at every validation / test: ``<split>/miou``, ``mf1``, ``oa``, ``iou_<class>``, ``f1_<class>`` (the
     ISPRS protocol, :class:`~ctseg.evaluation.metrics.SegmentationMetrics`) and ``<split>/biou``, ``bf1``,
@@ -92,6 +96,8 @@ class SegmentationTask(L.LightningModule):
         data_info: dict[str, Any] | None = None,
         boundary_tolerance: int | list[int] = 3,
         class_weights: list[float] | str | None = None,
+        boundary_definition: str = "ctseg",
+        boundary_shape: str = "square",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -118,7 +124,8 @@ class SegmentationTask(L.LightningModule):
         self.eval_classes = list(eval_classes) if eval_classes is not None else None
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, eval_classes=self.eval_classes)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, eval_classes=self.eval_classes)
-        boundary = {"tolerance": boundary_tolerance, "ignore_index": ignore_index, "eval_classes": self.eval_classes}
+        boundary = {"tolerance": boundary_tolerance, "ignore_index": ignore_index, "eval_classes": self.eval_classes,
+                    "definition": boundary_definition, "tolerance_shape": boundary_shape}  # fmt: skip
         self.val_boundary = BoundaryMetrics(num_classes, **boundary)
         self.test_boundary = BoundaryMetrics(num_classes, **boundary)
         if channels_last:
