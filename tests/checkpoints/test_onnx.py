@@ -179,3 +179,24 @@ def test_speed_benchmark_runs_at_toy_size(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     row = json.loads((tmp_path / "s.json").read_text())["results"][0]
     assert row["model"] == "pf-tiny" and row["max_abs_diff"] < 1e-4 and row["onnxruntime_s"] > 0
+
+
+def test_onnx_predict_never_imports_timm_or_torchvision(exported, tmp_path):
+    """An ONNX model runs with onnxruntime: ``ctseg predict --ckpt x.onnx`` works with timm and torchvision made
+    unimportable, so it pays neither's import time (issue 33)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(image)
+    code = (
+        "import sys; sys.modules['timm'] = None; sys.modules['torchvision'] = None\n"
+        "from ctseg.cli.entry import main\n"
+        f"raise SystemExit(main(['predict', {str(image)!r}, '--ckpt', {str(exported['rgb.onnx'])!r}, "
+        f"'--out', {str(tmp_path / 'out')!r}, '--window', '{WINDOW}', '--no-color']))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out" / "scene_pred.tif").is_file()

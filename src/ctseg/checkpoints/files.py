@@ -23,17 +23,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ctseg.data.definitions import DatasetInfo
 from ctseg.errors import CtsegError
 from ctseg.io import atomic_path, write_error
-from ctseg.models import Segmentor, build_model
 from ctseg.safety.documents import parse_json
 from ctseg.safety.model_spec import MAX_CLASSES, check_model_metadata, check_weights
 from ctseg.safety.pickles import UnsafeFileError, is_safetensors, load_torch_file, short_reason, unsafe_message
+
+if TYPE_CHECKING:  # ctseg.models (timm, torchvision) is imported only where a PyTorch model is built
+    from ctseg.models import Segmentor
 
 #: The ``format`` entry of an export's metadata.
 FORMAT = "ctseg-model"
@@ -181,6 +183,8 @@ def model_from(data: dict[str, Any], path: str | os.PathLike, device: str | torc
     spec = check_model_metadata(data, path)
     check_weights(spec, data.get("state_dict"), path)
     config = dict(spec.config)
+    from ctseg.models import build_model
+
     model = build_model(config.pop("name"), config.pop("num_classes"), **config)
     model.load_state_dict(data["state_dict"], strict=True)
     model.to(device).eval()

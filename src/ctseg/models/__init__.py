@@ -8,12 +8,7 @@
 See :mod:`ctseg.models.registry` for the presets and their parameter counts.
 """
 
-from ctseg.models.dcswin import DCSwinDecoder
-from ctseg.models.encoders import Encoder, list_encoders
-from ctseg.models.registry import build_model, list_models, register_model
-from ctseg.models.segmentor import Segmentor
-from ctseg.models.unetformer import UNetFormerDecoder
-from ctseg.models.weights import LoadReport, load_encoder_weights
+from ctseg._exports import lazy
 
 __all__ = [
     "DCSwinDecoder",
@@ -27,3 +22,6 @@ __all__ = [
     "load_encoder_weights",
     "register_model",
 ]
+# Each name from its module on first use: reading the presets (the checks on a model file's metadata, an ONNX
+# model's run) does not import timm or torchvision; building a model does.
+__getattr__, __dir__ = lazy(__name__, ("registry", "segmentor", "encoders", "weights", "dcswin", "unetformer"))

@@ -29,10 +29,8 @@ from torch import nn
 
 from ctseg.errors import CtsegError
 from ctseg.models.dcswin import DCSwinDecoder
-from ctseg.models.encoders import Encoder
 from ctseg.models.segmentor import Segmentor
 from ctseg.models.unetformer import UNetFormerDecoder
-from ctseg.models.weights import load_encoder_weights
 
 __all__ = ["ModelPreset", "build_model", "decoder_options", "get_preset", "list_models", "register_model"]
 
@@ -230,6 +228,8 @@ def build_model(
         config=config,
     )
     if pretrained is not None and pretrained is not False:
+        from ctseg.models.weights import load_encoder_weights
+
         load_encoder_weights(model, pretrained, allow_partial=allow_partial)
     return model
 
@@ -245,6 +245,8 @@ def _build(
     decoder_kwargs: dict[str, Any],
     config: dict[str, Any],
 ) -> Segmentor:
+    from ctseg.models.encoders import Encoder  # timm: imported when a model is built, not to read the presets
+
     encoder = Encoder(encoder_name, img_size=img_size, stage_norm=stage_norm, **encoder_kwargs)
     try:
         decoder = _DECODERS[decoder_name](encoder.channels, num_classes, **decoder_kwargs)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from ctseg.errors import CtsegError
-from ctseg.models.encoders import Encoder
+
+if TYPE_CHECKING:  # an annotation only: building a Segmentor does not need timm imported here
+    from ctseg.models.encoders import Encoder
 
 __all__ = ["Segmentor"]
 
