@@ -37,6 +37,8 @@ KEYWORDS = {
     "input_lists": "input_lists",
     "probs": "probs",
     "confidence": "confidence",
+    "uncertainty": "uncertainty",
+    "uncertain_windows": "uncertain_windows",
     "skip_existing": "skip_existing",
     "png_max_mpx": "png_max_mpx",
     "vector": "vector",
@@ -90,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", action="store_true",
                         help="also write <stem>_conf.tif: uint8 round(255 * max probability), 0 at "
                              "nodata")  # fmt: skip
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write <stem>_entropy.tif: float16 normalised entropy -sum p log p / log K in "
+                             "[0, 1] (1: all classes equally likely), NaN at nodata")  # fmt: skip
+    parser.add_argument("--uncertain-windows", type=int, default=None, metavar="N",
+                        help="also write <stem>_uncertain.gpkg: the N window-sized cells of highest mean entropy, "
+                             "ranked, with each class's share (implies --uncertainty)")  # fmt: skip
     parser.add_argument("--skip-existing", action="store_true",
                         help="skip inputs whose outputs all exist (resume a killed job; others are "
                              "redone)")  # fmt: skip

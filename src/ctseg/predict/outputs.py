@@ -1,6 +1,7 @@
 """One input of ``ctseg predict``, start to finish: streamed through the model by rows of windows
 (:mod:`ctseg.inference.rows`) into its outputs — the class COG and its GIS sidecars, probabilities, confidence, the
-colour PNG and its legend or the index PNG, the overlay — inside its own staging folder, sealed and renamed into
+colour PNG and its legend or the index PNG, the overlay, the entropy and the most uncertain windows
+(:mod:`ctseg.predict.uncertainty`) — inside its own staging folder, sealed and renamed into
 place together (:mod:`ctseg.predict.stage`), and its polygons (``--vector``). :func:`ctseg.predict.run.run_predict`
 checks every input first and then hands each to :func:`predict_file`; the outputs, the nodata rule and the staging
 protocol are described in :mod:`ctseg.predict.run`'s docstring.
@@ -31,6 +32,7 @@ from ctseg.predict.plan import Settings, Targets
 from ctseg.predict.png import write_color_png, write_index_png, write_legend_png
 from ctseg.predict.region import WindowRows, outside_rows
 from ctseg.predict.stage import Stage
+from ctseg.predict.uncertainty import TopCells, entropy_writer
 from ctseg.predict.write import gdal_cache_bytes, open_writers
 
 __all__ = ["predict_file"]
@@ -75,6 +77,7 @@ def _write_outputs(
     from affine import Affine
     from tqdm.auto import tqdm
 
+    from ctseg.inference.entropy import entropy_rows
     from ctseg.inference.options import WindowOptions
     from ctseg.inference.rows import (
         ArrayRows,
@@ -109,7 +112,13 @@ def _write_outputs(
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(width, per_px, opts.window)))
         whole = np.zeros((height, width), np.uint8) if targets.color or targets.index or targets.overlay else None
         writers = open_writers(targets, info, height, width, georef, masked, opts.probs, work)
+        extra: list = []  # the entropy COG, once open (ctseg.predict.uncertainty)
         try:
+            if targets.entropy is not None:
+                extra.append(entropy_writer(targets.entropy, height, width, georef, masked, work))
+            cells = None
+            if targets.uncertain is not None:
+                cells = TopCells(opts.uncertain_windows, height, width, opts.window, info.classes)
             grid = plan_grid(loaded.model, height, width, opts.window, opts.overlap)
             bar = stack.enter_context(
                 tqdm(total=len(grid.jobs), desc=header.path.name, unit="win", leave=False, disable=not show)
@@ -129,6 +138,11 @@ def _write_outputs(
                     writers.probs.write(top, prob_rows(p, mask, opts.probs))
                 if writers.conf is not None:
                     writers.conf.write(top, confidence_rows(p, mask))
+                if extra:
+                    entropy = entropy_rows(p, mask)
+                    extra[0].write(top, entropy)
+                    if cells is not None:
+                        cells.add(top, entropy, classes)
                 rows_done[0] = top + classes.shape[0]
 
             def on_batch(n: int) -> None:
@@ -145,8 +159,10 @@ def _write_outputs(
                 mean=info.mean, std=info.std, scale=info.scale,
             )  # fmt: skip
             predict_rows(loaded.model, source, emit, options=window_opts, nodata=value, fill=fill, on_batch=on_batch)
-            for w in writers.all():
+            for w in writers.all() + extra:
                 w.finish()
+            if cells is not None:
+                cells.write(work / targets.uncertain.name, georef)
             if targets.aux is not None:
                 write_class_sidecars(targets.aux, targets.qml, info, NODATA_CLASS if masked else None, work)
             if whole is not None and targets.color is not None:
@@ -157,7 +173,7 @@ def _write_outputs(
             if whole is not None and targets.index is not None:
                 write_index_png(whole, targets.index, work)
         except BaseException:
-            for w in writers.all():
+            for w in writers.all() + extra:
                 w.abort()
             raise
 

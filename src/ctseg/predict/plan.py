@@ -33,9 +33,12 @@ class Targets:
     overlay: Path | None = None
     aux: Path | None = None
     qml: Path | None = None
+    entropy: Path | None = None
+    uncertain: Path | None = None
 
     def paths(self) -> list[Path]:
-        found = (self.classes, self.probs, self.conf, self.color, self.index, self.legend, self.overlay, self.aux,
+        found = (self.classes, self.probs, self.conf, self.entropy, self.uncertain, self.color, self.index,
+                 self.legend, self.overlay, self.aux,
                  self.qml, self.vector)  # fmt: skip
         return [p for p in found if p is not None]
 
@@ -52,7 +55,7 @@ def vector_path(stem: str, out_dir: Path, vector: str | None) -> Path | None:
 
 def make_targets(
     stem: str, out_dir: Path, fmt: str, color: bool, probs: str | None, conf: bool, vector: str | None = None,
-    overlay: bool = False,
+    overlay: bool = False, entropy: bool = False, uncertain: bool = False,
 ) -> Targets:  # fmt: skip
     """The output files of input ``<stem>`` (:mod:`ctseg.predict.run` docstring); ``color`` brings the legend,
     the class map its GIS sidecars."""
@@ -68,6 +71,8 @@ def make_targets(
         overlay=out_dir / f"{stem}_overlay.png" if overlay else None,
         aux=out_dir / f"{stem}_pred.tif.aux.xml",
         qml=out_dir / f"{stem}_pred.qml",
+        entropy=out_dir / f"{stem}_entropy.tif" if entropy else None,
+        uncertain=out_dir / f"{stem}_uncertain.gpkg" if uncertain else None,
     )
 
 
@@ -99,11 +104,14 @@ class Settings:
     region: object = None  # a ctseg.predict.region.Region, or None: the whole raster
     regularize: bool = False  # --vector polygons through ctseg.vectorize.regularize
     regularize_tolerance: float | None = None
+    uncertainty: bool = False  # <stem>_entropy.tif (ctseg.predict.uncertainty)
+    uncertain_windows: int | None = None  # <stem>_uncertain.gpkg: that many cells
 
     def targets(self, stem: str, png: bool = True) -> Targets:
         """The outputs of input ``<stem>``; ``png``: the input is small enough for PNGs (``--png-max-mpx``)."""
         return make_targets(stem, self.out_dir, self.out_format, self.color and png, self.probs, self.confidence,
-                            self.vector, self.overlay and png)  # fmt: skip
+                            self.vector, self.overlay and png, self.uncertainty,
+                            self.uncertain_windows is not None)  # fmt: skip
 
 
 def check_settings(loaded, info, opts: Settings) -> None:

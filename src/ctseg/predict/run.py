@@ -17,6 +17,9 @@ raster (``benchmarks/predict_memory.py``). PNG / JPEG inputs are read whole, wit
 * ``<stem>_probs.tif`` with ``probs="uint8"`` (round(255 p); 0 in every band at nodata) or ``"float16"`` (NaN
   at nodata): one band per class, a COG with average overviews;
 * ``<stem>_conf.tif`` with ``confidence=True``: uint8 round(255 · max probability), 1–255, 0 at nodata;
+* ``<stem>_entropy.tif`` with ``uncertainty=True``: float16 normalised entropy −Σ p log p / log K in [0, 1], NaN
+  at nodata; ``<stem>_uncertain.gpkg`` with ``uncertain_windows=N``: the N window-sized cells of highest mean
+  entropy, for a labeller (:mod:`ctseg.predict.uncertainty`);
 * ``<stem>.gpkg`` with ``vector`` / ``vector_classes``: polygons of those classes (:mod:`ctseg.vectorize.polygons`, with
   the confidence when it is written), in the ``vector`` folder or, for a suffix, beside the class map;
 * ``<stem>_pred.png`` (unless ``color=False``) — the class map as a palette PNG (nodata transparent) and its
@@ -168,6 +171,8 @@ def run_predict(
     input_lists: Sequence[str | os.PathLike] = (),
     probs: str | None = None,
     confidence: bool = False,
+    uncertainty: bool = False,
+    uncertain_windows: int | None = None,
     skip_existing: bool = False,
     png_max_mpx: float = PNG_MAX_MPX,
     vector: str | os.PathLike | None = None,
@@ -191,7 +196,9 @@ def run_predict(
     ``overlay``: also ``<stem>_overlay.png``; ``asset``: the STAC items' asset (:mod:`ctseg.predict.sources`);
     ``bbox`` (``"MINX,MINY,MAXX,MAXY"``) in ``bbox_crs``, or ``aoi`` (a vector file): predict that region only
     (:mod:`ctseg.predict.region`); ``shard``: this process's share (default: from torchrun's / SLURM's
-    environment). ``progress``: a bar over windows (with Mpx/s) on a terminal, and a summary line on stderr.
+    environment); ``uncertainty``: also ``<stem>_entropy.tif``, ``uncertain_windows`` N: also
+    ``<stem>_uncertain.gpkg`` (implies ``uncertainty``; :mod:`ctseg.predict.uncertainty`).
+    ``progress``: a bar over windows (with Mpx/s) on a terminal, and a summary line on stderr.
     """
     region = parse_region(bbox, bbox_crs, aoi)
     files = resolve_inputs(inputs, asset)
@@ -203,8 +210,12 @@ def run_predict(
         raise CtsegError(f"--format {out_format}: use one of {', '.join(FORMATS)}")
     if probs is not None and probs not in PROB_DTYPES:
         raise CtsegError(f"--probs {probs}: use one of {', '.join(PROB_DTYPES)}")
-    if out_format == "index-png" and (probs or confidence):
-        raise CtsegError("--probs / --confidence write GeoTIFFs; they need --format geotiff")
+    if uncertain_windows is not None:
+        if not isinstance(uncertain_windows, int) or uncertain_windows < 1:
+            raise CtsegError(f"--uncertain-windows {uncertain_windows}: give a number of windows >= 1")
+        uncertainty = True
+    if out_format == "index-png" and (probs or confidence or uncertainty):
+        raise CtsegError("--probs / --confidence / --uncertainty write GeoTIFFs; they need --format geotiff")
     if out_format == "index-png" and overlay:
         raise CtsegError("--overlay needs --format geotiff (index-png writes only the index PNG)")
     if not png_max_mpx > 0:
@@ -226,7 +237,7 @@ def run_predict(
         Path(out), tta, int(window), float(overlap), int(batch_size), color, overwrite, device, dataset, progress,
         parse_bands(bands), parse_nodata(nodata), out_format, probs, confidence, skip_existing, float(png_max_mpx),
         files, None if vector is None else str(vector), tokens, bool(overlay), region, bool(regularize),
-        None if regularize_tolerance is None else float(regularize_tolerance),
+        None if regularize_tolerance is None else float(regularize_tolerance), bool(uncertainty), uncertain_windows,
     )  # fmt: skip
     shard = detect_shard() if shard is None else shard
     names: dict[str, Path] = {}

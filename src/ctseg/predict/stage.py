@@ -47,7 +47,8 @@ def _prefix(stem: str) -> str:
 def output_names(stem: str) -> set[str]:
     """Every file name ``ctseg predict`` may write for input ``<stem>`` (:mod:`ctseg.predict.plan`)."""
     names = {f"{stem}_pred.tif", f"{stem}_pred.png", f"{stem}_probs.tif", f"{stem}_conf.tif", f"{stem}.png",
-             f"{stem}_legend.png", f"{stem}_overlay.png", f"{stem}_pred.tif.aux.xml", f"{stem}_pred.qml"}  # fmt: skip
+             f"{stem}_legend.png", f"{stem}_overlay.png", f"{stem}_pred.tif.aux.xml", f"{stem}_pred.qml",
+             f"{stem}_entropy.tif", f"{stem}_uncertain.gpkg"}  # fmt: skip
     return names | {f"{stem}{suffix}" for suffix in (".gpkg", ".geojson", ".json")}
 
 
