@@ -22,6 +22,7 @@ import torch
 from helpers.paths import REPO
 from PIL import Image
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.transform import from_origin
 
 from ctseg.cli.entry import main
@@ -193,6 +194,7 @@ def test_cli_writes_cloud_optimized_geotiffs(ckpts, tmp_path, capsys):
         assert probs.count == 3 and probs.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") == "16"
         assert probs.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and probs.overviews(1) == [2, 4]
         assert probs.descriptions == RGBN.classes
+        assert probs.mask_flag_enums[0] == [MaskFlags.nodata]  # NaN nodata, no mask band: unchanged
         p = probs.read()
     assert np.isnan(p[:, nodata]).all()
     np.testing.assert_array_equal(p[:, ~nodata], ref_p.astype(np.float32)[:, ~nodata])
@@ -203,6 +205,25 @@ def test_cli_writes_cloud_optimized_geotiffs(ckpts, tmp_path, capsys):
     assert np.abs(c[~nodata].astype(int) - np.round(255 * p[:, ~nodata].max(0))).max() <= 1
     png = np.asarray(Image.open(out / "scene_pred.png").convert("RGB"))
     np.testing.assert_array_equal(png, RGBN.colorize(classes))
+
+
+def test_probs_uint8_of_an_input_with_nodata_have_a_validity_mask(ckpts, tmp_path):
+    data = _rgbn(200, 150, 6)
+    src = geotiff(tmp_path / "n.tif", data, nodata=0)
+    out = tmp_path / "out"
+    assert _predict(ckpts["rgbn"], [src], out, "--window", "64", "--probs", "uint8", "--no-color") == 0
+    nodata = (data == 0).all(0)
+    assert not list(out.glob("*.msk"))  # the mask is inside the COG
+    with rasterio.open(out / "n_probs.tif") as probs:
+        assert probs.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and probs.dtypes[0] == "uint8"
+        assert probs.nodata is None  # every byte value is a probability
+        assert probs.mask_flag_enums == ([MaskFlags.per_dataset],) * 3
+        mask = probs.dataset_mask()
+        p = probs.read()
+        small = probs.read(1, out_shape=(50, 38), masked=True)  # an overview keeps its mask
+    np.testing.assert_array_equal(mask, np.where(nodata, 0, 255))
+    assert (p[:, nodata] == 0).all() and (p[:, ~nodata].astype(int).sum(0) >= 250).all()
+    assert small.mask.any() and not small.mask.all()
 
 
 def test_probs_uint8_and_png_limit(ckpts, tmp_path, capsys):
@@ -216,6 +237,7 @@ def test_probs_uint8_and_png_limit(ckpts, tmp_path, capsys):
     with rasterio.open(out / "t_probs.tif") as probs, rasterio.open(out / "t_pred.tif") as pred:
         p, classes = probs.read(), pred.read(1)
         assert probs.dtypes[0] == "uint8" and probs.nodata is None and pred.nodata is None
+        assert probs.mask_flag_enums == ([MaskFlags.all_valid],) * 4  # no nodata: no mask (and no alpha band)
     assert (np.abs(p.astype(int).sum(0) - 255) <= 2).all()
     assert (p.argmax(0) == classes).mean() > 0.99  # ties after rounding to 1/255 may differ
     assert _predict(ckpts["rgb"], [src], tmp_path / "idx", "--format", "index-png", "--png-max-mpx", "0.01") == 2

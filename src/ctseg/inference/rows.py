@@ -226,7 +226,8 @@ def class_rows(probs: Tensor, mask: np.ndarray | None) -> np.ndarray:
 
 
 def prob_rows(probs: Tensor, mask: np.ndarray | None, dtype: str) -> np.ndarray:
-    """``(K, rows, width)`` probabilities: ``"uint8"`` → round(255 p) (0 in every band at nodata), ``"float16"``
+    """``(K, rows, width)`` probabilities: ``"uint8"`` → round(255 p) (0 in every band at nodata, which no valid
+    pixel is; ``ctseg predict``'s COG marks those pixels in a validity mask, not with a nodata value), ``"float16"``
     → half-precision values as float32 (NaN at nodata; the file stores them in 16 bits)."""
     if dtype == "uint8":
         out = probs.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()

@@ -12,6 +12,13 @@ that folder, the COG under the target's name (:attr:`StreamedCOG.staged`), for t
 print straight to the process's stderr meanwhile (libtiff's ``_tiffWriteProc: No space left on device.``) is
 read for that line instead of reaching the terminal (:mod:`ctseg.predict.failures`).
 
+A ``mask_empty`` writer (the uint8 probabilities of an input with nodata) also writes a per-dataset validity mask,
+row band by row band (GDAL's internal GTiff mask, no ``.msk`` sidecar), which the COG copy keeps with its
+overviews: a pixel 0 in every band is no-data there (GDAL, QGIS show it so; rasterio's ``dataset_mask()``) and
+every byte stays a probability. A nodata *value* would not do: 0 is also round(255 p) of any p < 1/510, so
+nodata 0 would hide real near-zero probabilities. No valid pixel is 0 in every band (its K values round(255 p)
+sum to at least 255 - K/2 > 0 for the at most 255 classes of a uint8 class map).
+
 How much GDAL caches while reading and writing is bounded per file (:func:`gdal_cache_bytes`): a few block rows,
 not the raster.
 """
@@ -69,6 +76,15 @@ def _write_block(dataset, data: np.ndarray, window) -> None:
     dataset.write(data, window=window)
 
 
+def _write_mask(dataset, data: np.ndarray, window) -> None:
+    """The validity mask of one row band: 255 where any band is non-zero, 0 (no-data) where every band is 0."""
+    import rasterio
+
+    valid = np.where(data.any(axis=0), np.uint8(255), np.uint8(0))
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # inside the GeoTIFF, not a .msk sidecar
+        dataset.write_mask(valid, window=window)
+
+
 def _temp_sibling(target: Path, suffix: str, folder: Path | None = None) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=folder or target.parent)
     os.close(fd)
@@ -82,6 +98,8 @@ class StreamedCOG:
     given must hold float16 values. ``colormap`` ``{value: (r, g, b, a)}`` for band 1; ``tags`` go to the
     dataset's default metadata domain; ``descriptions``: one per band. ``workdir``: a private folder for the
     temporary file and the finished COG (:attr:`staged`), instead of siblings of ``target`` and :meth:`commit`.
+    ``mask_empty``: pixels 0 in every band are written as no-data to the file's mask (module docstring). Several
+    bands are grey values (``PHOTOMETRIC=MINISBLACK``), never RGB(A): a 4th class is no alpha band.
     """
 
     def __init__(
@@ -101,6 +119,7 @@ class StreamedCOG:
         descriptions: Sequence[str] | None = None,
         resampling: str = "nearest",
         workdir: str | os.PathLike | None = None,
+        mask_empty: bool = False,
     ):
         import rasterio
 
@@ -112,6 +131,7 @@ class StreamedCOG:
         self.rows_written = 0
         self._resampling = resampling
         self._float16 = float16
+        self._mask_empty = bool(mask_empty)
         self._final: Path | None = None
         self._ds = None
         self._printed = ""
@@ -125,6 +145,8 @@ class StreamedCOG:
                    "zstd_level": 1, "bigtiff": "if_safer", "interleave": "band"}  # fmt: skip
         if float16:
             profile["nbits"] = 16
+        if self.count > 1:  # bands of values: GDAL would read 3 or 4 uint8 bands as RGB(A), a 4th as alpha
+            profile["photometric"] = "minisblack"
         if crs is not None:
             profile["crs"] = crs
         if transform is not None:
@@ -168,6 +190,8 @@ class StreamedCOG:
         try:
             with native_stderr(echo=False) as printed:
                 _write_block(self._ds, data, Window(0, top, self.width, n))
+                if self._mask_empty:
+                    _write_mask(self._ds, data, Window(0, top, self.width, n))
         except gdal_errors() as err:
             self._fail(err, printed)
         self._remember(printed)
@@ -262,7 +286,8 @@ def open_writers(
     workdir: Path | None = None,
 ) -> OutputWriters:  # fmt: skip
     """The COG writers ``targets`` (``classes`` / ``probs`` / ``conf`` paths) asks for; ``nodata``: whether the
-    input has nodata (class 255, NaN probabilities, confidence 0); ``probs``: ``"uint8"`` or ``"float16"``;
+    input has nodata (class 255, NaN probabilities or uint8 ones masked (module docstring), confidence 0);
+    ``probs``: ``"uint8"`` or ``"float16"``;
     ``workdir``: where they write (:class:`StreamedCOG`)."""
     out = OutputWriters()
     geo = {"crs": georef.get("crs"), "transform": georef.get("transform"), "workdir": workdir}
@@ -277,7 +302,7 @@ def open_writers(
                 targets.probs, height=height, width=width, count=info.num_classes, **geo,
                 dtype="float32" if half else "uint8", float16=half, nodata=float("nan") if half and nodata else None,
                 tags={**classes_tag(info), "CTSEG_PROBS": "p" if half else "round(255 p)"},
-                descriptions=list(info.classes), resampling="average",
+                descriptions=list(info.classes), resampling="average", mask_empty=nodata and not half,
             )  # fmt: skip
         if targets.conf is not None:
             out.conf = StreamedCOG(
