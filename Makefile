@@ -29,7 +29,7 @@ test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
-test-slow: install
+test-slow: $(VENV)/.docs-installed  # the slow set includes the docs build
 	$(PY) -m pytest -q -m slow
 
 lint: install
