@@ -155,13 +155,11 @@ def remote_options() -> dict[str, str]:
 
 
 def _text(err: BaseException) -> str:
-    parts, seen = [], err
-    while seen is not None and len(parts) < 4:
-        text = " ".join(str(seen).split())
-        if text and "See previous exception" not in text:
-            parts.append(text)
-        seen = seen.__cause__ or seen.__context__
-    return parts[0] if parts else type(err).__name__
+    """GDAL's one line from a rasterio error (:func:`ctseg.data.raster.error_text`; imported here, on an error,
+    because ``ctseg.data`` imports this package)."""
+    from ctseg.data.raster import error_text
+
+    return error_text(err)
 
 
 def remote_error(label: str, err: BaseException | str) -> CtsegError:
