@@ -132,3 +132,97 @@ def test_bad_uncertainty_settings_are_one_line(tmp_path, kw, text):
     with pytest.raises(CtsegError, match=text):
         run_predict(tmp_path / "m.ckpt", [tmp_path / "a.tif"], tmp_path / "out", progress=False, **kw)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------ TTA variance
+def _conv_model(seed: int, k: int = 4) -> torch.nn.Module:
+    """A 3×3 convolution: not flip-symmetric, so the TTA passes disagree."""
+    torch.manual_seed(seed)
+    model = torch.nn.Conv2d(3, k, 3, padding=1)
+    with torch.no_grad():
+        model.weight.mul_(8.0)
+    return model.eval()
+
+
+def _variance_run(model, image: np.ndarray, **kw):
+    from ctseg.inference.rows import ArrayRows, predict_rows
+
+    probs, variance = [], []
+    predict_rows(
+        model, ArrayRows(image), lambda top, p, m: probs.append(p.clone()),
+        on_variance=lambda top, v: variance.append(v.clone()), device="cpu", mean=(0.5,) * 3, std=(0.25,) * 3,
+        batch_size=3, **kw,
+    )  # fmt: skip
+    return torch.cat(probs, 1), torch.cat(variance, 0)
+
+
+def test_tta_variance_of_one_window_is_the_hand_computation():
+    model = _conv_model(0)
+    image = np.random.default_rng(1).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    probs, variance = _variance_run(model, image, window=64, tta=True)
+    x = (torch.from_numpy(image).float()[None] / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        passes = [model(x)[0].softmax(0), model(x.flip(-1))[0].softmax(0).flip(-1),
+                  model(x.flip(-2))[0].softmax(0).flip(-2)]  # fmt: skip
+    mean = sum(passes) / 3
+    hand = sum(((p - mean) ** 2).sum(0) for p in passes) / 3
+    torch.testing.assert_close(probs, mean, atol=1e-6, rtol=0)
+    torch.testing.assert_close(variance, hand, atol=1e-6, rtol=0)
+    assert variance.max() > 1e-3 and variance.min() >= 0 and variance.max() <= 2 / 3
+
+
+def test_tta_variance_leaves_the_probabilities_and_is_blended_like_them():
+    from ctseg.inference.blend import blend_weights, window_positions
+    from ctseg.inference.rows import ArrayRows, predict_rows
+
+    model = _conv_model(2)
+    image = np.random.default_rng(3).integers(0, 256, (3, 80, 112), dtype=np.uint8)
+    probs, variance = _variance_run(model, image, window=64, overlap=0.5, tta=True)
+    plain = []
+    predict_rows(model, ArrayRows(image), lambda top, p, m: plain.append(p.clone()), device="cpu",
+                 mean=(0.5,) * 3, std=(0.25,) * 3, window=64, overlap=0.5, tta=True)  # fmt: skip
+    assert torch.equal(probs, torch.cat(plain, 1))  # the K probability channels are unchanged by it
+    # hand blend: each window's own TTA variance, weighted by the separable Hann weights
+    x = (torch.from_numpy(image).float()[None] / 255 - 0.5) / 0.25
+    ys, xs = window_positions(80, 64, 0.5), window_positions(112, 64, 0.5)
+    wy, wx = blend_weights(80, 64, ys), blend_weights(112, 64, xs)
+    hand = torch.zeros(80, 112)
+    for i, y in enumerate(ys):
+        for j, x0 in enumerate(xs):
+            win = x[..., y : y + 64, x0 : x0 + 64]
+            with torch.no_grad():
+                passes = [model(win)[0].softmax(0), model(win.flip(-1))[0].softmax(0).flip(-1),
+                          model(win.flip(-2))[0].softmax(0).flip(-2)]  # fmt: skip
+            mean = sum(passes) / 3
+            v = sum(((p - mean) ** 2).sum(0) for p in passes) / 3
+            hand[y : y + 64, x0 : x0 + 64] += v * torch.from_numpy(wy[i][:, None] * wx[j][None, :])
+    torch.testing.assert_close(variance, hand, atol=1e-5, rtol=0)
+
+
+def test_tta_variance_needs_tta():
+    from ctseg.errors import CtsegError
+
+    with pytest.raises(CtsegError, match="needs TTA"):
+        _variance_run(_conv_model(0), np.zeros((3, 64, 64), np.uint8), window=64)
+
+
+def test_predict_tta_uncertainty_writes_the_variance_band(run, tmp_path):
+    src = tmp_path / "scene.tif"
+    data = np.random.default_rng(5).integers(1, 256, (3, 96, 128), dtype=np.uint8)
+    data[:, :10, :30] = 0
+    profile = {"driver": "GTiff", "height": 96, "width": 128, "count": 3, "dtype": "uint8", "crs": "EPSG:32632",
+               "transform": TRANSFORM, "nodata": 0}  # fmt: skip
+    with rasterio.open(src, "w", **profile) as dst:
+        dst.write(data)
+    ckpt = next(run[0].parent.glob("m.ckpt"))
+    argv = ["predict", "--ckpt", str(ckpt), str(src), "--out", str(tmp_path / "out"), "--device", "cpu",
+            "--window", "64", "--tta", "--uncertainty", "--no-color"]  # fmt: skip
+    assert main(argv) == 0
+    with rasterio.open(tmp_path / "out" / "scene_entropy.tif") as ent:
+        assert ent.count == 2 and ent.descriptions == ("entropy", "tta_variance")
+        assert "CTSEG_TTA_VARIANCE" in ent.tags() and ent.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        v = ent.read(2)
+        assert ent.overviews(2) == ent.overviews(1)
+    nodata = (data == 0).all(0)
+    assert np.isnan(v[nodata]).all() and np.isfinite(v[~nodata]).all()
+    assert (v[~nodata] >= 0).all() and (v[~nodata] <= 2 / 3).all() and v[~nodata].max() > 0

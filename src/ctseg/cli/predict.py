@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "nodata")  # fmt: skip
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write <stem>_entropy.tif: float16 normalised entropy -sum p log p / log K in "
-                             "[0, 1] (1: all classes equally likely), NaN at nodata")  # fmt: skip
+                             "[0, 1] (1: all classes equally likely), NaN at nodata; with --tta band 2 holds the "
+                             "TTA variance (how much the flipped passes disagree)")  # fmt: skip
     parser.add_argument("--uncertain-windows", type=int, default=None, metavar="N",
                         help="also write <stem>_uncertain.gpkg: the N window-sized cells of highest mean entropy, "
                              "ranked, with each class's share (implies --uncertainty)")  # fmt: skip

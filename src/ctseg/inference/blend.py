@@ -186,6 +186,7 @@ def blend_windows(
     scale: float,
     amp: bool = False,
     tta: bool = False,
+    tta_variance: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> None:
     """Run every window of ``grid`` through ``model`` and blend them (module docstring: weights, memory).
@@ -195,6 +196,12 @@ def blend_windows(
     ``batch_size`` at a time. ``emit(top, probs)``: called with every block of finished rows in order, ``probs``
     ``(K, rows, width)`` float32 on ``device``, valid only during the call. ``on_batch(n)``: after each batch of
     ``n`` windows. The model is put in eval mode on ``device`` for the call.
+
+    ``tta_variance`` (with ``tta``): ``probs`` gets one more channel, last, holding the blended TTA variance —
+    per window and pixel, the mean squared distance of the T = 3 passes' probability vectors from their mean,
+    ``V = (1/T) Σ_t Σ_k (p_tk − p̄_k)² = (1/T) Σ_t Σ_k p_tk² − Σ_k p̄_k²`` ∈ ``[0, 1 − 1/T]`` (0: the flips agree;
+    2/3: three different one-hot answers), blended with the windows' weights like the probabilities (so it is
+    the weighted mean of the covering windows' disagreement). The first K channels are unchanged by it.
     """
     dev = device
     wy = [torch.from_numpy(w).to(dev) for w in blend_weights(grid.full_h, grid.win_h, grid.ys)]
@@ -205,6 +212,7 @@ def blend_windows(
     mean_t = torch.tensor([float(m) for m in mean], device=dev).view(1, channels, 1, 1)
     std_t = torch.tensor([float(s) for s in std], device=dev).view(1, channels, 1, 1)
     flips: list[tuple[int, ...]] = [(), (-1,), (-2,)] if tta else [()]
+    variance = bool(tta and tta_variance)
     strip: Tensor | None = None  # (K, win_h, full_w) float32: rows [top, top + win_h) of the padded image
     top = 0
 
@@ -232,21 +240,28 @@ def blend_windows(
                 x = x.div_(scale)
             x = x.sub_(mean_t).div_(std_t)
             prob: Tensor | None = None
+            squares: Tensor | None = None  # (B, 1, h, w): Σ_t Σ_k p_tk² (tta_variance)
             for dims in flips:
                 logits = call_model(model, x.flip(dims) if dims else x, amp)
                 if logits.shape[-2:] != (win_h, win_w):
                     logits = F.interpolate(logits, size=(win_h, win_w), mode="bilinear", align_corners=False)
                 p = logits.softmax(1)
                 p = p.flip(dims) if dims else p
+                if variance:
+                    sq = p.square().sum(1, keepdim=True)
+                    squares = sq if squares is None else squares.add_(sq)
                 prob = p if prob is None else prob.add_(p)
             assert prob is not None
             if len(flips) > 1:
                 prob.div_(len(flips))
+            if squares is not None:  # V = mean of squares − square of the mean; ≥ 0 up to rounding
+                v = squares.div_(len(flips)).sub_(prob.square().sum(1, keepdim=True)).clamp_(min=0.0)
+                prob = torch.cat([prob, v], 1)
             if strip is None:
-                k = prob.shape[1]
+                k = prob.shape[1] - (1 if variance else 0)
                 if k > 256:
                     raise CtsegError(f"the model predicts {k} classes; a uint8 class map holds at most 256")
-                strip = torch.zeros((k, win_h, grid.full_w), dtype=torch.float32, device=dev)
+                strip = torch.zeros((prob.shape[1], win_h, grid.full_w), dtype=torch.float32, device=dev)
             for n, (i, j) in enumerate(batch_jobs):
                 if ys[i] > top:
                     flush(ys[i])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["entropy_rows", "normalised_entropy"]
+__all__ = ["band_rows", "entropy_rows", "normalised_entropy"]
 
 
 def normalised_entropy(probs: Tensor) -> Tensor:
@@ -33,7 +33,12 @@ def normalised_entropy(probs: Tensor) -> Tensor:
 def entropy_rows(probs: Tensor, mask: np.ndarray | None) -> np.ndarray:
     """``(rows, width)`` normalised entropy as float16 values held in float32 (the file stores 16 bits), NaN at
     nodata (``mask``)."""
-    out = normalised_entropy(probs).to(torch.float16).cpu().numpy().astype(np.float32)
+    return band_rows(normalised_entropy(probs), mask)
+
+
+def band_rows(values: Tensor, mask: np.ndarray | None) -> np.ndarray:
+    """``(rows, width)`` ``values`` as float16 values held in float32 (the file stores 16 bits), NaN at nodata."""
+    out = values.to(torch.float16).cpu().numpy().astype(np.float32)
     if mask is not None:
         out[mask] = np.nan
     return out

@@ -182,6 +182,7 @@ def predict_rows(
     nodata: float | None = None,
     fill: Sequence[float] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_variance: Callable[[int, Tensor], None] | None = None,
 ) -> WindowGrid:
     """Predict ``source`` by windows (``options`` or its keywords: :func:`~ctseg.inference.tile.predict_tile`),
     streaming the result.
@@ -190,7 +191,9 @@ def predict_rows(
     float32 on the device (valid during the call only; :func:`class_rows` turns them into what predict_tile
     returns for those rows), ``nodata_mask`` ``(rows, width)`` bool where every band equals ``nodata`` (``None``
     without nodata). ``fill``: values (on the raw scale, one per band) that replace NaN / inf of a float input.
-    Returns the window grid.
+    ``on_variance(top, variance)`` (needs ``tta``): called just before ``emit`` for the same rows with their
+    ``(rows, width)`` blended TTA variance (:func:`~ctseg.inference.blend.blend_windows`; on the device, valid
+    during the call only). Returns the window grid.
     """
     opts = window_options(
         options, window=window, overlap=overlap, batch_size=batch_size, tta=tta, device=device, mean=mean, std=std,
@@ -199,6 +202,8 @@ def predict_rows(
     opts.check_model(model)
     if source.count != len(opts.mean):
         raise CtsegError(f"the source has {source.count} bands but mean / std have {len(opts.mean)} values")
+    if on_variance is not None and not opts.tta:
+        raise CtsegError("the TTA variance needs TTA: pass tta=True (ctseg predict --tta) with on_variance")
     scale = opts.value_scale(str(source.dtype))
     dev = opts.target_device(model)
     grid = opts.grid(model, source.height, source.width)
@@ -207,12 +212,15 @@ def predict_rows(
 
     def finished(top: int, part: Tensor) -> None:
         n = part.shape[1]
+        if on_variance is not None:
+            on_variance(top, part[-1])
+            part = part[:-1]
         emit(top, part, rows.mask_rows(top, n))
         rows.release(top + n)
 
     blend_windows(
         model, grid, rows.crops, finished, batch_size=opts.batch_size, device=dev, mean=opts.mean, std=opts.std,
-        scale=scale, amp=opts.autocast(dev), tta=opts.tta, on_batch=on_batch,
+        scale=scale, amp=opts.autocast(dev), tta=opts.tta, tta_variance=on_variance is not None, on_batch=on_batch,
     )  # fmt: skip
     return grid
 

@@ -77,7 +77,7 @@ def _write_outputs(
     from affine import Affine
     from tqdm.auto import tqdm
 
-    from ctseg.inference.entropy import entropy_rows
+    from ctseg.inference.entropy import band_rows, entropy_rows
     from ctseg.inference.options import WindowOptions
     from ctseg.inference.rows import (
         ArrayRows,
@@ -115,7 +115,7 @@ def _write_outputs(
         extra: list = []  # the entropy COG, once open (ctseg.predict.uncertainty)
         try:
             if targets.entropy is not None:
-                extra.append(entropy_writer(targets.entropy, height, width, georef, masked, work))
+                extra.append(entropy_writer(targets.entropy, height, width, georef, masked, work, tta=opts.tta))
             cells = None
             if targets.uncertain is not None:
                 cells = TopCells(opts.uncertain_windows, height, width, opts.window, info.classes)
@@ -124,6 +124,10 @@ def _write_outputs(
                 tqdm(total=len(grid.jobs), desc=header.path.name, unit="win", leave=False, disable=not show)
             )
             started, rows_done = time.perf_counter(), [0]
+            variance: list = []  # the TTA variance of the rows emit gets next (entropy band 2 with --tta)
+
+            def on_variance(top: int, v) -> None:
+                variance[:] = [v]
 
             def emit(top: int, p, mask) -> None:
                 if header.clip is not None:
@@ -140,7 +144,7 @@ def _write_outputs(
                     writers.conf.write(top, confidence_rows(p, mask))
                 if extra:
                     entropy = entropy_rows(p, mask)
-                    extra[0].write(top, entropy)
+                    extra[0].write(top, np.stack([entropy, band_rows(variance.pop(), mask)]) if opts.tta else entropy)
                     if cells is not None:
                         cells.add(top, entropy, classes)
                 rows_done[0] = top + classes.shape[0]
@@ -158,7 +162,10 @@ def _write_outputs(
                 window=opts.window, overlap=opts.overlap, batch_size=opts.batch_size, tta=opts.tta, device=dev,
                 mean=info.mean, std=info.std, scale=info.scale,
             )  # fmt: skip
-            predict_rows(loaded.model, source, emit, options=window_opts, nodata=value, fill=fill, on_batch=on_batch)
+            predict_rows(
+                loaded.model, source, emit, options=window_opts, nodata=value, fill=fill, on_batch=on_batch,
+                on_variance=on_variance if extra and opts.tta else None,
+            )  # fmt: skip
             for w in writers.all() + extra:
                 w.finish()
             if cells is not None:

@@ -6,7 +6,9 @@ short list of places for a labeller.
   every class is equally likely. A COG like the probabilities' (:class:`ctseg.predict.write.StreamedCOG`): one
   band stored as float16 (a uint8 scale would have no value left for nodata between 0 and 1 inclusive), NaN at
   nodata, average overviews, the tag ``CTSEG_ENTROPY`` holding the formula. Streamed row by row with the other
-  rasters.
+  rasters. With ``--tta`` a second band, ``tta_variance`` (tag ``CTSEG_TTA_VARIANCE``): how much the three
+  flipped passes disagree, V = (1/T) Σ_t Σ_k (p_tk − p̄_k)² per window, blended with the windows' weights
+  (:func:`ctseg.inference.blend.blend_windows`), in [0, 2/3] — 0 where the flips agree.
 * ``<stem>_uncertain.gpkg``: the N cells of highest mean entropy as polygons in the map's CRS. The cells are
   fixed squares of the window size on the raster's grid, from its top-left corner (those at the right and bottom
   edges cut to the raster); a cell's mean is over its valid pixels, as stored in the entropy raster (float16),
@@ -25,18 +27,26 @@ import numpy as np
 
 from ctseg.predict.write import StreamedCOG
 
-__all__ = ["ENTROPY_TAG", "TopCells", "entropy_writer"]
+__all__ = ["ENTROPY_TAG", "TTA_VARIANCE_TAG", "TopCells", "entropy_writer"]
 
 #: Metadata tag of ``<stem>_entropy.tif``: what its values are.
 ENTROPY_TAG = "CTSEG_ENTROPY"
+#: Metadata tag of its second band (``--tta``): what the TTA variance is.
+TTA_VARIANCE_TAG = "CTSEG_TTA_VARIANCE"
 
 
-def entropy_writer(target: Path, height: int, width: int, georef: dict, nodata: bool, workdir: Path | None):
-    """The float16 entropy COG (module docstring); ``nodata``: whether the input has nodata (NaN there)."""
+def entropy_writer(
+    target: Path, height: int, width: int, georef: dict, nodata: bool, workdir: Path | None, tta: bool = False
+):
+    """The float16 entropy COG (module docstring); ``nodata``: whether the input has nodata (NaN there);
+    ``tta``: with the TTA variance as band 2."""
+    tags = {ENTROPY_TAG: "-sum_k p_k log p_k / log K"}
+    if tta:
+        tags[TTA_VARIANCE_TAG] = "1/T sum_t sum_k (p_tk - mean_t p_tk)^2 per window, blended; T = 3 flips"
     return StreamedCOG(
-        target, height=height, width=width, dtype="float32", float16=True, crs=georef.get("crs"),
-        transform=georef.get("transform"), nodata=float("nan") if nodata else None,
-        tags={ENTROPY_TAG: "-sum_k p_k log p_k / log K"}, descriptions=["entropy"], resampling="average",
+        target, height=height, width=width, count=2 if tta else 1, dtype="float32", float16=True,
+        crs=georef.get("crs"), transform=georef.get("transform"), nodata=float("nan") if nodata else None,
+        tags=tags, descriptions=["entropy", "tta_variance"] if tta else ["entropy"], resampling="average",
         workdir=workdir,
     )  # fmt: skip
 
