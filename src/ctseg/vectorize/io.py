@@ -1,4 +1,4 @@
-"""``ctseg vectorize``'s input notes (:class:`VectorizeWarning`), the confidence raster, and writing the polygon
+"""``ctseg vectorize``'s input notes (:class:`VectorizeWarning`), reading a raster block, and writing the polygon
 file (GeoPackage / GeoJSON with pyogrio).
 
 The file is written into a private folder beside the output, ``.ctseg-vectorize-<random>/``, which the process
@@ -29,8 +29,6 @@ from ctseg.staging import ORPHAN_AGE, LockedFolder, dead_folders, low_on_space, 
 
 #: Output drivers by file suffix.
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
-#: Band description that marks a confidence band inside the class raster.
-CONFIDENCE_BAND = "confidence"
 #: Name prefix of the private folders the output is written in before its rename.
 WORK_PREFIX = ".ctseg-vectorize-"
 
@@ -61,40 +59,7 @@ def notes_as_lines() -> Iterator[None]:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-# --------------------------------------------------------------------------------------------- confidence
-def open_confidence(src, confidence_tif, path: Path):
-    """(dataset, band, scale, nodata, owned) of the confidence values, or ``None``."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
-    from ctseg.safety.rasters import open_raster as open_checked
-
-    if confidence_tif is None:
-        for band, desc in enumerate(src.descriptions, start=1):
-            if band > 1 and (desc or "").strip().lower() == CONFIDENCE_BAND:
-                return src, band, _confidence_scale(src.dtypes[band - 1], path), src.nodatavals[band - 1], False
-        return None
-    cpath = Path(confidence_tif)
-    if not cpath.is_file():
-        raise CtsegError(f"confidence raster {cpath} does not exist")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the class raster's note says it
-            conf = open_checked(cpath)  # a VRT's sources checked first (ctseg.safety.rasters)
-    except rasterio.errors.RasterioIOError as err:
-        raise CtsegError(f"confidence raster {cpath} cannot be read ({str(err).splitlines()[0]})") from None
-    try:
-        if (conf.height, conf.width) != (src.height, src.width) or not conf.transform.almost_equals(src.transform):
-            raise CtsegError(
-                f"confidence raster {cpath.name} ({conf.width}x{conf.height}) is not on the grid of {path.name} "
-                f"({src.width}x{src.height}); give the confidence written with this prediction"
-            )
-        return conf, 1, _confidence_scale(conf.dtypes[0], cpath), conf.nodatavals[0], True
-    except BaseException:
-        conf.close()
-        raise
-
-
+# ------------------------------------------------------------------------------------------------ reading
 def read_band(dataset, band: int, window, what: str):
     """``dataset.read(band, window=window)``; a damaged block is a one-line error naming the file."""
     from rasterio.errors import RasterioError
@@ -105,34 +70,6 @@ def read_band(dataset, band: int, window, what: str):
         return dataset.read(band, window=window)
     except RasterioError as err:
         raise CtsegError(f"{what} {dataset.name} cannot be read ({error_text(err)}); is the file complete?") from None
-
-
-def _confidence_scale(dtype: str, path: Path) -> float:
-    if dtype == "uint8":
-        return 255.0
-    if dtype == "uint16":
-        return 65535.0
-    if dtype.startswith("float"):
-        return 1.0
-    raise CtsegError(f"confidence raster {path.name} is {dtype}; expected uint8 (0-255), uint16 or float (0-1)")
-
-
-def confidence_sums(parts: list, conf: np.ndarray, valid: np.ndarray, row_off: int, col_off: int):
-    """Per part: (sum of confidence, valid pixel count) over its pixels (labels burnt at pixel centres)."""
-    from affine import Affine
-    from rasterio.features import rasterize
-
-    labels = rasterize(
-        ((g, i + 1) for i, g in enumerate(parts)),
-        out_shape=conf.shape,
-        transform=Affine.translation(col_off, row_off),
-        fill=0,
-        dtype="int32",
-    )
-    labels = np.where(valid, labels, 0).ravel()
-    sums = np.bincount(labels, weights=np.where(valid, conf, 0.0).ravel(), minlength=len(parts) + 1)
-    counts = np.bincount(labels, minlength=len(parts) + 1)
-    return sums[1:], counts[1:]
 
 
 # ------------------------------------------------------------------------------------------------- output

@@ -1,13 +1,9 @@
 """Polygons from a class map: ``ctseg vectorize PRED.tif --classes building --out buildings.gpkg``.
 
-The class raster (band 1, an integer class index per pixel, as ``ctseg predict`` writes it) is read by blocks
-and each block is polygonised per class with :func:`rasterio.features.shapes` (4-connectivity: pixels that
-touch only at a corner are separate polygons). A polygon that does not reach its block's inner border is final
-at once; one that does is kept aside and merged with its neighbours from the adjacent blocks
-(:func:`shapely.unary_union` per connected group) once the block row is done. After each block row only the
-merged polygons that still reach the next row stay in memory, so memory is bounded by the border polygons of
-one block row (plus whatever spans several rows), not by the raster. A building cut by block edges comes out
-as one polygon.
+The class raster (band 1, an integer class index per pixel, as ``ctseg predict`` writes it) is read by blocks,
+polygonised per class and the polygons cut by block edges merged exactly (:mod:`ctseg.vectorize.blocks`: memory
+is bounded by the border polygons of one block row, not by the raster; a building cut by block edges comes out
+as one polygon).
 
 Polygonisation and merging run in pixel coordinates (integers, so shared block edges match exactly); the
 final polygons are mapped by the raster's transform. Before that, the vertices that seams left on straight edges
@@ -34,40 +30,23 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ctseg.errors import CtsegError
 from ctseg.safety.documents import parse_json
-from ctseg.vectorize.io import (
-    VectorizeWarning,
-    confidence_sums,
-    open_confidence,
-    output_driver,
-    read_band,
-    write_polygons,
-)
+from ctseg.vectorize.blocks import Part, block_shape, stream_parts
+from ctseg.vectorize.io import VectorizeWarning, output_driver, write_polygons
 from ctseg.vectorize.io import warn as _warn
 from ctseg.vectorize.regularize import MIN_IOU, TOLERANCE_PIXELS, drop_collinear, regularize_polygon
+from ctseg.vectorize.stats import PixelStats
 
 #: Raster tag (default namespace) holding the class names as a JSON list in index order.
 CLASSES_TAG = "CTSEG_CLASSES"
-#: Default block side in pixels (rounded to whole internal blocks of the file).
-DEFAULT_BLOCK = 1024
 
 __all__ = ["CLASSES_TAG", "VectorizeWarning", "parse_classes", "vectorize_raster"]
-
-
-@dataclass
-class _Part:
-    """A polygon in global pixel coordinates with its pixel count and confidence sums (valid pixels only)."""
-
-    geom: object  # shapely Polygon
-    conf_sum: float = 0.0
-    conf_count: int = 0
 
 
 # ------------------------------------------------------------------------------------------------ classes
@@ -132,96 +111,6 @@ def _resolve_classes(tokens: Sequence[str | int], names: list[str] | None, why: 
     return indices
 
 
-# ------------------------------------------------------------------------------------------------ blocks
-def _block_windows(height: int, width: int, block_h: int, block_w: int) -> Iterator[list[tuple[int, int, int, int]]]:
-    """Block rows of (row_off, col_off, h, w) windows in row-major order."""
-    for r in range(0, height, block_h):
-        yield [(r, c, min(block_h, height - r), min(block_w, width - c)) for c in range(0, width, block_w)]
-
-
-def _block_shape(src, block_size: int | None) -> tuple[int, int]:
-    if block_size is not None:
-        if isinstance(block_size, bool) or int(block_size) < 1:
-            raise CtsegError(f"block size {block_size!r}: give a positive number of pixels")
-        return int(block_size), int(block_size)
-    bh, bw = src.block_shapes[0]
-    return bh * max(1, DEFAULT_BLOCK // bh), bw * max(1, DEFAULT_BLOCK // bw)
-
-
-def _polygonise(mask: np.ndarray, row_off: int, col_off: int) -> list:
-    """Polygons (global pixel coordinates, valid) of the True pixels of ``mask``, 4-connected."""
-    import shapely
-    from affine import Affine
-    from rasterio.features import shapes
-    from shapely.geometry import shape
-
-    geoms = [
-        shape(g)
-        for g, _ in shapes(
-            mask.view(np.uint8), mask=mask, connectivity=4, transform=Affine.translation(col_off, row_off)
-        )
-    ]
-    out = []
-    for geom in geoms:
-        if not geom.is_valid:  # a ring pinched at a corner: split into valid pieces
-            geom = shapely.make_valid(geom)
-        out.extend(_polygons_of(geom))
-    return out
-
-
-def _polygons_of(geom) -> list:
-    from shapely.geometry import MultiPolygon, Polygon
-
-    if isinstance(geom, Polygon):
-        return [] if geom.is_empty else [geom]
-    if isinstance(geom, MultiPolygon):
-        return [g for g in geom.geoms if not g.is_empty]
-    return [g for part in getattr(geom, "geoms", ()) for g in _polygons_of(part)]
-
-
-def _merge(parts: list[_Part]) -> list[_Part]:
-    """Union the parts that touch each other (connected groups); each group may come back as several polygons
-    (parts meeting only at a corner), its confidence sums spread over them by their pixels."""
-    import shapely
-
-    if len(parts) < 2:
-        return parts
-    geoms = np.array([p.geom for p in parts], dtype=object)
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    parent = list(range(len(parts)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in zip(left.tolist(), right.tolist(), strict=True):
-        if i != j:
-            a, b = find(i), find(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(parts)):
-        groups.setdefault(find(i), []).append(i)
-    merged: list[_Part] = []
-    for members in groups.values():
-        if len(members) == 1:
-            merged.append(parts[members[0]])
-            continue
-        polys = _polygons_of(shapely.unary_union([parts[i].geom for i in members]))
-        if len(polys) == 1:
-            merged.append(
-                _Part(polys[0], sum(parts[i].conf_sum for i in members), sum(parts[i].conf_count for i in members))
-            )
-            continue
-        # several pieces: give each the sums of the members inside it
-        for poly in polys:
-            inside = [i for i in members if poly.contains(parts[i].geom.representative_point())]
-            merged.append(_Part(poly, sum(parts[i].conf_sum for i in inside), sum(parts[i].conf_count for i in inside)))
-    return merged
-
-
 # ----------------------------------------------------------------------------------------------- the API
 def vectorize_raster(
     class_tif: str | os.PathLike,
@@ -263,7 +152,6 @@ def vectorize_raster(
 
     Returns the output path. Raises :class:`CtsegError` (one line) for problems with the inputs.
     """
-    import rasterio
     import shapely
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
     from shapely.geometry.polygon import orient
@@ -317,14 +205,13 @@ def vectorize_raster(
         tolerance = TOLERANCE_PIXELS * math.sqrt(pixel_area) if tol_given is None else tol_given
         coeffs = np.array([[transform.a, transform.b], [transform.d, transform.e]])
         offset = np.array([transform.c, transform.f])
-        block_h, block_w = _block_shape(src, block_size)
-        conf_src = open_confidence(src, confidence_tif, path)
-        height, width = src.height, src.width
-        fields = ["class", "class_index", "area"] + (["mean_confidence"] if conf_src else [])
+        block_h, block_w = block_shape(src, block_size)
+        stats = PixelStats(src, path, confidence_tif)
+        fields = ["class", "class_index", "area", *stats.fields]
         rows: dict[str, list] = {f: [] for f in fields}
         geoms: list = []
 
-        def finish(index: int, part: _Part) -> None:
+        def finish(index: int, part: Part) -> None:
             geom = drop_collinear(part.geom)  # exact on the pixel grid
             if fill_holes and geom.interiors:
                 geom = shapely.Polygon(geom.exterior)
@@ -342,57 +229,13 @@ def vectorize_raster(
             rows["class"].append(names[index] if names is not None else str(index))
             rows["class_index"].append(index)
             rows["area"].append(float(geom.area))
-            if conf_src:
-                rows["mean_confidence"].append(part.conf_sum / part.conf_count if part.conf_count else math.nan)
+            for field, values in stats.attributes(part.stats[None]).items():
+                rows[field].append(float(values[0]))
 
         try:
-            pending: dict[int, list[_Part]] = {c: [] for c in indices}
-            for block_row in _block_windows(height, width, block_h, block_w):
-                row_top = block_row[0][0]
-                row_bottom = row_top + block_row[0][2]
-                for row_off, col_off, h, w in block_row:
-                    window = rasterio.windows.Window(col_off, row_off, w, h)
-                    data = read_band(src, 1, window, "class raster")
-                    if conf_src:
-                        cds, cband, scale, cnodata, _ = conf_src
-                        conf = read_band(cds, cband, window, "confidence raster").astype(np.float64)
-                        valid = np.isfinite(conf)
-                        if cnodata is not None and not math.isnan(cnodata):
-                            valid &= conf != cnodata
-                        conf /= scale
-                    for index in indices:
-                        mask = data == index
-                        if not mask.any():
-                            continue
-                        polys = _polygonise(mask, row_off, col_off)
-                        if conf_src:
-                            sums, counts = confidence_sums(polys, conf, valid & mask, row_off, col_off)
-                        for k, poly in enumerate(polys):
-                            part = _Part(poly, float(sums[k]), int(counts[k])) if conf_src else _Part(poly)
-                            x0, y0, x1, y1 = poly.bounds
-                            on_border = (
-                                (x0 == col_off and col_off > 0)
-                                or (x1 == col_off + w and col_off + w < width)
-                                or (y0 == row_off and row_off > 0)
-                                or (y1 == row_off + h and row_off + h < height)
-                            )
-                            if on_border:
-                                pending[index].append(part)
-                            else:
-                                finish(index, part)
-                for index in indices:
-                    keep: list[_Part] = []
-                    for part in _merge(pending[index]):
-                        if part.geom.bounds[3] == row_bottom and row_bottom < height:
-                            keep.append(part)  # may continue in the next block row
-                        else:
-                            finish(index, part)
-                    pending[index] = keep
-            for index in indices:
-                for part in pending[index]:
-                    finish(index, part)
+            for index, part in stream_parts(src, indices, block_h, block_w, stats):
+                finish(index, part)
         finally:
-            if conf_src and conf_src[4]:
-                conf_src[0].close()
+            stats.close()
     write_polygons(out, driver, layer or out.stem, crs, rows, geoms, fields)
     return out
