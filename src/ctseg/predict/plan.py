@@ -106,6 +106,7 @@ class Settings:
     regularize_tolerance: float | None = None
     uncertainty: bool = False  # <stem>_entropy.tif (ctseg.predict.uncertainty)
     uncertain_windows: int | None = None  # <stem>_uncertain.gpkg: that many cells
+    runtime: str = "torch"  # or "onnx": onnxruntime on a cached export (ctseg.checkpoints.onnx_cache)
 
     def targets(self, stem: str, png: bool = True) -> Targets:
         """The outputs of input ``<stem>``; ``png``: the input is small enough for PNGs (``--png-max-mpx``)."""

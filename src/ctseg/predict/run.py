@@ -130,6 +130,8 @@ __all__ = [
 
 #: ``probs`` choices: the sample type of ``<stem>_probs.tif``.
 PROB_DTYPES = ("uint8", "float16")
+#: ``runtime`` choices: what runs the model (:mod:`ctseg.checkpoints.onnx_cache`).
+RUNTIMES = ("torch", "onnx")
 #: Default ``png_max_mpx``: the largest input (megapixels) that gets a PNG (colour or index).
 PNG_MAX_MPX = 100.0
 
@@ -185,6 +187,7 @@ def run_predict(
     bbox_crs: str | None = None,
     aoi: str | os.PathLike | None = None,
     shard: Shard | None = None,
+    runtime: str = "torch",
 ) -> list[Path]:
     """Predict every input (this rank's share) into ``out`` (module docstring: outputs); returns the paths written.
 
@@ -197,7 +200,9 @@ def run_predict(
     ``bbox`` (``"MINX,MINY,MAXX,MAXY"``) in ``bbox_crs``, or ``aoi`` (a vector file): predict that region only
     (:mod:`ctseg.predict.region`); ``shard``: this process's share (default: from torchrun's / SLURM's
     environment); ``uncertainty``: also ``<stem>_entropy.tif``, ``uncertain_windows`` N: also
-    ``<stem>_uncertain.gpkg`` (implies ``uncertainty``; :mod:`ctseg.predict.uncertainty`).
+    ``<stem>_uncertain.gpkg`` (implies ``uncertainty``; :mod:`ctseg.predict.uncertainty`); ``runtime``:
+    ``"torch"`` (PyTorch eager) or ``"onnx"`` (onnxruntime, on an export made once at ``window`` and cached:
+    :mod:`ctseg.checkpoints.onnx_cache`; an ``.onnx`` ``ckpt`` always runs with onnxruntime).
     ``progress``: a bar over windows (with Mpx/s) on a terminal, and a summary line on stderr.
     """
     region = parse_region(bbox, bbox_crs, aoi)
@@ -208,6 +213,8 @@ def run_predict(
         raise CtsegError("no input files given")
     if out_format not in FORMATS:
         raise CtsegError(f"--format {out_format}: use one of {', '.join(FORMATS)}")
+    if runtime not in RUNTIMES:
+        raise CtsegError(f"--runtime {runtime}: use one of {', '.join(RUNTIMES)}")
     if probs is not None and probs not in PROB_DTYPES:
         raise CtsegError(f"--probs {probs}: use one of {', '.join(PROB_DTYPES)}")
     if uncertain_windows is not None:
@@ -238,6 +245,7 @@ def run_predict(
         parse_bands(bands), parse_nodata(nodata), out_format, probs, confidence, skip_existing, float(png_max_mpx),
         files, None if vector is None else str(vector), tokens, bool(overlay), region, bool(regularize),
         None if regularize_tolerance is None else float(regularize_tolerance), bool(uncertainty), uncertain_windows,
+        runtime,
     )  # fmt: skip
     shard = detect_shard() if shard is None else shard
     names: dict[str, Path] = {}
@@ -270,6 +278,10 @@ def _run(ckpt: Path, shard: Shard, opts: Settings) -> tuple[list[Path], tuple]:
     from ctseg.inference.tile import resolve_device
 
     dev = shard_device(resolve_device(opts.device), shard)
+    if opts.runtime == "onnx" and ckpt.suffix.lower() != ".onnx":  # exported once, then from the cache
+        from ctseg.checkpoints.onnx_cache import cached_onnx
+
+        ckpt = cached_onnx(ckpt, opts.window, log=lambda m: _log(shard.prefix + m))
     loaded = _load(ckpt, dev)
     info = resolve_info(loaded, ckpt, opts.dataset)
     check_settings(loaded, info, opts)
