@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
 from ctseg.errors import CtsegError
 from ctseg.vectorize.io import read_band
+from ctseg.vectorize.regularize import collinear_keep, drop_collinear_all
 from ctseg.vectorize.stats import COLUMNS, PixelStats, combine
 
 #: Default block side in pixels (rounded to whole internal blocks of the file).
@@ -53,25 +55,63 @@ def block_shape(src, block_size: int | None) -> tuple[int, int]:
     return bh * max(1, DEFAULT_BLOCK // bh), bw * max(1, DEFAULT_BLOCK // bw)
 
 
-def polygonise(mask: np.ndarray, row_off: int, col_off: int) -> list:
-    """Polygons (global pixel coordinates, valid) of the True pixels of ``mask``, 4-connected."""
+def polygonise(mask: np.ndarray, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons (global pixel coordinates, valid) of the True pixels of ``mask``, 4-connected, in GDAL's order,
+    and a mask of those that still need :func:`~ctseg.vectorize.regularize.drop_collinear` (those that reach the
+    block's edge and the pieces of a pinched polygon; the others come without collinear vertices).
+
+    Built as arrays (:func:`shapely.linearrings` / :func:`shapely.polygons` from the coordinates end to end). A
+    ring can touch itself or another ring only at a pixel corner where the mask is diagonal (two pixels of the
+    class at opposite corners, two not); only polygons with a vertex there are checked with
+    :func:`shapely.is_valid`, and an invalid one (a ring pinched at the corner) is split into valid pieces by
+    :func:`shapely.make_valid`."""
     import shapely
     from affine import Affine
     from rasterio.features import shapes
-    from shapely.geometry import shape
 
-    geoms = [
-        shape(g)
+    found = [
+        g["coordinates"]
         for g, _ in shapes(
             mask.view(np.uint8), mask=mask, connectivity=4, transform=Affine.translation(col_off, row_off)
         )
     ]
-    out = []
-    for geom in geoms:
-        if not geom.is_valid:  # a ring pinched at a corner: split into valid pieces
-            geom = shapely.make_valid(geom)
-        out.extend(polygons_of(geom))
-    return out
+    if not found:
+        return np.empty(0, dtype=object), np.zeros(0, bool)
+    rings = list(chain.from_iterable(found))
+    ring_count = np.fromiter(map(len, found), np.intp, len(found))
+    closed = np.fromiter(map(len, rings), np.intp, len(rings))  # with the closing repeat
+    coords = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64, 2 * int(closed.sum()))
+    coords = coords.reshape(-1, 2)
+    ring_poly = np.repeat(np.arange(len(found)), ring_count)
+    coord_ring = np.repeat(np.arange(len(rings)), closed)
+    poly_start = np.concatenate([[0], np.cumsum(np.add.reduceat(closed, np.cumsum(ring_count) - ring_count))[:-1]])
+    # vertices at diagonal corners: (x, y) is the corner between pixels (y-1, x-1), (y-1, x), (y, x-1), (y, x)
+    pad = np.pad(mask, 1).view(np.uint8)
+    x = coords[:, 0].astype(np.intp) - col_off
+    y = coords[:, 1].astype(np.intp) - row_off
+    at = y * pad.shape[1] + x
+    flat = pad.ravel()
+    code = flat[at] + 2 * flat[at + 1] + 4 * flat[at + pad.shape[1]] + 8 * flat[at + pad.shape[1] + 1]
+    pinch = np.logical_or.reduceat((code == 6) | (code == 9), poly_start)
+    # polygons that reach the block's edge may be merged: their vertices stay as GDAL gave them (so the merge is
+    # that of the old one-at-a-time path); the collinear vertices of the others go now, on the integer coordinates
+    edge = (x == 0) | (y == 0) | (x == mask.shape[1]) | (y == mask.shape[0])
+    raw = pinch | np.logical_or.reduceat(edge, poly_start)
+    is_open = np.ones(len(coords), bool)
+    is_open[np.cumsum(closed) - 1] = False
+    xy, xy_ring = coords[is_open], coord_ring[is_open]
+    keep, _ = collinear_keep(xy, closed - 1)
+    keep |= raw[ring_poly[xy_ring]]
+    xy, xy_ring = xy[keep], xy_ring[keep]
+    polys = shapely.polygons(shapely.linearrings(xy, indices=xy_ring), indices=ring_poly)
+    if not pinch.any():
+        return polys, raw
+    pinched = np.flatnonzero(pinch)
+    invalid = set(pinched[~shapely.is_valid(polys[pinched])].tolist())
+    pieces = [polygons_of(shapely.make_valid(g)) if i in invalid else [g] for i, g in enumerate(polys.tolist())]
+    out = np.empty(sum(map(len, pieces)), dtype=object)
+    out[:] = list(chain.from_iterable(pieces))
+    return out, np.repeat(raw, [len(p) for p in pieces])
 
 
 def polygons_of(geom) -> list:
@@ -126,10 +166,14 @@ def merge_parts(parts: list[Part]) -> list[Part]:
     return merged
 
 
-def stream_parts(src, indices: list[int], block_h: int, block_w: int, stats: PixelStats) -> Iterator[tuple[int, Part]]:
-    """(class index, final part) of every polygon of the classes ``indices`` in the class raster ``src`` (band 1),
-    block by block (module docstring)."""
+def stream_parts(
+    src, indices: list[int], block_h: int, block_w: int, stats: PixelStats
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Batches (class index, polygons, statistics rows) of the final polygons of the classes ``indices`` in the
+    class raster ``src`` (band 1), block by block (module docstring): global pixel coordinates, without collinear
+    vertices (:func:`~ctseg.vectorize.regularize.drop_collinear`), in the order of one polygon at a time."""
     import rasterio
+    import shapely
 
     height, width = src.height, src.width
     pending: dict[int, list[Part]] = {c: [] for c in indices}
@@ -143,28 +187,32 @@ def stream_parts(src, indices: list[int], block_h: int, block_w: int, stats: Pix
                 mask = data == index
                 if not mask.any():
                     continue
-                polys = polygonise(mask, row_off, col_off)
+                polys, redo = polygonise(mask, row_off, col_off)
                 rows = stats.measure(polys, mask, row_off, col_off)
-                for poly, row in zip(polys, rows, strict=True):
-                    x0, y0, x1, y1 = poly.bounds
-                    on_border = (
-                        (x0 == col_off and col_off > 0)
-                        or (x1 == col_off + w and col_off + w < width)
-                        or (y0 == row_off and row_off > 0)
-                        or (y1 == row_off + h and row_off + h < height)
-                    )
-                    if on_border:
-                        pending[index].append(Part(poly, row))
-                    else:
-                        yield index, Part(poly, row)
+                x0, y0, x1, y1 = shapely.bounds(polys).T
+                on_border = (
+                    ((x0 == col_off) & (col_off > 0))
+                    | ((x1 == col_off + w) & (col_off + w < width))
+                    | ((y0 == row_off) & (row_off > 0))
+                    | ((y1 == row_off + h) & (row_off + h < height))
+                )
+                pending[index].extend(Part(g, r) for g, r in zip(polys[on_border], rows[on_border], strict=True))
+                final = ~on_border
+                if redo.any():
+                    polys[final & redo] = drop_collinear_all(polys[final & redo])
+                yield index, polys[final], rows[final]
         for index in indices:
-            keep: list[Part] = []
-            for part in merge_parts(pending[index]):
-                if part.geom.bounds[3] == row_bottom and row_bottom < height:
-                    keep.append(part)  # may continue in the next block row
-                else:
-                    yield index, part
-            pending[index] = keep
+            merged = merge_parts(pending[index])
+            go_on = np.array([p.geom.bounds[3] == row_bottom and row_bottom < height for p in merged], bool)
+            pending[index] = [p for p, g in zip(merged, go_on, strict=True) if g]  # may continue in the next row
+            yield index, *_batch([p for p, g in zip(merged, go_on, strict=True) if not g])
     for index in indices:
-        for part in pending[index]:
-            yield index, part
+        yield index, *_batch(pending[index])
+
+
+def _batch(parts: list[Part]) -> tuple[np.ndarray, np.ndarray]:
+    """(polygons without collinear vertices, statistics rows) of ``parts``."""
+    geoms = np.empty(len(parts), dtype=object)
+    geoms[:] = [p.geom for p in parts]
+    rows = np.array([p.stats for p in parts]).reshape(len(parts), len(COLUMNS))
+    return drop_collinear_all(geoms), rows

@@ -117,13 +117,13 @@ def clean_stale(folder: Path, out: Path | None = None) -> int:
     return removed
 
 
-def write_polygons(
-    out: Path, driver: str, layer: str, crs, rows: dict[str, list], geoms: list, fields: list[str]
-) -> None:
+def write_polygons(out: Path, driver: str, layer: str, crs, rows: dict, geoms, fields: list[str]) -> None:
+    """Write the polygons ``geoms`` (a sequence or object array) with the attribute columns ``rows[f]`` of
+    ``fields`` to ``out`` (module docstring)."""
     import pyogrio.raw
     import shapely
 
-    wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object)
+    wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.array([], dtype=object)
     dtypes = {"class": object, "class_index": np.int32, "area": np.float64, "mean_confidence": np.float64}
     data = [np.array(rows[f], dtype=dtypes[f]) for f in fields]
     clean_stale(out.parent, out)

@@ -37,10 +37,10 @@ import numpy as np
 
 from ctseg.errors import CtsegError
 from ctseg.safety.documents import parse_json
-from ctseg.vectorize.blocks import Part, block_shape, stream_parts
+from ctseg.vectorize.blocks import block_shape, stream_parts
 from ctseg.vectorize.io import VectorizeWarning, output_driver, write_polygons
 from ctseg.vectorize.io import warn as _warn
-from ctseg.vectorize.regularize import MIN_IOU, TOLERANCE_PIXELS, drop_collinear, regularize_polygon
+from ctseg.vectorize.regularize import MIN_IOU, TOLERANCE_PIXELS, regularize_polygon
 from ctseg.vectorize.stats import PixelStats
 
 #: Raster tag (default namespace) holding the class names as a JSON list in index order.
@@ -154,7 +154,6 @@ def vectorize_raster(
     """
     import shapely
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-    from shapely.geometry.polygon import orient
 
     from ctseg.safety.rasters import open_raster as open_checked
 
@@ -211,31 +210,42 @@ def vectorize_raster(
         rows: dict[str, list] = {f: [] for f in fields}
         geoms: list = []
 
-        def finish(index: int, part: Part) -> None:
-            geom = drop_collinear(part.geom)  # exact on the pixel grid
-            if fill_holes and geom.interiors:
-                geom = shapely.Polygon(geom.exterior)
-            if geom.area * pixel_area < min_area:
-                return
-            geom = shapely.transform(geom, lambda xy: xy @ coeffs.T + offset)
+        def finish(index: int, polys: np.ndarray, stat_rows: np.ndarray) -> None:
+            """Holes, ``min_area``, the map's coordinates, regularisation, simplification and orientation of a
+            batch of final polygons of class ``index`` (pixel coordinates, collinear vertices gone), as arrays."""
+            if fill_holes:
+                holed = shapely.get_num_interior_rings(polys) > 0
+                polys[holed] = shapely.polygons(shapely.get_exterior_ring(polys[holed]))
+            keep = ~(shapely.area(polys) * pixel_area < min_area)
+            polys, stat_rows = polys[keep], stat_rows[keep]
+            polys = shapely.transform(polys, lambda xy: xy @ coeffs.T + offset)
             if regularize:
-                geom = regularize_polygon(geom, tolerance, min_iou=regularize_min_iou)
+                polys = _each(polys, lambda g: regularize_polygon(g, tolerance, min_iou=regularize_min_iou))
             if simplify > 0:
-                geom = shapely.simplify(geom, simplify, preserve_topology=True)
-            if geom.is_empty:
-                return
-            geom = orient(geom, 1.0)  # exterior counter-clockwise, holes clockwise (as RFC 7946 asks)
-            geoms.append(geom)
-            rows["class"].append(names[index] if names is not None else str(index))
-            rows["class_index"].append(index)
-            rows["area"].append(float(geom.area))
-            for field, values in stats.attributes(part.stats[None]).items():
-                rows[field].append(float(values[0]))
+                polys = shapely.simplify(polys, simplify, preserve_topology=True)
+            keep = ~shapely.is_empty(polys)
+            # exterior counter-clockwise, holes clockwise (as RFC 7946 asks)
+            polys, stat_rows = shapely.orient_polygons(polys[keep], exterior_cw=False), stat_rows[keep]
+            geoms.append(polys)
+            rows["class"].append(np.full(len(polys), names[index] if names is not None else str(index), object))
+            rows["class_index"].append(np.full(len(polys), index, np.int32))
+            rows["area"].append(shapely.area(polys))
+            for field, values in stats.attributes(stat_rows).items():
+                rows[field].append(values)
 
         try:
-            for index, part in stream_parts(src, indices, block_h, block_w, stats):
-                finish(index, part)
+            for index, polys, stat_rows in stream_parts(src, indices, block_h, block_w, stats):
+                if len(polys):
+                    finish(index, polys, stat_rows)
         finally:
             stats.close()
-    write_polygons(out, driver, layer or out.stem, crs, rows, geoms, fields)
+    columns = {f: np.concatenate(rows[f]) if rows[f] else np.empty(0) for f in fields}
+    write_polygons(out, driver, layer or out.stem, crs, columns, np.concatenate(geoms) if geoms else [], fields)
+    return out
+
+
+def _each(polys: np.ndarray, fn) -> np.ndarray:
+    """``fn`` of each geometry of ``polys``, as an object array."""
+    out = np.empty(len(polys), dtype=object)
+    out[:] = [fn(g) for g in polys]
     return out

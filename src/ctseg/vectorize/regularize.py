@@ -48,7 +48,14 @@ TOLERANCE_PIXELS = 1.5
 #: Candidate directions closer than this (radians, 0.25°) are tried once.
 SAME_DIRECTION = math.radians(0.25)
 
-__all__ = ["MIN_IOU", "TOLERANCE_PIXELS", "drop_collinear", "regularize_polygon"]
+__all__ = [
+    "MIN_IOU",
+    "TOLERANCE_PIXELS",
+    "collinear_keep",
+    "drop_collinear",
+    "drop_collinear_all",
+    "regularize_polygon",
+]
 
 
 # ----------------------------------------------------------------------------------------------- collinear
@@ -80,6 +87,63 @@ def drop_collinear(poly):
         kept.append(xy[mask])
         changed = True
     return shapely.Polygon(kept[0], kept[1:]) if changed else poly
+
+
+def collinear_keep(xy: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`drop_collinear`'s rule for many open rings at once. ``xy`` (n × 2): the rings' coordinates end to end
+    (ring k has ``lengths[k]`` ≥ 1 vertices, no closing repeat). Returns (mask of the vertices to keep (n,), mask
+    of the rings that lose vertices): a ring not all on integers, all corners, or with fewer than 3 corners is
+    kept whole, as in :func:`drop_collinear`. Integers below 2²⁵ in magnitude are tested in float64 (their
+    differences' products stay below 2⁵³, so exact), larger ones in int64."""
+    lengths = np.asarray(lengths, dtype=np.intp)
+    if not len(xy):
+        return np.zeros(0, bool), np.zeros(len(lengths), bool)
+    starts = np.cumsum(lengths) - lengths
+    ends = starts + lengths - 1
+    nxt = np.arange(1, len(xy) + 1)
+    nxt[ends] = starts
+    prev = np.arange(-1, len(xy) - 1)
+    prev[starts] = ends
+    p = xy if np.abs(xy).max() < 2**25 else xy.astype(np.int64)
+    b = p[nxt] - p  # the edge leaving each vertex; the edge arriving is b[prev]
+    a = b[prev]
+    corner = (a[:, 0] * b[:, 1] != a[:, 1] * b[:, 0]) | (a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] < 0)
+    integer = np.logical_and.reduceat((np.floor(xy) == xy).all(axis=1), starts)
+    count = np.add.reduceat(corner, starts)
+    changed = integer & (count < lengths) & (count >= 3)
+    return corner | ~np.repeat(changed, lengths), changed
+
+
+def drop_collinear_all(polys: np.ndarray) -> np.ndarray:
+    """:func:`drop_collinear` of each polygon of the array ``polys`` (vectorised: one pass over all coordinates;
+    only the polygons that lose vertices are rebuilt, the others are the same objects)."""
+    import shapely
+
+    polys = np.asarray(polys, dtype=object)
+    if not len(polys):
+        return polys
+    rings, ring_poly = shapely.get_rings(polys, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    closed = np.bincount(coord_ring, minlength=len(rings))
+    is_open = np.ones(len(coords), bool)
+    is_open[np.cumsum(closed) - 1] = False  # the closing repeat of each ring
+    xy, xy_ring = coords[is_open], coord_ring[is_open]
+    keep, changed = collinear_keep(xy, closed - 1)
+    if not changed.any():
+        return polys
+    poly_changed = np.zeros(len(polys), bool)
+    poly_changed[ring_poly[changed]] = True
+    take = keep & poly_changed[ring_poly][xy_ring]
+    ring_ids = xy_ring[take]
+    new_rings = shapely.linearrings(xy[take], indices=_dense(ring_ids))
+    out = polys.copy()
+    out[poly_changed] = shapely.polygons(new_rings, indices=_dense(ring_poly[np.unique(ring_ids)]))
+    return out
+
+
+def _dense(ids: np.ndarray) -> np.ndarray:
+    """Increasing ids renumbered 0, 1, 2, … (equal ids stay equal)."""
+    return np.concatenate([[0], np.cumsum(ids[1:] != ids[:-1])]) if len(ids) else ids
 
 
 # ------------------------------------------------------------------------------------------ regularisation

@@ -127,7 +127,7 @@ class PixelStats:
         """Statistics rows (len(polys) × len(COLUMNS)) of the polygons ``polys`` (global pixel coordinates) of the
         block last read, over its pixels where ``mask`` (the class) holds."""
         out = np.zeros((len(polys), len(COLUMNS)))
-        if self._conf and polys:
+        if self._conf and len(polys):
             sums, counts = confidence_sums(polys, self._values, self._valid & mask, row_off, col_off)
             out[:, 0], out[:, 1] = sums, counts
         return out
