@@ -249,20 +249,20 @@ class PatchContrastiveLoss(nn.Module):
         """Unnormalised float32 projections of the sampled patches: ``index (2K, k)`` → ``(2K, k, D)``.
 
         Normally the sampled rows are gathered first and only they are projected (``2K·k`` rows instead of the
-        whole map): from the ``(B·H·W, C)`` row view when the features are channels-last (a free view), else by
-        indexing the NCHW map directly (no full-size copy). On coarse stages the map can hold fewer patches than
-        there are samples (classes share patches as negatives); then projecting every patch once and gathering
-        the projections is cheaper and gives identical values. The caller L2-normalises
-        (:mod:`ctseg.contrastive.fused`).
+        whole map) with ``index_select`` on the ``(B·H·W, C)`` row view: a free view for channels-last features,
+        one copy of the map for NCHW ones. (Indexing the NCHW map directly avoids that copy, but its backward is
+        an accumulating ``index_put``, which sorts the indices: 9 ms per step on the 2-core CPU against ≈ 1 ms
+        for the copy plus ``index_select``'s ``index_add`` backward; ``benchmarks/README.md``.) On coarse stages
+        the map can hold fewer patches than there are samples (classes share patches as negatives); then
+        projecting every patch once and gathering the projections is cheaper and gives identical values. The
+        caller L2-normalises (:mod:`ctseg.contrastive.fused`).
         """
         head = self.heads[str(s)]
         b, c, h, w = feat.shape
         flat_index = index.reshape(-1)
-        rows = feat.permute(0, 2, 3, 1)  # (B, H, W, C); contiguous for channels-last features
+        rows = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view for channels-last features, else a copy
         if b * h * w < flat_index.numel():
-            u = head(rows.reshape(b * h * w, c)).float().index_select(0, flat_index)
-        elif rows.is_contiguous():
-            u = head(rows.reshape(b * h * w, c).index_select(0, flat_index)).float()
+            u = head(rows).float().index_select(0, flat_index)
         else:
-            u = head(feat.flatten(2)[flat_index // (h * w), :, flat_index % (h * w)]).float()
+            u = head(rows.index_select(0, flat_index)).float()
         return u.view(*index.shape, -1)

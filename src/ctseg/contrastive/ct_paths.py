@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines
 from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
-from ctseg.contrastive.sampling import keep_count, keep_hardest, rank_along_last, split_halves
+from ctseg.contrastive.sampling import hardest_first, keep_count, keep_hardest, split_halves
 
 #: The authors' InfoNCE uses at most this many (positive, negative) pairs per class.
 PAPER_INFONCE_MAX_PAIRS = 2000
@@ -121,10 +121,20 @@ def cl_paper(
     return ClassLosses(loss, present & (neg_keep.any(-1) | pos_keep.any(-1)), pos_keep.sum(-1), neg_keep.sum(-1))
 
 
+def _rows(z: Tensor, positions: Tensor) -> Tensor:
+    """``z (R, P, D)`` at ``positions (R, W)`` → ``(R, W, D)``."""
+    return z.gather(1, positions.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+
+
 def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: int, temperature: float) -> ClassLosses:
     """ctseg's InfoNCE: queries = first half of the sampled positives, keys = the paired second half, kept by
     hard mining (least similar pairs); negatives = the kept (most similar) negatives of the class, shared by all
-    queries. ``loss_c`` = mean over kept queries of ``−log softmax([q·k, q·n_1 … q·n_N] / τ)[0]``."""
+    queries. ``loss_c`` = mean over kept queries of ``−log softmax([q·k, q·n_1 … q·n_N] / τ)[0]``.
+
+    Only the kept pairs enter the logits: queries and negatives are gathered in rank order, to the static bound
+    ``⌈f · P⌉`` of what hard mining keeps (:func:`~ctseg.contrastive.sampling.hardest_first`), so the
+    ``(K, Q, N)`` logits are ``1/f²`` times smaller than over all sampled pairs; the value is the same sum.
+    """
     k = samples.k
     n_pos, n_neg = _counts(samples)
     present = (n_pos >= min_samples) & (n_neg >= min_samples)
@@ -132,13 +142,14 @@ def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: in
     _, second, pair_valid = split_halves(v_pos)
     z = l2_normalize(samples.u)
     z_pos, z_neg = z[:k], z[k:]
-    z_a = z_pos[:, : second.shape[1]]
-    z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
     with torch.no_grad():  # the cosines only rank pairs
-        neg_cos, pos_cos = (z_pos * z_neg).sum(-1), (z_a * z_b).sum(-1)
-    neg_keep = keep_hardest(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True) & present[:, None]
-    pos_keep = keep_hardest(pos_cos, pair_valid, hard_fraction, hardest_is_high=False) & present[:, None]
-    per_query = info_nce(z_a, z_b, pos_keep, z_neg, neg_keep, temperature)
+        neg_cos = torch.linalg.vecdot(z_pos, z_neg)
+        pos_cos = torch.linalg.vecdot(z_pos[:, : second.shape[1]], _rows(z_pos, second))
+    neg_order, neg_keep = hardest_first(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True)
+    pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False)
+    neg_keep, pos_keep = neg_keep & present[:, None], pos_keep & present[:, None]
+    queries, keys = _rows(z_pos, pos_order), _rows(z_pos, second.gather(1, pos_order))
+    per_query = info_nce(queries, keys, pos_keep, _rows(z_neg, neg_order), neg_keep, temperature)
     active = present & pos_keep.any(-1) & neg_keep.any(-1)
     return ClassLosses(masked_mean(per_query, pos_keep), active, pos_keep.sum(-1), neg_keep.sum(-1))
 
@@ -156,7 +167,8 @@ def infonce_paper(
        ``r + ⌊m/2⌋`` (``r < ⌊m/2⌋``); the ``m`` kept negatives are shared by all queries;
     5. ``loss_c`` = mean over queries of ``−log softmax([q·k, q·n_1 … q·n_m] / τ)[0]``.
 
-    Shapes: queries / keys ``(K, P//2, D)``, negatives ``(K, P, D)``.
+    Shapes: with ``W = floor(fraction · min(P, 2000))``, the static bound of ``m``, negatives in rank order
+    ``(K, W, D)`` and queries / keys ``(K, W//2, D)`` — only what can be kept enters the logits.
     """
     k = samples.k
     n_pos, n_neg = _counts(samples)
@@ -168,19 +180,16 @@ def infonce_paper(
     positions = torch.arange(p, device=z.device)
     pair_valid = v_pos & v_neg & (positions < PAPER_INFONCE_MAX_PAIRS)
     with torch.no_grad():
-        neg_cos = (z_pos * z_neg).sum(-1).masked_fill(~pair_valid, float("-inf"))
-        rank = rank_along_last(neg_cos, descending=True)  # 0 = most similar negative
-        order = neg_cos.argsort(dim=-1, descending=True, stable=True)  # positions by rank
-    m = keep_count(pair_valid, hard_fraction, "floor").long()  # (K, 1)
-    kept = pair_valid & (rank < m) & present[:, None]
-    half = m // 2
-    ranks = positions[: p // 2].expand(k, -1)
+        neg_cos = torch.linalg.vecdot(z_pos, z_neg)
+    # order: positions by rank (0 = most similar negative); kept: rank < m, as a prefix of the ranking.
+    order, kept = hardest_first(neg_cos, pair_valid, hard_fraction, hardest_is_high=True, rounding="floor")
+    kept = kept & present[:, None]
+    half = keep_count(pair_valid, hard_fraction, "floor").long() // 2  # (K, 1): ⌊m/2⌋
+    ranks = positions[: order.shape[1] // 2].expand(k, -1)
     query_valid = (ranks < half) & present[:, None]
-    by_rank = z_pos.gather(1, order.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
-    key_rank = (ranks + half).clamp(max=max(p - 1, 0))
-    queries = by_rank[:, : p // 2]
-    keys = by_rank.gather(1, key_rank.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
-    per_query = info_nce(queries, keys, query_valid, z_neg, kept, temperature)
+    key_rank = (ranks + half).clamp(max=max(order.shape[1] - 1, 0))
+    queries, keys = _rows(z_pos, order[:, : ranks.shape[1]]), _rows(z_pos, order.gather(1, key_rank))
+    per_query = info_nce(queries, keys, query_valid, _rows(z_neg, order), kept, temperature)
     active = present & query_valid.any(-1)
     return ClassLosses(masked_mean(per_query, query_valid), active, query_valid.sum(-1), kept.sum(-1))
 

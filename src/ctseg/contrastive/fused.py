@@ -33,13 +33,13 @@ EPS = 1e-12
 
 
 def _inverse_norm(u: Tensor) -> Tensor:
-    """``(..., 1)``: ``1 / max(‖u‖, EPS)`` along the last dim."""
-    return torch.rsqrt((u * u).sum(-1, keepdim=True).clamp_min_(EPS * EPS))
+    """``(..., 1)``: ``1 / max(‖u‖, EPS)`` along the last dim (one reduction pass, no ``u²`` temporary)."""
+    return torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp_min_(EPS).reciprocal_()
 
 
 def _normalize_backward(grad: Tensor, z: Tensor, inv: Tensor) -> Tensor:
     """``(g − z (z·g)) · ρ``, computed in place in ``grad`` (which must be a fresh tensor)."""
-    dot = (z * grad).sum(-1, keepdim=True)
+    dot = torch.linalg.vecdot(z, grad).unsqueeze(-1)
     return grad.addcmul_(z, dot, value=-1.0).mul_(inv)
 
 
@@ -63,6 +63,14 @@ def l2_normalize(u: Tensor) -> Tensor:
 
 
 class _PairCosines(torch.autograd.Function):
+    """Forward: ``z = u ρ``, then one row-dot pass per pair kind. Backward in two full passes over ``(2K, k, D)``.
+
+    With the pair gradients folded into ``G_a = Σ_{pairs (a, b)} g_ab z_b`` (the partners' unit vectors) and
+    ``c_a = Σ_{pairs (a, b)} g_ab cos_ab``, the normalisation's backward ``(G − z (z·G)) ρ`` needs no row-dot
+    over ``D``: ``z_a·G_a = c_a`` exactly, so ``∂/∂u_a = ρ_a (G_a − c_a z_a)`` is computed from the ``(K, k)``
+    cosines of the forward. ``ρ_a`` is folded into the per-pair coefficients before ``G`` is written.
+    """
+
     @staticmethod
     def forward(ctx, u: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         inv = _inverse_norm(u)
@@ -71,28 +79,35 @@ class _PairCosines(torch.autograd.Function):
         z_pos, z_neg = z[:k], z[k:]
         h = second.shape[1]
         index = second.unsqueeze(-1).expand(-1, -1, z.shape[-1])
-        neg_cos = (z_pos * z_neg).sum(-1)
-        pos_cos = (z_pos[:, :h] * z_pos.gather(1, index)).sum(-1)
-        ctx.save_for_backward(z, inv, second)
+        neg_cos = torch.linalg.vecdot(z_pos, z_neg)
+        pos_cos = torch.linalg.vecdot(z_pos[:, :h], z_pos.gather(1, index))
+        ctx.save_for_backward(z, inv, second, neg_cos, pos_cos)
         return neg_cos, pos_cos
 
     @staticmethod
     def backward(ctx, g_neg: Tensor, g_pos: Tensor) -> tuple[Tensor, None]:
-        z, inv, second = ctx.saved_tensors
+        z, inv, second, neg_cos, pos_cos = ctx.saved_tensors
         k = z.shape[0] // 2
         h = second.shape[1]
         z_pos, z_neg = z[:k], z[k:]
+        rho = inv.squeeze(-1)  # (2K, k)
+        rho_pos, rho_neg = rho[:k], rho[k:]
+        # c_a: Σ over a's pairs of g · cos (rows 0..K-1 the positives, K..2K-1 the negatives).
+        c_neg = g_neg * neg_cos
+        c = torch.cat([c_neg, c_neg], dim=0)
         grad = torch.empty_like(z)
-        gn = g_neg.unsqueeze(-1)
-        torch.mul(z_neg, gn, out=grad[:k])
-        torch.mul(z_pos, gn, out=grad[k:])
+        torch.mul(z_neg, (g_neg * rho_pos).unsqueeze(-1), out=grad[:k])
+        torch.mul(z_pos, (g_neg * rho_neg).unsqueeze(-1), out=grad[k:])
         if h > 0:
-            gp = g_pos.unsqueeze(-1)
+            c_pos = g_pos * pos_cos
+            c[:k, :h] += c_pos
+            c[:k].scatter_add_(1, second, c_pos)
             index = second.unsqueeze(-1).expand(-1, -1, z.shape[-1])
+            rho_second = rho_pos.gather(1, second)
             grad_pos = grad[:k]
-            grad_pos[:, :h].addcmul_(z_pos.gather(1, index), gp)
-            grad_pos.scatter_add_(1, index, z_pos[:, :h] * gp)
-        return _normalize_backward(grad, z, inv), None
+            grad_pos[:, :h].addcmul_(z_pos.gather(1, index), (g_pos * rho_pos[:, :h]).unsqueeze(-1))
+            grad_pos.scatter_add_(1, index, z_pos[:, :h] * (g_pos * rho_second).unsqueeze(-1))
+        return grad.addcmul_(z, (c * rho).unsqueeze(-1), value=-1.0), None
 
 
 def normalized_pair_cosines(u: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,8 @@ integer counts held on the device, so a training step never waits for the host.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -65,6 +67,35 @@ def keep_hardest(
     key = similarity.detach().masked_fill(~valid, fill)
     ranks = rank_along_last(key, descending=hardest_is_high)
     return valid & (ranks < keep_count(valid, fraction, rounding))
+
+
+def hardest_first(
+    similarity: Tensor, valid: Tensor, fraction: float, hardest_is_high: bool, rounding: str = "ceil"
+) -> tuple[Tensor, Tensor]:
+    """The pairs :func:`keep_hardest` keeps, as positions in rank order: a static-width prefix of the ranking.
+
+    Hard mining keeps at most ``w = min(P, ⌈fraction · P⌉)`` (``floor`` for ``rounding="floor"``) of ``P`` pairs,
+    whatever the data, so a loss over the kept pairs only needs the first ``w`` ranks: gathering them shrinks
+    the work that follows by ``P / w`` with static shapes and no host sync.
+
+    Args:
+        similarity, valid, fraction, hardest_is_high, rounding: as for :func:`keep_hardest`.
+
+    Returns:
+        ``(order, keep)``: ``(R, w)`` int64 positions into ``P``, hardest first (ties by position), and ``(R, w)``
+        bool, true for the pairs :func:`keep_hardest` keeps. With ``fraction ≥ 1`` (every valid pair kept) the
+        positions are ``0 … P-1`` in order and ``keep`` is ``valid``.
+    """
+    rows, n = similarity.shape
+    positions = torch.arange(n, device=similarity.device)
+    if fraction >= 1.0:
+        return positions.expand(rows, n), valid
+    scaled = float(n) * fraction  # float64, as in keep_count: the bound is the count of a row with n valid pairs
+    width = min(n, math.floor(scaled) if rounding == "floor" else math.ceil(scaled))
+    fill = float("-inf") if hardest_is_high else float("inf")
+    key = similarity.detach().masked_fill(~valid, fill)
+    order = key.argsort(dim=-1, descending=hardest_is_high, stable=True)[:, :width]
+    return order, positions[:width] < keep_count(valid, fraction, rounding)
 
 
 def keep_count(valid: Tensor, fraction: float, rounding: str = "ceil") -> Tensor:

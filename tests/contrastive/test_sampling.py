@@ -1,0 +1,47 @@
+"""Hard mining by rank: the static-width ``hardest_first`` against ``keep_hardest`` and a sorted-list reference."""
+
+import math
+
+import pytest
+import torch
+
+from ctseg.contrastive.sampling import hardest_first, keep_hardest
+
+
+def _case(seed: int, rows: int = 5, n: int = 37):
+    g = torch.Generator().manual_seed(seed)
+    sim = torch.randint(-4, 5, (rows, n), generator=g).float() / 4  # many ties: the tie rule matters
+    valid = torch.rand(rows, n, generator=g) < 0.7
+    valid[0] = False  # a row with nothing valid
+    valid[1] = True
+    return sim, valid
+
+
+@pytest.mark.parametrize("rounding", ["ceil", "floor"])
+@pytest.mark.parametrize("high", [True, False])
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_hardest_first_keeps_what_keep_hardest_keeps_in_rank_order(seed, fraction, high, rounding):
+    sim, valid = _case(seed)
+    order, keep = hardest_first(sim, valid, fraction, hardest_is_high=high, rounding=rounding)
+    mask = keep_hardest(sim, valid, fraction, hardest_is_high=high, rounding=rounding)
+    n = sim.shape[1]
+    if fraction < 1.0:
+        rounded = math.floor(n * fraction) if rounding == "floor" else math.ceil(n * fraction)
+        assert order.shape == keep.shape == (sim.shape[0], min(n, rounded))
+    for r in range(sim.shape[0]):
+        kept = order[r][keep[r]].tolist()
+        assert sorted(kept) == mask[r].nonzero().flatten().tolist()
+        # reference: valid positions sorted by (hardness, position), the first ⌈f·n⌉ (or ⌊f·n⌋)
+        cand = [i for i in range(n) if valid[r, i]]
+        ranked = sorted(cand, key=lambda i: (-float(sim[r, i]) if high else float(sim[r, i]), i))
+        count = len(cand) * fraction
+        count = math.floor(count) if rounding == "floor" else math.ceil(count)
+        assert kept == ranked[:count] if fraction < 1.0 else sorted(kept) == cand
+
+
+def test_hardest_first_width_is_static():
+    sim = torch.randn(3, 10, device="meta")
+    valid = torch.ones(3, 10, dtype=torch.bool, device="meta")
+    order, keep = hardest_first(sim, valid, 0.5, hardest_is_high=True, rounding="floor")
+    assert order.shape == keep.shape == (3, 5)
