@@ -112,7 +112,7 @@ def test_jpeg_images_with_index_png_masks(tmp_path):
     labels = make_jpeg_folder(tmp_path / "src")
     manifest = _prepare(tmp_path / "src", tmp_path / "out", crop=48)
     assert manifest["dataset"]["bands"] == 3 and manifest["dataset"]["dtype"] == "uint8"
-    assert all(r["image"].endswith(".png") for r in manifest["crops"])  # 3 × uint8: RGB PNG crops as always
+    assert all(r["image"].endswith(".tif") for r in manifest["crops"])  # 3 × uint8 too: TIFF crops (issue 33)
     ds = PreparedDataset(tmp_path / "out", "train")
     record = ds.records[0]
     jpeg = np.asarray(Image.open(tmp_path / "src" / "images" / f"{record['tile']}.jpg"))

@@ -189,7 +189,7 @@ def test_the_dubai_set_in_its_original_layout(tmp_path, capsys):
     printed = capsys.readouterr().out
     manifest = load_manifest(tmp_path / "out")
     assert _groups_by_split(manifest) == {"train": {"Tile 2"}, "val": {"Tile 1"}}
-    assert any(Path(r["image"]).name == "Tile_1_image_part_001_r00000_c00000.png" for r in manifest["crops"])
+    assert any(Path(r["image"]).name == "Tile_1_image_part_001_r00000_c00000.tif" for r in manifest["crops"])
     summary = split_summary(manifest)
     info = info_from_manifest(manifest)
     truth = np.zeros(256, np.int64)

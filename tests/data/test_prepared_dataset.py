@@ -57,7 +57,7 @@ def test_missing_crop_file(prepared_potsdam, tmp_path):
     shutil.copytree(prepared_potsdam, root)
     ds = PreparedDataset(root, "train")
     (root / ds.records[0]["image"]).unlink()
-    with pytest.raises(CtsegError, match=r"images/2_10_r00000_c00000\.png is missing"):
+    with pytest.raises(CtsegError, match=r"images/2_10_r00000_c00000\.tif is missing"):
         ds[0]
 
 

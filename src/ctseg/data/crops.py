@@ -25,11 +25,15 @@ pixel once:
 
 **Nodata**: pixels where every image band equals the nodata value (and, in float images, pixels with a NaN or
 infinite band, stored as 0) are ignore in the mask and left out of the band statistics; a crop with no valid
-image pixel at all is not written (its scored box held only ignore pixels). **Files**: 3-band uint8
-images are RGB PNGs (as every earlier ctseg wrote them); any other band count or dtype is a deflate-compressed
-``(C, H, W)`` GeoTIFF (encoded in memory, then written by Python: a full disk is one ``OSError``, never
-GDAL's messages on stderr); masks are single-channel uint8 PNGs of class indices. A crop that cannot be written
-(full disk, I/O error) raises :class:`CropWriteError`, which crosses the process pool as one picklable line.
+image pixel at all is not written (its scored box held only ignore pixels). **Files**: every image crop is a
+``(C, H, W)`` pixel-interleaved TIFF (GDAL's GTiff driver, no georeference; 3-band uint8: photometric RGB),
+ZSTD level 1 with the horizontal predictor (floating-point predictor for float bands) in 64-row strips
+(:data:`TIFF_OPTIONS`), encoded in memory, then written by Python (a full disk is one ``OSError``, never GDAL's
+messages on stderr); masks are single-channel uint8 PNGs of class indices (level :data:`PNG_LEVEL`). Folders
+prepared before issue 33 hold 3-band uint8 images as RGB PNGs, which :func:`read_crop_image` still reads: the
+pixels are the same either way (lossless both; RGB crops are resized by Pillow's RGB bilinear as before). A crop
+that cannot be written (full disk, I/O error) raises :class:`CropWriteError`, which crosses the process pool as
+one picklable line.
 
 **Why a pixel is ignore** (:data:`IGNORE_CAUSES`, counted per tile in :func:`cut_tile`, each ignore pixel of a
 written mask once, under the first that applies): ``padding`` — outside a source image smaller than the crop;
@@ -57,9 +61,15 @@ from ctseg.data.registry import CropSettings, SourceTile
 from ctseg.data.splits import is_eval_split
 from ctseg.errors import CtsegError
 
-#: PNG compression level of the written crops: level 1 is ~30 % smaller than uncompressed and decodes in ~6 ms
-#: per 512² RGB crop (measured with Pillow on one core).
+#: PNG compression level of the mask crops (and of the RGB image crops of folders prepared before issue 33).
 PNG_LEVEL = 1
+#: GTiff creation options of the image crops (the predictor is added per dtype). Issue 33
+#: (``benchmarks/crop_format.py``, ``benchmarks/README.md``): a 512² RGB Dubai crop is written and read back
+#: ~4× faster than as a level-1 PNG (Pillow's PNG encoder spends most of its time on filtering and deflate), at
+#: ~1.2× its size; GDAL, QGIS, libtiff and Pillow open it.
+TIFF_OPTIONS: dict[str, Any] = {"compress": "zstd", "zstd_level": 1, "blockysize": 64, "interleave": "pixel"}
+#: Suffix of the image crops of every data set (``.png`` for 3-band uint8 ones before issue 33, still read).
+IMAGE_SUFFIX = ".tif"
 #: Codes of :func:`cut_tile`'s per-pixel cause map (0: a labelled pixel).
 _PADDING, _OVERLAP, _NODATA, _LABEL = 1, 2, 3, 4
 
@@ -122,11 +132,6 @@ def safe_name(tile: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", tile)
 
 
-def image_suffix(info: DatasetInfo) -> str:
-    """``".png"`` for 3-band uint8 data sets, ``".tif"`` otherwise (module docstring)."""
-    return ".png" if (info.bands, info.dtype) == (3, "uint8") else ".tif"
-
-
 def _resize_bands(array: np.ndarray, size: int) -> np.ndarray:
     """(H, W, C) any dtype → (size, size, C) bilinear per band (Pillow float mode), rounded back for integers."""
     out = np.empty((size, size, array.shape[2]), dtype=array.dtype)
@@ -142,34 +147,52 @@ def _resize_bands(array: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def save_image(array: np.ndarray, path: Path, resize: int | None) -> None:
-    """Write an (H, W, C) image crop: RGB PNG for 3 × uint8 (``path`` ends .png), else a (C, H, W) GeoTIFF."""
-    if path.suffix == ".png":
-        im = Image.fromarray(array)
-        if resize is not None and im.size != (resize, resize):
-            im = im.resize((resize, resize), Image.Resampling.BILINEAR)
-        im.save(path, format="PNG", compress_level=PNG_LEVEL)
-        return
+def _is_rgb(array: np.ndarray) -> bool:
+    return array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8
+
+
+def resize_image(array: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, C) → (size, size, C), bilinear: 3 × uint8 through Pillow's RGB resize (the pixels ctseg's RGB crops
+    have always had), any other band count / dtype per band in float (:func:`_resize_bands`)."""
+    if _is_rgb(array):
+        return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR))
+    return _resize_bands(array, size)
+
+
+def encode_tiff(array: np.ndarray) -> bytes:
+    """An (H, W, C) image crop as the bytes of a (C, H, W) TIFF with :data:`TIFF_OPTIONS` (module docstring).
+
+    Predictor 2 (horizontal differencing, per sample) for integers, 3 (floating point) for floats; lossless.
+    """
     from rasterio.errors import NotGeoreferencedWarning
     from rasterio.io import MemoryFile
 
-    if resize is not None and array.shape[:2] != (resize, resize):
-        array = _resize_bands(array, resize)
     height, width, count = array.shape
-    # encoded in memory and written by Python: a full disk is an OSError (GDAL / libtiff would print to stderr)
+    predictor = 2 if np.issubdtype(array.dtype, np.integer) else 3
     with warnings.catch_warnings(), MemoryFile() as memory:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with memory.open(
-            driver="GTiff", height=height, width=width, count=count, dtype=array.dtype.name,
-            compress="deflate", predictor=2 if np.issubdtype(array.dtype, np.integer) else 3, interleave="pixel",
+            driver="GTiff", height=height, width=width, count=count, dtype=array.dtype.name, predictor=predictor,
+            **TIFF_OPTIONS,
         ) as dst:  # fmt: skip
             dst.write(np.moveaxis(array, -1, 0))
-        encoded = memory.read()
-    path.write_bytes(encoded)
+        return memory.read()
+
+
+def save_image(array: np.ndarray, path: Path, resize: int | None) -> None:
+    """Write an (H, W, C) image crop as a TIFF (:func:`encode_tiff`), resized first when ``resize`` asks.
+
+    Encoded in memory and written by Python: a full disk is an ``OSError`` (GDAL / libtiff would print to
+    stderr).
+    """
+    if resize is not None and array.shape[:2] != (resize, resize):
+        array = resize_image(array, resize)
+    path.write_bytes(encode_tiff(array))
 
 
 def read_crop_image(path: Path) -> np.ndarray:
-    """A written image crop back as (C, H, W) in its dtype."""
+    """A written image crop back as (C, H, W) in its dtype: a TIFF, or an RGB PNG (folders prepared before
+    issue 33)."""
     if path.suffix == ".png":
         with Image.open(path) as im:
             if im.mode != "RGB":
@@ -235,7 +258,7 @@ class CropWriter:
         self.rows = crop_offsets(height, settings.crop, settings.stride)
         #: Start columns of the windows (:func:`crop_offsets` along the width).
         self.cols = crop_offsets(width, settings.crop, settings.stride)
-        self.name, self.suffix = safe_name(tile.tile), image_suffix(info)
+        self.name, self.suffix = safe_name(tile.tile), IMAGE_SUFFIX
         self.evaluation = is_eval_split(tile.split)
         self.counts = np.zeros(256, dtype=np.int64)
         self.causes = np.zeros(len(IGNORE_CAUSES) + 1, dtype=np.int64)  # [labelled, padding, overlap, nodata, label]

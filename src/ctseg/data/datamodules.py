@@ -19,9 +19,9 @@ Two pipelines, the same preset:
   (:class:`~ctseg.data.transforms.PaperTrainTransform` / :class:`~ctseg.data.transforms.TrainTransform`); the
   loader yields finished batches. ``paper``'s mosaic reads its three other crops in the worker, drawn from the
   whole training split with the sample's generator.
-- ``augment_on_device=True`` (the fast pipeline): workers only decode PNGs to uint8; the batch is augmented and
-  normalised on the training device in :meth:`PreparedDataModule.on_after_batch_transfer` (a Lightning hook;
-  code iterating the loaders by hand calls :meth:`PreparedDataModule.device_transform` itself) by
+- ``augment_on_device=True`` (the fast pipeline): workers only decode the crop files to uint8; the batch is
+  augmented and normalised on the training device in :meth:`PreparedDataModule.on_after_batch_transfer` (a
+  Lightning hook; code iterating the loaders by hand calls :meth:`PreparedDataModule.device_transform` itself) by
   :class:`~ctseg.data.transforms.PaperBatchTransform` / :class:`~ctseg.data.transforms.BatchTrainTransform`.
   Everything runs there, ``paper``'s class-balanced crop choice included (batched, no host sync); its mosaic
   takes the three other crops from the same batch. With ``decoded_cache`` on as well, workers do not even
@@ -108,7 +108,7 @@ class PreparedDataModule(L.LightningDataModule):
         val_batch_size: validation batch size (default: ``batch_size``).
         drop_last: drop the last incomplete training batch.
         decoded_cache: read crops from a decoded uint8 cache (:mod:`ctseg.data.decoded`) instead of decoding
-            PNGs in every epoch: ``True`` (in ``<root>/decoded``), a folder, or ``False``. Built once, in
+            the crop files in every epoch: ``True`` (in ``<root>/decoded``), a folder, or ``False``. Built once, in
             :meth:`prepare_data` (one process per machine under DDP); the values are identical.
     """
 

@@ -1,9 +1,10 @@
 """Decoded-crop cache: one split's crops as uint8 arrays on disk, memory-mapped, so loading costs a copy.
 
-Prepared crops are PNGs (:mod:`ctseg.data.prepare`); decoding a 512² image + mask pair takes 14–18 ms of one
-core of the 2-core CI machine (``python benchmarks/loader_bench.py``). At the 500 images/s a GPU trains at, that
-is 7–9 such cores doing nothing but decode — per GPU. The cache decodes every crop once and keeps the result
-as two ``.npy`` files::
+Prepared crops are compressed files (ZSTD TIFF images, PNG masks; PNG images in folders prepared before issue
+33: :mod:`ctseg.data.crops`); decoding a 512² image + mask pair of PNGs takes 14–18 ms of one core of the 2-core
+CI machine (``python benchmarks/loader_bench.py``), with the TIFF image ~3× less (``benchmarks/crop_format.py``).
+At the 500 images/s a GPU trains at, that is several such cores doing nothing but decode — per GPU. The cache
+decodes every crop once and keeps the result as two ``.npy`` files::
 
     CACHE/<split>-<key>.images.npy   (N, C, H, W) in the stored dtype (uint8 for RGB data sets), channels
                                      first: a crop is one contiguous block
@@ -135,7 +136,7 @@ def _write_split(dataset: PreparedDataset, images_path: Path, masks_path: Path, 
             images[i] = image.numpy()
             masks[i] = mask.numpy()
 
-        # Pillow releases the GIL while decoding: threads scale over the cores without pickling arrays.
+        # Pillow and rasterio release the GIL while decoding: threads scale over the cores without pickling arrays.
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for _ in pool.map(fill, range(n)):
                 pass
@@ -151,7 +152,7 @@ def ensure_decoded(
     """Open the decoded cache of ``dataset``'s split, building it first when absent.
 
     Args:
-        dataset: a :class:`~ctseg.data.prepared.PreparedDataset` (its PNGs are read when building).
+        dataset: a :class:`~ctseg.data.prepared.PreparedDataset` (its crop files are read when building).
         cache_dir: the cache folder (default ``<prepared folder>/decoded``).
         workers: decoding threads when building (default: the CPU count).
 

@@ -3,8 +3,8 @@
 Layout of a prepared folder (one folder, written atomically by :func:`ctseg.data.prepare.prepare_dataset`)::
 
     DST/
-      images/<tile>_r<row>_c<col>.png   3-band uint8 crops (RGB; Vaihingen IR-R-G), or
-      images/<tile>_r<row>_c<col>.tif   any other band count / dtype: (C, H, W) GeoTIFF
+      images/<tile>_r<row>_c<col>.tif   (C, H, W) TIFF, ZSTD (any band count / dtype; 3-band uint8: RGB, or
+                                        Vaihingen's IR-R-G), or .png: RGB, folders prepared before issue 33
       masks/<tile>_r<row>_c<col>.png    single-channel uint8 class indices, 255 = ignore
       manifest.json                     data set, settings, source tiles and one record per crop
 

@@ -62,8 +62,9 @@ class PreparedDataset(Dataset):
     No augmentation happens here.
 
     With ``decoded_cache`` set, crops are read from the split's decoded uint8 cache
-    (:mod:`ctseg.data.decoded`; built on first use, then a memory-mapped copy per crop instead of two PNG
-    decodes); the values are identical.
+    (:mod:`ctseg.data.decoded`; built on first use, then a memory-mapped copy per crop instead of decoding
+    two files); the values are identical. Image crops are TIFFs, or RGB PNGs in folders prepared before issue 33
+    (:mod:`ctseg.data.crops`): both are read.
 
     Args:
         root: folder written by :func:`ctseg.data.prepare_dataset`.
@@ -71,7 +72,7 @@ class PreparedDataset(Dataset):
         transform: callable on the sample dict.
         as_uint8: return uint8 tensors (see above).
         decoded_cache: ``True`` (cache in ``<root>/decoded``), a cache folder, or ``None`` / ``False`` (read
-            the PNGs).
+            the crop files).
 
     Raises:
         CtsegError: missing or garbled folder / manifest, unknown or empty split, a missing or broken crop file,
@@ -138,7 +139,8 @@ class PreparedDataset(Dataset):
         return self.read_png(index)
 
     def read_png(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image (C, H, W) in the stored dtype, mask uint8 (H, W)) of crop ``index`` decoded from its files."""
+        """(image (C, H, W) in the stored dtype, mask uint8 (H, W)) of crop ``index`` decoded from its files
+        (whatever their format: TIFF or PNG images; the name is historical)."""
         record = self.records[index]
         image = _read(self.root / record["image"], "image")
         mask = _read(self.root / record["mask"], "mask")
