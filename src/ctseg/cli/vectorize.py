@@ -39,8 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "keep it (default: 0.86, ctseg.vectorize.regularize.MIN_IOU)")  # fmt: skip
     parser.add_argument("--fill-holes", action="store_true", help="fill the polygons' holes (courtyards)")
     parser.add_argument("--confidence", default=None, metavar="CONF.tif",
-                        help="raster on the same grid (uint8 0-255 or float 0-1): adds mean_confidence per "
-                             "polygon (default: the class raster's band described 'confidence', if any)")  # fmt: skip
+                        help="raster on the same grid (uint8 0-255 or float 0-1): adds mean_confidence and "
+                             "min_confidence per polygon (default: the class raster's band described 'confidence', "
+                             "if any)")  # fmt: skip
+    parser.add_argument("--entropy", default=None, metavar="ENTROPY.tif",
+                        help="normalised entropy on the same grid (<stem>_entropy.tif of ctseg predict "
+                             "--uncertainty; float 0-1, NaN = nodata): adds mean_entropy per polygon")  # fmt: skip
     parser.add_argument("--layer", default=None, help="layer name (default: the output's file stem)")
     parser.add_argument("--block-size", type=int, default=None, metavar="PX",
                         help="pixels per block side read at a time (default: whole internal blocks, "
@@ -62,6 +66,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             simplify=args.simplify,
             fill_holes=args.fill_holes,
             confidence_tif=args.confidence,
+            entropy_tif=args.entropy,
             block_size=args.block_size,
             layer=args.layer,
             overwrite=args.overwrite,

@@ -56,14 +56,15 @@ def predict_file(loaded, info, header: ImageHeader, targets: Targets, dev, opts:
         _write_outputs(loaded, info, header, targets, dev, opts, show, stage.dir)
         if vector_in_set:
             conf = None if targets.conf is None else stage.staged(targets.conf)
-            _vectorize(stage.staged(targets.classes), targets.vector, conf, opts, stage.staged(targets.vector))
+            ent = None if targets.entropy is None else stage.staged(targets.entropy)
+            _vectorize(stage.staged(targets.classes), targets.vector, conf, opts, stage.staged(targets.vector), ent)
         stage.seal(in_set, shown=in_set[0])
     except BaseException:
         stage.discard()
         raise
     written = stage.commit()
     if targets.vector is not None and not vector_in_set:  # another folder: written after the set (run's docstring)
-        written.append(_vectorize(targets.classes, targets.vector, targets.conf, opts))
+        written.append(_vectorize(targets.classes, targets.vector, targets.conf, opts, entropy=targets.entropy))
     return written
 
 
@@ -192,9 +193,13 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def _vectorize(classes: Path, vector: Path, conf: Path | None, opts: Settings, staged: Path | None = None) -> Path:
+def _vectorize(
+    classes: Path, vector: Path, conf: Path | None, opts: Settings, staged: Path | None = None,
+    entropy: Path | None = None,
+) -> Path:  # fmt: skip
     """``--vector``: polygons of the class map into ``vector`` (or first into ``staged``, its place in the staging
-    folder; a failure still names ``vector``); notes on it (pixel units …) as one line each."""
+    folder; a failure still names ``vector``); notes on it (pixel units …) as one line each. With ``conf`` the
+    polygons get ``mean_confidence`` / ``min_confidence``, with ``entropy`` (``--uncertainty``) ``mean_entropy``."""
     from ctseg.vectorize.io import notes_as_lines
     from ctseg.vectorize.polygons import vectorize_raster
 
@@ -202,7 +207,7 @@ def _vectorize(classes: Path, vector: Path, conf: Path | None, opts: Settings, s
     try:
         with notes_as_lines():
             vectorize_raster(
-                classes, out, opts.vector_classes, confidence_tif=conf, overwrite=True,
+                classes, out, opts.vector_classes, confidence_tif=conf, entropy_tif=entropy, overwrite=True,
                 regularize=opts.regularize, regularize_tolerance=opts.regularize_tolerance,
             )  # fmt: skip
     except CtsegError as err:

@@ -124,8 +124,8 @@ def write_polygons(out: Path, driver: str, layer: str, crs, rows: dict, geoms, f
     import shapely
 
     wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.array([], dtype=object)
-    dtypes = {"class": object, "class_index": np.int32, "area": np.float64, "mean_confidence": np.float64}
-    data = [np.array(rows[f], dtype=dtypes[f]) for f in fields]
+    dtypes = {"class": object, "class_index": np.int32}
+    data = [np.array(rows[f], dtype=dtypes.get(f, np.float64)) for f in fields]
     clean_stale(out.parent, out)
     try:
         work = LockedFolder(out.parent, WORK_PREFIX)

@@ -18,11 +18,13 @@ georeference: row r at y = −r) is handled in pixel units (one warning line); a
 
 Classes are given by index or by name; names are looked up in the raster's ``CTSEG_CLASSES`` tag (a JSON list
 of class names in index order, which ``ctseg predict`` writes). Each polygon's attributes: ``class`` (name),
-``class_index``, ``area`` (map units², of the written geometry) and, when a confidence raster is given (or the
-class raster has a band described ``confidence``), ``mean_confidence``: the mean confidence (0–1) over the
-polygon's class pixels. Output: GeoPackage (``.gpkg``) or GeoJSON (``.geojson`` / ``.json``) in the raster's
-CRS, written in a private locked folder beside it and renamed into place; a kill leaves the old file or the new
-one, and the next vectorize into that folder deletes the work folders of killed runs (:mod:`ctseg.vectorize.io`).
+``class_index``, ``area`` (map units², of the written geometry); when a confidence raster is given (or the
+class raster has a band described ``confidence``), ``mean_confidence`` and ``min_confidence``: the mean and the
+smallest confidence (0–1) over the polygon's class pixels; when an entropy raster is given (``ctseg predict
+--uncertainty``'s), ``mean_entropy`` over them (:mod:`ctseg.vectorize.stats`: exact across block seams).
+Output: GeoPackage (``.gpkg``) or GeoJSON (``.geojson`` / ``.json``) in the raster's CRS, written in a private
+locked folder beside it and renamed into place; a kill leaves the old file or the new one, and the next vectorize
+into that folder deletes the work folders of killed runs (:mod:`ctseg.vectorize.io`).
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def vectorize_raster(
     simplify: float = 0.0,
     fill_holes: bool = False,
     confidence_tif: str | os.PathLike | None = None,
+    entropy_tif: str | os.PathLike | None = None,
     block_size: int | None = None,
     layer: str | None = None,
     overwrite: bool = False,
@@ -138,9 +141,12 @@ def vectorize_raster(
         min_area: drop polygons smaller than this, in map units² (after hole filling, before simplification).
         simplify: Douglas-Peucker tolerance in map units, topology preserved (0: exact pixel outlines).
         fill_holes: drop the polygons' interior rings (courtyards) and count them in the area.
-        confidence_tif: a raster on the same grid (band 1; uint8 0-255, uint16 or float 0-1) whose mean over
-            each polygon's pixels becomes ``mean_confidence``; default: the class raster's band described
-            ``confidence``, if any (else no such attribute).
+        confidence_tif: a raster on the same grid (band 1; uint8 0-255, uint16 or float 0-1) whose mean and
+            minimum over each polygon's valid pixels become ``mean_confidence`` and ``min_confidence``; default:
+            the class raster's band described ``confidence``, if any (else no such attributes).
+        entropy_tif: the normalised entropy on the same grid (float in [0, 1], NaN at nodata: ``ctseg predict
+            --uncertainty``'s ``<stem>_entropy.tif``) whose mean over each polygon's valid pixels becomes
+            ``mean_entropy``; default: none.
         block_size: block side in pixels (default: whole internal blocks, about 1024 pixels).
         layer: layer name (default: the output's stem).
         regularize: straight walls and right angles where the outline fits them (IoU of the snapped outline
@@ -205,7 +211,7 @@ def vectorize_raster(
         coeffs = np.array([[transform.a, transform.b], [transform.d, transform.e]])
         offset = np.array([transform.c, transform.f])
         block_h, block_w = block_shape(src, block_size)
-        stats = PixelStats(src, path, confidence_tif)
+        stats = PixelStats(src, path, confidence_tif, entropy_tif)
         fields = ["class", "class_index", "area", *stats.fields]
         rows: dict[str, list] = {f: [] for f in fields}
         geoms: list = []
