@@ -161,6 +161,8 @@ def goal(args, work: Path) -> dict:
             maps[name] = ds.read(1)
     result["onnx_pixels_differing"] = int((maps["torch"] != maps["onnx"]).sum())
     result["malloc_pixels_differing"] = int((maps["torch"] != maps["plain"]).sum())
+    with rasterio.open(work / "naive.tif") as ds:  # equal where one window covers the image (no blending)
+        result["naive_pixels_differing"] = int((maps["torch"] != ds.read(1)).sum())
     result["pixels"] = int(maps["torch"].size)
     return result
 

@@ -92,3 +92,18 @@ def test_remote_predict_reports_bytes_and_speed(tmp_path):
     res = json.loads(out.read_text())
     assert res["tiles"] == 1 and 1.0 <= res["fetched_per_tile_byte"] < 1.2  # one 512² tile and the header
     assert res["remote_mpx_s"] > 0 and res["local_mpx_s"] > 0 and res["machine"]["nproc"] >= 1
+
+
+@pytest.mark.slow  # four whole predict processes and an ONNX export: ~60 s
+def test_predict_process_compares_whole_processes(tmp_path):
+    out = tmp_path / "pp.json"
+    _run("predict_process.py", "--size", "512", "--repeats", "1", "--only", "goal,startup", "--work", str(tmp_path),
+         "--json", str(out), timeout=600)  # fmt: skip
+    res = json.loads(out.read_text())
+    goal = res["goal"]
+    assert set(goal["median"]) == {"naive", "ctseg", "ctseg-no-malloc", "ctseg-onnx"}
+    assert all(m["wall_s"] > 0 and m["peak_rss_mb"] > 0 for m in goal["median"].values())
+    # one window covers a 512² image: no blending, so the naive loop's map is ctseg's, pixel for pixel
+    assert goal["naive_pixels_differing"] == 0 and goal["malloc_pixels_differing"] == 0
+    assert goal["onnx_pixels_differing"] < 0.001 * goal["pixels"]
+    assert set(res["startup"]["median"]) == {"lazy", "timm-imported"}
