@@ -7,6 +7,11 @@ Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW 
 each ``--reduction`` (the authors' ``paper`` and ctseg's ``mean``, by default both) alternate so that drift in
 the machine affects all equally; the first ``--warmup`` steps of each are dropped. The CT loss runs unclipped
 here, so that a clipped value (no gradient under the paper's clip) does not make its backward look free.
+
+glibc's allocator is tuned as every ``ctseg`` command (``ctseg fit`` included) tunes it
+(:func:`ctseg.cli.allocator.tune_allocator`; ``CTSEG_MALLOC_TUNING=0`` turns it off). Besides the wall-clock
+medians, the process CPU time of each step is reported: on a shared machine, time spent descheduled inflates wall
+times at random, CPU time much less. The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import blocky_masks, device_name  # noqa: E402
 
+from ctseg.cli.allocator import tune_allocator
 from ctseg.contrastive import PatchContrastiveLoss
 from ctseg.models import build_model
 from ctseg.training.seg_loss import SegmentationLoss
@@ -41,8 +47,10 @@ def main() -> None:
     p.add_argument("--reduction", nargs="+", default=["paper", "mean"], choices=["paper", "mean"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = p.parse_args()
+    tuned = tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
     k = args.classes
@@ -55,8 +63,8 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = blocky_masks(args.batch, args.size, k)
 
-    def step(reduction: str | None) -> float:
-        t0 = time.perf_counter()
+    def step(reduction: str | None) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         feats = model.encode(x)
         loss = seg(model.decode(feats, x.shape[-2:]), y)
         if reduction is not None:
@@ -65,23 +73,29 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     kinds: list[str | None] = [None, *args.reduction]
     times: dict[str | None, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str | None, list[float]] = {kind: [] for kind in kinds}
     for i in range(args.warmup + args.repeats):
-        for kind in kinds:
-            t = step(kind)
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:  # ABC CBA …: no kind always follows the same one
+            t, c = step(kind)
             if i >= args.warmup:
                 times[kind].append(t)
-    off = statistics.median(times[None])
-    print(f"device: {device_name(torch.device('cpu'))}")
+                cpu[kind].append(c)
+    off, off_cpu = statistics.median(times[None]), statistics.median(cpu[None])
+    print(f"device: {device_name(torch.device('cpu'))}, malloc tuning {'on' if tuned else 'off'}")
     name = f"{args.model} ({args.encoder})" if args.encoder else args.model
     print(f"model {name}, {args.batch}×{args.size}², {k} classes, CT loss={args.loss}, {args.repeats} repeats")
-    print(f"step CT off: {off * 1000:.1f} ms")
+    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+    print(f"step CT off: {off * 1000:.1f} ms (CPU {off_cpu * 1000:.1f} ms)")
     for r in args.reduction:
-        on = statistics.median(times[r])
-        print(f"step CT on, reduction={r}: {on * 1000:.1f} ms   ratio on/off: {on / off:.3f}")
+        on, on_cpu = statistics.median(times[r]), statistics.median(cpu[r])
+        print(
+            f"step CT on, reduction={r}: {on * 1000:.1f} ms (CPU {on_cpu * 1000:.1f} ms, CPU ratio "
+            f"{on_cpu / off_cpu:.3f})   ratio on/off: {on / off:.3f}"
+        )
 
 
 if __name__ == "__main__":

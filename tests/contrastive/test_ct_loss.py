@@ -249,3 +249,27 @@ def test_property_finite_loss_and_gradients(b, k, size, block, ignore, loss, har
     assert all(torch.isfinite(f.grad).all() for f in feats)
     if ignore == 1.0:
         assert float(out) == 0.0
+
+
+@pytest.mark.parametrize("loss", ["cl", "infonce"])
+def test_channels_last_features_give_the_same_loss_and_gradients(loss):
+    """Both feature layouts and both row paths (stage 0 gathers the sampled rows first, stage 3 has fewer patches
+    than samples and projects the whole map) give the same loss and gradients."""
+    mask = blocky_mask(2, 64, 4, 32, seed=5)  # pure patches at every stride
+    hard = 0.5 if loss == "cl" else 1.0  # InfoNCE: ≥ 1 query on the 8-patch stage 3
+    fn = PatchContrastiveLoss(
+        CHANNELS, 4, loss=loss, samples_per_class=20, min_samples=1, hard_fraction=hard, clip_mode=None
+    )
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        feats = [f.detach().contiguous(memory_format=layout).requires_grad_() for f in make_features(2, 64, 5)]
+        torch.manual_seed(0)
+        value = fn(feats, mask)
+        value.backward()
+        results.append((value.detach(), [f.grad for f in feats]))
+    (v1, g1), (v2, g2) = results
+    assert float(fn.stats["classes"].sum()) > 0
+    torch.testing.assert_close(v1, v2)
+    for a, b in zip(g1, g2, strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b)

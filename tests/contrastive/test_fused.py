@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines
+from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines, take_rows
 from ctseg.contrastive.sampling import split_halves
 
 
@@ -118,3 +118,17 @@ def test_info_nce_shared_matches_reference_and_gradcheck(seed, temperature):
     second = torch.autograd.grad(loss, (q, k, n))
     for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_take_rows_matches_gather_values_and_gradients():
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(3, 11, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    positions = torch.randint(0, 11, (3, 7), generator=g)  # repeated positions: gradients must add up
+    want = z.gather(1, positions.unsqueeze(-1).expand(-1, -1, 5))
+    got = take_rows(z, positions)
+    assert torch.equal(got, want)
+    w = torch.randn(3, 7, 5, generator=g, dtype=torch.float64)
+    g1 = torch.autograd.grad((got * w).sum(), z)[0]
+    g2 = torch.autograd.grad((want * w).sum(), z)[0]
+    torch.testing.assert_close(g1, g2)
+    assert take_rows(z, positions[:, :0]).shape == (3, 0, 5)

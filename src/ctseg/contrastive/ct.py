@@ -249,20 +249,29 @@ class PatchContrastiveLoss(nn.Module):
         """Unnormalised float32 projections of the sampled patches: ``index (2K, k)`` → ``(2K, k, D)``.
 
         Normally the sampled rows are gathered first and only they are projected (``2K·k`` rows instead of the
-        whole map) with ``index_select`` on the ``(B·H·W, C)`` row view: a free view for channels-last features,
-        one copy of the map for NCHW ones. (Indexing the NCHW map directly avoids that copy, but its backward is
-        an accumulating ``index_put``, which sorts the indices: 9 ms per step on the 2-core CPU against ≈ 1 ms
-        for the copy plus ``index_select``'s ``index_add`` backward; ``benchmarks/README.md``.) On coarse stages
-        the map can hold fewer patches than there are samples (classes share patches as negatives); then
-        projecting every patch once and gathering the projections is cheaper and gives identical values. The
-        caller L2-normalises (:mod:`ctseg.contrastive.fused`).
+        whole map). On coarse stages the map can hold fewer patches than there are samples (classes share patches
+        as negatives); then projecting every patch once and gathering the projections is cheaper and gives
+        identical values. The caller L2-normalises (:mod:`ctseg.contrastive.fused`).
+
+        Rows of channels-last features are a free view of the map. NCHW features are not transposed element by
+        element (a slow strided copy on the CPU): the map is copied in ``H·W``-long runs to ``(C, B·H·W)``, whose
+        columns are the patches, and the heads take the transposed view, which the matrix product reads as it is.
+        (Indexing the NCHW map directly avoids any copy, but its backward is an accumulating ``index_put``, which
+        sorts the indices: 9 ms per step on the 2-core CPU; ``benchmarks/README.md``.)
         """
         head = self.heads[str(s)]
         b, c, h, w = feat.shape
         flat_index = index.reshape(-1)
-        rows = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view for channels-last features, else a copy
+        channels_last = feat.permute(0, 2, 3, 1).is_contiguous()
+        if channels_last:
+            rows = feat.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view
+        else:
+            columns = feat.reshape(b, c, h * w).transpose(0, 1).reshape(c, b * h * w)  # copied in H·W runs
+            rows = columns.t()
         if b * h * w < flat_index.numel():
             u = head(rows).float().index_select(0, flat_index)
-        else:
+        elif channels_last:
             u = head(rows.index_select(0, flat_index)).float()
+        else:
+            u = head(columns.index_select(1, flat_index).t()).float()
         return u.view(*index.shape, -1)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines
+from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines, take_rows
 from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
 from ctseg.contrastive.sampling import hardest_first, keep_count, keep_hardest, split_halves
 
@@ -121,11 +121,6 @@ def cl_paper(
     return ClassLosses(loss, present & (neg_keep.any(-1) | pos_keep.any(-1)), pos_keep.sum(-1), neg_keep.sum(-1))
 
 
-def _rows(z: Tensor, positions: Tensor) -> Tensor:
-    """``z (R, P, D)`` at ``positions (R, W)`` → ``(R, W, D)``."""
-    return z.gather(1, positions.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
-
-
 def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: int, temperature: float) -> ClassLosses:
     """ctseg's InfoNCE: queries = first half of the sampled positives, keys = the paired second half, kept by
     hard mining (least similar pairs); negatives = the kept (most similar) negatives of the class, shared by all
@@ -144,12 +139,12 @@ def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: in
     z_pos, z_neg = z[:k], z[k:]
     with torch.no_grad():  # the cosines only rank pairs
         neg_cos = torch.linalg.vecdot(z_pos, z_neg)
-        pos_cos = torch.linalg.vecdot(z_pos[:, : second.shape[1]], _rows(z_pos, second))
+        pos_cos = torch.linalg.vecdot(z_pos[:, : second.shape[1]], take_rows(z_pos, second))
     neg_order, neg_keep = hardest_first(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True)
     pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False)
     neg_keep, pos_keep = neg_keep & present[:, None], pos_keep & present[:, None]
-    queries, keys = _rows(z_pos, pos_order), _rows(z_pos, second.gather(1, pos_order))
-    per_query = info_nce(queries, keys, pos_keep, _rows(z_neg, neg_order), neg_keep, temperature)
+    queries, keys = take_rows(z_pos, pos_order), take_rows(z_pos, second.gather(1, pos_order))
+    per_query = info_nce(queries, keys, pos_keep, take_rows(z_neg, neg_order), neg_keep, temperature)
     active = present & pos_keep.any(-1) & neg_keep.any(-1)
     return ClassLosses(masked_mean(per_query, pos_keep), active, pos_keep.sum(-1), neg_keep.sum(-1))
 
@@ -188,8 +183,8 @@ def infonce_paper(
     ranks = positions[: order.shape[1] // 2].expand(k, -1)
     query_valid = (ranks < half) & present[:, None]
     key_rank = (ranks + half).clamp(max=max(order.shape[1] - 1, 0))
-    queries, keys = _rows(z_pos, order[:, : ranks.shape[1]]), _rows(z_pos, order.gather(1, key_rank))
-    per_query = info_nce(queries, keys, query_valid, _rows(z_neg, order), kept, temperature)
+    queries, keys = take_rows(z_pos, order[:, : ranks.shape[1]]), take_rows(z_pos, order.gather(1, key_rank))
+    per_query = info_nce(queries, keys, query_valid, take_rows(z_neg, order), kept, temperature)
     active = present & query_valid.any(-1)
     return ClassLosses(masked_mean(per_query, query_valid), active, query_valid.sum(-1), kept.sum(-1))
 

@@ -43,6 +43,23 @@ def _normalize_backward(grad: Tensor, z: Tensor, inv: Tensor) -> Tensor:
     return grad.addcmul_(z, dot, value=-1.0).mul_(inv)
 
 
+def _flat_rows(positions: Tensor, width: int) -> Tensor:
+    """``(R, W)`` positions into rows of ``width`` → ``(R·W,)`` flat row indices ``r · width + position``."""
+    offsets = torch.arange(positions.shape[0], device=positions.device).unsqueeze(-1) * width
+    return (positions + offsets).reshape(-1)
+
+
+def take_rows(z: Tensor, positions: Tensor) -> Tensor:
+    """``z[r, positions[r, j]]`` for every ``r, j``: ``(R, P, D)``, ``(R, W)`` int64 → ``(R, W, D)``.
+
+    The value of ``z.gather(1, positions[..., None].expand(-1, -1, D))``, as one ``index_select`` of whole
+    ``D``-rows of the flattened ``(R·P, D)`` view (backward: ``index_add_`` of rows); on the 2-core CPU a quarter
+    of the element-wise ``gather``'s time, and its backward a third of ``scatter_add_``'s.
+    """
+    r, p, d = z.shape
+    return z.reshape(r * p, d).index_select(0, _flat_rows(positions, p)).view(r, positions.shape[1], d)
+
+
 class _L2Normalize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: Tensor) -> Tensor:
@@ -78,9 +95,8 @@ class _PairCosines(torch.autograd.Function):
         k = z.shape[0] // 2
         z_pos, z_neg = z[:k], z[k:]
         h = second.shape[1]
-        index = second.unsqueeze(-1).expand(-1, -1, z.shape[-1])
         neg_cos = torch.linalg.vecdot(z_pos, z_neg)
-        pos_cos = torch.linalg.vecdot(z_pos[:, :h], z_pos.gather(1, index))
+        pos_cos = torch.linalg.vecdot(z_pos[:, :h], take_rows(z_pos, second))
         ctx.save_for_backward(z, inv, second, neg_cos, pos_cos)
         return neg_cos, pos_cos
 
@@ -102,11 +118,12 @@ class _PairCosines(torch.autograd.Function):
             c_pos = g_pos * pos_cos
             c[:k, :h] += c_pos
             c[:k].scatter_add_(1, second, c_pos)
-            index = second.unsqueeze(-1).expand(-1, -1, z.shape[-1])
             rho_second = rho_pos.gather(1, second)
-            grad_pos = grad[:k]
-            grad_pos[:, :h].addcmul_(z_pos.gather(1, index), (g_pos * rho_pos[:, :h]).unsqueeze(-1))
-            grad_pos.scatter_add_(1, index, z_pos[:, :h] * (g_pos * rho_second).unsqueeze(-1))
+            grad_pos = grad[:k]  # contiguous: the first K rows of grad
+            grad_pos[:, :h].addcmul_(take_rows(z_pos, second), (g_pos * rho_pos[:, :h]).unsqueeze(-1))
+            partners = z_pos[:, :h] * (g_pos * rho_second).unsqueeze(-1)
+            d = z.shape[-1]
+            grad_pos.view(-1, d).index_add_(0, _flat_rows(second, z.shape[1]), partners.view(-1, d))
         return grad.addcmul_(z, (c * rho).unsqueeze(-1), value=-1.0), None
 
 
