@@ -14,12 +14,17 @@ behind ``ctseg predict`` — in a fresh child process, which reports
 * ``baseline_rss_mb``: its resident memory just before ``run_predict`` (Python, torch, ctseg, timm imported,
   the model loaded once);
 * ``growth_mb``: the difference — what the prediction itself needed;
+* ``rows_peak_mb`` / ``layout_peak_mb``: the peak resident memory (``VmRSS`` sampled every 5 ms) while the rows
+  are predicted and written, and while the COGs are laid out (``StreamedCOG.finish``: the COG copy with its
+  overviews);
 * ``traced_peak_mb`` (``--tracemalloc``): the peak of the Python and NumPy allocations during the run (not
   torch's tensors nor GDAL's cache, which are bounded by the window row and the raster width);
 * ``mpx_s``: raster megapixels per second of ``run_predict`` wall time (checks, model load, COG layout
   included).
 
 ``--stub`` replaces the network by two 1×1 convolutions: what is left is the reading, blending and writing.
+The child tunes glibc's allocator as ``ctseg predict`` does at start-up (:mod:`ctseg.cli.allocator`: freed heap
+memory kept for the next batch); ``--no-malloc-tuning`` measures glibc's defaults instead.
 The colour PNG (which needs the whole map, and is only written up to ``--png-max-mpx``) is not written.
 """
 
@@ -90,8 +95,45 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+class _Stages:
+    """Peak ``VmRSS`` (MiB) while the rows are predicted and while the COGs are laid out, sampled in a thread."""
+
+    def __init__(self):
+        import threading
+
+        import ctseg.predict.write as write
+
+        self.stage, self.peaks, self._stop = "rows", {"rows": 0.0, "layout": 0.0}, threading.Event()
+        finish = write.StreamedCOG.finish
+
+        def timed_finish(cog):
+            self.stage = "layout"
+            try:
+                finish(cog)
+            finally:
+                self.stage = "rows"
+
+        write.StreamedCOG.finish = timed_finish
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            with open("/proc/self/status") as fh:
+                kib = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS"))
+            self.peaks[self.stage] = max(self.peaks[self.stage], kib / 1024)
+
+    def take(self) -> dict[str, float]:
+        """The peaks since the last call (and reset them)."""
+        out, self.peaks = self.peaks, {"rows": 0.0, "layout": 0.0}
+        return out
+
+
 def child(args: argparse.Namespace) -> None:
     """Run the prediction in this (fresh) process and print the measurement as JSON."""
+    if not args.no_malloc_tuning:
+        from ctseg.cli.allocator import tune_allocator
+
+        tune_allocator()  # as ctseg's command line does before anything else
     import torch
 
     import ctseg.predict.run as predict
@@ -126,6 +168,7 @@ def child(args: argparse.Namespace) -> None:
     runs = []
     extra = {"probs": args.probs} if args.probs else {}
     extra.update({"confidence": True} if args.confidence else {})
+    stages = _Stages()
     if args.tracemalloc:
         import tracemalloc
 
@@ -141,6 +184,7 @@ def child(args: argparse.Namespace) -> None:
         secs = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         run = {"raster": raster, "seconds": secs, "peak_rss_mb": peak, "growth_mb": peak - baseline}
+        run.update({f"{k}_peak_mb": v for k, v in stages.take().items()})
         if args.tracemalloc:
             run["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         runs.append(run)
@@ -163,6 +207,8 @@ def main() -> None:
     p.add_argument("--tracemalloc", action="store_true",
                    help="also report the peak of Python / NumPy allocations (tracemalloc) of each run")  # fmt: skip
     p.add_argument("--stub", action="store_true", help="1x1-convolution model: the pipeline without the network")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="glibc's malloc defaults in the child (ctseg predict tunes them at start-up)")  # fmt: skip
     p.add_argument("--workdir", default=None, help="where the raster, checkpoint and outputs go (default: temp)")
     p.add_argument("--json", default=None, help="also write the result here")
     p.add_argument("--ckpt-in", default=None, help="use this checkpoint (default: an untrained --model)")
@@ -189,6 +235,7 @@ def main() -> None:
            "--out", str(work / "out"), "--window", str(args.window), "--overlap", str(args.overlap),
            "--batch-size", str(args.batch_size), "--threads", str(args.threads)]  # fmt: skip
     cmd += ["--stub"] if args.stub else []
+    cmd += ["--no-malloc-tuning"] if args.no_malloc_tuning else []
     cmd += ["--tracemalloc"] if args.tracemalloc else []
     cmd += ["--confidence"] if args.confidence else []
     cmd += ["--probs", args.probs] if args.probs else []
@@ -205,6 +252,8 @@ def main() -> None:
             "mpx_s": round(mpx / run["seconds"], 3),
             "peak_rss_mb": round(run["peak_rss_mb"], 1),
             "growth_mb": round(run["growth_mb"], 1),
+            "rows_peak_mb": round(run["rows_peak_mb"], 1),
+            "layout_peak_mb": round(run["layout_peak_mb"], 1),
             **({"traced_peak_mb": round(run["traced_peak_mb"], 1)} if "traced_peak_mb" in run else {}),
             "outputs_bytes": {p.name: p.stat().st_size for p in sorted((work / "out").glob(f"{raster.stem}_*"))},
         })  # fmt: skip
@@ -216,6 +265,7 @@ def main() -> None:
             "overlap": args.overlap,
             "batch_size": args.batch_size,
             "threads": args.threads,
+            "malloc_tuning": not args.no_malloc_tuning,
             "machine": f"{cpu_model()}, {os.cpu_count()} cores",
             "raster_make_s": round(make_s, 1),
             "baseline_rss_mb": round(measured["baseline_rss_mb"], 1),

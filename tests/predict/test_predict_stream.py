@@ -430,6 +430,71 @@ def test_numpy_peak_does_not_grow_with_height(ckpts, tmp_path, monkeypatch):
     assert peaks[1] < 1.5 * peaks[0] and peaks[1] - peaks[0] < 4, peaks
 
 
+def _gdal_cache_used():
+    """GDAL's ``GDALGetCacheUsed64`` (bytes in its block cache), from the library this process has loaded."""
+    import ctypes
+
+    with open("/proc/self/maps") as fh:
+        path = next((line.split()[-1] for line in fh if "libgdal" in line.rsplit("/", 1)[-1]), None)
+    if path is None:
+        pytest.skip("GDAL's library is not among this process's mappings")
+    used = ctypes.CDLL(path).GDALGetCacheUsed64
+    used.restype = ctypes.c_int64
+    return used
+
+
+def test_gdal_cache_does_not_grow_with_height(ckpts, tmp_path, monkeypatch):
+    """GDAL's block cache while 520 and 1,560 rows of 1,024 px are predicted (stub model, 256² source tiles,
+    float16 probabilities, which go through the cache): its cap is two source block rows and one row of windows of
+    outputs, which 520 rows fill as much as 1,560 (the cap of before, window + 1,024 rows of every byte, left a
+    520-row raster 20 MB short of a taller one's)."""
+    import ctseg.predict.run as predict
+    import ctseg.predict.write as write
+
+    used, seen = _gdal_cache_used(), []
+    real_load, real_write = predict._load, write._write_block
+
+    def stub_load(ckpt, dev):
+        loaded = real_load(ckpt, dev)
+        loaded.model = Stub(loaded.model.num_classes)
+        return loaded
+
+    def write_block(dataset, data, window):
+        seen[-1] = max(seen[-1], used())
+        real_write(dataset, data, window)
+
+    monkeypatch.setattr(predict, "_load", stub_load)
+    monkeypatch.setattr(write, "_write_block", write_block)
+    for h in (520, 1560):
+        raster = geotiff(tmp_path / f"r{h}.tif", _rgb(h, 1024, h), block=256)
+        seen.append(0)
+        args = dict(window=256, batch_size=4, device="cpu", progress=False, color=False, probs="float16")
+        predict.run_predict(ckpts["rgb"], [raster], tmp_path / "out", **args)
+    cap = write.gdal_cache_bytes(1024, 256, source_bytes=3, source_block=(256, 256), output_bytes=1 + 4 * 4)
+    assert seen[0] > 0.9 * cap and seen[1] <= cap and seen[1] - seen[0] < 1 << 20, (seen, cap)
+
+
+def test_gdal_cache_caps_change_no_output_byte(ckpts, tmp_path, monkeypatch):
+    """Every GDAL cache cap 1 MiB (output blocks and source tiles dropped soon after use) or 1 GiB (nothing
+    dropped): the same bytes in every file (class map and its overviews, masked uint8 probabilities, confidence,
+    entropy, sidecars)."""
+    import ctseg.predict.write as write
+
+    src = geotiff(tmp_path / "scene.tif", _rgbn(500, 600, 5), nodata=0, block=128)
+    argv = ["--window", "128", "--batch-size", "4", "--probs", "uint8", "--confidence", "--uncertainty", "--no-color"]
+    files = []
+    for cap in (1 << 20, 1 << 30):
+        monkeypatch.setattr(write, "MIN_CACHE", cap)
+        monkeypatch.setattr(write, "MAX_CACHE", cap)
+        out = tmp_path / f"out{cap}"
+        assert _predict(ckpts["rgbn"], [src], out, *argv) == 0
+        files.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert "scene_probs.tif" in files[0] and "scene_entropy.tif" in files[0]
+    assert files[0].keys() == files[1].keys()
+    for name in files[0]:
+        assert files[0][name] == files[1][name], name
+
+
 @pytest.mark.slow
 def test_peak_memory_does_not_grow_with_height(ckpts, tmp_path):
     """A fresh process (peak RSS and tracemalloc), stub model: 800 then 3,200 rows of 2,048 px."""

@@ -33,7 +33,7 @@ from ctseg.predict.png import write_color_png, write_index_png, write_legend_png
 from ctseg.predict.region import WindowRows, outside_rows
 from ctseg.predict.stage import Stage
 from ctseg.predict.uncertainty import TopCells, entropy_writer
-from ctseg.predict.write import gdal_cache_bytes, open_writers
+from ctseg.predict.write import COG_BLOCK, gdal_cache_bytes, open_writers
 
 __all__ = ["predict_file"]
 
@@ -109,14 +109,18 @@ def _write_outputs(
         georef = output_georef(georef)  # no georeference: upright in pixel units (ctseg.predict.gis)
         value = _nodata_value(opts, georef, info)
         masked = value is not None or header.clip is not None  # outside an --aoi: nodata
-        per_px = source.count * source.dtype.itemsize + 2 + (info.num_classes * 4 if opts.probs else 0)
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(width, per_px, opts.window)))
         whole = np.zeros((height, width), np.uint8) if targets.color or targets.index or targets.overlay else None
         writers = open_writers(targets, info, height, width, georef, masked, opts.probs, work)
         extra: list = []  # the entropy COG, once open (ctseg.predict.uncertainty)
         try:
             if targets.entropy is not None:
                 extra.append(entropy_writer(targets.entropy, height, width, georef, masked, work, tta=opts.tta))
+            block = (0, 0) if isinstance(source, ArrayRows) else _source_block(src, bands)
+            cache = gdal_cache_bytes(
+                width, opts.window, source_bytes=source.count * source.dtype.itemsize * bool(block[0]),
+                source_block=block, output_bytes=sum(w.bytes_per_px for w in writers.all() + extra),
+            )  # fmt: skip
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=cache))  # not the height (ctseg.predict.write)
             cells = None
             if targets.uncertain is not None:
                 cells = TopCells(opts.uncertain_windows, height, width, opts.window, info.classes)
@@ -184,6 +188,13 @@ def _write_outputs(
             for w in writers.all() + extra:
                 w.abort()
             raise
+
+
+def _source_block(src, bands) -> tuple[int, int]:
+    """``(rows, columns)`` of the blocks GDAL decodes when ``src`` is read; a VRT's own blocks say nothing of its
+    sources', which are taken to be up to 512 rows high."""
+    rows, cols = src.block_shapes[bands[0] - 1]
+    return (max(rows, COG_BLOCK), max(cols, COG_BLOCK)) if src.driver == "VRT" else (rows, cols)
 
 
 def _same_folder(a: Path, b: Path) -> bool:

@@ -19,8 +19,13 @@ every byte stays a probability. A nodata *value* would not do: 0 is also round(2
 nodata 0 would hide real near-zero probabilities. No valid pixel is 0 in every band (its K values round(255 p)
 sum to at least 255 - K/2 > 0 for the at most 255 classes of a uint8 class map).
 
-How much GDAL caches while reading and writing is bounded per file (:func:`gdal_cache_bytes`): a few block rows,
-not the raster.
+GDAL's block cache (its ``GDAL_CACHEMAX``, 5 % of the RAM by default) keeps every block it decodes or writes
+until the cap is reached, so a cap larger than what the work needs fills as the rows go by and the peak memory
+grows with the raster's height up to it. Both caps here are what the work needs, a fixed number of rows: while the
+rows are predicted (:func:`gdal_cache_bytes`) two block rows of the source and the output rows of one row of
+windows; while a COG is laid out (:func:`copy_cache_bytes`, set by :meth:`StreamedCOG.finish`) two rows of 512-row
+tiles of that file. A raster of about two source block rows fills them as much as one of any height. The cap
+changes only when GDAL drops a block, never a byte of the output (tested).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "StreamedCOG",
     "class_map_writer",
     "classes_tag",
+    "copy_cache_bytes",
     "gdal_cache_bytes",
     "open_writers",
     "write_color_png",
@@ -63,12 +69,40 @@ CLASSES_TAG = "CTSEG_CLASSES"
 _STRIP_ROWS = 32
 
 
-def gdal_cache_bytes(width: int, bytes_per_px: int, window: int) -> int:
-    """GDAL's block cache for one file: ``window + 2 × 512`` full-width rows (two rows of source tiles while a
-    row of windows is read, a row of output tiles while the COG is laid out) of ``bytes_per_px`` (all bands of
-    the source and the outputs), at least 16 MiB, at most 1 GiB."""
-    need = (window + 2 * COG_BLOCK) * int(width) * int(bytes_per_px)
-    return int(min(max(need, 16 << 20), 1 << 30))
+#: Smallest GDAL cache cap set (bytes; GDAL reads a ``GDAL_CACHEMAX`` below 100,000 as megabytes).
+MIN_CACHE = 4 << 20
+#: Largest GDAL cache cap set (bytes).
+MAX_CACHE = 1 << 30
+
+
+def _cap(need: int) -> int:
+    return int(min(max(int(need), MIN_CACHE), MAX_CACHE))
+
+
+def gdal_cache_bytes(
+    width: int, window: int, *, source_bytes: int, source_block: tuple[int, int], output_bytes: int
+) -> int:  # fmt: skip
+    """GDAL's block cache while a raster ``width`` wide is predicted by rows of ``window``-row windows.
+
+    * source: two block rows, ``2 · bh · (width + bw) · source_bytes`` for blocks of ``source_block = (bh, bw)``
+      and ``source_bytes`` per pixel (all bands read). GDAL decodes the blocks of a read one block row at a time,
+      and the next read (the next row of windows) starts in the block row where this one ended;
+    * outputs: the rows of one row of windows and one 32-row strip, ``(window + 32) · width · output_bytes``,
+      ``output_bytes`` per pixel of every output written through the cache (several-band files and masks; a
+      block written is needed until its strip is complete).
+
+    At least :data:`MIN_CACHE`, at most :data:`MAX_CACHE`. A fixed number of rows: no more for a taller raster.
+    """
+    bh, bw = (max(int(v), 1) for v in source_block)
+    source = 2 * bh * (int(width) + bw) * int(source_bytes)
+    return _cap(source + (int(window) + _STRIP_ROWS) * int(width) * int(output_bytes))
+
+
+def copy_cache_bytes(width: int, bytes_per_px: int) -> int:
+    """GDAL's block cache while one file ``width`` wide with ``bytes_per_px`` (all bands, and its mask) is laid
+    out as a COG: two rows of 512-row tiles, ``2 · 512 · width · bytes_per_px`` (the streamed strips under a row
+    of output tiles, and the row being written or reduced to an overview), at least :data:`MIN_CACHE`."""
+    return _cap(2 * COG_BLOCK * int(width) * int(bytes_per_px))
 
 
 def _write_block(dataset, data: np.ndarray, window) -> None:
@@ -129,6 +163,8 @@ class StreamedCOG:
         self.staged = None if self._workdir is None else self._workdir / self.target.name
         self.height, self.width, self.count = int(height), int(width), int(count)
         self.rows_written = 0
+        #: Bytes per pixel of the file in GDAL's cache: every band (float16 is held as float32) and the mask.
+        self.bytes_per_px = self.count * np.dtype(dtype).itemsize + int(bool(mask_empty))
         self._resampling = resampling
         self._float16 = float16
         self._mask_empty = bool(mask_empty)
@@ -200,6 +236,7 @@ class StreamedCOG:
     def finish(self) -> None:
         """Close the streamed file and lay it out as a COG: under a temporary name beside the target, or as
         :attr:`staged` in the ``workdir``."""
+        import rasterio
         import rasterio.shutil
 
         if self.rows_written != self.height:
@@ -217,7 +254,8 @@ class StreamedCOG:
                            "bigtiff": "if_safer"}  # fmt: skip
                 if self._float16:
                     options["nbits"] = 16
-                with warnings.catch_warnings():
+                cache = copy_cache_bytes(self.width, self.bytes_per_px)  # not the height (module docstring)
+                with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=cache):
                     warnings.simplefilter("ignore")
                     rasterio.shutil.copy(self._part, self._final, driver="COG", **options)
         except gdal_errors() as err:
