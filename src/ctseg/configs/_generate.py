@@ -132,7 +132,7 @@ def render(name: str) -> str:
         )
     lines += [
         "    augment_on_device: true   # workers only read uint8 crops; augmentation runs batched on the GPU",
-        "    decoded_cache: true       # decode the PNG crops once into <root>/decoded (ctseg.data.decoded)",
+        "    decoded_cache: true       # decode the crops once into <root>/decoded (ctseg.data.decoded)",
     ]
     return "\n".join(lines) + "\n"
 
