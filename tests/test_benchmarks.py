@@ -107,3 +107,15 @@ def test_predict_process_compares_whole_processes(tmp_path):
     assert goal["naive_pixels_differing"] == 0 and goal["malloc_pixels_differing"] == 0
     assert goal["onnx_pixels_differing"] < 0.001 * goal["pixels"]
     assert set(res["startup"]["median"]) == {"lazy", "timm-imported"}
+
+
+def test_crop_format_benchmark_runs_at_toy_size(tmp_path):
+    out = tmp_path / "cf.json"
+    _run("crop_format.py", "--synthetic", "2", "--multiband", "2", "--size", "64", "--repeats", "1", "--tmp",
+         str(tmp_path), "--json", str(out))  # fmt: skip
+    res = json.loads(out.read_text())
+    assert res["ctseg_now"] == ".tif" and set(res["results"]) == {"synthetic", "multiband"}
+    for name in ("png-1", "tiff-zstd1-pred-strip64", "ctseg-now"):
+        row = res["results"]["synthetic"][name]
+        assert row["write_ms"] > 0 and row["read_ms"] > 0 and row["kib"] > 0
+    assert res["results"]["synthetic"]["png-1"]["size_vs_before"] == 1.0
