@@ -15,8 +15,9 @@ untimed run first), and the variants alternate run by run; each figure is the me
 * ``gdal_gpkg``: the same polygons written as a GeoPackage (shapely from GeoJSON one at a time, pyogrio), a
   GDAL-polygonize-to-file route in Python.
 
-Prints one JSON line: polygon count, seconds per variant, ratios to ``gdal``, polygons per second, machine (CPU
-count and model, load average before and after).
+Prints one JSON line: polygon count, seconds per variant (median) and every run, ratios to ``gdal`` (of the
+medians, and the median of the ratios within each round), polygons per second, machine (CPU count and model,
+load average before and after).
 """
 
 from __future__ import annotations
@@ -138,6 +139,10 @@ def main() -> None:
         "seconds": {k: round(v, 3) for k, v in med.items()},
         "runs": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "ratio_to_gdal": {k: round(v / med["gdal"], 2) for k, v in med.items()},
+        "round_ratio_to_gdal": {  # the median of the ratios within each round (the runs next to each other)
+            k: round(statistics.median(a / g for a, g in zip(t, times["gdal"], strict=True)), 2)
+            for k, t in times.items()
+        },
         "polygons_per_s": {k: round(count / v) for k, v in med.items()},
         "nproc": os.cpu_count(), "cpu": cpu_model(), "loadavg_before": load_before, "loadavg_after": loadavg(),
     }))  # fmt: skip
