@@ -7,6 +7,9 @@ seam crossed a straight edge. In pixel coordinates every vertex is an integer po
 ``(p − a) × (b − p) = 0`` in integer arithmetic and the ring goes on forward (``(p − a) · (b − p) ≥ 0``; a
 repeated point has both zero). Dropping such a vertex changes neither the point set nor, on integer
 coordinates, the shoelace area by a single bit. Coordinates that are not all integers are left alone.
+:func:`collinear_keep` applies the same rule to many rings laid end to end in one coordinate array (how
+:mod:`ctseg.vectorize.blocks` cleans a whole block's polygons at once; integers below 2²⁵ are tested in float64,
+exact because their products stay below 2⁵³), :func:`drop_collinear_all` to an array of polygons.
 
 **Regularisation** (:func:`regularize_polygon`, in map units, each polygon on its own). With tolerance ``t``:
 
