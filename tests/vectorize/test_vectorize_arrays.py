@@ -24,6 +24,7 @@ from shapely.geometry.polygon import orient
 from ctseg.vectorize.blocks import Part, block_windows, merge_parts, polygons_of
 from ctseg.vectorize.polygons import vectorize_raster
 from ctseg.vectorize.regularize import collinear_keep, drop_collinear, drop_collinear_all
+from ctseg.vectorize.stats import EMPTY
 
 SIZE, BLOCK, RES = 160, 40, 0.5
 TRANSFORM = from_origin(400_000.0, 5_000_000.0, RES, RES)
@@ -68,7 +69,7 @@ def _reference(data: np.ndarray, index: int, *, fill_holes=False, min_area=0.0, 
                 for poly in polygons_of(geom if geom.is_valid else shapely.make_valid(geom)):
                     x0, y0, x1, y1 = poly.bounds
                     if (x0 == c > 0) or (x1 == c + w < SIZE) or (y0 == r > 0) or (y1 == r + h < SIZE):
-                        pending.append(Part(poly, np.zeros(2)))
+                        pending.append(Part(poly, EMPTY))
                     else:
                         finish(poly)
         keep = []
