@@ -3,9 +3,10 @@
 Autograd's generic graph for ``F.normalize`` followed by the CT pairing (two slices, a gather, two products)
 allocates about a dozen full ``(2K, k, D)`` temporaries in the backward pass (zero-filled slice and gather
 gradients, the broadcast division's two gradients, ...); on a GPU each is a kernel launch and a pass over
-memory. The functions here compute the same values with one saved tensor and a handful of in-place passes.
-On the 2-core CPU the CT-CL loss time did not change measurably (the heads' matmuls dominate there; see
-``benchmarks/README.md``); the fused InfoNCE did cut the CT-InfoNCE step overhead.
+memory. The functions here compute the same values with a few saved tensors and a handful of in-place passes;
+rows are gathered and scattered as whole ``D``-vectors (:func:`take_rows`), and the pair cosines' backward takes
+the normalisation's row-dots from the forward's cosines (two passes over ``(2K, k, D)`` in all). On the 2-core
+CPU the heads' matmuls and GELU dominate the CT time all the same (``benchmarks/README.md``, issue 33).
 
 Math. With ``u`` one unnormalised embedding, ``z = u · ρ`` and ``ρ = 1 / max(‖u‖, ε)``; for an upstream
 gradient ``g`` on ``z`` the gradient on ``u`` is ``(g − z (z·g)) · ρ`` (exact where ``‖u‖ > ε``; at ``u = 0``
