@@ -126,3 +126,12 @@ def test_vectorize_speed_compares_ctseg_gdal_and_an_older_src():
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["polygons"] == 100 and set(got["seconds"]) == {"gdal", "gdal_gpkg", "ctseg", "before"}
     assert got["ratio_to_gdal"]["gdal"] == 1.0 and all(v > 0 for v in got["polygons_per_s"].values())
+
+
+@pytest.mark.slow  # pf-paper stage features and two CT losses: ~20 s
+def test_ct_before_after_against_this_checkout(tmp_path):
+    res = _run("ct_before_after.py", "--before", str(REPO), "--repeats", "1", "--warmup", "0", "--threads", "1")
+    check = next(line for line in res.stdout.splitlines() if line.startswith("loss before"))
+    before, after = check.split()[2], check.split()[4].rstrip(";")
+    assert before == after  # the same code on both sides: the same loss
+    assert any(line.startswith("after: wall") for line in res.stdout.splitlines())
