@@ -5,7 +5,8 @@
 
 Every variant is a fresh process (``subprocess`` + ``os.wait4``: wall clock, user / system CPU, minor page faults
 and peak RSS of the child), the variants alternating within each repeat, medians reported with the load average
-before and after. Measurements (``--only``, default all):
+before and after. Linux counts the RSS a child had when forked (this process's) into its ``ru_maxrss``, so this
+process never imports torch: ``parent_rss_mb`` in the JSON is that floor. Measurements (``--only``, default all):
 
 * ``goal`` — a ``--size``² RGB GeoTIFF (a mosaic of the Dubai validation images when ``../shared`` is there, else
   noise; window 512, overlap 0.25, batch 8, CPU, the shipped ``results/dubai/models/cl.safetensors``):
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -169,12 +171,10 @@ def goal(args, work: Path) -> dict:
 
 
 def startup(args, work: Path) -> dict:
-    from ctseg.checkpoints.onnx_export import export_onnx
-
     src = make_raster(work / "small.tif", 512)
     model = work / "model.onnx"
-    if not model.exists():
-        export_onnx(args.ckpt, model, window=512)
+    if not model.exists():  # in a child: this process stays small (module docstring: peak RSS)
+        run([*CTSEG, "export", args.ckpt, str(model), "--window", "512"])
     argv = ["predict", str(src), "--ckpt", str(model), "--out", str(work / "startup"), "--no-color", "--device",
             "cpu", "--overwrite"]  # fmt: skip
     eager = "import sys, timm, torchvision; from ctseg.cli.entry import main; sys.exit(main(sys.argv[1:]))"
@@ -259,12 +259,14 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import cpu_model
-
-    result = {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "size": args.size}
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"  # fmt: skip
+    result = {"machine": f"{cpu}, {os.cpu_count()} cores", "size": args.size}
     for name in args.only.split(","):
         result[name] = {"goal": goal, "startup": startup, "fit": fit, "prepare": prepare}[name](args, work)
+        result[name]["parent_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if "torch" in sys.modules:
+            raise SystemExit("predict_process.py imported torch: the children's peak RSS would count it")
         print(json.dumps({name: result[name]}, indent=1), file=sys.stderr, flush=True)
     text = json.dumps(result, indent=1)
     print(text)
