@@ -431,11 +431,16 @@ def test_numpy_peak_does_not_grow_with_height(ckpts, tmp_path, monkeypatch):
 
 
 def _gdal_cache_used():
-    """GDAL's ``GDALGetCacheUsed64`` (bytes in its block cache), from the library this process has loaded."""
+    """GDAL's ``GDALGetCacheUsed64`` (bytes in its block cache), from the library rasterio has loaded (pyogrio's
+    wheel brings a GDAL of its own, with a cache of its own, which may be mapped first)."""
     import ctypes
 
+    import rasterio
+
+    libs = str(Path(rasterio.__file__).resolve().parent.parent / "rasterio.libs")
     with open("/proc/self/maps") as fh:
-        path = next((line.split()[-1] for line in fh if "libgdal" in line.rsplit("/", 1)[-1]), None)
+        names = [line.split()[-1] for line in fh if "libgdal" in line.rsplit("/", 1)[-1]]
+    path = next((n for n in names if n.startswith(libs)), names[0] if len(names) == 1 else None)
     if path is None:
         pytest.skip("GDAL's library is not among this process's mappings")
     used = ctypes.CDLL(path).GDALGetCacheUsed64
