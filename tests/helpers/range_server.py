@@ -2,7 +2,8 @@
 ``/vsicurl/`` asks for) and counts what it sends: requests, body bytes, and the paths asked for.
 
 ``with RangeServer(folder) as server: server.url("scene.tif")``; ``server.bytes_sent`` / ``server.requests`` /
-``server.paths`` afterwards, ``server.reset()`` in between. A missing file is a 404; a path listed in
+``server.paths`` / ``server.calls`` (``(method, path)`` of each request) afterwards, ``server.reset()`` in
+between. A missing file is a 404; a path listed in
 ``server.status`` gets that status instead (e.g. 500). Only single ranges are served (GDAL asks for one range a
 request unless told otherwise); no directory listings.
 """
@@ -33,7 +34,7 @@ class RangeServer:
 
             def _answer(self, body: bool) -> None:
                 name = unquote(urlsplit(self.path).path).lstrip("/")
-                server._record(name, 0)
+                server._record(name, 0, self.command)
                 path = (server.root / name).resolve()
                 code = server.status.get(name)
                 if code is None and (server.root not in path.parents or not path.is_file()):
@@ -86,17 +87,18 @@ class RangeServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
-    def _record(self, name: str | None, sent: int) -> None:
+    def _record(self, name: str | None, sent: int, method: str = "") -> None:
         with self._lock:
             if name is not None:
                 self.requests += 1
                 self.paths.append(name)
+                self.calls.append((method, name))
             self.bytes_sent += sent
 
     def reset(self) -> None:
         """Start counting again."""
         with self._lock:
-            self.requests, self.bytes_sent, self.paths = 0, 0, []
+            self.requests, self.bytes_sent, self.paths, self.calls = 0, 0, [], []
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from concurrent.futures import ProcessPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from helpers.range_server import RangeServer
 from helpers.tiny import save_task_checkpoint
 from rasterio.transform import from_origin
 
@@ -29,61 +28,11 @@ from ctseg.safety import rasters
 from ctseg.safety.rasters import GDAL_GUARDS, SourcePolicy, allowing, check_raster, current_policy
 
 TRANSFORM = from_origin(500_000.0, 4_650_000.0, 0.5, 0.5)
+#: The one file the loopback server serves.
+REMOTE = "remote.tif"
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-class _Server:
-    """A loopback HTTP server that serves one GeoTIFF as ``/remote.tif`` (ranges too) and records every request."""
-
-    def __init__(self, payload: bytes) -> None:
-        self.requests: list[tuple[str, str]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 5  # a stuck client cannot hold the thread
-
-            def _answer(self, body: bool) -> None:
-                server.requests.append((self.command, self.path))
-                if self.path != "/remote.tif":
-                    self.send_error(404)
-                    return
-                data, status = payload, 200
-                found = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-                if found:
-                    start = int(found.group(1))
-                    end = min(int(found.group(2) or len(payload) - 1), len(payload) - 1)
-                    data, status = payload[start : end + 1], 206
-                    self.send_response(status)
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(payload)}")
-                else:
-                    self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
-                if body:
-                    self.wfile.write(data)
-
-            def do_HEAD(self) -> None:  # noqa: N802
-                self._answer(False)
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._answer(True)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/remote.tif"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
 def _tif(path: Path, data: np.ndarray) -> Path:
     with rasterio.open(path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0],
                        dtype=data.dtype, crs="EPSG:32633", transform=TRANSFORM) as dst:  # fmt: skip
@@ -111,7 +60,8 @@ def _vrt(path: Path, sources: list[str], *, bands: int = 3, size: int = 64, rela
 
 
 @pytest.fixture
-def server():
+def server(tmp_path_factory):
+    """A loopback HTTP server (tests/helpers/range_server.py) serving one GeoTIFF as ``remote.tif``."""
     from rasterio.io import MemoryFile
 
     with MemoryFile() as mem:
@@ -119,9 +69,10 @@ def server():
                       transform=TRANSFORM) as dst:  # fmt: skip
             dst.write(_rgb(9))
         payload = bytes(mem.read())
-    srv = _Server(payload)
-    yield srv
-    srv.stop()
+    folder = tmp_path_factory.mktemp("served")
+    (folder / REMOTE).write_bytes(payload)
+    with RangeServer(folder) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +116,7 @@ def _vectorize(inp: Path, out: Path, *extra: str) -> int:
 @pytest.mark.parametrize("name", ["mosaic.vrt", "scene.tif"])
 @pytest.mark.parametrize("command", ["predict", "vectorize"])
 def test_network_source_is_refused_before_any_request(command, name, server, ckpt, tmp_path, capsys, gdal_opens):
-    source = f"/vsicurl/{server.url}"
+    source = f"/vsicurl/{server.url(REMOTE)}"
     bands = 3 if command == "predict" else 1
     inp = _vrt(tmp_path / name, [source], bands=bands, relative=0)
     if name.endswith(".tif"):  # a BOM and blank lines before the XML: still a VRT to GDAL
@@ -174,46 +125,46 @@ def test_network_source_is_refused_before_any_request(command, name, server, ckp
     rc = _predict(ckpt, inp, out) if command == "predict" else _vectorize(inp, out)
     assert rc == 2
     _one_line(capsys, str(inp), source, "--allow-remote")
-    assert not out.exists() and server.requests == [] and gdal_opens == []
+    assert not out.exists() and server.requests == 0 and gdal_opens == []
 
 
 def test_network_confidence_raster_is_refused(server, tmp_path, capsys, gdal_opens):
     classes = _tif(tmp_path / "scene_pred.tif", np.ones((1, 64, 64), np.uint8))
-    conf = _vrt(tmp_path / "conf.tif", [f"/vsicurl/{server.url}"], bands=1, relative=0)
+    conf = _vrt(tmp_path / "conf.tif", [f"/vsicurl/{server.url(REMOTE)}"], bands=1, relative=0)
     out = tmp_path / "polygons.gpkg"
     assert _vectorize(classes, out, "--confidence", str(conf)) == 2
-    _one_line(capsys, str(conf), server.url)
-    assert not out.exists() and server.requests == [] and str(conf) not in gdal_opens
+    _one_line(capsys, str(conf), server.url(REMOTE))
+    assert not out.exists() and server.requests == 0 and str(conf) not in gdal_opens
 
 
 @pytest.mark.parametrize("source", ["/vsis3/bucket/k.tif", "/vsicurl_streaming/{url}", "{url}", "WMS:{url}",
                                     "/vsizip//vsicurl/{url}/a.tif", "vrt:///vsicurl/{url}?bands=1"])  # fmt: skip
 def test_every_network_form_is_refused(source, server, tmp_path):
-    source = source.format(url=server.url)
+    source = source.format(url=server.url(REMOTE))
     inp = _vrt(tmp_path / "m.vrt", [source], relative=0)
     with pytest.raises(CtsegError, match="network source; pass --allow-remote"):
         check_raster(inp)
-    assert server.requests == []
+    assert server.requests == 0
 
 
 def test_service_description_named_tif_is_refused(server, ckpt, tmp_path, capsys, gdal_opens):
     wms = tmp_path / "tiles.tif"
-    wms.write_text(f'<GDAL_WMS><Service name="TMS"><ServerUrl>{server.url}?${{z}}/${{x}}/${{y}}</ServerUrl>'
+    wms.write_text(f'<GDAL_WMS><Service name="TMS"><ServerUrl>{server.url(REMOTE)}?${{z}}/${{x}}/${{y}}</ServerUrl>'
                    "</Service><DataWindow><TileLevel>1</TileLevel></DataWindow></GDAL_WMS>")  # fmt: skip
     assert _predict(ckpt, wms, tmp_path / "out", "--allow-remote", "--allow-outside") == 2
     _one_line(capsys, str(wms), "<GDAL_WMS>")
     stac = tmp_path / "item.tif"
-    stac.write_text('{"stac_version": "1.0.0", "assets": {"b": {"href": "' + server.url + '"}}}')
+    stac.write_text('{"stac_version": "1.0.0", "assets": {"b": {"href": "' + server.url(REMOTE) + '"}}}')
     assert _vectorize(stac, tmp_path / "p.gpkg") == 2
     _one_line(capsys, str(stac), "JSON")
-    assert server.requests == [] and gdal_opens == [] and not (tmp_path / "out").exists()
+    assert server.requests == 0 and gdal_opens == [] and not (tmp_path / "out").exists()
 
 
 def test_allow_remote_lifts_the_refusal(server, ckpt, tmp_path, capsys):
-    inp = _vrt(tmp_path / "remote.vrt", [f"/vsicurl/{server.url}"], relative=0)
+    inp = _vrt(tmp_path / "remote.vrt", [f"/vsicurl/{server.url(REMOTE)}"], relative=0)
     assert _predict(ckpt, inp, tmp_path / "out", "--allow-remote") == 0
     assert (tmp_path / "out" / "remote_pred.tif").is_file()
-    assert ("GET", "/remote.tif") in server.requests  # what the user named is read
+    assert ("GET", REMOTE) in server.calls  # what the user named is read
 
 
 # ------------------------------------------------------------------------------------------- local files
@@ -249,14 +200,14 @@ def test_symlink_out_of_the_folder_is_outside(tmp_path):
 
 def test_nested_vrt_is_walked(server, tmp_path, capsys, ckpt):
     (tmp_path / "sub").mkdir()
-    inner = _vrt(tmp_path / "sub" / "inner.vrt", [f"/vsicurl/{server.url}"], relative=0)
+    inner = _vrt(tmp_path / "sub" / "inner.vrt", [f"/vsicurl/{server.url(REMOTE)}"], relative=0)
     outer = _vrt(tmp_path / "outer.vrt", ["sub/inner.vrt"])
     assert _predict(ckpt, outer, tmp_path / "out") == 2
-    _one_line(capsys, str(outer), "inner.vrt", server.url)
+    _one_line(capsys, str(outer), "inner.vrt", server.url(REMOTE))
     _vrt(inner, ["../../escape.tif"])
     with pytest.raises(CtsegError, match=r"inner\.vrt .*names \.\./\.\./escape\.tif, outside"):
         check_raster(outer)
-    assert server.requests == []
+    assert server.requests == 0
 
 
 def test_python_pixel_function_is_refused_and_inert(tmp_path, capsys, ckpt, monkeypatch):
