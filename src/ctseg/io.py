@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary sibling, then rename, so a kill leaves the old file or the new one."""
+"""Atomic file output: write to a temporary sibling, then rename, so a kill leaves the old file or the new one.
+Also the SHA-256 of a file's bytes (:func:`sha256_file`), which results, checkpoints and caches are keyed by."""
 
 from __future__ import annotations
 
@@ -115,3 +116,14 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") ->
     except OSError as err:
         raise CtsegError(f"{what} {path} cannot be written ({err.strerror}); choose a writable path") from None
     return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file's bytes, hex (read in 4 MiB chunks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

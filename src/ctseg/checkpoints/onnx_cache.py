@@ -22,11 +22,11 @@ float32 rounding (the graph sums in another order; benchmarks/README.md counts t
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from ctseg.errors import CtsegError
+from ctseg.io import sha256_file
 
 __all__ = ["cache_dir", "cached_onnx", "model_digest"]
 
@@ -41,12 +41,8 @@ def cache_dir() -> Path:
 
 
 def model_digest(path: Path) -> str:
-    """The SHA-256 of the file's bytes, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The SHA-256 of the model file's bytes, hex (:func:`ctseg.io.sha256_file`)."""
+    return sha256_file(path)
 
 
 def cached_onnx(ckpt: str | os.PathLike, window: int, *, log=None) -> Path:

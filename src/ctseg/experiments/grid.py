@@ -44,7 +44,6 @@ seeds; needed for a data module without a ``seed`` argument). An override after 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import os
@@ -56,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ctseg.errors import CtsegError
-from ctseg.io import ensure_writable_dir, write_json_atomic
+from ctseg.io import ensure_writable_dir, sha256_file, write_json_atomic
 
 __all__ = ["PlannedRun", "best_checkpoint", "plan_grid", "run_grid", "run_one", "sha256_file"]
 
@@ -120,14 +119,6 @@ def plan_grid(
         for seed in range(first_seed, first_seed + seeds):
             runs.append(PlannedRun(cfg, seed, out / cfg.stem / f"seed{seed}", fixed_data))
     return runs
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _build_cli(args: list[str], run_dir: Path):

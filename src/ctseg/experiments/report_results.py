@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from ctseg.errors import CtsegError
+from ctseg.io import sha256_file
 from ctseg.safety.documents import read_json
 
 __all__ = [
@@ -133,18 +134,8 @@ def run_checkpoint(run: dict[str, Any]) -> Path | None:
         found = inside_run(run, candidate) if name not in ("", ".", "..") else None
         if found is not None and found.is_file():
             want = run.get("checkpoint_sha256")
-            return found if not isinstance(want, str) or _sha256(found) == want else None
+            return found if not isinstance(want, str) or sha256_file(found) == want else None
     return None
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def foreign_paths(results: list[dict[str, Any]]) -> list[str]:
