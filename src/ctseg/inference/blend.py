@@ -255,19 +255,20 @@ def blend_windows(
             if len(flips) > 1:
                 prob.div_(len(flips))
             if squares is not None:  # V = mean of squares − square of the mean; ≥ 0 up to rounding
-                v = squares.div_(len(flips)).sub_(prob.square().sum(1, keepdim=True)).clamp_(min=0.0)
-                prob = torch.cat([prob, v], 1)
+                squares.div_(len(flips)).sub_(prob.square().sum(1, keepdim=True)).clamp_(min=0.0)
+            k = prob.shape[1]
             if strip is None:
-                k = prob.shape[1] - (1 if variance else 0)
                 if k > 256:
                     raise CtsegError(f"the model predicts {k} classes; a uint8 class map holds at most 256")
-                strip = torch.zeros((prob.shape[1], win_h, grid.full_w), dtype=torch.float32, device=dev)
+                strip = torch.zeros((k + int(variance), win_h, grid.full_w), dtype=torch.float32, device=dev)
             for n, (i, j) in enumerate(batch_jobs):
                 if ys[i] > top:
                     flush(ys[i])
                 y0 = ys[i] - top
                 weight = wy[i][:, None] * wx[j][None, :]
-                strip[:, y0 : y0 + win_h, xs[j] : xs[j] + win_w].addcmul_(prob[n], weight)
+                strip[:k, y0 : y0 + win_h, xs[j] : xs[j] + win_w].addcmul_(prob[n], weight)
+                if squares is not None:  # the variance channel, last, blended alike
+                    strip[k:, y0 : y0 + win_h, xs[j] : xs[j] + win_w].addcmul_(squares[n], weight)
             if on_batch is not None:
                 on_batch(len(batch_jobs))
         flush(grid.full_h)
