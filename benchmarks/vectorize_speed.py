@@ -8,7 +8,9 @@ The class map is :mod:`vectorize_regularize`'s (uint8, 0.5 m, EPSG:32633, tiled 
 untimed run first), and the variants alternate run by run; each figure is the median of ``--repeats``:
 
 * ``ctseg``: ``vectorize_raster(PRED, OUT.gpkg, [1])`` (``ctseg vectorize PRED --classes 1 --out OUT.gpkg``
-  without the start-up), with this checkout's ``src``;
+  without the start-up), with this checkout's ``src``: by default one worker process per CPU polygonises blocks
+  (:mod:`ctseg.vectorize.workers`; their start-up is in the time);
+* ``ctseg_1``: the same with ``workers=0`` (``--workers 0``: all in the calling process);
 * ``before`` (with ``--before REV``): the same call with the ``src`` of the git revision ``REV``;
 * ``gdal``: GDAL's polygonize of the whole class mask, in memory (read band 1, ``== 1``, every polygon of
   :func:`rasterio.features.shapes`, 4-connected, listed) — the floor a tool built on it cannot go below;
@@ -43,10 +45,11 @@ def run_once(variant: str, pred: Path, out: Path) -> float:
     import numpy as np
 
     start = time.perf_counter()
-    if variant in ("ctseg", "before"):
+    if variant in ("ctseg", "ctseg_1", "before"):
         from ctseg.vectorize.polygons import vectorize_raster
 
-        vectorize_raster(pred, out, [1], overwrite=True)
+        opts = {"workers": 0} if variant == "ctseg_1" else {}
+        vectorize_raster(pred, out, [1], overwrite=True, **opts)
     else:
         import rasterio
         from rasterio.features import shapes
@@ -106,7 +109,7 @@ def main() -> None:
         tmp = Path(tmp)
         pred = tmp / "city_pred.tif"
         write_class_map(pred, args.size)
-        variants = {"gdal": None, "gdal_gpkg": None, "ctseg": str(ROOT / "src")}
+        variants = {"gdal": None, "gdal_gpkg": None, "ctseg": str(ROOT / "src"), "ctseg_1": str(ROOT / "src")}
         if args.before:
             variants["before"] = str(old_src(args.before, tmp / "before"))
         load_before = loadavg()
@@ -131,6 +134,7 @@ def main() -> None:
                 proc.stdin.close()
                 proc.wait()
         count = count_polygons(tmp / "ctseg.gpkg")
+        assert count_polygons(tmp / "ctseg_1.gpkg") == count
         if args.before:
             assert count_polygons(tmp / "before.gpkg") == count
     med = {name: statistics.median(t) for name, t in times.items()}

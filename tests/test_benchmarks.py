@@ -124,7 +124,7 @@ def test_crop_format_benchmark_runs_at_toy_size(tmp_path):
 def test_vectorize_speed_compares_ctseg_gdal_and_an_older_src():
     res = _run("vectorize_speed.py", "--size", "400", "--repeats", "1", "--before", "HEAD")
     got = json.loads(res.stdout.strip().splitlines()[-1])
-    assert got["polygons"] == 100 and set(got["seconds"]) == {"gdal", "gdal_gpkg", "ctseg", "before"}
+    assert got["polygons"] == 100 and set(got["seconds"]) == {"gdal", "gdal_gpkg", "ctseg", "ctseg_1", "before"}
     assert got["ratio_to_gdal"]["gdal"] == 1.0 and all(v > 0 for v in got["polygons_per_s"].values())
 
 

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=None, metavar="PX",
                         help="pixels per block side read at a time (default: whole internal blocks, "
                              "~1024)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="processes polygonising blocks, same output for any N (default: the CPUs available, "
+                             "at most 8, for rasters of 16 blocks or more; 0: none)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     source_flags(parser)
 
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             regularize=args.regularize,
             regularize_tolerance=args.regularize_tolerance,
             regularize_min_iou=args.regularize_min_iou,
+            workers=args.workers,
         )
     print(f"wrote {out}")
     return 0

@@ -27,7 +27,16 @@ from ctseg.vectorize.stats import COLUMNS, PixelStats, combine
 #: Default block side in pixels (rounded to whole internal blocks of the file).
 DEFAULT_BLOCK = 1024
 
-__all__ = ["DEFAULT_BLOCK", "Part", "block_shape", "block_windows", "merge_parts", "polygonise", "stream_parts"]
+__all__ = [
+    "DEFAULT_BLOCK",
+    "Part",
+    "block_parts",
+    "block_shape",
+    "block_windows",
+    "merge_parts",
+    "polygonise",
+    "stream_parts",
+]
 
 
 @dataclass
@@ -166,41 +175,69 @@ def merge_parts(parts: list[Part]) -> list[Part]:
     return merged
 
 
-def stream_parts(
-    src, indices: list[int], block_h: int, block_w: int, stats: PixelStats
-) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Batches (class index, polygons, statistics rows) of the final polygons of the classes ``indices`` in the
-    class raster ``src`` (band 1), block by block (module docstring): global pixel coordinates, without collinear
-    vertices (:func:`~ctseg.vectorize.regularize.drop_collinear`), in the order of one polygon at a time."""
+def block_parts(
+    src, stats: PixelStats, indices: list[int], window: tuple[int, int, int, int]
+) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The work of one block ``window = (row_off, col_off, h, w)`` of the class raster ``src`` (band 1): per class
+    of ``indices`` with pixels in it, ``(index, polygons, rows, border polygons, border rows)``. The polygons are
+    final (they do not reach an inner block edge; collinear vertices gone), the border ones wait for the merge
+    (:func:`stream_parts`). Independent of every other block, so blocks can run in worker processes
+    (:mod:`ctseg.vectorize.workers`)."""
     import rasterio
     import shapely
 
     height, width = src.height, src.width
+    row_off, col_off, h, w = window
+    win = rasterio.windows.Window(col_off, row_off, w, h)
+    data = read_band(src, 1, win, "class raster")
+    stats.read(win)
+    out = []
+    for index in indices:
+        mask = data == index
+        if not mask.any():
+            continue
+        polys, redo = polygonise(mask, row_off, col_off)
+        rows = stats.measure(polys, mask, row_off, col_off)
+        x0, y0, x1, y1 = shapely.bounds(polys).T
+        on_border = (
+            ((x0 == col_off) & (col_off > 0))
+            | ((x1 == col_off + w) & (col_off + w < width))
+            | ((y0 == row_off) & (row_off > 0))
+            | ((y1 == row_off + h) & (row_off + h < height))
+        )
+        final = ~on_border
+        if redo.any():
+            polys[final & redo] = drop_collinear_all(polys[final & redo])
+        out.append((index, polys[final], rows[final], polys[on_border], rows[on_border]))
+    return out
+
+
+def stream_parts(
+    src,
+    indices: list[int],
+    block_h: int,
+    block_w: int,
+    stats: PixelStats,
+    blocks: Iterator[list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Batches (class index, polygons, statistics rows) of the final polygons of the classes ``indices`` in the
+    class raster ``src`` (band 1), block by block (module docstring): global pixel coordinates, without collinear
+    vertices (:func:`~ctseg.vectorize.regularize.drop_collinear`), in the order of one polygon at a time.
+
+    ``blocks``: the :func:`block_parts` of every window of :func:`block_windows` in row-major order, computed
+    elsewhere (:class:`ctseg.vectorize.workers.BlockPool`); by default each block is computed here. The merge and
+    the order of the output are the same either way."""
+    height, width = src.height, src.width
+    rows_of_blocks = list(block_windows(height, width, block_h, block_w))
+    if blocks is None:
+        blocks = (block_parts(src, stats, indices, window) for row in rows_of_blocks for window in row)
     pending: dict[int, list[Part]] = {c: [] for c in indices}
-    for block_row in block_windows(height, width, block_h, block_w):
+    for block_row in rows_of_blocks:
         row_bottom = block_row[0][0] + block_row[0][2]
-        for row_off, col_off, h, w in block_row:
-            window = rasterio.windows.Window(col_off, row_off, w, h)
-            data = read_band(src, 1, window, "class raster")
-            stats.read(window)
-            for index in indices:
-                mask = data == index
-                if not mask.any():
-                    continue
-                polys, redo = polygonise(mask, row_off, col_off)
-                rows = stats.measure(polys, mask, row_off, col_off)
-                x0, y0, x1, y1 = shapely.bounds(polys).T
-                on_border = (
-                    ((x0 == col_off) & (col_off > 0))
-                    | ((x1 == col_off + w) & (col_off + w < width))
-                    | ((y0 == row_off) & (row_off > 0))
-                    | ((y1 == row_off + h) & (row_off + h < height))
-                )
-                pending[index].extend(Part(g, r) for g, r in zip(polys[on_border], rows[on_border], strict=True))
-                final = ~on_border
-                if redo.any():
-                    polys[final & redo] = drop_collinear_all(polys[final & redo])
-                yield index, polys[final], rows[final]
+        for _ in block_row:
+            for index, polys, rows, border_polys, border_rows in next(blocks):
+                pending[index].extend(Part(g, r) for g, r in zip(border_polys, border_rows, strict=True))
+                yield index, polys, rows
         for index in indices:
             merged = merge_parts(pending[index])
             go_on = np.array([p.geom.bounds[3] == row_bottom and row_bottom < height for p in merged], bool)

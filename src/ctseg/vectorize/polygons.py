@@ -29,6 +29,7 @@ into that folder deletes the work folders of killed runs (:mod:`ctseg.vectorize.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -39,11 +40,12 @@ import numpy as np
 
 from ctseg.errors import CtsegError
 from ctseg.safety.documents import parse_json
-from ctseg.vectorize.blocks import block_shape, stream_parts
+from ctseg.vectorize.blocks import block_shape, block_windows, stream_parts
 from ctseg.vectorize.io import VectorizeWarning, output_driver, write_polygons
 from ctseg.vectorize.io import warn as _warn
 from ctseg.vectorize.regularize import MIN_IOU, TOLERANCE_PIXELS, regularize_polygon
 from ctseg.vectorize.stats import PixelStats
+from ctseg.vectorize.workers import BlockPool, resolve_workers
 
 #: Raster tag (default namespace) holding the class names as a JSON list in index order.
 CLASSES_TAG = "CTSEG_CLASSES"
@@ -130,6 +132,7 @@ def vectorize_raster(
     regularize: bool = False,
     regularize_tolerance: float | None = None,
     regularize_min_iou: float | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Write one polygon per connected region of each of ``classes`` in ``class_tif`` to ``out_path``.
 
@@ -155,6 +158,8 @@ def vectorize_raster(
         regularize_tolerance: in map units (default 1.5 × the pixel size): walls closer than this merge, steps
             shorter than this go.
         regularize_min_iou: default :data:`ctseg.vectorize.regularize.MIN_IOU`.
+        workers: processes that polygonise blocks (:mod:`ctseg.vectorize.workers`; the same output for any
+            number): default the CPUs available (at most 8) from 16 blocks on; ``0`` or ``1``: none.
 
     Returns the output path. Raises :class:`CtsegError` (one line) for problems with the inputs.
     """
@@ -239,10 +244,17 @@ def vectorize_raster(
             for field, values in stats.attributes(stat_rows).items():
                 rows[field].append(values)
 
+        n_blocks = math.ceil(src.height / block_h) * math.ceil(src.width / block_w)
+        n_workers = resolve_workers(workers, n_blocks)
         try:
-            for index, polys, stat_rows in stream_parts(src, indices, block_h, block_w, stats):
-                if len(polys):
-                    finish(index, polys, stat_rows)
+            with contextlib.ExitStack() as stack:
+                blocks = None
+                if n_workers > 1:
+                    pool = stack.enter_context(BlockPool(path, confidence_tif, entropy_tif, indices, n_workers))
+                    blocks = pool.map(w for row in block_windows(src.height, src.width, block_h, block_w) for w in row)
+                for index, polys, stat_rows in stream_parts(src, indices, block_h, block_w, stats, blocks):
+                    if len(polys):
+                        finish(index, polys, stat_rows)
         finally:
             stats.close()
     columns = {f: np.concatenate(rows[f]) if rows[f] else np.empty(0) for f in fields}
