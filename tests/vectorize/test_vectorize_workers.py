@@ -90,6 +90,29 @@ def test_a_worker_error_is_the_same_line(rasters, tmp_path):
     assert lines[0] == lines[1] and "row 200, column 150" in lines[0] and "\n" not in lines[0]
 
 
+def test_workers_keep_the_callers_vrt_policy(rasters, tmp_path):
+    """A class map as a VRT naming a file outside its folder: refused by default, read by the workers too when
+    the caller allows it (``--allow-outside``)."""
+    from ctseg.safety.rasters import allowing
+
+    pred, _, _ = rasters
+    with rasterio.open(pred) as src:
+        height, width = src.height, src.width
+    (tmp_path / "vrt").mkdir()
+    vrt = tmp_path / "vrt" / "m.vrt"
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><VRTRasterBand dataType="Byte" band="1">'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{pred}</SourceFilename><SourceBand>1</SourceBand>'
+        "</SimpleSource></VRTRasterBand></VRTDataset>"
+    )
+    with pytest.raises(CtsegError, match="outside"):
+        vectorize_raster(vrt, tmp_path / "no.gpkg", [1], block_size=BLOCK, workers=2)
+    with allowing(outside=True):
+        vectorize_raster(vrt, tmp_path / "v2.gpkg", [1], block_size=BLOCK, workers=2)
+        vectorize_raster(vrt, tmp_path / "v0.gpkg", [1], block_size=BLOCK, workers=0)
+    assert _read(tmp_path / "v2.gpkg")[0] == _read(tmp_path / "v0.gpkg")[0] != []
+
+
 def test_pool_ends_its_workers(rasters):
     pred, _, _ = rasters
     pool = BlockPool(pred, None, None, [1], 2)

@@ -104,17 +104,19 @@ def _decode(encoded: tuple) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- worker
 def _serve(inp, out) -> None:
-    """The worker's loop: the first message names the rasters, each next one is a block window; every window is
+    """The worker's loop: the first message names the rasters and the caller's VRT source policy
+    (:mod:`ctseg.safety.raster_policy`), each next one is a block window; every window is
     answered with ``("ok", parts)``, ``("error", one line)`` (a :class:`CtsegError`) or ``("crash", traceback)``."""
     import traceback
     import warnings
 
-    from ctseg.safety.rasters import open_raster
+    from ctseg.safety.rasters import SourcePolicy, open_raster, set_policy
     from ctseg.vectorize.blocks import block_parts
     from ctseg.vectorize.stats import PixelStats
 
     warnings.simplefilter("ignore")  # notes on the rasters are the calling process's to give
-    path, confidence_tif, entropy_tif, indices = _receive(inp)
+    path, confidence_tif, entropy_tif, indices, (remote, outside) = _receive(inp)
+    set_policy(SourcePolicy(allow_remote=remote, allow_outside=outside))  # what the caller allowed, no more
     src = stats = None
     failure = None
     try:
@@ -152,7 +154,9 @@ class BlockPool:
 
     def __init__(self, path: os.PathLike | str, confidence_tif, entropy_tif, indices: list[int], workers: int) -> None:
         import ctseg
+        from ctseg.safety.rasters import current_policy
 
+        policy = current_policy()  # --allow-remote / --allow-outside, as in force in the caller
         env = dict(os.environ)
         root = str(Path(ctseg.__file__).resolve().parent.parent)  # the ctseg this process runs
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -161,6 +165,7 @@ class BlockPool:
             None if confidence_tif is None else str(confidence_tif),
             None if entropy_tif is None else str(entropy_tif),
             list(indices),
+            (policy.allow_remote, policy.allow_outside),
         )
         self._procs: list[subprocess.Popen] = []
         try:
