@@ -98,3 +98,41 @@ def test_unwritable_cache_and_bad_runtime_are_one_line(setup, tmp_path, monkeypa
     with pytest.raises(SystemExit) as info:
         main(["predict", "--ckpt", str(ckpt), str(src), "--out", str(out), "--runtime", "tensorrt"])
     assert info.value.code == 2
+
+
+def test_old_exports_are_pruned_when_a_new_one_is_made(setup, tmp_path, monkeypatch):
+    """Exports unused for 30 days (``$CTSEG_CACHE_MAX_AGE_DAYS``) go when another is made; a cache hit counts as a
+    use; files not named like the cache's are never touched."""
+    import os
+    import time
+
+    root, ckpt, _ = setup
+    folder = tmp_path / "cache" / "onnx"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("CTSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(export_mod, "export_onnx", lambda src, out, *, window, overwrite: out.write_bytes(b"x"))
+    month = 31 * 86400
+    stale = folder / f"{'a' * 32}-w512-opset17-ctseg0.1.0.onnx"
+    recent = folder / f"{'b' * 32}-w512-opset17-ctseg0.1.0.onnx"
+    foreign = folder / "my-own-model.onnx"
+    for path in (stale, recent, foreign):
+        path.write_bytes(b"old")
+    for path in (stale, foreign):
+        os.utime(path, (time.time() - month, time.time() - month))
+    hit = onnx_cache.cached_onnx(ckpt, WINDOW)  # a new export: prunes
+    assert hit.is_file() and not stale.exists() and recent.exists() and foreign.exists()
+    os.utime(hit, (time.time() - month, time.time() - month))
+    assert onnx_cache.cached_onnx(ckpt, WINDOW) == hit and time.time() - hit.stat().st_mtime < 60  # used: touched
+    monkeypatch.setenv("CTSEG_CACHE_MAX_AGE_DAYS", "0.5")
+    os.utime(recent, (time.time() - 86400, time.time() - 86400))
+    onnx_cache.cached_onnx(ckpt, 2 * WINDOW)  # another export, with a half-day limit
+    assert not recent.exists() and hit.exists() and foreign.exists()
+
+
+def test_an_existing_cache_folder_that_is_not_writable_is_one_line(setup, tmp_path, monkeypatch):
+    root, ckpt, _ = setup
+    (tmp_path / "cache" / "onnx").mkdir(parents=True)
+    monkeypatch.setenv("CTSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_cache.os, "access", lambda path, mode: False)  # as for a user without write access
+    with pytest.raises(onnx_cache.CtsegError, match="is not writable; set CTSEG_CACHE_DIR"):
+        onnx_cache.cached_onnx(ckpt, WINDOW)
