@@ -1,10 +1,11 @@
-"""Write a prepared folder of synthetic scenes (PNG crops + manifest, the ``ctseg prepare`` format) for benchmarks.
+"""Write a prepared folder of synthetic scenes (crops + manifest, the ``ctseg prepare`` format) for benchmarks.
 
     python benchmarks/make_prepared.py /tmp/synthetic-prepared --train 96 --test 16 --size 512
 
 For machines that hold no real data set (a lent GPU machine gets only the repository): the loader and the
 whole-pipeline benchmarks then run through the real :class:`ctseg.data.PreparedDataModule` code path. Crops are
-``ctseg.data.synthetic.generate_scene`` scenes, written at the PNG level ``ctseg prepare`` uses; decoding them
+``ctseg.data.synthetic.generate_scene`` scenes, written as ``ctseg prepare`` writes crops (image crops as ZSTD
+TIFFs, :func:`ctseg.data.crops.save_image`; masks as PNGs at its level); decoding them
 is not the same work as decoding real aerial crops (compare with a prepared Dubai folder on CPU), reading them
 from the decoded cache is.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ctseg.data.crops import IMAGE_SUFFIX, save_image
 from ctseg.data.definitions import SYNTHETIC
 from ctseg.data.prepare import FORMAT, FORMAT_VERSION, MANIFEST, PNG_LEVEL, info_to_json
 from ctseg.data.synthetic import generate_scene
@@ -43,10 +45,10 @@ def main() -> None:
     def write(job: tuple[str, int]) -> dict:
         split, i = job
         image, mask = generate_scene(i, args.size)
-        name = f"scene{i:05d}.png"
-        Image.fromarray(image).save(dst / "images" / name, compress_level=PNG_LEVEL)
-        Image.fromarray(mask).save(dst / "masks" / name, compress_level=PNG_LEVEL)
-        return {"image": f"images/{name}", "mask": f"masks/{name}", "tile": f"scene{i:05d}", "group": f"scene{i:05d}",
+        name = f"scene{i:05d}"
+        save_image(image, dst / "images" / f"{name}{IMAGE_SUFFIX}", None)
+        Image.fromarray(mask).save(dst / "masks" / f"{name}.png", compress_level=PNG_LEVEL)
+        return {"image": f"images/{name}{IMAGE_SUFFIX}", "mask": f"masks/{name}.png", "tile": name, "group": name,
                 "offset": [0, 0], "split": split}  # fmt: skip
 
     t0 = time.perf_counter()
