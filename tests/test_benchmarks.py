@@ -42,9 +42,9 @@ def test_make_prepared_writes_a_prepared_folder(synthetic_prepared):
 def test_loader_bench(synthetic_prepared, tmp_path):
     out = tmp_path / "loader.json"
     args = ["--data", str(synthetic_prepared), "--batch", "2", "--batches", "2", "--repeats", "1", "--workers", "0"]
-    _run("loader_bench.py", *args, "--size", "64", "--json", str(out))
+    _run("loader_bench.py", *args, "--size", "64", "--also-png", "--json", str(out))
     res = json.loads(out.read_text())
-    assert [(r["source"], r["workers"]) for r in res["results"]] == [("png", 0), ("decoded", 0)]
+    assert [(r["source"], r["workers"]) for r in res["results"]] == [("files", 0), ("files-png", 0), ("decoded", 0)]
     assert all(r["images_per_s"] > 0 for r in res["results"]) and "cores" in res["host"]
     assert res["cache_build_s"] > 0
 
