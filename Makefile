@@ -27,6 +27,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
 test-slow: $(VENV)/.docs-installed  # the slow set includes the docs build
@@ -34,6 +35,7 @@ test-slow: $(VENV)/.docs-installed  # the slow set includes the docs build
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: install
 	$(PY) benchmarks/ct_cost.py

@@ -41,6 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "dubai-aerial"
 CTSEG = [sys.executable, "-m", "ctseg.cli"]
+
+
 def run(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run ``argv`` as a child process; its wall seconds, CPU seconds, minor faults and peak RSS (MiB)."""
     start = time.perf_counter()
@@ -209,7 +211,7 @@ def fit(args, work: Path) -> dict:
     samples: dict[str, list[dict]] = {"tuned": [], "default": []}
     before = load()
     for r in range(args.repeats):
-        for name in (("tuned", "default") if r % 2 == 0 else ("default", "tuned")):
+        for name in ("tuned", "default") if r % 2 == 0 else ("default", "tuned"):
             out = work / f"fit-{name}.json"
             env = {"CTSEG_MALLOC_TUNING": "1" if name == "tuned" else "0"}
             usage = run([sys.executable, __file__, "--fit-child", str(out)], env)
@@ -230,7 +232,7 @@ def prepare(args, work: Path) -> dict:
     samples: dict[str, list[dict]] = {"tuned": [], "default": []}
     before = load()
     for r in range(args.repeats):
-        for name in (("tuned", "default") if r % 2 == 0 else ("default", "tuned")):
+        for name in ("tuned", "default") if r % 2 == 0 else ("default", "tuned"):
             dst = work / f"prep-{name}"
             shutil.rmtree(dst, ignore_errors=True)
             env = {"CTSEG_MALLOC_TUNING": "1" if name == "tuned" else "0"}

@@ -89,8 +89,18 @@ MAY_IMPORT = {
     "checkpoints": {"models", "data", "safety", "inference"},
     "vectorize": {"data", "safety"},
     "predict": {"inference", "checkpoints", "vectorize", "data", "safety"},
-    "experiments": {"contrastive", "safety", "models", "data", "inference", "evaluation", "training", "checkpoints",
-                    "vectorize", "predict"},
+    "experiments": {
+        "contrastive",
+        "safety",
+        "models",
+        "data",
+        "inference",
+        "evaluation",
+        "training",
+        "checkpoints",
+        "vectorize",
+        "predict",
+    },
 }
 #: Top-level modules any package may use.
 SHARED = {"errors", "io", "staging", "_exports"}
@@ -113,7 +123,8 @@ def test_no_module_imports_the_cli_but_itself():
     offenders = [
         str(p.relative_to(src))
         for p in src.rglob("*.py")
-        if p.parts[len(src.parts)] != "cli" and "ctseg.cli" in p.read_text()
+        if p.parts[len(src.parts)] != "cli"
+        and "ctseg.cli" in p.read_text()
         and "import" in "".join(line for line in p.read_text().splitlines() if "ctseg.cli" in line)
     ]
     assert offenders == [], offenders

@@ -356,8 +356,13 @@ def small(tmp_path) -> City:
 
 def test_an_unlisted_class_value_names_the_feature_and_the_values(small, tmp_path):
     labels = write_labels(tmp_path / "odd.gpkg", small.lonlat, [*small.classes[:-2], "parking", small.classes[-1]])
-    line = _fails(_argv(small, tmp_path / "out", labels=labels), tmp_path, str(labels), "feature 8 has class = "
-                  "'parking'", "listed: 'building', 'road'")  # fmt: skip  (GeoPackage feature ids count from 1)
+    line = _fails(
+        _argv(small, tmp_path / "out", labels=labels),
+        tmp_path,
+        str(labels),
+        "feature 8 has class = 'parking'",
+        "listed: 'building', 'road'",
+    )  # fmt: skip  (GeoPackage feature ids count from 1)
     assert "1 feature(s)" in line
 
 

@@ -167,9 +167,10 @@ def test_blobs_with_a_disk_agree_with_the_davis_measure():
     assert square == pytest.approx(0.811, abs=1e-3) and davis == pytest.approx(0.693, abs=1e-3)
     assert abs(disk - davis) < 0.02
     # at d = 1 the disk and the square differ only at the corners; the boundary IoU never depends on the shape
-    assert boundary_scores(pt, tt, 2, 3, tolerance_shape="disk")["biou"].tolist() == boundary_scores(
-        pt, tt, 2, 3
-    )["biou"].tolist()
+    assert (
+        boundary_scores(pt, tt, 2, 3, tolerance_shape="disk")["biou"].tolist()
+        == boundary_scores(pt, tt, 2, 3)["biou"].tolist()
+    )
 
 
 @pytest.mark.parametrize("k", [3, 70])
@@ -185,6 +186,7 @@ def test_the_disk_window_matches_a_loop(k):
     square.update(torch.as_tensor(p), torch.as_tensor(t))
     for i, d in enumerate((2, 3)):
         for c in range(min(k, 4)):
+
             def contour_of(m, c=c):
                 pad = np.pad(m, 1, constant_values=-1)
                 win = np.stack([pad[1 + dy : 1 + dy + m.shape[0], 1 + dx : 1 + dx + m.shape[1]]
@@ -193,8 +195,9 @@ def test_the_disk_window_matches_a_loop(k):
 
             cp, ct = contour_of(p[0]), contour_of(t[0])
             pts = list(zip(*np.nonzero(ct), strict=True))
-            hits = sum(any((y - a) ** 2 + (x - b) ** 2 <= d * d for a, b in pts) for y, x in zip(*np.nonzero(cp),
-                                                                                                  strict=True))
+            hits = sum(
+                any((y - a) ** 2 + (x - b) ** 2 <= d * d for a, b in pts) for y, x in zip(*np.nonzero(cp), strict=True)
+            )
             assert int(metric.counts[2, i, c]) == hits
             assert int(metric.counts[3, i, c]) == int(cp.sum())
             assert int(square.counts[2, i, c]) >= hits

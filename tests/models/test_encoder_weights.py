@@ -169,9 +169,7 @@ def test_pf_paper_takes_poolformer_s12_partially_as_the_authors(tmp_path, capsys
     expected = {
         k
         for k in before
-        if k.startswith("body.")
-        and (src := _timm_key(k)) in s12
-        and s12[src].shape == before[k].shape
+        if k.startswith("body.") and (src := _timm_key(k)) in s12 and s12[src].shape == before[k].shape
     }
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == expected and report.loaded == len(expected) == 63 and report.total == 148

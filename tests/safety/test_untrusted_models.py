@@ -193,8 +193,17 @@ def test_fit_checkpoint_pretrained_path_is_not_opened(tiny, tmp_path, capsys, wa
     cfg.write_text(TINY_CONFIG)
     opened = watch(victim)
     code = main(
-        ["fit", "--config", str(cfg), "--ckpt_path", str(tampered), "--trainer.max_steps", "3",
-         "--trainer.default_root_dir", str(tmp_path / "run")]
+        [
+            "fit",
+            "--config",
+            str(cfg),
+            "--ckpt_path",
+            str(tampered),
+            "--trainer.max_steps",
+            "3",
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+        ]
     )
     assert code == 0, capsys.readouterr().err
     assert opened == [], "the weights file named in the checkpoint's hyper-parameters was opened"
@@ -211,8 +220,9 @@ def test_fit_checkpoint_encoder_kwargs_path_is_one_line(tiny, tmp_path, capsys, 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_CONFIG)
     opened = watch(victim)
-    code = main(["fit", "--config", str(cfg), "--ckpt_path", str(tampered), "--trainer.default_root_dir",
-                 str(tmp_path / "run")])
+    code = main(
+        ["fit", "--config", str(cfg), "--ckpt_path", str(tampered), "--trainer.default_root_dir", str(tmp_path / "run")]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "checkpoint_path" in err[0] and str(tampered) in err[0], err
     assert opened == []

@@ -26,10 +26,22 @@ CONFIG = CONFIG_DIR / "dubai" / "cpu" / "cl.yaml"
 VARIANTS = {
     "cpu-w0": ["--data.init_args.num_workers", "0"],
     "cpu-w2": ["--data.init_args.num_workers", "2"],
-    "device-cache-w0": ["--data.init_args.num_workers", "0", "--data.init_args.augment_on_device", "true",
-                        "--data.init_args.decoded_cache", "true"],  # fmt: skip
-    "device-cache-w2": ["--data.init_args.num_workers", "2", "--data.init_args.augment_on_device", "true",
-                        "--data.init_args.decoded_cache", "true"],  # fmt: skip
+    "device-cache-w0": [
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.augment_on_device",
+        "true",
+        "--data.init_args.decoded_cache",
+        "true",
+    ],  # fmt: skip
+    "device-cache-w2": [
+        "--data.init_args.num_workers",
+        "2",
+        "--data.init_args.augment_on_device",
+        "true",
+        "--data.init_args.decoded_cache",
+        "true",
+    ],  # fmt: skip
 }
 KILL = """trainer:
   callbacks:

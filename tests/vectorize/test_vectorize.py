@@ -257,9 +257,7 @@ def test_confidence_without_georeference_is_one_note(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("ctseg: warning:") and "not georeferenced" in err[0]
 
 
-@pytest.mark.parametrize(
-    "tag", ["[" * 200_000 + "]" * 200_000, '["a", ["b"]]', "not json", '"' + "x" * 300_000 + '"']
-)
+@pytest.mark.parametrize("tag", ["[" * 200_000 + "]" * 200_000, '["a", ["b"]]', "not json", '"' + "x" * 300_000 + '"'])
 def test_a_crafted_classes_tag_is_one_line(tmp_path, capsys, tag):
     """The class map's ``CTSEG_CLASSES`` tag is data from whoever made the raster: deeply nested, not a list of
     names, not JSON or huge, it is ignored and a class asked for by name is one line (exit 2), nothing written."""

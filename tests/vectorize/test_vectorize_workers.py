@@ -125,11 +125,13 @@ def test_pool_ends_its_workers(rasters):
 def test_a_script_without_main_guard(rasters, tmp_path):
     pred, _, _ = rasters
     script = tmp_path / "plain.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from ctseg.vectorize.polygons import vectorize_raster
         vectorize_raster({str(pred)!r}, {str(tmp_path / "s.gpkg")!r}, [1], block_size={BLOCK}, workers=2)
         print("done")
-    """))
+    """)
+    )
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["done"]

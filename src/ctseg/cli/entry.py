@@ -117,6 +117,7 @@ def _split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
         return argv[:i], argv[i + 1 :]
     return argv, []
 
+
 __all__ = ["main"]
 
 

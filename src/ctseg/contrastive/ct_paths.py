@@ -149,9 +149,7 @@ def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: in
     return ClassLosses(masked_mean(per_query, pos_keep), active, pos_keep.sum(-1), neg_keep.sum(-1))
 
 
-def infonce_paper(
-    samples: StageSamples, *, hard_fraction: float, min_samples: int, temperature: float
-) -> ClassLosses:
+def infonce_paper(samples: StageSamples, *, hard_fraction: float, min_samples: int, temperature: float) -> ClassLosses:
     """The authors' InfoNCE pair choice.
 
     1. a class takes part with ``≥ 2 · min_samples`` (10) eligible positives and negatives (else it is

@@ -266,7 +266,6 @@ def _num(result: dict[str, Any], key: str, fmt: str) -> str:
     return "–" if value is None else format(float(value), fmt)
 
 
-
 def render_runs(results: list[dict[str, Any]]) -> tuple[str, str]:
     """``(markdown, csv)``: one row per run — config, seed, scores, wall-clock seconds, the fraction of clipped
     contrastive steps (:func:`clip_fraction`), checkpoint SHA-256."""

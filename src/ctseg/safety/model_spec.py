@@ -147,8 +147,10 @@ def _check_options(options: Any, allowed: set[str] | frozenset[str], where: str,
         raise _fail(path, f"{where} is {_short(options)}, not a mapping")
     for key, value in options.items():
         if key not in allowed:
-            raise _fail(path, f"{where} sets {_short(key)}, which a model file may not set (accepted: "
-                              f"{', '.join(sorted(allowed))})")
+            raise _fail(
+                path,
+                f"{where} sets {_short(key)}, which a model file may not set (accepted: {', '.join(sorted(allowed))})",
+            )
         if not _option_value(value):
             raise _fail(path, f"{where}.{key} is {_short(value)}; expected a finite number or a few integers")
     return dict(options)
@@ -181,8 +183,11 @@ def check_config(config: Any, path: str | os.PathLike) -> dict[str, Any]:
             raise _fail(path, f"config.in_chans {_short(config['in_chans'])} is not a band count in 1..{MAX_BANDS}")
         out["in_chans"] = config["in_chans"]
     if config.get("pretrained") not in (None, False):
-        raise _fail(path, "config.pretrained names a weights file; a model file carries its own weights and may "
-                          "not name another file")
+        raise _fail(
+            path,
+            "config.pretrained names a weights file; a model file carries its own weights and may "
+            "not name another file",
+        )
     if "stage_norm" in config:
         if config["stage_norm"] not in _STAGE_NORMS:
             choices = ", ".join(_STAGE_NORMS)
@@ -198,8 +203,19 @@ def check_config(config: Any, path: str | os.PathLike) -> dict[str, Any]:
         out["decoder_kwargs"] = _check_options(config["decoder_kwargs"], decoder, "config.decoder_kwargs", path)
     if "encoder_kwargs" in config and config["encoder_kwargs"] is not None:
         out["encoder_kwargs"] = _check_options(config["encoder_kwargs"], ENCODER_KEYS, "config.encoder_kwargs", path)
-    known = {"name", "num_classes", "encoder", "img_size", "in_chans", "pretrained", "stage_norm",
-             "drop_path_rate", "decoder_kwargs", "encoder_kwargs", "allow_partial"}
+    known = {
+        "name",
+        "num_classes",
+        "encoder",
+        "img_size",
+        "in_chans",
+        "pretrained",
+        "stage_norm",
+        "drop_path_rate",
+        "decoder_kwargs",
+        "encoder_kwargs",
+        "allow_partial",
+    }
     extra = {key: value for key, value in config.items() if key not in known}
     out.update(_check_options(extra, decoder, "config", path))
     return out
@@ -217,8 +233,9 @@ def check_data_info(stored: Any, path: str | os.PathLike, num_classes: int, band
     try:
         info = info_from_json(stored)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
-        raise _fail(path, f"its data set description (data_info) is unreadable ({type(err).__name__}: "
-                          f"{_short(str(err))})") from None
+        raise _fail(
+            path, f"its data set description (data_info) is unreadable ({type(err).__name__}: {_short(str(err))})"
+        ) from None
     if info.num_classes != num_classes or not all(isinstance(c, str) and len(c) <= 200 for c in info.classes):
         raise _fail(path, f"data_info has {info.num_classes} class names for a {num_classes}-class model")
     if len(info.colors) != num_classes or any(not all(0 <= v <= 255 for v in c) or len(c) != 3 for c in info.colors):

@@ -348,9 +348,9 @@ class SegmentationTask(L.LightningModule):
         )
 
 
-
 # The public path, which every checkpoint records (``_class_path``) and configs name.
 SegmentationTask.__module__ = "ctseg.training"
+
 
 def train_pixel_counts(datamodule: Any) -> tuple[list[str], list[int]]:
     """``(class names, pixel counts)`` of the training split of a data module's prepared folder (its
