@@ -76,7 +76,7 @@ def test_workers_write_the_same_file(rasters, tmp_path):
     assert strip >= 220 * 4 * 0.25
 
 
-def test_a_worker_error_is_the_same_line(rasters, tmp_path):
+def test_a_worker_error_is_the_same_line(rasters, tmp_path, capfd):
     pred, _, _ = rasters
     ent = np.zeros(SIZE, np.float32)
     ent[200, 150] = 3.0  # outside [0, 1], in the last block row
@@ -88,6 +88,7 @@ def test_a_worker_error_is_the_same_line(rasters, tmp_path):
         lines.append(str(err.value))
         assert not (tmp_path / f"e{n}.gpkg").exists()
     assert lines[0] == lines[1] and "row 200, column 150" in lines[0] and "\n" not in lines[0]
+    assert "Traceback" not in capfd.readouterr().err  # the workers ended quietly
 
 
 def test_workers_keep_the_callers_vrt_policy(rasters, tmp_path):

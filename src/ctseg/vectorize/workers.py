@@ -144,7 +144,10 @@ def main() -> None:
     """``python -m ctseg.vectorize.workers``: serve blocks on stdin / stdout (anything printed goes to stderr)."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    _serve(sys.stdin.buffer, out)
+    try:
+        _serve(sys.stdin.buffer, out)
+    except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):  # the caller stopped reading: end quietly
+        pass
 
 
 # ----------------------------------------------------------------------------------------------- caller
@@ -187,19 +190,20 @@ class BlockPool:
         self.close()
 
     def close(self) -> None:
-        """End the workers: end of input, then a kill for any still running after a few seconds."""
+        """End the workers: end of their input, and of their output (a worker still sending a block that will not
+        be read stops at once), then a kill for any still running after a few seconds."""
         for proc in self._procs:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
         for proc in self._procs:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
         self._procs = []
 
     def map(self, windows: Iterable[tuple[int, int, int, int]]) -> Iterator[list]:
