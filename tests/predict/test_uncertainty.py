@@ -199,6 +199,30 @@ def test_tta_variance_leaves_the_probabilities_and_is_blended_like_them():
     torch.testing.assert_close(variance, hand, atol=1e-5, rtol=0)
 
 
+def test_predict_tile_returns_the_same_variance():
+    """The in-memory :func:`predict_tile` gives the streamed path's TTA variance, its class map and probabilities
+    unchanged by asking for it."""
+    from ctseg.errors import CtsegError
+    from ctseg.inference.tile import predict_tile
+
+    model = _conv_model(4)
+    image = np.random.default_rng(6).integers(0, 256, (3, 80, 112), dtype=np.uint8)
+    probs, variance = _variance_run(model, image, window=64, overlap=0.5, tta=True)
+    kw = {"window": 64, "overlap": 0.5, "tta": True, "device": "cpu", "mean": (0.5,) * 3, "std": (0.25,) * 3,
+          "batch_size": 3}  # fmt: skip
+    classes, tile_probs, tile_variance = predict_tile(model, image, return_probs=True, return_variance=True, **kw)
+    only_classes, only_variance = predict_tile(model, image, return_variance=True, **kw)
+    assert tile_variance.shape == (80, 112) and tile_variance.dtype == np.float32
+    np.testing.assert_array_equal(tile_variance, variance.numpy())
+    np.testing.assert_array_equal(only_variance, tile_variance)
+    np.testing.assert_array_equal(tile_probs, probs.numpy().astype(np.float16))
+    plain = predict_tile(model, image, **kw)
+    np.testing.assert_array_equal(classes, plain)
+    np.testing.assert_array_equal(only_classes, plain)
+    with pytest.raises(CtsegError, match="return_variance needs TTA"):
+        predict_tile(model, image, return_variance=True, **{**kw, "tta": False})
+
+
 def test_tta_variance_needs_tta():
     from ctseg.errors import CtsegError
 

@@ -118,9 +118,10 @@ def predict_tile(
     scale: float | None = DEFAULT.scale,
     amp: bool | None = DEFAULT.amp,
     return_probs: bool = False,
+    return_variance: bool = False,
     progress: bool = False,
     desc: str | None = None,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray | tuple[np.ndarray, ...]:
     """Segment one image of any size by overlapping windows (method and weights:
     :class:`~ctseg.inference.options.WindowOptions`; memory: module docstring).
 
@@ -142,10 +143,15 @@ def predict_tile(
             uint16, 1 for float32).
         amp: bf16 autocast; ``None`` → on for CUDA devices that support bf16.
         return_probs: also return the blended probabilities as float16 ``(K, H, W)``.
+        return_variance: (with ``tta``) also return the blended TTA variance as float32 ``(H, W)``: per window
+            and pixel ``V = (1/3) Σ_t Σ_k (p_tk − p̄_k)²`` over the three flips, in ``[0, 2/3]``, blended with the
+            windows' weights (:func:`~ctseg.inference.blend.blend_windows`; ``ctseg predict --tta --uncertainty``
+            writes the same values as band 2 of ``<stem>_entropy.tif``).
         progress: show a tqdm bar over windows (``desc`` labels it).
 
     Returns:
-        ``(H, W)`` uint8 class indices, or ``(classes, probs)`` with ``return_probs``.
+        ``(H, W)`` uint8 class indices; with ``return_probs`` and / or ``return_variance`` a tuple of the class
+        indices, then the probabilities, then the variance (each only when asked for).
 
     :func:`ctseg.inference.rows.predict_rows` computes the same class map from a raster read by row bands.
     """
@@ -154,6 +160,8 @@ def predict_tile(
         scale=scale, amp=amp,
     )  # fmt: skip
     opts.check_model(model)
+    if return_variance and not opts.tta:
+        raise CtsegError("return_variance needs TTA (tta=True): the variance is that of the flipped passes")
     img = to_chw(image, len(opts.mean))
     scale = opts.value_scale(str(img.dtype))
     dev = opts.target_device(model)
@@ -163,6 +171,7 @@ def predict_tile(
     img = grid.pad(img)
     out = np.zeros((height, width), dtype=np.uint8)
     probs_out: list[np.ndarray] = []
+    variance_out = np.zeros((height, width), dtype=np.float32) if return_variance else None
 
     def crops(jobs: list[tuple[int, int]]) -> np.ndarray:
         g = grid
@@ -170,6 +179,9 @@ def predict_tile(
 
     def emit(top: int, part: Tensor) -> None:
         rows = part.shape[1]
+        if variance_out is not None:  # the last channel (blend_windows' tta_variance)
+            variance_out[top : top + rows] = part[-1].cpu().numpy()
+            part = part[:-1]
         out[top : top + rows] = class_indices(part).cpu().numpy()
         if return_probs:
             if not probs_out:
@@ -182,10 +194,9 @@ def predict_tile(
     try:
         blend_windows(
             model, grid, crops, emit, batch_size=opts.batch_size, device=dev, mean=opts.mean, std=opts.std,
-            scale=scale, amp=opts.autocast(dev), tta=opts.tta, on_batch=bar.update,
+            scale=scale, amp=opts.autocast(dev), tta=opts.tta, tta_variance=return_variance, on_batch=bar.update,
         )  # fmt: skip
     finally:
         bar.close()
-    if return_probs:
-        return out, probs_out[0]
-    return out
+    extra = ([probs_out[0]] if return_probs else []) + ([variance_out] if variance_out is not None else [])
+    return (out, *extra) if extra else out
