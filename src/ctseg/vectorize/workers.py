@@ -115,7 +115,10 @@ def _serve(inp, out) -> None:
     from ctseg.vectorize.stats import PixelStats
 
     warnings.simplefilter("ignore")  # notes on the rasters are the calling process's to give
-    path, confidence_tif, entropy_tif, indices, (remote, outside) = _receive(inp)
+    first = _receive(inp)
+    if first is None:  # no caller (run by hand, or the caller is gone)
+        return
+    path, confidence_tif, entropy_tif, indices, (remote, outside) = first
     set_policy(SourcePolicy(allow_remote=remote, allow_outside=outside))  # what the caller allowed, no more
     src = stats = None
     failure = None
