@@ -28,10 +28,10 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m pytest -q
 
 test-slow: $(VENV)/.docs-installed  # the slow set includes the docs build
-	$(PY) -m pytest -q -m slow
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m pytest -q -m slow
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -7,10 +7,18 @@ benchmarks). Helpers (not tests) are the package ``tests/helpers`` — ``tests/`
 """
 
 import os
+import sys
 from pathlib import Path
 
-import pytest
-from helpers.paths import SHARED
+# OpenMP threads that sleep between parallel regions instead of spinning: on a shared CI machine spinning threads
+# take the cores from the work (a training step 1.7x slower beside one busy process); on an idle one the suite
+# takes about the same time (benchmarks/README.md, "OpenMP threads on a shared machine"). Read when torch loads
+# its OpenMP library, so only before torch is imported (make test also sets it for the whole run).
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+from helpers.paths import SHARED  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
