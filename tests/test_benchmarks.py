@@ -135,3 +135,13 @@ def test_ct_before_after_against_this_checkout(tmp_path):
     before, after = check.split()[2], check.split()[4].rstrip(";")
     assert before == after  # the same code on both sides: the same loss
     assert any(line.startswith("after: wall") for line in res.stdout.splitlines())
+
+
+@pytest.mark.slow  # three child processes, each building pf-paper and running 3 steps: ~30 s
+def test_omp_wait_times_each_policy():
+    res = _run("omp_wait.py", "--burn", "0", "--steps", "1", "--rounds", "1")
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    level = got["levels"]["burn0"]
+    assert set(level["wall_ms"]) == {"default", "passive", "spin1000"}
+    assert all(len(v) == 1 and v[0] > 0 for v in level["wall_ms"].values())
+    assert level["ratio_to_default"]["default"] == 1.0 and got["nproc"] >= 1
