@@ -132,3 +132,33 @@ def test_take_rows_matches_gather_values_and_gradients():
     g2 = torch.autograd.grad((want * w).sum(), z)[0]
     torch.testing.assert_close(g1, g2)
     assert take_rows(z, positions[:, :0]).shape == (3, 0, 5)
+
+
+def test_take_unit_rows_matches_gathers_of_l2_normalize():
+    """Several gathers of the normalised rows at once: the values and the gradient of separate ``take_rows`` of
+    slices of ``l2_normalize(u)``, with repeated rows and a zero row."""
+    from ctseg.contrastive.fused import take_unit_rows, unit_rows
+
+    torch.manual_seed(0)
+    u = torch.randn(6, 9, 5, dtype=torch.float64)
+    u[4, 2] = 0.0  # a zero row: the normalisation's ε branch
+    k = 3
+    a = torch.randint(0, 9, (3, 4))
+    b = torch.randint(0, 9, (3, 7))
+    c = torch.randint(0, 9, (3, 4))
+    weights = [torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(3, 7, 5, dtype=torch.float64),
+               torch.randn(3, 4, 5, dtype=torch.float64)]  # fmt: skip
+
+    ref_u = u.clone().requires_grad_()
+    z = l2_normalize(ref_u)
+    ref = [take_rows(z[:k], a), take_rows(z[k:], b), take_rows(z[:k], c)]
+    sum((r * w).sum() for r, w in zip(ref, weights, strict=True)).backward()
+
+    got_u = u.clone().requires_grad_()
+    zz, inv = unit_rows(got_u)
+    assert not zz.requires_grad
+    got = take_unit_rows(got_u, zz, inv, [(0, a), (k, b), (0, c)])
+    sum((g * w).sum() for g, w in zip(got, weights, strict=True)).backward()
+    for g, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
+    torch.testing.assert_close(got_u.grad, ref_u.grad, rtol=1e-12, atol=1e-12)

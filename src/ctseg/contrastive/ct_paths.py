@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines, take_rows
+from ctseg.contrastive.fused import normalized_pair_cosines, take_rows, take_unit_rows, unit_rows
 from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
 from ctseg.contrastive.sampling import hardest_first, keep_count, keep_hardest, split_halves
 
@@ -135,16 +135,18 @@ def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: in
     present = (n_pos >= min_samples) & (n_neg >= min_samples)
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
     _, second, pair_valid = split_halves(v_pos)
-    z = l2_normalize(samples.u)
+    z, inv = unit_rows(samples.u)  # detached: the cosines only rank pairs
     z_pos, z_neg = z[:k], z[k:]
-    with torch.no_grad():  # the cosines only rank pairs
+    with torch.no_grad():
         neg_cos = torch.linalg.vecdot(z_pos, z_neg)
         pos_cos = torch.linalg.vecdot(z_pos[:, : second.shape[1]], take_rows(z_pos, second))
     neg_order, neg_keep = hardest_first(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True)
     pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False)
     neg_keep, pos_keep = neg_keep & present[:, None], pos_keep & present[:, None]
-    queries, keys = take_rows(z_pos, pos_order), take_rows(z_pos, second.gather(1, pos_order))
-    per_query = info_nce(queries, keys, pos_keep, take_rows(z_neg, neg_order), neg_keep, temperature)
+    queries, keys, negatives = take_unit_rows(
+        samples.u, z, inv, [(0, pos_order), (0, second.gather(1, pos_order)), (k, neg_order)]
+    )
+    per_query = info_nce(queries, keys, pos_keep, negatives, neg_keep, temperature)
     active = present & pos_keep.any(-1) & neg_keep.any(-1)
     return ClassLosses(masked_mean(per_query, pos_keep), active, pos_keep.sum(-1), neg_keep.sum(-1))
 
@@ -167,7 +169,7 @@ def infonce_paper(samples: StageSamples, *, hard_fraction: float, min_samples: i
     n_pos, n_neg = _counts(samples)
     present = (n_pos >= 2 * min_samples) & (n_neg >= 2 * min_samples)
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
-    z = l2_normalize(samples.u)
+    z, inv = unit_rows(samples.u)  # detached: the cosines only rank pairs
     z_pos, z_neg = z[:k], z[k:]
     p = z_pos.shape[1]
     positions = torch.arange(p, device=z.device)
@@ -181,8 +183,10 @@ def infonce_paper(samples: StageSamples, *, hard_fraction: float, min_samples: i
     ranks = positions[: order.shape[1] // 2].expand(k, -1)
     query_valid = (ranks < half) & present[:, None]
     key_rank = (ranks + half).clamp(max=max(order.shape[1] - 1, 0))
-    queries, keys = take_rows(z_pos, order[:, : ranks.shape[1]]), take_rows(z_pos, order.gather(1, key_rank))
-    per_query = info_nce(queries, keys, query_valid, take_rows(z_neg, order), kept, temperature)
+    queries, keys, negatives = take_unit_rows(
+        samples.u, z, inv, [(0, order[:, : ranks.shape[1]]), (0, order.gather(1, key_rank)), (k, order)]
+    )
+    per_query = info_nce(queries, keys, query_valid, negatives, kept, temperature)
     active = present & query_valid.any(-1)
     return ClassLosses(masked_mean(per_query, query_valid), active, query_valid.sum(-1), kept.sum(-1))
 

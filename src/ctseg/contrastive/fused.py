@@ -1,4 +1,5 @@
-"""Hand-written autograd for the hot path of the CT loss: L2 normalisation and the pair cosines.
+"""Hand-written autograd for the hot path of the CT loss: L2 normalisation, the pair cosines, the InfoNCE paths'
+gathers of normalised rows (:func:`take_unit_rows`) and InfoNCE itself.
 
 Autograd's generic graph for ``F.normalize`` followed by the CT pairing (two slices, a gather, two products)
 allocates about a dozen full ``(2K, k, D)`` temporaries in the backward pass (zero-filled slice and gather
@@ -78,6 +79,53 @@ class _L2Normalize(torch.autograd.Function):
 def l2_normalize(u: Tensor) -> Tensor:
     """``F.normalize(u, dim=-1)`` with a three-pass backward. ``u``: ``(..., D)`` float."""
     return _L2Normalize.apply(u)
+
+
+def unit_rows(u: Tensor) -> tuple[Tensor, Tensor]:
+    """``(z, ρ)`` of ``u`` ``(..., D)``, detached: ``z = u ρ``, ``ρ = 1 / max(‖u‖, ε)`` ``(..., 1)`` — the values
+    of :func:`l2_normalize`, for ranking pairs before :func:`take_unit_rows` gathers the ones that are kept."""
+    with torch.no_grad():
+        inv = _inverse_norm(u)
+        return u * inv, inv
+
+
+class _TakeUnitRows(torch.autograd.Function):
+    """Forward: rows ``index`` of ``z`` flattened to ``(R·P, D)``. Backward: every row's gradient added into one
+    zeroed ``(R, P, D)`` buffer (``index_add_``), then the normalisation's backward ``(G − z (z·G)) ρ`` in place on
+    it — one buffer and two passes, where separate gathers of slices of ``l2_normalize(u)`` cost a zeroed buffer,
+    a copy and an addition per gather and per slice."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, z: Tensor, inv: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(z, inv, index)
+        return z.reshape(-1, z.shape[-1]).index_select(0, index)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        z, inv, index = ctx.saved_tensors
+        g = torch.zeros_like(z)
+        g.view(-1, z.shape[-1]).index_add_(0, index, grad)
+        return _normalize_backward(g, z, inv), None, None, None
+
+
+def take_unit_rows(u: Tensor, z: Tensor, inv: Tensor, takes: list[tuple[int, Tensor]]) -> list[Tensor]:
+    """Rows of the L2-normalised ``u`` ``(R, P, D)``, several gathers at once, differentiable with respect to ``u``.
+
+    Args:
+        u: ``(R, P, D)`` unnormalised embeddings; ``z, inv``: :func:`unit_rows` of ``u``.
+        takes: ``(first, positions)`` pairs, ``positions (R', W)`` int64: the gather ``z[first + r, positions[r,
+            j]]`` for ``r < R'`` (e.g. ``first = K`` for the negative rows of a CT sample).
+
+    Returns:
+        One ``(R', W, D)`` tensor per take: the values of :func:`take_rows` on ``l2_normalize(u)[first:]``, with
+        one backward for all (:class:`_TakeUnitRows`).
+    """
+    p, d = u.shape[1], u.shape[-1]
+    index = torch.cat([_flat_rows(positions, p) + first * p for first, positions in takes])
+    rows = _TakeUnitRows.apply(u, z, inv, index)
+    sizes = [positions.numel() for _, positions in takes]
+    return [part.view(*positions.shape, d) for part, (_, positions) in zip(rows.split(sizes), takes, strict=True)]
 
 
 class _PairCosines(torch.autograd.Function):
