@@ -216,6 +216,7 @@ def vectorize_raster(
         coeffs = np.array([[transform.a, transform.b], [transform.d, transform.e]])
         offset = np.array([transform.c, transform.f])
         block_h, block_w = block_shape(src, block_size)
+        n_workers = resolve_workers(workers, math.ceil(src.height / block_h) * math.ceil(src.width / block_w))
         stats = PixelStats(src, path, confidence_tif, entropy_tif)
         fields = ["class", "class_index", "area", *stats.fields]
         rows: dict[str, list] = {f: [] for f in fields}
@@ -244,8 +245,6 @@ def vectorize_raster(
             for field, values in stats.attributes(stat_rows).items():
                 rows[field].append(values)
 
-        n_blocks = math.ceil(src.height / block_h) * math.ceil(src.width / block_w)
-        n_workers = resolve_workers(workers, n_blocks)
         try:
             with contextlib.ExitStack() as stack:
                 blocks = None
