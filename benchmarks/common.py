@@ -52,6 +52,31 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+#: The phases :func:`train_step` clocks, in order.
+PHASES = ("forward", "ct_forward", "backward", "optimizer")
+
+
+def train_step(model, seg, ct, opt, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """One CPU training step as the CT benchmarks time it — encode, decode, seg loss, ``+ ct(features, y)`` unless
+    ``ct`` is None, backward, grad-norm clip of the model, ``opt.step()`` — and the wall seconds of each of
+    :data:`PHASES` and ``"total"``, with the process CPU seconds as ``"cpu"``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    feats = model.encode(x)
+    loss = seg(model.decode(feats, x.shape[-2:]), y)
+    t1 = time.perf_counter()
+    if ct is not None:
+        loss = loss + ct(feats, y)
+    t2 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    t3 = time.perf_counter()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    t4 = time.perf_counter()
+    times = dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True))
+    return {**times, "total": t4 - t0, "cpu": time.process_time() - c0}
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import blocky_masks  # noqa: E402
+from common import blocky_masks, train_step  # noqa: E402
 
 from ctseg.cli.allocator import tune_allocator
 from ctseg.contrastive import PatchContrastiveLoss
@@ -82,14 +82,7 @@ def main() -> None:
                     f.grad = None
                 losses[kind](feats, y).backward()
                 return
-            stage = model.encode(x)
-            total = seg(model.decode(stage, x.shape[-2:]), y)
-            if kind is not None:
-                total = total + losses[kind](stage, y)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            train_step(model, seg, None if kind is None else losses[kind], opt, x, y)
 
         check = {}
         for kind in losses:

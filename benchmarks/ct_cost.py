@@ -2,6 +2,7 @@
 
     python benchmarks/ct_cost.py [--model pf-paper] [--encoder NAME] [--size 256] [--batch 4] [--repeats 10]
                                  [--classes 6] [--loss cl|infonce] [--reduction paper mean] [--threads N]
+                                 [--phases] [--profile]
 
 Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW step); CT off and CT on with
 each ``--reduction`` (the authors' ``paper`` and ctseg's ``mean``, by default both) alternate so that drift in
@@ -12,6 +13,11 @@ glibc's allocator is tuned as every ``ctseg`` command (``ctseg fit`` included) t
 (:func:`ctseg.cli.allocator.tune_allocator`; ``CTSEG_MALLOC_TUNING=0`` turns it off). Besides the wall-clock
 medians, the process CPU time of each step is reported: on a shared machine, time spent descheduled inflates wall
 times at random, CPU time much less. The load average is printed before and after.
+
+``--phases`` also prints the median wall time of each phase of the step (:data:`common.PHASES`: the model's
+forward with the seg loss, CT's forward, the backward, clip and AdamW). ``--profile`` runs instead the CT loss
+alone (forward + backward on fixed stage features) under ``torch.profiler`` and prints its operators and how many
+of stage 0's sampled patches are distinct.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import blocky_masks, device_name  # noqa: E402
+from common import PHASES, blocky_masks, device_name, train_step  # noqa: E402
 
 from ctseg.cli.allocator import tune_allocator
 from ctseg.contrastive import PatchContrastiveLoss
@@ -46,6 +52,9 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=6)
     p.add_argument("--reduction", nargs="+", default=["paper", "mean"], choices=["paper", "mean"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--phases", action="store_true", help="also the median of each phase of the step")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: the CT loss alone under torch.profiler (first --reduction)")  # fmt: skip
     args = p.parse_args()
     tuned = tune_allocator()
     if args.threads:
@@ -63,27 +72,18 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = blocky_masks(args.batch, args.size, k)
 
-    def step(reduction: str | None) -> tuple[float, float]:
-        t0, c0 = time.perf_counter(), time.process_time()
-        feats = model.encode(x)
-        loss = seg(model.decode(feats, x.shape[-2:]), y)
-        if reduction is not None:
-            loss = loss + cts[reduction](feats, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return time.perf_counter() - t0, time.process_time() - c0
-
+    if args.profile:
+        profile_loss(model, cts[args.reduction[0]], x, y)
+        return
     kinds: list[str | None] = [None, *args.reduction]
-    times: dict[str | None, list[float]] = {kind: [] for kind in kinds}
-    cpu: dict[str | None, list[float]] = {kind: [] for kind in kinds}
+    runs: dict[str | None, list[dict[str, float]]] = {kind: [] for kind in kinds}
     for i in range(args.warmup + args.repeats):
         for kind in kinds if i % 2 == 0 else kinds[::-1]:  # ABC CBA …: no kind always follows the same one
-            t, c = step(kind)
+            run = train_step(model, seg, None if kind is None else cts[kind], opt, x, y)
             if i >= args.warmup:
-                times[kind].append(t)
-                cpu[kind].append(c)
+                runs[kind].append(run)
+    times = {kind: [r["total"] for r in rs] for kind, rs in runs.items()}
+    cpu = {kind: [r["cpu"] for r in rs] for kind, rs in runs.items()}
     off, off_cpu = statistics.median(times[None]), statistics.median(cpu[None])
     print(f"device: {device_name(torch.device('cpu'))}, malloc tuning {'on' if tuned else 'off'}")
     name = f"{args.model} ({args.encoder})" if args.encoder else args.model
@@ -96,6 +96,39 @@ def main() -> None:
             f"step CT on, reduction={r}: {on * 1000:.1f} ms (CPU {on_cpu * 1000:.1f} ms, CPU ratio "
             f"{on_cpu / off_cpu:.3f})   ratio on/off: {on / off:.3f}"
         )
+    if args.phases:  # medians per phase: where CT's time goes in the step
+        for kind in kinds:
+            parts = ", ".join(f"{ph} {statistics.median(r[ph] for r in runs[kind]) * 1000:.1f}" for ph in PHASES)
+            print(f"phases, {'CT off' if kind is None else f'CT on ({kind})'}: {parts} ms")
+
+
+def profile_loss(model, ct, x: torch.Tensor, y: torch.Tensor, calls: int = 8) -> None:
+    """``--profile``: the CT loss alone (forward + backward on detached stage features), ``torch.profiler``'s
+    operators per call after 3 warm-up calls, and how many of stage 0's sampled patches are distinct."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        feats = [f.detach().clone().requires_grad_() for f in model.encode(x)]
+
+    def call() -> None:
+        ct(feats, y).backward()
+
+    for _ in range(3):
+        call()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    print(f"CT loss alone, forward + backward: {(time.perf_counter() - start) / calls * 1000:.1f} ms per call")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            call()
+    print(f"operators over {calls} calls (divide by {calls} for one):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+    ct.keep_details = True
+    ct(feats, y)
+    ct.keep_details = False
+    index, valid = ct.details[0]["index"], ct.details[0]["valid"]
+    print(f"stage 0: {int(valid.sum())} sampled patches, {index[valid].unique().numel()} distinct")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,12 +77,22 @@ def test_gpu_suite_is_valid_bash():
 
 @pytest.mark.slow  # a subprocess building a model: ~20 s; the default suite stays under 10 minutes
 def test_ct_cost_reports_both_reductions():
-    res = _run("ct_cost.py", "--model", "pf-tiny", "--size", "64", "--batch", "2", "--repeats", "1", "--warmup", "0")
-    lines = res.stdout.splitlines()
+    args = ["--model", "pf-tiny", "--size", "64", "--batch", "2", "--repeats", "1", "--warmup", "0"]
+    lines = _run("ct_cost.py", *args, "--phases").stdout.splitlines()
     assert any(line.startswith("step CT off:") for line in lines)
     for r in ("paper", "mean"):
         [line] = [x for x in lines if x.startswith(f"step CT on, reduction={r}:")]
         assert float(line.rsplit(" ", 1)[1]) > 0
+        [phases] = [x for x in lines if x.startswith(f"phases, CT on ({r}):")]
+        assert float(phases.split("ct_forward ")[1].split(",")[0]) > 0
+    [off] = [x for x in lines if x.startswith("phases, CT off:")]
+    assert "ct_forward 0.0," in off
+    profiled = _run("ct_cost.py", *args, "--profile").stdout
+    assert "aten::mm" in profiled and "ms per call" in profiled
+    found = re.search(r"stage 0: (\d+) sampled patches, (\d+) distinct", profiled)
+    assert found is not None
+    sampled, distinct = int(found[1]), int(found[2])
+    assert 0 < distinct <= sampled
 
 
 @pytest.mark.slow  # a subprocess building a model and a 1024² COG: ~20 s
