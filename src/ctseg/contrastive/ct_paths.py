@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ctseg.contrastive.fused import normalized_pair_cosines, take_rows, take_unit_rows, unit_rows
+from ctseg.contrastive.fused import inverse_norms, normalized_pair_cosines, pair_cosines, take_unit_rows
 from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
 from ctseg.contrastive.sampling import hardest_first, keep_count, keep_hardest, split_halves
 
@@ -135,16 +135,14 @@ def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: in
     present = (n_pos >= min_samples) & (n_neg >= min_samples)
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
     _, second, pair_valid = split_halves(v_pos)
-    z, inv = unit_rows(samples.u)  # detached: the cosines only rank pairs
-    z_pos, z_neg = z[:k], z[k:]
+    inv = inverse_norms(samples.u)  # detached: the cosines only rank pairs
     with torch.no_grad():
-        neg_cos = torch.linalg.vecdot(z_pos, z_neg)
-        pos_cos = torch.linalg.vecdot(z_pos[:, : second.shape[1]], take_rows(z_pos, second))
+        neg_cos, pos_cos = pair_cosines(samples.u, inv, second)
     neg_order, neg_keep = hardest_first(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True)
     pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False)
     neg_keep, pos_keep = neg_keep & present[:, None], pos_keep & present[:, None]
     queries, keys, negatives = take_unit_rows(
-        samples.u, z, inv, [(0, pos_order), (0, second.gather(1, pos_order)), (k, neg_order)]
+        samples.u, inv, [(0, pos_order), (0, second.gather(1, pos_order)), (k, neg_order)]
     )
     per_query = info_nce(queries, keys, pos_keep, negatives, neg_keep, temperature)
     active = present & pos_keep.any(-1) & neg_keep.any(-1)
@@ -169,13 +167,12 @@ def infonce_paper(samples: StageSamples, *, hard_fraction: float, min_samples: i
     n_pos, n_neg = _counts(samples)
     present = (n_pos >= 2 * min_samples) & (n_neg >= 2 * min_samples)
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
-    z, inv = unit_rows(samples.u)  # detached: the cosines only rank pairs
-    z_pos, z_neg = z[:k], z[k:]
-    p = z_pos.shape[1]
-    positions = torch.arange(p, device=z.device)
+    inv = inverse_norms(samples.u)  # detached: the cosines only rank pairs
+    p = samples.u.shape[1]
+    positions = torch.arange(p, device=samples.u.device)
     pair_valid = v_pos & v_neg & (positions < PAPER_INFONCE_MAX_PAIRS)
     with torch.no_grad():
-        neg_cos = torch.linalg.vecdot(z_pos, z_neg)
+        neg_cos, _ = pair_cosines(samples.u, inv, None)
     # order: positions by rank (0 = most similar negative); kept: rank < m, as a prefix of the ranking.
     order, kept = hardest_first(neg_cos, pair_valid, hard_fraction, hardest_is_high=True, rounding="floor")
     kept = kept & present[:, None]
@@ -184,7 +181,7 @@ def infonce_paper(samples: StageSamples, *, hard_fraction: float, min_samples: i
     query_valid = (ranks < half) & present[:, None]
     key_rank = (ranks + half).clamp(max=max(order.shape[1] - 1, 0))
     queries, keys, negatives = take_unit_rows(
-        samples.u, z, inv, [(0, order[:, : ranks.shape[1]]), (0, order.gather(1, key_rank)), (k, order)]
+        samples.u, inv, [(0, order[:, : ranks.shape[1]]), (0, order.gather(1, key_rank)), (k, order)]
     )
     per_query = info_nce(queries, keys, query_valid, negatives, kept, temperature)
     active = present & query_valid.any(-1)

@@ -5,9 +5,11 @@ Autograd's generic graph for ``F.normalize`` followed by the CT pairing (two sli
 allocates about a dozen full ``(2K, k, D)`` temporaries in the backward pass (zero-filled slice and gather
 gradients, the broadcast division's two gradients, ...); on a GPU each is a kernel launch and a pass over
 memory. The functions here compute the same values with a few saved tensors and a handful of in-place passes;
-rows are gathered and scattered as whole ``D``-vectors (:func:`take_rows`), and the pair cosines' backward takes
-the normalisation's row-dots from the forward's cosines (two passes over ``(2K, k, D)`` in all). On the 2-core
-CPU the heads' matmuls and GELU dominate the CT time all the same (``benchmarks/README.md``, issue 33).
+rows are gathered and scattered as whole ``D``-vectors (:func:`take_rows`), the unit rows ``z`` are never written
+out (cosines are row-dots of ``u`` scaled by ``ρ_a ρ_b``; the InfoNCE gathers scale only the rows they take), and
+the pair cosines' backward takes the normalisation's row-dots from the forward's cosines (two passes over
+``(2K, k, D)`` in all). On the 2-core CPU the heads' matmuls and GELU dominate the CT time all the same
+(``benchmarks/README.md``, issue 33).
 
 Math. With ``u`` one unnormalised embedding, ``z = u · ρ`` and ``ρ = 1 / max(‖u‖, ε)``; for an upstream
 gradient ``g`` on ``z`` the gradient on ``u`` is ``(g − z (z·g)) · ρ`` (exact where ``‖u‖ > ε``; at ``u = 0``
@@ -81,39 +83,42 @@ def l2_normalize(u: Tensor) -> Tensor:
     return _L2Normalize.apply(u)
 
 
-def unit_rows(u: Tensor) -> tuple[Tensor, Tensor]:
-    """``(z, ρ)`` of ``u`` ``(..., D)``, detached: ``z = u ρ``, ``ρ = 1 / max(‖u‖, ε)`` ``(..., 1)`` — the values
-    of :func:`l2_normalize`, for ranking pairs before :func:`take_unit_rows` gathers the ones that are kept."""
+def inverse_norms(u: Tensor) -> Tensor:
+    """``ρ = 1 / max(‖u‖, ε)`` of the rows of ``u`` ``(..., D)``, shape ``(..., 1)``, detached — the unit rows are
+    ``z = u ρ`` (:func:`l2_normalize`'s values); used to rank pairs (``(u_a·u_b) ρ_a ρ_b``, no ``z`` written out)
+    before :func:`take_unit_rows` gathers the ones that are kept."""
     with torch.no_grad():
-        inv = _inverse_norm(u)
-        return u * inv, inv
+        return _inverse_norm(u)
 
 
 class _TakeUnitRows(torch.autograd.Function):
-    """Forward: rows ``index`` of ``z`` flattened to ``(R·P, D)``. Backward: every row's gradient added into one
-    zeroed ``(R, P, D)`` buffer (``index_add_``), then the normalisation's backward ``(G − z (z·G)) ρ`` in place on
-    it — one buffer and two passes, where separate gathers of slices of ``l2_normalize(u)`` cost a zeroed buffer,
-    a copy and an addition per gather and per slice."""
+    """Forward: rows ``index`` of ``u`` flattened to ``(R·P, D)``, each scaled by its ``ρ`` — the rows of
+    ``z = u ρ`` bit for bit, without writing ``z`` for all rows. Backward: every row's gradient added into one
+    zeroed ``(R, P, D)`` buffer (``index_add_``), then the normalisation's backward in place on it,
+    ``(G − z (z·G)) ρ = (G − u ρ² (u·G)) ρ`` — one buffer and two passes, where separate gathers of slices of
+    ``l2_normalize(u)`` cost a zeroed buffer, a copy and an addition per gather and per slice."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, z: Tensor, inv: Tensor, index: Tensor) -> Tensor:
-        ctx.save_for_backward(z, inv, index)
-        return z.reshape(-1, z.shape[-1]).index_select(0, index)
+    def forward(ctx, u: Tensor, inv: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(u, inv, index)
+        rows = u.reshape(-1, u.shape[-1]).index_select(0, index)
+        return rows.mul_(inv.reshape(-1, 1).index_select(0, index))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        z, inv, index = ctx.saved_tensors
-        g = torch.zeros_like(z)
-        g.view(-1, z.shape[-1]).index_add_(0, index, grad)
-        return _normalize_backward(g, z, inv), None, None, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        u, inv, index = ctx.saved_tensors
+        g = torch.zeros_like(u)
+        g.view(-1, u.shape[-1]).index_add_(0, index, grad)
+        dot = torch.linalg.vecdot(u, g).unsqueeze(-1)
+        return g.addcmul_(u, dot.mul_(inv).mul_(inv), value=-1.0).mul_(inv), None, None
 
 
-def take_unit_rows(u: Tensor, z: Tensor, inv: Tensor, takes: list[tuple[int, Tensor]]) -> list[Tensor]:
+def take_unit_rows(u: Tensor, inv: Tensor, takes: list[tuple[int, Tensor]]) -> list[Tensor]:
     """Rows of the L2-normalised ``u`` ``(R, P, D)``, several gathers at once, differentiable with respect to ``u``.
 
     Args:
-        u: ``(R, P, D)`` unnormalised embeddings; ``z, inv``: :func:`unit_rows` of ``u``.
+        u: ``(R, P, D)`` unnormalised embeddings; ``inv``: :func:`inverse_norms` of ``u``, ``(R, P, 1)``.
         takes: ``(first, positions)`` pairs, ``positions (R', W)`` int64: the gather ``z[first + r, positions[r,
             j]]`` for ``r < R'`` (e.g. ``first = K`` for the negative rows of a CT sample).
 
@@ -123,57 +128,76 @@ def take_unit_rows(u: Tensor, z: Tensor, inv: Tensor, takes: list[tuple[int, Ten
     """
     p, d = u.shape[1], u.shape[-1]
     index = torch.cat([_flat_rows(positions, p) + first * p for first, positions in takes])
-    rows = _TakeUnitRows.apply(u, z, inv, index)
+    rows = _TakeUnitRows.apply(u, inv, index)
     sizes = [positions.numel() for _, positions in takes]
     return [part.view(*positions.shape, d) for part, (_, positions) in zip(rows.split(sizes), takes, strict=True)]
 
 
-class _PairCosines(torch.autograd.Function):
-    """Forward: ``z = u ρ``, then one row-dot pass per pair kind. Backward in two full passes over ``(2K, k, D)``.
+def pair_cosines(u: Tensor, inv: Tensor, second: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The CT pair cosines from the unnormalised rows, ``(u_a·u_b) ρ_a ρ_b``: the unit rows are never written out.
 
-    With the pair gradients folded into ``G_a = Σ_{pairs (a, b)} g_ab z_b`` (the partners' unit vectors) and
-    ``c_a = Σ_{pairs (a, b)} g_ab cos_ab``, the normalisation's backward ``(G − z (z·G)) ρ`` needs no row-dot
-    over ``D``: ``z_a·G_a = c_a`` exactly, so ``∂/∂u_a = ρ_a (G_a − c_a z_a)`` is computed from the ``(K, k)``
-    cosines of the forward. ``ρ_a`` is folded into the per-pair coefficients before ``G`` is written.
+    Args:
+        u: ``(2K, k, D)``; inv: ``(2K, k, 1)`` its :func:`inverse_norms`; second: ``(K, h)`` the positive partners,
+            or ``None`` for the negative pairs only.
+
+    Returns:
+        ``neg_cos (K, k)`` and ``pos_cos (K, h)`` (``None`` without ``second``); not differentiable (the caller
+        ranks by them, or :func:`normalized_pair_cosines` differentiates them by hand).
+    """
+    k = u.shape[0] // 2
+    rho = inv.squeeze(-1)
+    u_pos, rho_pos = u[:k], rho[:k]
+    neg_cos = torch.linalg.vecdot(u_pos, u[k:]).mul_(rho_pos).mul_(rho[k:])
+    if second is None:
+        return neg_cos, None
+    h = second.shape[1]
+    pos_cos = torch.linalg.vecdot(u_pos[:, :h], take_rows(u_pos, second))
+    return neg_cos, pos_cos.mul_(rho_pos[:, :h]).mul_(rho_pos.gather(1, second))
+
+
+class _PairCosines(torch.autograd.Function):
+    """Forward: the row norms, then one row-dot pass per pair kind on the unnormalised rows, scaled by ``ρ_a ρ_b``
+    on the ``(K, k)`` results — the unit vectors ``z = u ρ`` are never written out. Backward in two full passes
+    over ``(2K, k, D)``.
+
+    With ``z_b = ρ_b u_b``, the pair gradients fold into ``G_a = Σ_{pairs (a, b)} g_ab z_b`` and
+    ``c_a = Σ_{pairs (a, b)} g_ab cos_ab``; the normalisation's backward ``(G − z (z·G)) ρ`` needs no row-dot over
+    ``D``, since ``z_a·G_a = c_a`` exactly: ``∂/∂u_a = ρ_a Σ_b g_ab ρ_b u_b − ρ_a² c_a u_a``, every factor a
+    per-pair or per-row scalar computed on ``(K, k)`` tensors before a ``D``-wide pass.
     """
 
     @staticmethod
     def forward(ctx, u: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
         inv = _inverse_norm(u)
-        z = u * inv
-        k = z.shape[0] // 2
-        z_pos, z_neg = z[:k], z[k:]
-        h = second.shape[1]
-        neg_cos = torch.linalg.vecdot(z_pos, z_neg)
-        pos_cos = torch.linalg.vecdot(z_pos[:, :h], take_rows(z_pos, second))
-        ctx.save_for_backward(z, inv, second, neg_cos, pos_cos)
+        neg_cos, pos_cos = pair_cosines(u, inv, second)
+        ctx.save_for_backward(u, inv.squeeze(-1), second, neg_cos, pos_cos)
         return neg_cos, pos_cos
 
     @staticmethod
     def backward(ctx, g_neg: Tensor, g_pos: Tensor) -> tuple[Tensor, None]:
-        z, inv, second, neg_cos, pos_cos = ctx.saved_tensors
-        k = z.shape[0] // 2
+        u, rho, second, neg_cos, pos_cos = ctx.saved_tensors
+        k = u.shape[0] // 2
         h = second.shape[1]
-        z_pos, z_neg = z[:k], z[k:]
-        rho = inv.squeeze(-1)  # (2K, k)
+        u_pos, u_neg = u[:k], u[k:]
         rho_pos, rho_neg = rho[:k], rho[k:]
         # c_a: Σ over a's pairs of g · cos (rows 0..K-1 the positives, K..2K-1 the negatives).
         c_neg = g_neg * neg_cos
         c = torch.cat([c_neg, c_neg], dim=0)
-        grad = torch.empty_like(z)
-        torch.mul(z_neg, (g_neg * rho_pos).unsqueeze(-1), out=grad[:k])
-        torch.mul(z_pos, (g_neg * rho_neg).unsqueeze(-1), out=grad[k:])
+        grad = torch.empty_like(u)
+        a = (g_neg * rho_pos * rho_neg).unsqueeze(-1)  # the coefficient of both members of a negative pair
+        torch.mul(u_neg, a, out=grad[:k])
+        torch.mul(u_pos, a, out=grad[k:])
         if h > 0:
             c_pos = g_pos * pos_cos
             c[:k, :h] += c_pos
             c[:k].scatter_add_(1, second, c_pos)
-            rho_second = rho_pos.gather(1, second)
+            b = (g_pos * rho_pos[:, :h] * rho_pos.gather(1, second)).unsqueeze(-1)
             grad_pos = grad[:k]  # contiguous: the first K rows of grad
-            grad_pos[:, :h].addcmul_(take_rows(z_pos, second), (g_pos * rho_pos[:, :h]).unsqueeze(-1))
-            partners = z_pos[:, :h] * (g_pos * rho_second).unsqueeze(-1)
-            d = z.shape[-1]
-            grad_pos.view(-1, d).index_add_(0, _flat_rows(second, z.shape[1]), partners.view(-1, d))
-        return grad.addcmul_(z, (c * rho).unsqueeze(-1), value=-1.0), None
+            grad_pos[:, :h].addcmul_(take_rows(u_pos, second), b)
+            partners = u_pos[:, :h] * b
+            d = u.shape[-1]
+            grad_pos.view(-1, d).index_add_(0, _flat_rows(second, u.shape[1]), partners.view(-1, d))
+        return grad.addcmul_(u, (c * rho * rho).unsqueeze(-1), value=-1.0), None
 
 
 def normalized_pair_cosines(u: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:

@@ -38,6 +38,24 @@ def sample_eligible(
     return index, values >= 0, eligible.sum(1)
 
 
+def distinct_indices(index: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The distinct values of ``index`` and where each entry is among them, for integers in ``[0, size)``.
+
+    Args:
+        index: ``(M,)`` int64, values in ``[0, size)``.
+        size: the number of possible values.
+
+    Returns:
+        ``(distinct, where)``: ``(U,)`` int64 the distinct values in increasing order and ``(M,)`` int64 with
+        ``distinct[where] == index`` — what ``torch.unique(index, return_inverse=True)`` returns, by marking the
+        values in a ``(size,)`` table and counting (no sort). ``U`` depends on the data: on an accelerator,
+        reading it makes the host wait for the device (CPU use only in a training step).
+    """
+    mark = torch.zeros(size, dtype=torch.int64, device=index.device).index_fill_(0, index, 1)
+    distinct = mark.nonzero().squeeze(1)
+    return distinct, mark.cumsum_(0).sub_(1).index_select(0, index)
+
+
 def rank_along_last(values: Tensor, descending: bool) -> Tensor:
     """Rank (0 = first) of each entry along the last dim under the given order; ties broken by position."""
     order = values.argsort(dim=-1, descending=descending, stable=True)
