@@ -273,3 +273,36 @@ def test_channels_last_features_give_the_same_loss_and_gradients(loss):
     for a, b in zip(g1, g2, strict=True):
         assert a.abs().sum() > 0
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("loss", ["cl", "infonce"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_distinct_patches_projected_once_give_the_fixed_shape_result(monkeypatch, loss, layout):
+    """On the CPU the heads project each distinct sampled patch once (stage 0 here samples patches as negatives of
+    several classes, stage 3 holds fewer patches than samples); the accelerators' fixed-shape rows give the same
+    loss and gradients, heads' included."""
+    import ctseg.contrastive.ct as ct_module
+
+    mask = blocky_mask(2, 64, 4, 32, seed=5)
+    hard = 0.5 if loss == "cl" else 1.0
+    fn = PatchContrastiveLoss(
+        CHANNELS, 4, loss=loss, samples_per_class=20, min_samples=1, hard_fraction=hard, clip_mode=None
+    )
+    fn.keep_details = True
+    results = []
+    for distinct in (True, False):
+        monkeypatch.setattr(ct_module, "projects_distinct", lambda device, _d=distinct: _d)
+        feats = [f.detach().contiguous(memory_format=layout).requires_grad_() for f in make_features(2, 64, 5)]
+        fn.zero_grad()
+        torch.manual_seed(0)
+        value = fn(feats, mask)
+        value.backward()
+        results.append((value.detach(), [f.grad for f in feats], [q.grad.clone() for q in fn.parameters()]))
+        index, valid = fn.details[0]["index"], fn.details[0]["valid"]
+    assert index[valid].unique().numel() < int(valid.sum())  # stage 0 did sample some patch twice
+    assert float(fn.stats["classes"].sum()) > 0
+    (v1, g1, p1), (v2, g2, p2) = results
+    torch.testing.assert_close(v1, v2)
+    for a, b in zip(g1 + p1, g2 + p2, strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ctseg.contrastive.sampling import hardest_first, keep_hardest
+from ctseg.contrastive.sampling import distinct_indices, hardest_first, keep_hardest
 
 
 def _case(seed: int, rows: int = 5, n: int = 37):
@@ -45,3 +45,15 @@ def test_hardest_first_width_is_static():
     valid = torch.ones(3, 10, dtype=torch.bool, device="meta")
     order, keep = hardest_first(sim, valid, 0.5, hardest_is_high=True, rounding="floor")
     assert order.shape == keep.shape == (3, 5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_distinct_indices_is_unique_with_inverse(seed):
+    g = torch.Generator().manual_seed(seed)
+    size = [1, 7, 50, 300][seed]
+    index = torch.randint(0, size, (int(torch.randint(0, 200, (1,), generator=g)),), generator=g)
+    distinct, where = distinct_indices(index, size)
+    want, want_where = torch.unique(index, return_inverse=True)
+    assert torch.equal(distinct, want)
+    assert torch.equal(where, want_where)
+    assert torch.equal(distinct[where], index)

@@ -43,6 +43,12 @@ from ctseg.contrastive.stats import SchemeStats
 REDUCTIONS = ("paper", "mean")
 
 
+def projects_distinct(device: torch.device) -> bool:
+    """Whether the heads project each distinct sampled patch once on ``device`` (a data-dependent row count): on the
+    CPU only, where reading that count costs nothing; elsewhere it would make the step wait for the device."""
+    return device.type == "cpu"
+
+
 class ProjectionHead(nn.Sequential):
     """``Linear(C → D) → GELU → Linear(D → D)``; the caller L2-normalises. Input ``(M, C)``, output ``(M, D)``."""
 
@@ -274,7 +280,7 @@ class PatchContrastiveLoss(nn.Module):
         else:
             columns = feat.reshape(b, c, h * w).transpose(0, 1).reshape(c, b * h * w)  # copied in H·W runs
             rows = columns.t()
-        if feat.device.type == "cpu":
+        if projects_distinct(feat.device):
             distinct, where = distinct_indices(flat_index, b * h * w)
             if distinct.numel() < b * h * w:
                 rows = rows.index_select(0, distinct) if channels_last else columns.index_select(1, distinct).t()
