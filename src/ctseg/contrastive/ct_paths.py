@@ -75,8 +75,8 @@ def _cl_pair_terms(
     neg_cos, pos_cos = normalized_pair_cosines(samples.u, second)
     neg_keep = keep_hardest(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True, rounding=rounding)
     pos_keep = keep_hardest(pos_cos, pair_valid, hard_fraction, hardest_is_high=False, rounding=rounding)
-    pos_loss = cl_pair_loss(pos_cos, torch.ones_like(pos_cos), smoothing, cl_form)
-    neg_loss = cl_pair_loss(neg_cos, torch.zeros_like(neg_cos), smoothing, cl_form)
+    pos_loss = cl_pair_loss(pos_cos, 1.0, smoothing, cl_form)
+    neg_loss = cl_pair_loss(neg_cos, 0.0, smoothing, cl_form)
     return pos_loss, pos_keep, neg_loss, neg_keep
 
 

@@ -44,7 +44,7 @@ def masked_logsumexp(x: Tensor, keep: Tensor, dim: int = -1) -> Tensor:
     return torch.where(total > 0, lse, torch.full_like(lse, MASKED_LOGIT))
 
 
-def cl_pair_loss(cosine: Tensor, target: Tensor, smoothing: float = 0.1, form: str = "logits") -> Tensor:
+def cl_pair_loss(cosine: Tensor, target: Tensor | float, smoothing: float = 0.1, form: str = "logits") -> Tensor:
     """The paper's CL loss per pair.
 
     With ``s = (cos + 1) / 2`` and smoothed targets ``t = 1 − ε/2`` (positive pair) or ``ε/2`` (negative):
@@ -54,19 +54,24 @@ def cl_pair_loss(cosine: Tensor, target: Tensor, smoothing: float = 0.1, form: s
       ``[0.363, 1.263]`` for ``ε = 0.1``.
     * ``form="probability"``: binary cross-entropy on ``s`` itself, ``−[t·log s + (1 − t)·log(1 − s)]``.
 
+    The logits form needs no ``s``: ``log_softmax([1 − s, s]) = [−softplus(2s − 1), −softplus(1 − 2s)]`` with
+    ``2s − 1 = cos``, and ``softplus(−x) = softplus(x) − x``, so the loss is ``softplus(cos) − t·cos`` and its
+    derivative ``σ(cos) − t`` — two element-wise passes, whose backward autograd takes in two more.
+
     Args:
         cosine: ``(...)`` cosine similarities.
-        target: ``(...)`` 1 for positive pairs, 0 for negative pairs (same shape or broadcastable).
+        target: 1 for positive pairs, 0 for negative pairs: a number, or a tensor broadcastable to ``cosine``.
 
     Returns:
         ``(...)`` per-pair loss.
     """
-    s = (cosine + 1.0) * 0.5
-    t = target.to(s.dtype) * (1.0 - smoothing) + 0.5 * smoothing
+    if isinstance(target, Tensor):
+        t = target.to(cosine.dtype) * (1.0 - smoothing) + 0.5 * smoothing
+    else:
+        t = float(target) * (1.0 - smoothing) + 0.5 * smoothing
     if form == "logits":
-        # log_softmax([1 − s, s]) = [−softplus(2s − 1), −softplus(1 − 2s)]
-        z = 2.0 * s - 1.0
-        return (1.0 - t) * F.softplus(z) + t * F.softplus(-z)
+        return F.softplus(cosine) - t * cosine
+    s = (cosine + 1.0) * 0.5
     if form == "probability":
         s = s.clamp(1e-6, 1.0 - 1e-6)
         return -(t * torch.log(s) + (1.0 - t) * torch.log1p(-s))
