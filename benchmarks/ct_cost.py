@@ -12,7 +12,9 @@ here, so that a clipped value (no gradient under the paper's clip) does not make
 glibc's allocator is tuned as every ``ctseg`` command (``ctseg fit`` included) tunes it
 (:func:`ctseg.cli.allocator.tune_allocator`; ``CTSEG_MALLOC_TUNING=0`` turns it off). Besides the wall-clock
 medians, the process CPU time of each step is reported: on a shared machine, time spent descheduled inflates wall
-times at random, CPU time much less. The load average is printed before and after.
+times at random, CPU time much less. "per round" is the median of the ratios of the CT-on and CT-off steps of the
+same round (taken next to each other), which drift in the machine's speed between rounds does not move. The load
+average is printed before and after.
 
 ``--phases`` also prints the median wall time of each phase of the step (:data:`common.PHASES`: the model's
 forward with the seg loss, CT's forward, the backward, clip and AdamW). ``--profile`` runs instead the CT loss
@@ -92,9 +94,10 @@ def main() -> None:
     print(f"step CT off: {off * 1000:.1f} ms (CPU {off_cpu * 1000:.1f} ms)")
     for r in args.reduction:
         on, on_cpu = statistics.median(times[r]), statistics.median(cpu[r])
+        paired = statistics.median(a / b for a, b in zip(times[r], times[None], strict=True))
         print(
             f"step CT on, reduction={r}: {on * 1000:.1f} ms (CPU {on_cpu * 1000:.1f} ms, CPU ratio "
-            f"{on_cpu / off_cpu:.3f})   ratio on/off: {on / off:.3f}"
+            f"{on_cpu / off_cpu:.3f})   ratio on/off: {on / off:.3f}   per round: {paired:.3f}"
         )
     if args.phases:  # medians per phase: where CT's time goes in the step
         for kind in kinds:

@@ -93,25 +93,29 @@ def inverse_norms(u: Tensor) -> Tensor:
 
 class _TakeUnitRows(torch.autograd.Function):
     """Forward: rows ``index`` of ``u`` flattened to ``(R·P, D)``, each scaled by its ``ρ`` — the rows of
-    ``z = u ρ`` bit for bit, without writing ``z`` for all rows. Backward: every row's gradient added into one
-    zeroed ``(R, P, D)`` buffer (``index_add_``), then the normalisation's backward in place on it,
-    ``(G − z (z·G)) ρ = (G − u ρ² (u·G)) ρ`` — one buffer and two passes, where separate gathers of slices of
-    ``l2_normalize(u)`` cost a zeroed buffer, a copy and an addition per gather and per slice."""
+    ``z = u ρ`` bit for bit, without writing ``z`` for all rows. Backward: the normalisation's backward
+    ``(g − z (z·g)) ρ`` on each taken row's gradient (it is linear in ``g``, so a row taken twice may be
+    transformed per take), then one ``index_add_`` of the rows into a zeroed ``(R, P, D)`` buffer — the passes
+    over ``D`` touch only the taken rows, where separate gathers of slices of ``l2_normalize(u)`` cost a zeroed
+    buffer, a copy and an addition per gather and per slice, and then the normalisation's backward on every row."""
 
     @staticmethod
     def forward(ctx, u: Tensor, inv: Tensor, index: Tensor) -> Tensor:
-        ctx.save_for_backward(u, inv, index)
-        rows = u.reshape(-1, u.shape[-1]).index_select(0, index)
-        return rows.mul_(inv.reshape(-1, 1).index_select(0, index))
+        rho = inv.reshape(-1, 1).index_select(0, index)
+        rows = u.reshape(-1, u.shape[-1]).index_select(0, index).mul_(rho)
+        ctx.save_for_backward(rows, rho, index)
+        ctx.shape = u.shape
+        return rows
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        u, inv, index = ctx.saved_tensors
-        g = torch.zeros_like(u)
-        g.view(-1, u.shape[-1]).index_add_(0, index, grad)
-        dot = torch.linalg.vecdot(u, g).unsqueeze(-1)
-        return g.addcmul_(u, dot.mul_(inv).mul_(inv), value=-1.0).mul_(inv), None, None
+        rows, rho, index = ctx.saved_tensors
+        dot = torch.linalg.vecdot(rows, grad).unsqueeze(-1)
+        g = grad.clone(memory_format=torch.contiguous_format).addcmul_(rows, dot, value=-1.0).mul_(rho)
+        out = rows.new_zeros(ctx.shape)
+        out.view(-1, ctx.shape[-1]).index_add_(0, index, g)
+        return out, None, None
 
 
 def take_unit_rows(u: Tensor, inv: Tensor, takes: list[tuple[int, Tensor]]) -> list[Tensor]:
