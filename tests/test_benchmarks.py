@@ -82,7 +82,8 @@ def test_ct_cost_reports_both_reductions():
     assert any(line.startswith("step CT off:") for line in lines)
     for r in ("paper", "mean"):
         [line] = [x for x in lines if x.startswith(f"step CT on, reduction={r}:")]
-        assert float(line.rsplit(" ", 1)[1]) > 0
+        assert float(line.split("ratio on/off: ")[1].split()[0]) > 0
+        assert float(line.split("per round: ")[1]) > 0
         [phases] = [x for x in lines if x.startswith(f"phases, CT on ({r}):")]
         assert float(phases.split("ct_forward ")[1].split(",")[0]) > 0
     [off] = [x for x in lines if x.startswith("phases, CT off:")]
