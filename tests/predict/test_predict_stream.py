@@ -537,6 +537,27 @@ def test_vector_outlines_classes_with_confidence(ckpts, tmp_path, capsys):
     assert not (tmp_path / "o3").exists()
 
 
+def test_vector_workers_outline_what_one_process_does(ckpts, tmp_path, capsys):
+    """``--vector-workers N``: the polygons of a 4-block class map from 2 worker processes are the file one process
+    writes, feature for feature; a bad count, or the flag without ``--vector``, is one line and nothing written."""
+    import pyogrio.raw
+
+    src = geotiff(tmp_path / "t.tif", _rgb(600, 560, 8))
+    argv = ["--window", "64", "--no-color", "--vector", ".gpkg", "--vector-classes", "0,1,2,3"]
+    read = {}
+    for n in ("2", "0"):
+        assert _predict(ckpts["rgb"], [src], tmp_path / n, *argv, "--vector-workers", n) == 0
+        meta, _, geometry, values = pyogrio.raw.read(tmp_path / n / "t.gpkg")
+        read[n] = (list(meta["fields"]), geometry.tolist(), [v.tolist() for v in values])
+    assert len(read["0"][1]) > 4 and read["2"] == read["0"]
+    capsys.readouterr()
+    assert _predict(ckpts["rgb"], [src], tmp_path / "bad", *argv, "--vector-workers", "-1") == 2
+    _one_line(capsys.readouterr().err, "--vector-workers -1", ">= 0")
+    assert _predict(ckpts["rgb"], [src], tmp_path / "bad", "--vector-workers", "2") == 2
+    _one_line(capsys.readouterr().err, "--vector-workers", "add --vector")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_vector_of_a_png_input_notes_pixel_units_in_one_line(ckpts, tmp_path, capsys):
     """A PNG input gives a class map without georeference: vectorize's note is one ``ctseg: warning:`` line."""
     src = tmp_path / "t.png"

@@ -46,6 +46,7 @@ KEYWORDS = {
     "vector_classes": "vector_classes",
     "regularize": "regularize",
     "regularize_tolerance": "regularize_tolerance",
+    "vector_workers": "vector_workers",
     "overlay": "overlay",
     "asset": "asset",
     "bbox": "bbox",
@@ -114,6 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regularize-tolerance", type=float, default=None, metavar="T",
                         help="--regularize: walls closer than T map units merge, steps shorter than T go "
                              "(default: 1.5 x the pixel size)")  # fmt: skip
+    parser.add_argument("--vector-workers", type=int, default=None, metavar="N",
+                        help="worker processes that outline --vector (default: as ctseg vectorize, one per CPU up "
+                             "to 8; 0: none; with several ranks on one machine give each CPUs / ranks)")  # fmt: skip
     parser.add_argument("--asset", default=None, metavar="KEY",
                         help="the asset of a STAC item input to predict (default: the first GeoTIFF of visual, "
                              "image, data)")  # fmt: skip

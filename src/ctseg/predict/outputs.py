@@ -219,7 +219,7 @@ def _vectorize(
         with notes_as_lines():
             vectorize_raster(
                 classes, out, opts.vector_classes, confidence_tif=conf, entropy_tif=entropy, overwrite=True,
-                regularize=opts.regularize, regularize_tolerance=opts.regularize_tolerance,
+                regularize=opts.regularize, regularize_tolerance=opts.regularize_tolerance, workers=opts.vector_workers,
             )  # fmt: skip
     except CtsegError as err:
         if staged is None:

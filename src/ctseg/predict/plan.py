@@ -107,6 +107,7 @@ class Settings:
     uncertainty: bool = False  # <stem>_entropy.tif (ctseg.predict.uncertainty)
     uncertain_windows: int | None = None  # <stem>_uncertain.gpkg: that many cells
     runtime: str = "torch"  # or "onnx": onnxruntime on a cached export (ctseg.checkpoints.onnx_cache)
+    vector_workers: int | None = None  # --vector's worker processes (None: ctseg vectorize's default)
 
     def targets(self, stem: str, png: bool = True) -> Targets:
         """The outputs of input ``<stem>``; ``png``: the input is small enough for PNGs (``--png-max-mpx``)."""

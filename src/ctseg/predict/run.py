@@ -181,6 +181,7 @@ def run_predict(
     vector_classes: str | Sequence[str | int] | None = None,
     regularize: bool = False,
     regularize_tolerance: float | None = None,
+    vector_workers: int | None = None,
     overlay: bool = False,
     asset: str | None = None,
     bbox: str | Sequence[float] | None = None,
@@ -195,7 +196,8 @@ def run_predict(
     raster's own (else the data set's); ``out_format``: ``"geotiff"`` or ``"index-png"``; ``input_lists``: text
     files of further inputs; ``probs``: ``None``, ``"uint8"`` or ``"float16"``; ``vector``: a folder (or a suffix
     such as ``".gpkg"``: beside the class map) for polygons of ``vector_classes`` (:mod:`ctseg.vectorize.polygons`),
-    ``regularize``-d with ``regularize_tolerance`` (map units) as ``ctseg vectorize --regularize`` does;
+    ``regularize``-d with ``regularize_tolerance`` (map units) as ``ctseg vectorize --regularize`` does, in
+    ``vector_workers`` worker processes (default: ``ctseg vectorize``'s, one per CPU up to 8; 0: none);
     ``overlay``: also ``<stem>_overlay.png``; ``asset``: the STAC items' asset (:mod:`ctseg.predict.sources`);
     ``bbox`` (``"MINX,MINY,MAXX,MAXY"``) in ``bbox_crs``, or ``aoi`` (a vector file): predict that region only
     (:mod:`ctseg.predict.region`); ``shard``: this process's share (default: from torchrun's / SLURM's
@@ -240,12 +242,18 @@ def run_predict(
         raise CtsegError("--regularize / --regularize-tolerance shape the --vector polygons; add --vector")
     if regularize_tolerance is not None and not 0 < float(regularize_tolerance) < float("inf"):
         raise CtsegError(f"--regularize-tolerance {regularize_tolerance}: give a size > 0 (map units)")
+    if vector_workers is not None:
+        if vector is None:
+            raise CtsegError("--vector-workers sets the processes that outline --vector; add --vector")
+        from ctseg.vectorize.workers import check_workers
+
+        check_workers(vector_workers, "--vector-workers")
     opts = Settings(
         Path(out), tta, int(window), float(overlap), int(batch_size), color, overwrite, device, dataset, progress,
         parse_bands(bands), parse_nodata(nodata), out_format, probs, confidence, skip_existing, float(png_max_mpx),
         files, None if vector is None else str(vector), tokens, bool(overlay), region, bool(regularize),
         None if regularize_tolerance is None else float(regularize_tolerance), bool(uncertainty), uncertain_windows,
-        runtime,
+        runtime, None if vector_workers is None else int(vector_workers),
     )  # fmt: skip
     shard = detect_shard() if shard is None else shard
     names: dict[str, Path] = {}

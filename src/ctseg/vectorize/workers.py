@@ -58,9 +58,14 @@ def resolve_workers(workers: int | None, n_blocks: int) -> int:
         except AttributeError:  # not Linux
             cpus = os.cpu_count() or 1
         return max(1, min(cpus, MAX_DEFAULT_WORKERS, n_blocks))
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
-        raise CtsegError(f"--workers {workers!r}: give a number of processes >= 0 (0 or 1: none)")
+    check_workers(workers)
     return max(1, min(int(workers), n_blocks))
+
+
+def check_workers(workers: object, flag: str = "--workers") -> None:
+    """A one-line :class:`CtsegError` naming ``flag`` unless ``workers`` is a whole number ``>= 0``."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise CtsegError(f"{flag} {workers!r}: give a number of processes >= 0 (0 or 1: none)")
 
 
 # --------------------------------------------------------------------------------------------- messages
