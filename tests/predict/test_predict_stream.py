@@ -558,6 +558,23 @@ def test_vector_workers_outline_what_one_process_does(ckpts, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+def test_inputs_whose_outputs_would_collide_are_refused_before_any_work(ckpts, tmp_path, capsys):
+    """Two inputs with one stem, or ``a``'s ``a_uncertain.gpkg`` against the ``--vector .gpkg`` of ``a_uncertain``:
+    one line naming both inputs and the file, and nothing written."""
+    (tmp_path / "x").mkdir()
+    a = geotiff(tmp_path / "a.tif", _rgb(64, 64, 1))
+    same = geotiff(tmp_path / "x" / "a.tif", _rgb(64, 64, 2))
+    other = geotiff(tmp_path / "a_uncertain.tif", _rgb(64, 64, 3))
+    capsys.readouterr()
+    assert _predict(ckpts["rgb"], [a, same], tmp_path / "o1", "--window", "64") == 2
+    _one_line(capsys.readouterr().err, "a.tif", "would both write a_pred.tif", "rename one")
+    argv = ["--window", "64", "--uncertain-windows", "1", "--vector", ".gpkg", "--vector-classes", "0"]
+    assert _predict(ckpts["rgb"], [a, other], tmp_path / "o2", *argv) == 2
+    _one_line(capsys.readouterr().err, "a.tif", "a_uncertain.tif", "would both write a_uncertain.gpkg")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    assert _predict(ckpts["rgb"], [a, other], tmp_path / "o3", "--window", "64", "--uncertain-windows", "1") == 0
+
+
 def test_vector_of_a_png_input_notes_pixel_units_in_one_line(ckpts, tmp_path, capsys):
     """A PNG input gives a class map without georeference: vectorize's note is one ``ctseg: warning:`` line."""
     src = tmp_path / "t.png"

@@ -256,12 +256,12 @@ def run_predict(
         runtime, None if vector_workers is None else int(vector_workers),
     )  # fmt: skip
     shard = detect_shard() if shard is None else shard
-    names: dict[str, Path] = {}
+    owners: dict[Path, Path] = {}
     for path in files:  # every rank checks all names (no I/O): the shards must not collide either
-        first = opts.targets(path.stem, color).paths()[0]
-        if path.stem in names:
-            raise CtsegError(f"inputs {names[path.stem]} and {path} would both write {first.name}; rename one")
-        names[path.stem] = path
+        for target in opts.targets(path.stem, color).paths():  # e.g. a_uncertain.gpkg of a, the --vector of a_uncertain
+            owner = owners.setdefault(target, path)
+            if owner is not path:
+                raise CtsegError(f"inputs {owner} and {path} would both write {target.name}; rename one")
 
     with ShardGroup(shard) as group:
         group.agree(files)
