@@ -74,7 +74,7 @@ def test_predict_passes_every_flag_to_run_predict(monkeypatch, capsys):
             "--overwrite", "--device", "cpu", "--dataset", "dubai", "--bands", "1,2,3", "--nodata", "0",
             "--format", "geotiff", "--overlay", "--asset", "visual", "--bbox", "1,2,3,4", "--bbox-crs", "EPSG:4326",
             "--aoi", "aoi.gpkg", "--regularize", "--regularize-tolerance", "1.5", "--uncertainty",
-            "--uncertain-windows", "7", "--runtime", "onnx"]  # fmt: skip
+            "--uncertain-windows", "7", "--runtime", "onnx", "--vector-workers", "3"]  # fmt: skip
     assert main(argv) == 0
     assert seen["args"] == ("m.ckpt", ["a.tif", "b.tif"], "o")
     assert seen["kwargs"] == {
@@ -83,5 +83,5 @@ def test_predict_passes_every_flag_to_run_predict(monkeypatch, capsys):
         "input_lists": ["l.txt"], "probs": "uint8", "confidence": True, "skip_existing": True, "png_max_mpx": 5.0,
         "vector": ".gpkg", "vector_classes": "1", "overlay": True, "asset": "visual", "bbox": "1,2,3,4",
         "bbox_crs": "EPSG:4326", "aoi": "aoi.gpkg", "regularize": True, "regularize_tolerance": 1.5,
-        "uncertainty": True, "uncertain_windows": 7, "runtime": "onnx",
+        "uncertainty": True, "uncertain_windows": 7, "runtime": "onnx", "vector_workers": 3,
     }  # fmt: skip
