@@ -112,7 +112,7 @@ class _TakeUnitRows(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         rows, rho, index = ctx.saved_tensors
         dot = torch.linalg.vecdot(rows, grad).unsqueeze(-1)
-        g = grad.clone(memory_format=torch.contiguous_format).addcmul_(rows, dot, value=-1.0).mul_(rho)
+        g = torch.addcmul(grad, rows, dot, value=-1.0).mul_(rho)  # a fresh tensor: no copy of grad first
         out = rows.new_zeros(ctx.shape)
         out.view(-1, ctx.shape[-1]).index_add_(0, index, g)
         return out, None, None
