@@ -4,49 +4,69 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctseg.contrastive.fused import l2_normalize, normalized_pair_cosines, take_rows
+from ctseg.contrastive.fused import cosines_at, inverse_norms, l2_normalize, pair_cosines, take_rows
 from ctseg.contrastive.sampling import split_halves
 
 
-def reference_pair_cosines(u, second):
-    z = F.normalize(u, dim=-1)
-    k = z.shape[0] // 2
-    z_pos, z_neg = z[:k], z[k:]
-    z_b = z_pos.gather(1, second.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
-    return (z_pos * z_neg).sum(-1), (z_pos[:, : second.shape[1]] * z_b).sum(-1)
-
-
-def _inputs(k=3, n=9, d=5, seed=0, dtype=torch.float64):
+def _pairs(n_rows=9, m=7, seed=0):
+    """Index pairs into ``n_rows`` rows, with repeats (a row in several pairs) and self-pairs (``a == b``)."""
     g = torch.Generator().manual_seed(seed)
-    u = torch.randn(2 * k, n, d, generator=g, dtype=dtype)
-    valid = torch.arange(n)[None, :] < torch.randint(0, n + 1, (k, 1), generator=g)
-    _, second, _ = split_halves(torch.cat([valid], 0))
-    return u.requires_grad_(), second
+    a, b = torch.randint(0, n_rows, (2, m), generator=g)
+    b[0] = a[0]
+    return a.view(m, 1).expand(m, 2).reshape(-1), b.view(m, 1).expand(m, 2).reshape(-1)
+
+
+def _cosines(rows, pairs):
+    return cosines_at(rows, inverse_norms(rows), pairs)
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_pair_cosines_gradcheck(seed):
-    u, second = _inputs(seed=seed)
-    assert torch.autograd.gradcheck(lambda x: normalized_pair_cosines(x, second), (u,))
+def test_cosines_at_gradcheck(seed):
+    rows = torch.randn(9, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+    a, b = _pairs(seed=seed)
+    pairs = [(a[:6].view(2, 3), b[:6].view(2, 3)), (a[6:], b[6:])]
+    assert torch.autograd.gradcheck(lambda x: tuple(_cosines(x, pairs)), (rows,))
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_pair_cosines_match_autograd(seed):
-    u, second = _inputs(k=4, n=16, d=8, seed=seed, dtype=torch.float32)
-    got, want = normalized_pair_cosines(u, second), reference_pair_cosines(u, second)
-    weights = [torch.randn_like(t) for t in want]
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b)
-    g1 = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, got, strict=True)), u)[0]
-    g2 = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, want, strict=True)), u)[0]
-    torch.testing.assert_close(g1, g2)
+def test_cosines_at_match_autograd_of_normalised_gathers(seed):
+    """Values and gradients of ``F.normalize(rows)[a] · F.normalize(rows)[b]``, with repeated rows, self-pairs,
+    a zero row (the normalisation's ε branch) and an empty set of pairs."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(12, 8, generator=g)
+    rows[3] = 0.0
+    a, b = _pairs(12, 10, seed)
+    a[1] = 3
+    pairs = [(a.view(4, 5), b.view(4, 5)), (a[:0], b[:0])]
+    got_rows, want_rows = rows.clone().requires_grad_(), rows.clone().requires_grad_()
+    got = _cosines(got_rows, pairs)
+    z = F.normalize(want_rows, dim=-1)
+    want = [(z[x] * z[y]).sum(-1) for x, y in pairs]
+    weights = [torch.randn(t.shape, generator=g) for t in want]
+    for x, y in zip(got, want, strict=True):
+        assert x.shape == y.shape
+        torch.testing.assert_close(x, y)
+    sum((w * t).sum() for w, t in zip(weights, got, strict=True)).backward()
+    sum((w * t).sum() for w, t in zip(weights, want, strict=True)).backward()
+    assert got_rows.grad.abs().sum() > 0
+    torch.testing.assert_close(got_rows.grad, want_rows.grad)
 
 
-def test_pair_cosines_odd_and_tiny_shapes():
-    for k, n in ((1, 1), (2, 2), (1, 3)):
-        u, second = _inputs(k=k, n=n, d=3)
-        assert second.shape == (k, n // 2)
-        assert torch.autograd.gradcheck(lambda x, s=second: normalized_pair_cosines(x, s), (u,))
+def test_pair_cosines_rank_the_pairs_cosines_at_differentiates():
+    """The no-gradient ranking cosines of every CT pair equal :func:`cosines_at` on the same pairs."""
+    g = torch.Generator().manual_seed(1)
+    k, n, d = 3, 9, 5
+    u = torch.randn(2 * k, n, d, generator=g, dtype=torch.float64)
+    valid = torch.arange(n)[None, :] < torch.randint(0, n + 1, (k, 1), generator=g)
+    _, second, _ = split_halves(valid)
+    neg_cos, pos_cos = pair_cosines(u, inverse_norms(u), second)
+    rows = u.reshape(-1, d)
+    first = torch.arange(k).unsqueeze(1) * n
+    pos = first + torch.arange(n)
+    neg, partner = pos + k * n, first + second
+    want_neg, want_pos = cosines_at(rows, inverse_norms(rows), [(pos, neg), (pos[:, : second.shape[1]], partner)])
+    torch.testing.assert_close(neg_cos, want_neg, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pos_cos, want_pos, rtol=1e-12, atol=1e-12)
 
 
 def test_l2_normalize_gradcheck_and_values():
@@ -135,30 +155,29 @@ def test_take_rows_matches_gather_values_and_gradients():
 
 
 def test_take_unit_rows_matches_gathers_of_l2_normalize():
-    """Several gathers of the normalised rows at once: the values and the gradient of separate ``take_rows`` of
-    slices of ``l2_normalize(u)``, with repeated rows and a zero row."""
-    from ctseg.contrastive.fused import inverse_norms, take_unit_rows
+    """Several gathers of the normalised rows at once: the values and the gradient of separate gathers of
+    ``l2_normalize(rows)``, with repeated rows and a zero row."""
+    from ctseg.contrastive.fused import take_unit_rows
 
     torch.manual_seed(0)
-    u = torch.randn(6, 9, 5, dtype=torch.float64)
-    u[4, 2] = 0.0  # a zero row: the normalisation's ε branch
-    k = 3
-    a = torch.randint(0, 9, (3, 4))
-    b = torch.randint(0, 9, (3, 7))
-    c = torch.randint(0, 9, (3, 4))
-    weights = [torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(3, 7, 5, dtype=torch.float64),
-               torch.randn(3, 4, 5, dtype=torch.float64)]  # fmt: skip
+    rows = torch.randn(14, 5, dtype=torch.float64)
+    rows[4] = 0.0  # a zero row: the normalisation's ε branch
+    a = torch.randint(0, 14, (3, 4))
+    b = torch.randint(0, 14, (3, 7))
+    c = torch.randint(0, 14, (2, 4))
+    b[0, 0] = 4
+    weights = [torch.randn(*t.shape, 5, dtype=torch.float64) for t in (a, b, c)]
 
-    ref_u = u.clone().requires_grad_()
-    z = l2_normalize(ref_u)
-    ref = [take_rows(z[:k], a), take_rows(z[k:], b), take_rows(z[:k], c)]
+    ref_rows = rows.clone().requires_grad_()
+    z = l2_normalize(ref_rows)
+    ref = [z[t] for t in (a, b, c)]
     sum((r * w).sum() for r, w in zip(ref, weights, strict=True)).backward()
 
-    got_u = u.clone().requires_grad_()
-    inv = inverse_norms(got_u)
+    got_rows = rows.clone().requires_grad_()
+    inv = inverse_norms(got_rows)
     assert not inv.requires_grad
-    got = take_unit_rows(got_u, inv, [(0, a), (k, b), (0, c)])
+    got = take_unit_rows(got_rows, inv, [a, b, c])
     sum((g * w).sum() for g, w in zip(got, weights, strict=True)).backward()
     for g, r in zip(got, ref, strict=True):
         torch.testing.assert_close(g, r, rtol=0, atol=0)
-    torch.testing.assert_close(got_u.grad, ref_u.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_rows.grad, ref_rows.grad, rtol=1e-12, atol=1e-12)

@@ -231,11 +231,14 @@ class PatchContrastiveLoss(nn.Module):
         """Sample, embed (and under DDP gather) one stage, then run the (loss, reduction) path on it."""
         eligible = self._eligible(count, stride)
         index, valid, n_eligible = self._sample(eligible, generator)
-        u = self._embed(s, feat, index)
+        rows, where = self._embed(s, feat, index)
         detail = {"index": index, "valid": valid} if self.keep_details else {}
         if self.gather_across_ranks:
-            u, valid, n_eligible = gather_samples(u, valid, n_eligible)
-        samples = StageSamples(u, valid, n_eligible)
+            u = rows.index_select(0, where.reshape(-1)).view(*where.shape, -1) if where is not None else rows
+            u, valid, n_eligible = gather_samples(u.view(*valid.shape, -1), valid, n_eligible)
+            samples = StageSamples.dense(u, valid, n_eligible)
+        else:
+            samples = StageSamples(rows, where, valid, n_eligible)
         path = PATHS[(self.loss, self.reduction)]
         if self.loss == "cl":
             opts = {"smoothing": self.smoothing, "cl_form": self.cl_form}
@@ -252,18 +255,21 @@ class PatchContrastiveLoss(nn.Module):
         """Sampling step (``(2K, N)`` eligibility → index, validity, eligible counts); a hook for tests."""
         return sample_eligible(eligible, self.samples_per_class, generator)
 
-    def _embed(self, s: int, feat: Tensor, index: Tensor) -> Tensor:
-        """Unnormalised float32 projections of the sampled patches: ``index (2K, k)`` → ``(2K, k, D)``.
+    def _embed(self, s: int, feat: Tensor, index: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Unnormalised float32 projections of the sampled patches ``index (2K, k)``: ``(rows (U, D), where)`` with
+        sample ``(r, j)`` the row ``where[r, j]``, or ``where = None`` when the rows are the ``2K·k`` samples in
+        order (:class:`~ctseg.contrastive.ct_paths.StageSamples`).
 
         The head is applied row by row, so each patch needs projecting once however often it was sampled (a
         patch is a negative of several classes, and a positive of one): on the CPU the distinct sampled patches
-        are projected and their projections gathered back (:func:`~ctseg.contrastive.sampling.distinct_indices`;
-        stage 0 of a 4 × 256² batch: about 9,500 distinct of 12,288 samples, a quarter of the heads' work). Their
-        number depends on the data, which costs nothing on the CPU; on an accelerator it would make the step wait
-        for the device, so there the fixed shapes are kept: the sampled rows are gathered first and projected
-        (``2K·k`` rows instead of the whole map), or, on coarse stages whose map holds fewer patches than there are
-        samples, every patch is projected once and the projections are gathered. All give identical values per
-        row. The caller L2-normalises (:mod:`ctseg.contrastive.fused`).
+        are projected (:func:`~ctseg.contrastive.sampling.distinct_indices`; stage 0 of a 4 × 256² batch: about
+        9,500 distinct of 12,288 samples, a quarter of the heads' work), and the paths take the rows they need
+        from them, so no ``(2K, k, D)`` copy of the projections is differentiated. Their number depends on the
+        data, which costs nothing on the CPU; on an accelerator it would make the step wait for the device, so
+        there the fixed shapes are kept: the sampled rows are gathered first and projected (``2K·k`` rows instead
+        of the whole map), or, on coarse stages whose map holds fewer patches than there are samples, every patch
+        is projected once and ``where`` is ``index``. All give identical values per row. The caller L2-normalises
+        (:mod:`ctseg.contrastive.fused`).
 
         Rows of channels-last features are a free view of the map. NCHW features are not transposed element by
         element (a slow strided copy on the CPU): the map is copied in ``H·W``-long runs to ``(C, B·H·W)``, whose
@@ -282,15 +288,12 @@ class PatchContrastiveLoss(nn.Module):
             rows = columns.t()
         if projects_distinct(feat.device):
             distinct, where = distinct_indices(flat_index, b * h * w)
-            if distinct.numel() < b * h * w:
-                rows = rows.index_select(0, distinct) if channels_last else columns.index_select(1, distinct).t()
-            else:
-                where = flat_index
-            u = head(rows).float().index_select(0, where)
-        elif b * h * w < flat_index.numel():
-            u = head(rows).float().index_select(0, flat_index)
-        elif channels_last:
-            u = head(rows.index_select(0, flat_index)).float()
-        else:
-            u = head(columns.index_select(1, flat_index).t()).float()
-        return u.view(*index.shape, -1)
+            if distinct.numel() == b * h * w:
+                return head(rows).float(), index
+            rows = rows.index_select(0, distinct) if channels_last else columns.index_select(1, distinct).t()
+            return head(rows).float(), where.view(index.shape)
+        if b * h * w < flat_index.numel():
+            return head(rows).float(), index
+        if channels_last:
+            return head(rows.index_select(0, flat_index)).float(), None
+        return head(columns.index_select(1, flat_index).t()).float(), None

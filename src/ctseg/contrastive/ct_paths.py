@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ctseg.contrastive.fused import inverse_norms, normalized_pair_cosines, pair_cosines, take_unit_rows
+from ctseg.contrastive.fused import cosines_at, inverse_norms, pair_cosines, take_unit_rows
 from ctseg.contrastive.losses import cl_pair_loss, info_nce, masked_mean
-from ctseg.contrastive.sampling import hardest_first, keep_count, keep_hardest, split_halves
+from ctseg.contrastive.sampling import hardest_first, keep_count, split_halves
 
 #: The authors' InfoNCE uses at most this many (positive, negative) pairs per class.
 PAPER_INFONCE_MAX_PAIRS = 2000
@@ -32,21 +32,49 @@ PAPER_INFONCE_MAX_PAIRS = 2000
 
 @dataclass
 class StageSamples:
-    """One stage's samples.
+    """One stage's samples: the projections of the sampled patches, and which projection each sample is.
 
     Attributes:
-        u: ``(2K, P, D)`` float32 projections, not yet L2-normalised (the paths normalise, fused where possible).
+        rows: ``(U, D)`` float32 projections, not yet L2-normalised (the paths normalise, fused), with gradient.
+        where: ``(2K, P)`` int64, sample ``(r, j)`` is ``rows[where[r, j]]`` — on the CPU each distinct sampled
+            patch is projected once, so a patch sampled twice is one row —, or ``None`` when ``rows`` are the
+            samples themselves in order (``U = 2K·P``; :meth:`dense`).
         valid: ``(2K, P)`` bool, a prefix of each row.
         n_eligible: ``(2K,)`` int64 eligible patches per row (may exceed ``P``).
     """
 
-    u: Tensor
+    rows: Tensor
+    where: Tensor | None
     valid: Tensor
     n_eligible: Tensor
+
+    @classmethod
+    def dense(cls, u: Tensor, valid: Tensor, n_eligible: Tensor) -> StageSamples:
+        """Samples given as ``u (2K, P, D)``, one row per sample."""
+        return cls(u.reshape(-1, u.shape[-1]), None, valid, n_eligible)
 
     @property
     def k(self) -> int:
         return self.valid.shape[0] // 2
+
+    def index(self, first: int, positions: Tensor) -> Tensor:
+        """``(R', W)`` indices into :attr:`rows` of the samples ``(first + r, positions[r, j])``."""
+        if self.where is None:
+            p = self.valid.shape[1]
+            sample_rows = torch.arange(first, first + positions.shape[0], device=positions.device).unsqueeze(1)
+            return positions + sample_rows * p
+        return self.where[first : first + positions.shape[0]].gather(1, positions)
+
+    def ranking(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Detached ``(u (2K, P, D), ρ (2K, P, 1))`` of every sample, to rank pairs by cosine, and ``ρ (U, 1)`` of
+        :attr:`rows` (:func:`~ctseg.contrastive.fused.inverse_norms`)."""
+        inv = inverse_norms(self.rows)
+        shape = self.valid.shape
+        if self.where is None:
+            return self.rows.detach().view(*shape, -1), inv.view(*shape, 1), inv
+        flat = self.where.reshape(-1)
+        u = self.rows.detach().index_select(0, flat).view(*shape, -1)
+        return u, inv.index_select(0, flat).view(*shape, 1), inv
 
 
 @dataclass
@@ -68,13 +96,23 @@ def _counts(samples: StageSamples) -> tuple[Tensor, Tensor]:
 def _cl_pair_terms(
     samples: StageSamples, hard_fraction: float, smoothing: float, cl_form: str, rounding: str
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-pair CL losses and hard-mining masks: ``pos_loss, pos_keep (K, P//2)``, ``neg_loss, neg_keep (K, P)``."""
+    """Per-pair CL losses of the pairs hard mining may keep, in rank order, and which it keeps:
+    ``pos_loss, pos_keep (K, W_pos)``, ``neg_loss, neg_keep (K, W_neg)`` (``W`` the static bound of what it keeps).
+
+    Every pair's cosine is computed to rank them (no gradient); only the pairs that can be kept are differentiated
+    (:func:`~ctseg.contrastive.fused.cosines_at`), so the backward works on about ``hard_fraction`` of the pairs.
+    """
     k = samples.k
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
     _, second, pair_valid = split_halves(v_pos)
-    neg_cos, pos_cos = normalized_pair_cosines(samples.u, second)
-    neg_keep = keep_hardest(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True, rounding=rounding)
-    pos_keep = keep_hardest(pos_cos, pair_valid, hard_fraction, hardest_is_high=False, rounding=rounding)
+    u, inv, inv_rows = samples.ranking()
+    with torch.no_grad():
+        neg_cos, pos_cos = pair_cosines(u, inv, second)
+    neg_order, neg_keep = hardest_first(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True, rounding=rounding)
+    pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False, rounding=rounding)
+    neg_pairs = (samples.index(0, neg_order), samples.index(k, neg_order))
+    pos_pairs = (samples.index(0, pos_order), samples.index(0, second.gather(1, pos_order)))
+    neg_cos, pos_cos = cosines_at(samples.rows, inv_rows, [neg_pairs, pos_pairs])
     pos_loss = cl_pair_loss(pos_cos, 1.0, smoothing, cl_form)
     neg_loss = cl_pair_loss(neg_cos, 0.0, smoothing, cl_form)
     return pos_loss, pos_keep, neg_loss, neg_keep
@@ -135,14 +173,16 @@ def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: in
     present = (n_pos >= min_samples) & (n_neg >= min_samples)
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
     _, second, pair_valid = split_halves(v_pos)
-    inv = inverse_norms(samples.u)  # detached: the cosines only rank pairs
+    u, inv, inv_rows = samples.ranking()
     with torch.no_grad():
-        neg_cos, pos_cos = pair_cosines(samples.u, inv, second)
+        neg_cos, pos_cos = pair_cosines(u, inv, second)
     neg_order, neg_keep = hardest_first(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True)
     pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False)
     neg_keep, pos_keep = neg_keep & present[:, None], pos_keep & present[:, None]
     queries, keys, negatives = take_unit_rows(
-        samples.u, inv, [(0, pos_order), (0, second.gather(1, pos_order)), (k, neg_order)]
+        samples.rows,
+        inv_rows,
+        [samples.index(0, pos_order), samples.index(0, second.gather(1, pos_order)), samples.index(k, neg_order)],
     )
     per_query = info_nce(queries, keys, pos_keep, negatives, neg_keep, temperature)
     active = present & pos_keep.any(-1) & neg_keep.any(-1)
@@ -167,12 +207,11 @@ def infonce_paper(samples: StageSamples, *, hard_fraction: float, min_samples: i
     n_pos, n_neg = _counts(samples)
     present = (n_pos >= 2 * min_samples) & (n_neg >= 2 * min_samples)
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
-    inv = inverse_norms(samples.u)  # detached: the cosines only rank pairs
-    p = samples.u.shape[1]
-    positions = torch.arange(p, device=samples.u.device)
+    u, inv, inv_rows = samples.ranking()
+    positions = torch.arange(u.shape[1], device=u.device)
     pair_valid = v_pos & v_neg & (positions < PAPER_INFONCE_MAX_PAIRS)
     with torch.no_grad():
-        neg_cos, _ = pair_cosines(samples.u, inv, None)
+        neg_cos, _ = pair_cosines(u, inv, None)
     # order: positions by rank (0 = most similar negative); kept: rank < m, as a prefix of the ranking.
     order, kept = hardest_first(neg_cos, pair_valid, hard_fraction, hardest_is_high=True, rounding="floor")
     kept = kept & present[:, None]
@@ -181,7 +220,13 @@ def infonce_paper(samples: StageSamples, *, hard_fraction: float, min_samples: i
     query_valid = (ranks < half) & present[:, None]
     key_rank = (ranks + half).clamp(max=max(order.shape[1] - 1, 0))
     queries, keys, negatives = take_unit_rows(
-        samples.u, inv, [(0, order[:, : ranks.shape[1]]), (0, order.gather(1, key_rank)), (k, order)]
+        samples.rows,
+        inv_rows,
+        [
+            samples.index(0, order[:, : ranks.shape[1]]),
+            samples.index(0, order.gather(1, key_rank)),
+            samples.index(k, order),
+        ],
     )
     per_query = info_nce(queries, keys, query_valid, negatives, kept, temperature)
     active = present & query_valid.any(-1)

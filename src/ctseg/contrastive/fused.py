@@ -1,28 +1,21 @@
-"""Hand-written autograd for the hot path of the CT loss: L2 normalisation, the pair cosines, the InfoNCE paths'
-gathers of normalised rows (:func:`take_unit_rows`) and InfoNCE itself.
+"""Hand-written autograd for the hot path of the CT loss: L2 normalisation, the pair cosines (:func:`pair_cosines`
+to rank every pair, :func:`cosines_at` to differentiate the kept ones), the InfoNCE paths' gathers of normalised
+rows (:func:`take_unit_rows`) and InfoNCE itself.
 
 Autograd's generic graph for ``F.normalize`` followed by the CT pairing (two slices, a gather, two products)
 allocates about a dozen full ``(2K, k, D)`` temporaries in the backward pass (zero-filled slice and gather
 gradients, the broadcast division's two gradients, ...); on a GPU each is a kernel launch and a pass over
-memory. The functions here compute the same values with a few saved tensors and a handful of in-place passes;
-rows are gathered and scattered as whole ``D``-vectors (:func:`take_rows`), the unit rows ``z`` are never written
-out (cosines are row-dots of ``u`` scaled by ``ρ_a ρ_b``; the InfoNCE gathers scale only the rows they take), and
-the pair cosines' backward takes the normalisation's row-dots from the forward's cosines (two passes over
-``(2K, k, D)`` in all). On the 2-core CPU the heads' matmuls and GELU dominate the CT time all the same
-(``benchmarks/README.md``, issue 33).
+memory. The functions here compute the same values with a few saved tensors and a handful of in-place passes:
+the unit rows ``z`` are never written out (cosines are row-dots of ``u`` scaled by ``ρ_a ρ_b``; the gathers
+scale only the rows they take); only the pairs hard mining can keep are differentiated, taken straight from the
+projected rows by index (on the CPU one row per distinct sampled patch, ``ctseg.contrastive.ct``), so no
+``(2K, k, D)`` gradient is ever formed; and each backward ends in one ``index_add_`` of whole ``D``-rows. On the
+2-core CPU the heads' matmuls and GELU dominate the CT time all the same (``benchmarks/README.md``, issue 33).
 
 Math. With ``u`` one unnormalised embedding, ``z = u · ρ`` and ``ρ = 1 / max(‖u‖, ε)``; for an upstream
 gradient ``g`` on ``z`` the gradient on ``u`` is ``(g − z (z·g)) · ρ`` (exact where ``‖u‖ > ε``; at ``u = 0``
-it is ``g / ε`` like ``F.normalize``'s).
-
-For CT with ``z_pos = z[:K]`` and ``z_neg = z[K:]`` (each ``(K, k, D)``) and the positive partner index
-``second (K, h)``:
-
-* ``neg_cos[r, i] = z_pos[r, i] · z_neg[r, i]``  (negative pair ``i``),
-* ``pos_cos[r, j] = z_pos[r, j] · z_pos[r, second[r, j]]``  (positive pair ``j < h``),
-
-so ``∂/∂z_pos[r, i] = g_neg[r, i] z_neg[r, i] + g_pos[r, i] z_pos[r, second[r, i]] (i < h)
-+ Σ_{j: second[r, j] = i} g_pos[r, j] z_pos[r, j]`` and ``∂/∂z_neg[r, i] = g_neg[r, i] z_pos[r, i]``.
+it is ``g / ε`` like ``F.normalize``'s). For a cosine ``c = (u_a·u_b) ρ_a ρ_b`` the same rule folds to
+``∂c/∂u_a = ρ_a ρ_b u_b − c ρ_a² u_a``: per-pair scalars times the two rows, no row-dot in the backward.
 """
 
 from __future__ import annotations
@@ -92,53 +85,49 @@ def inverse_norms(u: Tensor) -> Tensor:
 
 
 class _TakeUnitRows(torch.autograd.Function):
-    """Forward: rows ``index`` of ``u`` flattened to ``(R·P, D)``, each scaled by its ``ρ`` — the rows of
-    ``z = u ρ`` bit for bit, without writing ``z`` for all rows. Backward: the normalisation's backward
-    ``(g − z (z·g)) ρ`` on each taken row's gradient (it is linear in ``g``, so a row taken twice may be
-    transformed per take), then one ``index_add_`` of the rows into a zeroed ``(R, P, D)`` buffer — the passes
-    over ``D`` touch only the taken rows, where separate gathers of slices of ``l2_normalize(u)`` cost a zeroed
-    buffer, a copy and an addition per gather and per slice, and then the normalisation's backward on every row."""
+    """Forward: rows ``index`` of ``rows (U, D)``, each scaled by its ``ρ`` — the rows of ``z = rows · ρ`` bit for
+    bit, without writing ``z`` for all rows. Backward: the normalisation's backward ``(g − z (z·g)) ρ`` on each
+    taken row's gradient (it is linear in ``g``, so a row taken twice may be transformed per take), then one
+    ``index_add_`` of the taken rows into a zeroed ``(U, D)`` buffer — the passes over ``D`` touch only the taken
+    rows."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, inv: Tensor, index: Tensor) -> Tensor:
-        rho = inv.reshape(-1, 1).index_select(0, index)
-        rows = u.reshape(-1, u.shape[-1]).index_select(0, index).mul_(rho)
-        ctx.save_for_backward(rows, rho, index)
-        ctx.shape = u.shape
-        return rows
+    def forward(ctx, rows: Tensor, inv: Tensor, index: Tensor) -> Tensor:
+        rho = inv.index_select(0, index)
+        taken = rows.index_select(0, index).mul_(rho)
+        ctx.save_for_backward(taken, rho, index)
+        ctx.shape = rows.shape
+        return taken
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        rows, rho, index = ctx.saved_tensors
-        dot = torch.linalg.vecdot(rows, grad).unsqueeze(-1)
-        g = torch.addcmul(grad, rows, dot, value=-1.0).mul_(rho)  # a fresh tensor: no copy of grad first
-        out = rows.new_zeros(ctx.shape)
-        out.view(-1, ctx.shape[-1]).index_add_(0, index, g)
-        return out, None, None
+        taken, rho, index = ctx.saved_tensors
+        dot = torch.linalg.vecdot(taken, grad).unsqueeze(-1)
+        g = torch.addcmul(grad, taken, dot, value=-1.0).mul_(rho)  # a fresh tensor: no copy of grad first
+        return taken.new_zeros(ctx.shape).index_add_(0, index, g), None, None
 
 
-def take_unit_rows(u: Tensor, inv: Tensor, takes: list[tuple[int, Tensor]]) -> list[Tensor]:
-    """Rows of the L2-normalised ``u`` ``(R, P, D)``, several gathers at once, differentiable with respect to ``u``.
+def take_unit_rows(rows: Tensor, inv: Tensor, takes: list[Tensor]) -> list[Tensor]:
+    """Rows of the L2-normalised ``rows`` ``(U, D)``, several gathers at once, differentiable with respect to
+    ``rows``.
 
     Args:
-        u: ``(R, P, D)`` unnormalised embeddings; ``inv``: :func:`inverse_norms` of ``u``, ``(R, P, 1)``.
-        takes: ``(first, positions)`` pairs, ``positions (R', W)`` int64: the gather ``z[first + r, positions[r,
-            j]]`` for ``r < R'`` (e.g. ``first = K`` for the negative rows of a CT sample).
+        rows: ``(U, D)`` unnormalised embeddings; ``inv``: their :func:`inverse_norms`, ``(U, 1)``.
+        takes: ``(R', W)`` int64 indices into ``rows``, one tensor per gather.
 
     Returns:
-        One ``(R', W, D)`` tensor per take: the values of :func:`take_rows` on ``l2_normalize(u)[first:]``, with
-        one backward for all (:class:`_TakeUnitRows`).
+        One ``(R', W, D)`` tensor per take: ``l2_normalize(rows)[take]``, with one backward for all
+        (:class:`_TakeUnitRows`).
     """
-    p, d = u.shape[1], u.shape[-1]
-    index = torch.cat([_flat_rows(positions, p) + first * p for first, positions in takes])
-    rows = _TakeUnitRows.apply(u, inv, index)
-    sizes = [positions.numel() for _, positions in takes]
-    return [part.view(*positions.shape, d) for part, (_, positions) in zip(rows.split(sizes), takes, strict=True)]
+    d = rows.shape[-1]
+    parts = _TakeUnitRows.apply(rows, inv, torch.cat([t.reshape(-1) for t in takes])).split([t.numel() for t in takes])
+    return [part.view(*t.shape, d) for part, t in zip(parts, takes, strict=True)]
 
 
 def pair_cosines(u: Tensor, inv: Tensor, second: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """The CT pair cosines from the unnormalised rows, ``(u_a·u_b) ρ_a ρ_b``: the unit rows are never written out.
+    """The CT pair cosines of every sampled pair, ``(u_a·u_b) ρ_a ρ_b``, to rank them: the unit rows are never
+    written out.
 
     Args:
         u: ``(2K, k, D)``; inv: ``(2K, k, 1)`` its :func:`inverse_norms`; second: ``(K, h)`` the positive partners,
@@ -146,7 +135,7 @@ def pair_cosines(u: Tensor, inv: Tensor, second: Tensor | None) -> tuple[Tensor,
 
     Returns:
         ``neg_cos (K, k)`` and ``pos_cos (K, h)`` (``None`` without ``second``); not differentiable (the caller
-        ranks by them, or :func:`normalized_pair_cosines` differentiates them by hand).
+        ranks by them; :func:`cosines_at` differentiates the pairs that are kept).
     """
     k = u.shape[0] // 2
     rho = inv.squeeze(-1)
@@ -159,64 +148,50 @@ def pair_cosines(u: Tensor, inv: Tensor, second: Tensor | None) -> tuple[Tensor,
     return neg_cos, pos_cos.mul_(rho_pos[:, :h]).mul_(rho_pos.gather(1, second))
 
 
-class _PairCosines(torch.autograd.Function):
-    """Forward: the row norms, then one row-dot pass per pair kind on the unnormalised rows, scaled by ``ρ_a ρ_b``
-    on the ``(K, k)`` results — the unit vectors ``z = u ρ`` are never written out. Backward in two full passes
-    over ``(2K, k, D)``.
-
-    With ``z_b = ρ_b u_b``, the pair gradients fold into ``G_a = Σ_{pairs (a, b)} g_ab z_b`` and
-    ``c_a = Σ_{pairs (a, b)} g_ab cos_ab``; the normalisation's backward ``(G − z (z·G)) ρ`` needs no row-dot over
-    ``D``, since ``z_a·G_a = c_a`` exactly: ``∂/∂u_a = ρ_a Σ_b g_ab ρ_b u_b − ρ_a² c_a u_a``, every factor a
-    per-pair or per-row scalar computed on ``(K, k)`` tensors before a ``D``-wide pass.
-    """
+class _CosinesAt(torch.autograd.Function):
+    """Forward: ``cos_i = (r_{a_i}·r_{b_i}) ρ_{a_i} ρ_{b_i}`` for index pairs into ``rows (U, D)``: two row gathers
+    and one row-dot pass; the unit rows are never written out. Backward, with ``c = cos``:
+    ``∂c/∂r_a = ρ_a ρ_b r_b − c ρ_a² r_a`` (and the same with ``a`` and ``b`` swapped) — every factor a per-pair
+    scalar before one ``D``-wide pass per member — then one ``index_add_`` of both members' rows."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
-        inv = _inverse_norm(u)
-        neg_cos, pos_cos = pair_cosines(u, inv, second)
-        ctx.save_for_backward(u, inv.squeeze(-1), second, neg_cos, pos_cos)
-        return neg_cos, pos_cos
+    def forward(ctx, rows: Tensor, inv: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        r_a, r_b = rows.index_select(0, a), rows.index_select(0, b)
+        rho_a, rho_b = inv.index_select(0, a).squeeze(1), inv.index_select(0, b).squeeze(1)
+        cos = torch.linalg.vecdot(r_a, r_b).mul_(rho_a).mul_(rho_b)
+        ctx.save_for_backward(r_a, r_b, rho_a, rho_b, cos, a, b)
+        ctx.shape = rows.shape
+        return cos
 
     @staticmethod
-    def backward(ctx, g_neg: Tensor, g_pos: Tensor) -> tuple[Tensor, None]:
-        u, rho, second, neg_cos, pos_cos = ctx.saved_tensors
-        k = u.shape[0] // 2
-        h = second.shape[1]
-        u_pos, u_neg = u[:k], u[k:]
-        rho_pos, rho_neg = rho[:k], rho[k:]
-        # c_a: Σ over a's pairs of g · cos (rows 0..K-1 the positives, K..2K-1 the negatives).
-        c_neg = g_neg * neg_cos
-        c = torch.cat([c_neg, c_neg], dim=0)
-        grad = torch.empty_like(u)
-        a = (g_neg * rho_pos * rho_neg).unsqueeze(-1)  # the coefficient of both members of a negative pair
-        torch.mul(u_neg, a, out=grad[:k])
-        torch.mul(u_pos, a, out=grad[k:])
-        if h > 0:
-            c_pos = g_pos * pos_cos
-            c[:k, :h] += c_pos
-            c[:k].scatter_add_(1, second, c_pos)
-            b = (g_pos * rho_pos[:, :h] * rho_pos.gather(1, second)).unsqueeze(-1)
-            grad_pos = grad[:k]  # contiguous: the first K rows of grad
-            grad_pos[:, :h].addcmul_(take_rows(u_pos, second), b)
-            partners = u_pos[:, :h] * b
-            d = u.shape[-1]
-            grad_pos.view(-1, d).index_add_(0, _flat_rows(second, u.shape[1]), partners.view(-1, d))
-        return grad.addcmul_(u, (c * rho * rho).unsqueeze(-1), value=-1.0), None
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        r_a, r_b, rho_a, rho_b, cos, a, b = ctx.saved_tensors
+        m = a.shape[0]
+        both = grad * rho_a * rho_b  # the coefficient of each member's partner
+        own = grad * cos
+        rows = torch.empty(2 * m, ctx.shape[1], dtype=r_a.dtype, device=r_a.device)
+        torch.mul(r_b, both.unsqueeze(1), out=rows[:m]).addcmul_(r_a, (own * rho_a * rho_a).unsqueeze(1), value=-1.0)
+        torch.mul(r_a, both.unsqueeze(1), out=rows[m:]).addcmul_(r_b, (own * rho_b * rho_b).unsqueeze(1), value=-1.0)
+        return r_a.new_zeros(ctx.shape).index_add_(0, torch.cat([a, b]), rows), None, None, None
 
 
-def normalized_pair_cosines(u: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
-    """L2-normalise the sampled embeddings and return the CT pair cosines.
+def cosines_at(rows: Tensor, inv: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """Cosines of the pairs of rows ``(a_i, b_i)`` of ``rows (U, D)``, differentiable with respect to ``rows``.
 
     Args:
-        u: ``(2K, k, D)`` float, unnormalised projections; rows ``0..K-1`` the sampled positives of each
-            class, rows ``K..2K-1`` its negatives.
-        second: ``(K, h)`` int64, ``h ≤ k``: the partner of positive ``j`` (positive pair ``(j, second[r, j])``).
+        rows: ``(U, D)`` unnormalised embeddings; ``inv``: their :func:`inverse_norms`, ``(U, 1)``.
+        pairs: ``(a, b)`` int64 index tensors of one shape each, e.g. ``(K, W)`` for the kept pairs of ``K``
+            classes.
 
     Returns:
-        ``(neg_cos, pos_cos)``: ``(K, k)`` cosines of the negative pairs ``(pos_i, neg_i)`` and ``(K, h)`` of the
-        positive pairs; differentiable with respect to ``u``.
+        One tensor of cosines per ``(a, b)``, shaped like ``a``, with one backward for all (:class:`_CosinesAt`);
+        the values of ``l2_normalize(rows)[a] · l2_normalize(rows)[b]``.
     """
-    return _PairCosines.apply(u, second)
+    a = torch.cat([x.reshape(-1) for x, _ in pairs])
+    b = torch.cat([y.reshape(-1) for _, y in pairs])
+    cos = _CosinesAt.apply(rows, inv, a, b).split([x.numel() for x, _ in pairs])
+    return [c.view(x.shape) for c, (x, _) in zip(cos, pairs, strict=True)]
 
 
 def _no_autocast(device: torch.device):
