@@ -85,27 +85,40 @@ def inverse_norms(u: Tensor) -> Tensor:
 
 
 class _TakeUnitRows(torch.autograd.Function):
-    """Forward: rows ``index`` of ``rows (U, D)``, each scaled by its ``ρ`` — the rows of ``z = rows · ρ`` bit for
-    bit, without writing ``z`` for all rows. Backward: the normalisation's backward ``(g − z (z·g)) ρ`` on each
-    taken row's gradient (it is linear in ``g``, so a row taken twice may be transformed per take), then one
-    ``index_add_`` of the taken rows into a zeroed ``(U, D)`` buffer — the passes over ``D`` touch only the taken
-    rows."""
+    """Forward: per take, rows ``index`` of ``rows (U, D)``, each scaled by its ``ρ`` — the rows of ``z = rows · ρ``
+    bit for bit, without writing ``z`` for all rows. Backward: the normalisation's backward ``(g − z (z·g)) ρ`` on
+    each taken row's gradient (it is linear in ``g``, so a row taken twice may be transformed per take), written
+    take by take into one buffer, then one ``index_add_`` of all taken rows into a zeroed ``(U, D)`` buffer — the
+    passes over ``D`` touch only the taken rows, and the takes' gradients are never concatenated."""
 
     @staticmethod
-    def forward(ctx, rows: Tensor, inv: Tensor, index: Tensor) -> Tensor:
+    def forward(ctx, rows: Tensor, inv: Tensor, *takes: Tensor) -> tuple[Tensor, ...]:
+        index = torch.cat([t.reshape(-1) for t in takes])
         rho = inv.index_select(0, index)
-        taken = rows.index_select(0, index).mul_(rho)
-        ctx.save_for_backward(taken, rho, index)
+        out, start = [], 0
+        for t in takes:
+            n = t.numel()
+            out.append(rows.index_select(0, index[start : start + n]).mul_(rho[start : start + n]))
+            start += n
+        ctx.save_for_backward(rho, index, *out)
         ctx.shape = rows.shape
-        return taken
+        return tuple(o.view(*t.shape, rows.shape[1]) for o, t in zip(out, takes, strict=True))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        taken, rho, index = ctx.saved_tensors
-        dot = torch.linalg.vecdot(taken, grad).unsqueeze(-1)
-        g = torch.addcmul(grad, taken, dot, value=-1.0).mul_(rho)  # a fresh tensor: no copy of grad first
-        return taken.new_zeros(ctx.shape).index_add_(0, index, g), None, None
+    def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        rho, index, *taken = ctx.saved_tensors
+        d = ctx.shape[1]
+        g = torch.empty(index.shape[0], d, dtype=rho.dtype, device=rho.device)
+        start = 0
+        for z, grad in zip(taken, grads, strict=True):
+            n = z.shape[0]
+            grad = grad.reshape(n, d)
+            dot = torch.linalg.vecdot(z, grad).unsqueeze(-1)
+            torch.addcmul(grad, z, dot, value=-1.0, out=g[start : start + n])
+            start += n
+        g.mul_(rho)
+        return (rho.new_zeros(ctx.shape).index_add_(0, index, g), None, *([None] * len(taken)))
 
 
 def take_unit_rows(rows: Tensor, inv: Tensor, takes: list[Tensor]) -> list[Tensor]:
@@ -120,9 +133,7 @@ def take_unit_rows(rows: Tensor, inv: Tensor, takes: list[Tensor]) -> list[Tenso
         One ``(R', W, D)`` tensor per take: ``l2_normalize(rows)[take]``, with one backward for all
         (:class:`_TakeUnitRows`).
     """
-    d = rows.shape[-1]
-    parts = _TakeUnitRows.apply(rows, inv, torch.cat([t.reshape(-1) for t in takes])).split([t.numel() for t in takes])
-    return [part.view(*t.shape, d) for part, t in zip(parts, takes, strict=True)]
+    return list(_TakeUnitRows.apply(rows, inv, *takes))
 
 
 def pair_cosines(u: Tensor, inv: Tensor, second: Tensor | None) -> tuple[Tensor, Tensor | None]:
