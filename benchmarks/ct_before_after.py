@@ -2,13 +2,20 @@
 
     python benchmarks/ct_before_after.py --before /path/to/other/checkout [--loss cl|infonce]
                                          [--reduction paper] [--part loss|step] [--repeats 12] [--threads 1]
+                                         [--phases]
 
 ``--part loss`` times the CT loss alone (forward + backward) on fixed pf-paper stage features (batch 4, 256²,
-6 classes); ``--part step`` times the whole training step as ``ct_cost.py`` does, CT off / before / after. The
-kinds alternate (ABC CBA …) after a warm-up, so drift on a shared machine hits all alike; the two losses share
-their head weights and draw the same samples, and the script first checks that they give the same value and
-feature gradients. The other checkout's ``src/ctseg/contrastive`` is copied to a temporary package (it imports no
-other part of ctseg). Medians of wall and process CPU time; glibc's allocator tuned as ``ctseg`` commands do.
+6 classes); ``--part step`` times the whole training step as ``ct_cost.py`` does, CT off / before / after. After a
+warm-up the kinds run in rotated order (AB BA … for two kinds; ABC BCA CAB … for three), so drift on a shared
+machine hits all alike and no kind always runs between the other two; the two losses share their head weights and
+draw the same samples, and the script first checks that they give the same value and feature gradients. The other
+checkout's ``src/ctseg/contrastive`` is copied to a temporary package (it imports no other part of ctseg). Medians
+of wall and process CPU time, and "per round": the median ratio to the first kind's time of the same round.
+``--phases`` (with ``--part step``) also prints each kind's median phases (:data:`common.PHASES`). glibc's
+allocator is tuned as ``ctseg`` commands do.
+
+The loss alone runs with its data warm in the caches; in the step the model's activations have evicted it, so a
+change that moves memory traffic rather than removing it can show in ``--part loss`` and not in ``--part step``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import blocky_masks, train_step  # noqa: E402
+from common import PHASES, blocky_masks, train_step  # noqa: E402
 
 from ctseg.cli.allocator import tune_allocator
 from ctseg.contrastive import PatchContrastiveLoss
@@ -54,6 +61,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--phases", action="store_true", help="with --part step: each kind's median phases")
     args = p.parse_args()
     tune_allocator()
     if args.threads:
@@ -76,13 +84,16 @@ def main() -> None:
         params = [q for m in (model, *losses.values()) for q in m.parameters()]
         opt = torch.optim.AdamW(params, lr=1e-4)
 
+        phases: dict[str | None, list[dict[str, float]]] = {}
+
         def run(kind: str | None) -> None:
             if args.part == "loss":
                 for f in feats:
                     f.grad = None
                 losses[kind](feats, y).backward()
                 return
-            train_step(model, seg, None if kind is None else losses[kind], opt, x, y)
+            ct = None if kind is None else losses[kind]
+            phases.setdefault(kind, []).append(train_step(model, seg, ct, opt, x, y))
 
         check = {}
         for kind in losses:
@@ -102,12 +113,15 @@ def main() -> None:
         cpu: dict[str | None, list[float]] = {k: [] for k in kinds}
         load = os.getloadavg()[0]
         for i in range(args.warmup + args.repeats):
-            for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            shift = i % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:  # rotated: no kind always runs between the others
                 t0, c0 = time.perf_counter(), time.process_time()
                 run(kind)
                 if i >= args.warmup:
                     wall[kind].append(time.perf_counter() - t0)
                     cpu[kind].append(time.process_time() - c0)
+                else:
+                    phases.pop(kind, None)
         print(
             f"{args.part}, CT {args.loss}/{args.reduction}, {torch.get_num_threads()} threads, {args.repeats} repeats, "
             f"load {load:.2f} → {os.getloadavg()[0]:.2f}"
@@ -116,8 +130,13 @@ def main() -> None:
         for kind in kinds:
             w, c = statistics.median(wall[kind]), statistics.median(cpu[kind])
             w0, c0 = statistics.median(wall[base]), statistics.median(cpu[base])
-            ratio = f"   / {base or 'CT off'}: wall {w / w0:.3f}, CPU {c / c0:.3f}"
+            paired = statistics.median(a / b for a, b in zip(wall[kind], wall[base], strict=True))
+            ratio = f"   / {base or 'CT off'}: wall {w / w0:.3f}, CPU {c / c0:.3f}, per round {paired:.3f}"
             print(f"{kind or 'CT off'}: wall {w * 1000:.1f} ms, CPU {c * 1000:.1f} ms{ratio}")
+        if args.phases and args.part == "step":
+            for kind in kinds:
+                parts = ", ".join(f"{ph} {statistics.median(r[ph] for r in phases[kind]) * 1000:.1f}" for ph in PHASES)
+                print(f"phases, {kind or 'CT off'}: {parts} ms")
 
 
 if __name__ == "__main__":

@@ -140,13 +140,17 @@ def test_vectorize_speed_compares_ctseg_gdal_and_an_older_src():
     assert got["ratio_to_gdal"]["gdal"] == 1.0 and all(v > 0 for v in got["polygons_per_s"].values())
 
 
-@pytest.mark.slow  # pf-paper stage features and two CT losses: ~20 s
+@pytest.mark.slow  # pf-paper stage features and two CT losses, then 3 steps: ~35 s
 def test_ct_before_after_against_this_checkout(tmp_path):
     res = _run("ct_before_after.py", "--before", str(REPO), "--repeats", "1", "--warmup", "0", "--threads", "1")
     check = next(line for line in res.stdout.splitlines() if line.startswith("loss before"))
     before, after = check.split()[2], check.split()[4].rstrip(";")
     assert before == after  # the same code on both sides: the same loss
-    assert any(line.startswith("after: wall") for line in res.stdout.splitlines())
+    assert any(line.startswith("after: wall") and "per round" in line for line in res.stdout.splitlines())
+    step = _run("ct_before_after.py", "--before", str(REPO), "--part", "step", "--phases", "--repeats", "1",
+                "--warmup", "0", "--threads", "1").stdout.splitlines()  # fmt: skip
+    assert any(line.startswith("before: wall") and "per round" in line for line in step)
+    assert any(line.startswith("phases, after: forward") and "ct_forward" in line for line in step)
 
 
 @pytest.mark.slow  # three child processes, each building pf-paper and running 3 steps: ~30 s
