@@ -47,11 +47,15 @@ def test_counts_match_loop_and_sum_to_area():
     m = torch.randint(0, 5, (2, 16, 24), generator=g)
     m[0, :5, :7] = IGN
     m[1, 3, 3] = 17  # out of range counts as ignore
+    m[1, 9, 2:5] = -2  # so do negative labels
+    m[0, 12, 20] = 4  # the value K itself
     for stride in (1, 2, 4, 8):
         c = patch_class_counts(m, stride, 4, IGN)
         assert c.shape == (2, 5, 16 // stride, 24 // stride)
         assert torch.equal(c.long(), loop_counts(m, stride, 4))
         assert (c.sum(1) == stride * stride).all()
+        small = m.clamp(0, 255).to(torch.uint8)  # an 8-bit mask, as a data loader may give
+        assert torch.equal(patch_class_counts(small, stride, 4, IGN).long(), loop_counts(small.long(), stride, 4))
 
 
 def test_pooled_pyramid_equals_direct_counts():

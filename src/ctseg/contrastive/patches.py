@@ -75,9 +75,10 @@ def _check_stride(mask: Tensor, stride: int) -> None:
 
 
 def _class_index(mask: Tensor, num_classes: int) -> Tensor:
-    """int64 copy of ``mask`` with everything outside ``[0, num_classes)`` mapped to ``num_classes``."""
-    m = mask.long()
-    return torch.where((m >= 0) & (m < num_classes), m, torch.full_like(m, num_classes))
+    """int64 copy of ``mask`` with everything outside ``[0, num_classes)`` mapped to ``num_classes`` (three passes:
+    a clamp from above, then the negative values)."""
+    index = mask.long().clamp(max=num_classes)  # a new tensor, whatever the mask's dtype
+    return index.masked_fill_(index < 0, num_classes)
 
 
 def patch_class_counts(mask: Tensor, stride: int, num_classes: int, ignore_index: int = 255) -> Tensor:
@@ -101,13 +102,13 @@ def patch_class_counts(mask: Tensor, stride: int, num_classes: int, ignore_index
     b, h, w = mask.shape
     hs, ws = h // stride, w // stride
     cells = hs * ws
-    # Flat target cell of each pixel: ((b·(K+1) + class)·hs + i // r)·ws + j // r, built in place.
-    flat = _class_index(mask, num_classes)
+    # Flat target cell of each pixel: ((b·(K+1) + class)·hs + i // r)·ws + j // r = base + class·cells, with
+    # base = b·(K+1)·cells + (i // r)·ws + j // r: one pass over the pixels for base, one for the sum.
     rows = torch.arange(h, device=mask.device) // stride
     cols = torch.arange(w, device=mask.device) // stride
     cell = (rows[:, None] * ws + cols[None, :]).unsqueeze(0)
     batch_offset = (torch.arange(b, device=mask.device) * ((num_classes + 1) * cells)).view(b, 1, 1)
-    flat.mul_(cells).add_(cell).add_(batch_offset)
+    flat = torch.add(cell + batch_offset, _class_index(mask, num_classes), alpha=cells)
     counts = torch.zeros(b * (num_classes + 1) * cells, dtype=torch.int32, device=mask.device)
     ones = torch.ones(1, dtype=torch.int32, device=mask.device).expand(flat.numel())
     counts.scatter_add_(0, flat.view(-1), ones)
