@@ -233,12 +233,10 @@ class PatchContrastiveLoss(nn.Module):
         index, valid, n_eligible = self._sample(eligible, generator)
         rows, where = self._embed(s, feat, index)
         detail = {"index": index, "valid": valid} if self.keep_details else {}
+        samples = StageSamples(rows, where, valid, n_eligible)
         if self.gather_across_ranks:
-            u = rows.index_select(0, where.reshape(-1)).view(*where.shape, -1) if where is not None else rows
-            u, valid, n_eligible = gather_samples(u.view(*valid.shape, -1), valid, n_eligible)
+            u, valid, n_eligible = gather_samples(samples.gathered(), valid, n_eligible)
             samples = StageSamples.dense(u, valid, n_eligible)
-        else:
-            samples = StageSamples(rows, where, valid, n_eligible)
         path = PATHS[(self.loss, self.reduction)]
         if self.loss == "cl":
             opts = {"smoothing": self.smoothing, "cl_form": self.cl_form}

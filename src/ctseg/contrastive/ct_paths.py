@@ -65,6 +65,12 @@ class StageSamples:
             return positions + sample_rows * p
         return self.where[first : first + positions.shape[0]].gather(1, positions)
 
+    def gathered(self) -> Tensor:
+        """``(2K, P, D)``: every sample's projection, with gradient (what the cross-rank gather sends)."""
+        if self.where is None:
+            return self.rows.view(*self.valid.shape, -1)
+        return self.rows.index_select(0, self.where.reshape(-1)).view(*self.valid.shape, -1)
+
     def ranking(self) -> tuple[Tensor, Tensor, Tensor]:
         """Detached ``(u (2K, P, D), ρ (2K, P, 1))`` of every sample, to rank pairs by cosine, and ``ρ (U, 1)`` of
         :attr:`rows` (:func:`~ctseg.contrastive.fused.inverse_norms`)."""
