@@ -84,16 +84,14 @@ def main() -> None:
         params = [q for m in (model, *losses.values()) for q in m.parameters()]
         opt = torch.optim.AdamW(params, lr=1e-4)
 
-        phases: dict[str | None, list[dict[str, float]]] = {}
-
-        def run(kind: str | None) -> None:
+        def run(kind: str | None) -> dict[str, float] | None:
+            """One call of the loss alone, or one training step (then its phases)."""
             if args.part == "loss":
                 for f in feats:
                     f.grad = None
                 losses[kind](feats, y).backward()
-                return
-            ct = None if kind is None else losses[kind]
-            phases.setdefault(kind, []).append(train_step(model, seg, ct, opt, x, y))
+                return None
+            return train_step(model, seg, None if kind is None else losses[kind], opt, x, y)
 
         check = {}
         for kind in losses:
@@ -111,17 +109,17 @@ def main() -> None:
         kinds: list[str | None] = ["before", "after"] if args.part == "loss" else [None, "before", "after"]
         wall: dict[str | None, list[float]] = {k: [] for k in kinds}
         cpu: dict[str | None, list[float]] = {k: [] for k in kinds}
+        phases: dict[str | None, list[dict[str, float] | None]] = {k: [] for k in kinds}
         load = os.getloadavg()[0]
         for i in range(args.warmup + args.repeats):
             shift = i % len(kinds)
             for kind in kinds[shift:] + kinds[:shift]:  # rotated: no kind always runs between the others
                 t0, c0 = time.perf_counter(), time.process_time()
-                run(kind)
+                step = run(kind)
                 if i >= args.warmup:
                     wall[kind].append(time.perf_counter() - t0)
                     cpu[kind].append(time.process_time() - c0)
-                else:
-                    phases.pop(kind, None)
+                    phases[kind].append(step)
         print(
             f"{args.part}, CT {args.loss}/{args.reduction}, {torch.get_num_threads()} threads, {args.repeats} repeats, "
             f"load {load:.2f} → {os.getloadavg()[0]:.2f}"
