@@ -5,8 +5,9 @@
                                  [--phases] [--profile]
 
 Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW step); CT off and CT on with
-each ``--reduction`` (the authors' ``paper`` and ctseg's ``mean``, by default both) alternate so that drift in
-the machine affects all equally; the first ``--warmup`` steps of each are dropped. The CT loss runs unclipped
+each ``--reduction`` (the authors' ``paper`` and ctseg's ``mean``, by default both) run in rotated order (ABC BCA
+CAB …: no kind always runs between the others) so that drift in the machine affects all equally; the first
+``--warmup`` steps of each are dropped. The CT loss runs unclipped
 here, so that a clipped value (no gradient under the paper's clip) does not make its backward look free.
 
 glibc's allocator is tuned as every ``ctseg`` command (``ctseg fit`` included) tunes it
@@ -18,8 +19,10 @@ average is printed before and after.
 
 ``--phases`` also prints the median wall time of each phase of the step (:data:`common.PHASES`: the model's
 forward with the seg loss, CT's forward, the backward, clip and AdamW). ``--profile`` runs instead the CT loss
-alone (forward + backward on fixed stage features) under ``torch.profiler`` and prints its operators and how many
-of stage 0's sampled patches are distinct.
+alone (forward + backward on fixed stage features) under ``torch.profiler`` and prints its operators, how many
+of stage 0's sampled patches are distinct, and what the rule itself fixes: the matrix products' FLOPs (the heads',
+and InfoNCE's logits; ``torch.utils.flop_counter``) against their time and against one 2048³ ``sgemm`` on the
+same threads (the machine's matrix-product rate), the heads' GELU, and the sampling's ``rand`` and ``topk``.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def main() -> None:
     kinds: list[str | None] = [None, *args.reduction]
     runs: dict[str | None, list[dict[str, float]]] = {kind: [] for kind in kinds}
     for i in range(args.warmup + args.repeats):
-        for kind in kinds if i % 2 == 0 else kinds[::-1]:  # ABC CBA …: no kind always follows the same one
+        shift = i % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:  # rotated: no kind always runs between the others
             run = train_step(model, seg, None if kind is None else cts[kind], opt, x, y)
             if i >= args.warmup:
                 runs[kind].append(run)
@@ -109,6 +113,7 @@ def profile_loss(model, ct, x: torch.Tensor, y: torch.Tensor, calls: int = 8) ->
     """``--profile``: the CT loss alone (forward + backward on detached stage features), ``torch.profiler``'s
     operators per call after 3 warm-up calls, and how many of stage 0's sampled patches are distinct."""
     from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad():
         feats = [f.detach().clone().requires_grad_() for f in model.encode(x)]
@@ -127,11 +132,37 @@ def profile_loss(model, ct, x: torch.Tensor, y: torch.Tensor, calls: int = 8) ->
             call()
     print(f"operators over {calls} calls (divide by {calls} for one):")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+    per_call = {e.key: e.self_cpu_time_total / calls / 1000 for e in prof.key_averages()}  # ms
+
+    def ms(*names: str) -> float:
+        return sum(per_call.get(n, 0.0) for n in names)
+
+    with FlopCounterMode(display=False) as counter:
+        call()
+    gflop, products = counter.get_total_flops() / 1e9, ms("aten::mm", "aten::addmm", "aten::bmm")
+    print(
+        f"fixed by the rule, per call: matrix products {gflop:.2f} GFLOP in {products:.1f} ms "
+        f"({gflop / max(products, 1e-9) * 1000:.0f} GFLOP/s; one 2048³ sgemm here: {sgemm_rate():.0f} GFLOP/s), "
+        f"GELU {ms('aten::gelu', 'aten::gelu_backward'):.1f} ms, sampling (rand, topk) "
+        f"{ms('aten::uniform_', 'aten::topk'):.1f} ms; every operator {ms(*per_call):.1f} ms"
+    )
     ct.keep_details = True
     ct(feats, y)
     ct.keep_details = False
     index, valid = ct.details[0]["index"], ct.details[0]["valid"]
     print(f"stage 0: {int(valid.sum())} sampled patches, {index[valid].unique().numel()} distinct")
+
+
+def sgemm_rate(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an ``n × n × n`` float32 matrix product on torch's threads (median of ``repeats``, one warm-up)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 if __name__ == "__main__":

@@ -90,6 +90,9 @@ def test_ct_cost_reports_both_reductions():
     assert "ct_forward 0.0," in off
     profiled = _run("ct_cost.py", *args, "--profile").stdout
     assert "aten::mm" in profiled and "ms per call" in profiled
+    rule = r"matrix products ([\d.]+) GFLOP in ([\d.]+) ms \((\d+) GFLOP/s; one 2048³ sgemm here: (\d+)"
+    fixed = re.search(rule, profiled)  # the heads' FLOPs (~0.09 GFLOP here), their time, the machine's rate
+    assert fixed is not None and float(fixed[1]) > 0 and float(fixed[2]) > 0 and int(fixed[4]) > 0
     found = re.search(r"stage 0: (\d+) sampled patches, (\d+) distinct", profiled)
     assert found is not None
     sampled, distinct = int(found[1]), int(found[2])
