@@ -26,6 +26,9 @@ def test_cosines_at_gradcheck(seed):
     a, b = _pairs(seed=seed)
     pairs = [(a[:6].view(2, 3), b[:6].view(2, 3)), (a[6:], b[6:])]
     assert torch.autograd.gradcheck(lambda x: tuple(_cosines(x, pairs)), (rows,))
+    # given values (recomputed from x, so the finite differences see them move): the same backward
+    given = lambda x: tuple(cosines_at(x, inverse_norms(x), pairs, [c.detach() for c in _cosines(x, pairs)]))  # noqa: E731
+    assert torch.autograd.gradcheck(given, (rows,))
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -67,6 +70,42 @@ def test_pair_cosines_rank_the_pairs_cosines_at_differentiates():
     want_neg, want_pos = cosines_at(rows, inverse_norms(rows), [(pos, neg), (pos[:, : second.shape[1]], partner)])
     torch.testing.assert_close(neg_cos, want_neg, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(pos_cos, want_pos, rtol=1e-12, atol=1e-12)
+
+
+def test_cosines_at_given_values_reads_no_row_and_has_the_same_backward():
+    """Given the pairs' cosines, the forward returns them and the backward is the one it would have had."""
+    g = torch.Generator().manual_seed(4)
+    rows = torch.randn(12, 8, generator=g)
+    a, b = _pairs(12, 10, 4)
+    pairs = [(a.view(4, 5), b.view(4, 5)), (a[:6], b[:6])]
+    weights = [torch.randn(x.shape, generator=g) for x, _ in pairs]
+    computed_rows, given_rows = rows.clone().requires_grad_(), rows.clone().requires_grad_()
+    computed = _cosines(computed_rows, pairs)
+    given = cosines_at(given_rows, inverse_norms(given_rows), pairs, [c.detach() for c in computed])
+    for x, y in zip(computed, given, strict=True):
+        assert torch.equal(x, y) and y.requires_grad
+    for out in (computed, given):
+        sum((w * t).sum() for w, t in zip(weights, out, strict=True)).backward()
+    assert given_rows.grad.abs().sum() > 0
+    assert torch.equal(computed_rows.grad, given_rows.grad)
+
+
+def test_ranking_cosines_are_bit_for_bit_those_cosines_at_computes():
+    """The CT paths hand the ranking's cosines to :func:`cosines_at` instead of recomputing them: in float32, at
+    the CT's sizes and layouts (samples gathered from distinct rows, the positive pairs' first members a slice),
+    they must be the very values :func:`cosines_at` computes itself."""
+    g = torch.Generator().manual_seed(2)
+    k, p, d, n_rows = 4, 64, 128, 300
+    rows = torch.randn(n_rows, d, generator=g) * torch.rand(n_rows, 1, generator=g)
+    where = torch.randint(0, n_rows, (2 * k, p), generator=g)
+    valid = torch.arange(p)[None, :] < torch.randint(p // 2, p + 1, (k, 1), generator=g)
+    _, second, _ = split_halves(valid)
+    inv_rows = inverse_norms(rows)
+    u = rows.index_select(0, where.reshape(-1)).view(2 * k, p, d)
+    neg_cos, pos_cos = pair_cosines(u, inv_rows.index_select(0, where.reshape(-1)).view(2 * k, p, 1), second)
+    pairs = [(where[:k], where[k:]), (where[:k, : second.shape[1]], where[:k].gather(1, second))]
+    want_neg, want_pos = cosines_at(rows, inv_rows, pairs)
+    assert torch.equal(neg_cos, want_neg) and torch.equal(pos_cos, want_pos)
 
 
 def test_l2_normalize_gradcheck_and_values():

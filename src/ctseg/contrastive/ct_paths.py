@@ -106,7 +106,8 @@ def _cl_pair_terms(
     ``pos_loss, pos_keep (K, W_pos)``, ``neg_loss, neg_keep (K, W_neg)`` (``W`` the static bound of what it keeps).
 
     Every pair's cosine is computed to rank them (no gradient); only the pairs that can be kept are differentiated
-    (:func:`~ctseg.contrastive.fused.cosines_at`), so the backward works on about ``hard_fraction`` of the pairs.
+    (:func:`~ctseg.contrastive.fused.cosines_at`, given the ranking's values of those pairs, so the forward reads no
+    row twice), and the backward works on about ``hard_fraction`` of the pairs.
     """
     k = samples.k
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
@@ -118,7 +119,8 @@ def _cl_pair_terms(
     pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False, rounding=rounding)
     neg_pairs = (samples.index(0, neg_order), samples.index(k, neg_order))
     pos_pairs = (samples.index(0, pos_order), samples.index(0, second.gather(1, pos_order)))
-    neg_cos, pos_cos = cosines_at(samples.rows, inv_rows, [neg_pairs, pos_pairs])
+    values = [neg_cos.gather(1, neg_order), pos_cos.gather(1, pos_order)]
+    neg_cos, pos_cos = cosines_at(samples.rows, inv_rows, [neg_pairs, pos_pairs], values)
     pos_loss = cl_pair_loss(pos_cos, 1.0, smoothing, cl_form)
     neg_loss = cl_pair_loss(neg_cos, 0.0, smoothing, cl_form)
     return pos_loss, pos_keep, neg_loss, neg_keep

@@ -160,40 +160,51 @@ def pair_cosines(u: Tensor, inv: Tensor, second: Tensor | None) -> tuple[Tensor,
 
 
 class _CosinesAt(torch.autograd.Function):
-    """Forward: ``cos_i = (r_{a_i}·r_{b_i}) ρ_{a_i} ρ_{b_i}`` for index pairs into ``rows (U, D)``: two row gathers
-    and one row-dot pass; the unit rows are never written out. Backward, with ``c = cos``:
-    ``∂c/∂r_a = ρ_a ρ_b r_b − c ρ_a² r_a`` (and the same with ``a`` and ``b`` swapped) — every factor a per-pair
-    scalar before one ``D``-wide pass per member — then one ``index_add_`` of both members' rows."""
+    """Forward: ``cos_i = (r_{a_i}·r_{b_i}) ρ_{a_i} ρ_{b_i}`` for index pairs into ``rows (U, D)`` — two row gathers
+    and one row-dot pass, the unit rows never written out — or, given ``values``, those (cosines of the same pairs
+    computed before, e.g. by :func:`pair_cosines` to rank them): no pass over ``D`` at all.
+
+    Backward, with ``g_i`` the pairs' gradients and ``c_i`` their cosines: per pair
+    ``∂c/∂r_a = ρ_a ρ_b r_b − c ρ_a² r_a`` (and the same with ``a`` and ``b`` swapped); summed over the pairs a row
+    ``u`` is in, ``∂L/∂r_u = Σ_i g_i ρ_a ρ_b r_{partner} − (ρ_u² Σ_i g_i c_i) r_u``. The second term is one scale of
+    each row (the per-row sums are an ``index_add_`` of scalars); the first, one gather of the partners' rows scaled
+    by a per-pair scalar and one ``index_add_`` into it. Only ``rows`` is saved, no gathered rows."""
 
     @staticmethod
-    def forward(ctx, rows: Tensor, inv: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        r_a, r_b = rows.index_select(0, a), rows.index_select(0, b)
-        rho_a, rho_b = inv.index_select(0, a).squeeze(1), inv.index_select(0, b).squeeze(1)
-        cos = torch.linalg.vecdot(r_a, r_b).mul_(rho_a).mul_(rho_b)
-        ctx.save_for_backward(r_a, r_b, rho_a, rho_b, cos, a, b)
-        ctx.shape = rows.shape
+    def forward(ctx, rows: Tensor, inv: Tensor, a: Tensor, b: Tensor, values: Tensor | None) -> Tensor:
+        if values is None:
+            rho_a, rho_b = inv.index_select(0, a).squeeze(1), inv.index_select(0, b).squeeze(1)
+            cos = torch.linalg.vecdot(rows.index_select(0, a), rows.index_select(0, b)).mul_(rho_a).mul_(rho_b)
+        else:
+            cos = values.detach().clone()
+        ctx.save_for_backward(rows, inv, a, b, cos)
         return cos
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        r_a, r_b, rho_a, rho_b, cos, a, b = ctx.saved_tensors
-        m = a.shape[0]
-        both = grad * rho_a * rho_b  # the coefficient of each member's partner
-        own = grad * cos
-        rows = torch.empty(2 * m, ctx.shape[1], dtype=r_a.dtype, device=r_a.device)
-        torch.mul(r_b, both.unsqueeze(1), out=rows[:m]).addcmul_(r_a, (own * rho_a * rho_a).unsqueeze(1), value=-1.0)
-        torch.mul(r_a, both.unsqueeze(1), out=rows[m:]).addcmul_(r_b, (own * rho_b * rho_b).unsqueeze(1), value=-1.0)
-        return r_a.new_zeros(ctx.shape).index_add_(0, torch.cat([a, b]), rows), None, None, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+        rows, inv, a, b, cos = ctx.saved_tensors
+        rho = inv.squeeze(1)
+        members, partners = torch.cat([a, b]), torch.cat([b, a])
+        cross = (grad * rho.index_select(0, a) * rho.index_select(0, b)).repeat(2)  # g ρ_a ρ_b, per member
+        own = rho.new_zeros(rho.shape).index_add_(0, members, (grad * cos).repeat(2))  # Σ g c per row
+        out = rows * own.mul_(rho).mul_(rho).neg_().unsqueeze(1)
+        out.index_add_(0, members, rows.index_select(0, partners).mul_(cross.unsqueeze(1)))
+        return out, None, None, None, None
 
 
-def cosines_at(rows: Tensor, inv: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+def cosines_at(
+    rows: Tensor, inv: Tensor, pairs: list[tuple[Tensor, Tensor]], values: list[Tensor] | None = None
+) -> list[Tensor]:
     """Cosines of the pairs of rows ``(a_i, b_i)`` of ``rows (U, D)``, differentiable with respect to ``rows``.
 
     Args:
         rows: ``(U, D)`` unnormalised embeddings; ``inv``: their :func:`inverse_norms`, ``(U, 1)``.
         pairs: ``(a, b)`` int64 index tensors of one shape each, e.g. ``(K, W)`` for the kept pairs of ``K``
             classes.
+        values: the same pairs' cosines, one tensor per pair set, when the caller has them already (the CT
+            paths take them from the ranking's :func:`pair_cosines`, whose arithmetic per pair is this
+            function's): the forward then reads no row. They are trusted, not checked.
 
     Returns:
         One tensor of cosines per ``(a, b)``, shaped like ``a``, with one backward for all (:class:`_CosinesAt`);
@@ -201,7 +212,8 @@ def cosines_at(rows: Tensor, inv: Tensor, pairs: list[tuple[Tensor, Tensor]]) ->
     """
     a = torch.cat([x.reshape(-1) for x, _ in pairs])
     b = torch.cat([y.reshape(-1) for _, y in pairs])
-    cos = _CosinesAt.apply(rows, inv, a, b).split([x.numel() for x, _ in pairs])
+    given = None if values is None else torch.cat([v.reshape(-1) for v in values])
+    cos = _CosinesAt.apply(rows, inv, a, b, given).split([x.numel() for x, _ in pairs])
     return [c.view(x.shape) for c, (x, _) in zip(cos, pairs, strict=True)]
 
 
