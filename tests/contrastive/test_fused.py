@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctseg.contrastive.fused import cosines_at, inverse_norms, l2_normalize, pair_cosines, take_rows
+from ctseg.contrastive.fused import COSINE_BLOCK, cosines_at, inverse_norms, l2_normalize, pair_cosines, row_cosines
 from ctseg.contrastive.sampling import split_halves
 
 
@@ -56,20 +56,35 @@ def test_cosines_at_match_autograd_of_normalised_gathers(seed):
 
 
 def test_pair_cosines_rank_the_pairs_cosines_at_differentiates():
-    """The no-gradient ranking cosines of every CT pair equal :func:`cosines_at` on the same pairs."""
+    """The no-gradient ranking cosines of every CT pair equal :func:`cosines_at` on the same pairs, and the
+    normalised rows' dot products."""
     g = torch.Generator().manual_seed(1)
     k, n, d = 3, 9, 5
-    u = torch.randn(2 * k, n, d, generator=g, dtype=torch.float64)
+    rows = torch.randn(2 * k * n, d, generator=g, dtype=torch.float64)
     valid = torch.arange(n)[None, :] < torch.randint(0, n + 1, (k, 1), generator=g)
     _, second, _ = split_halves(valid)
-    neg_cos, pos_cos = pair_cosines(u, inverse_norms(u), second)
-    rows = u.reshape(-1, d)
-    first = torch.arange(k).unsqueeze(1) * n
-    pos = first + torch.arange(n)
-    neg, partner = pos + k * n, first + second
+    pos = torch.arange(k * n).view(k, n)
+    neg, partner = pos + k * n, pos.gather(1, second)
+    neg_cos, pos_cos = pair_cosines(rows, inverse_norms(rows), pos, neg, second)
     want_neg, want_pos = cosines_at(rows, inverse_norms(rows), [(pos, neg), (pos[:, : second.shape[1]], partner)])
     torch.testing.assert_close(neg_cos, want_neg, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(pos_cos, want_pos, rtol=1e-12, atol=1e-12)
+    z = F.normalize(rows, dim=-1)
+    torch.testing.assert_close(neg_cos, (z[pos] * z[neg]).sum(-1))
+    assert pair_cosines(rows, inverse_norms(rows), pos, neg, None)[1] is None
+
+
+def test_row_cosines_in_blocks_are_the_one_pass_values_bit_for_bit():
+    """On the CPU :func:`row_cosines` works in blocks of pairs; each pair's value must not depend on its block."""
+    g = torch.Generator().manual_seed(6)
+    rows = torch.randn(500, 128, generator=g)
+    inv = inverse_norms(rows)
+    m = 2 * COSINE_BLOCK + 37  # two whole blocks and a part
+    a, b = torch.randint(0, 500, (2, m), generator=g)
+    blocked = row_cosines(rows, inv, a, b)
+    one_pass = torch.linalg.vecdot(rows[a], rows[b]).mul_(inv[a, 0]).mul_(inv[b, 0])
+    assert blocked.shape == (m,) and torch.equal(blocked, one_pass)
+    assert row_cosines(rows, inv, a[:0], b[:0]).shape == (0,)
 
 
 def test_cosines_at_given_values_reads_no_row_and_has_the_same_backward():
@@ -92,8 +107,8 @@ def test_cosines_at_given_values_reads_no_row_and_has_the_same_backward():
 
 def test_ranking_cosines_are_bit_for_bit_those_cosines_at_computes():
     """The CT paths hand the ranking's cosines to :func:`cosines_at` instead of recomputing them: in float32, at
-    the CT's sizes and layouts (samples gathered from distinct rows, the positive pairs' first members a slice),
-    they must be the very values :func:`cosines_at` computes itself."""
+    the CT's sizes (samples taken by index from distinct rows, the positive pairs' first members a slice), they
+    must be the very values :func:`cosines_at` computes itself."""
     g = torch.Generator().manual_seed(2)
     k, p, d, n_rows = 4, 64, 128, 300
     rows = torch.randn(n_rows, d, generator=g) * torch.rand(n_rows, 1, generator=g)
@@ -101,8 +116,7 @@ def test_ranking_cosines_are_bit_for_bit_those_cosines_at_computes():
     valid = torch.arange(p)[None, :] < torch.randint(p // 2, p + 1, (k, 1), generator=g)
     _, second, _ = split_halves(valid)
     inv_rows = inverse_norms(rows)
-    u = rows.index_select(0, where.reshape(-1)).view(2 * k, p, d)
-    neg_cos, pos_cos = pair_cosines(u, inv_rows.index_select(0, where.reshape(-1)).view(2 * k, p, 1), second)
+    neg_cos, pos_cos = pair_cosines(rows, inv_rows, where[:k], where[k:], second)
     pairs = [(where[:k], where[k:]), (where[:k, : second.shape[1]], where[:k].gather(1, second))]
     want_neg, want_pos = cosines_at(rows, inv_rows, pairs)
     assert torch.equal(neg_cos, want_neg) and torch.equal(pos_cos, want_pos)
@@ -177,20 +191,6 @@ def test_info_nce_shared_matches_reference_and_gradcheck(seed, temperature):
     second = torch.autograd.grad(loss, (q, k, n))
     for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b)
-
-
-def test_take_rows_matches_gather_values_and_gradients():
-    g = torch.Generator().manual_seed(3)
-    z = torch.randn(3, 11, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    positions = torch.randint(0, 11, (3, 7), generator=g)  # repeated positions: gradients must add up
-    want = z.gather(1, positions.unsqueeze(-1).expand(-1, -1, 5))
-    got = take_rows(z, positions)
-    assert torch.equal(got, want)
-    w = torch.randn(3, 7, 5, generator=g, dtype=torch.float64)
-    g1 = torch.autograd.grad((got * w).sum(), z)[0]
-    g2 = torch.autograd.grad((want * w).sum(), z)[0]
-    torch.testing.assert_close(g1, g2)
-    assert take_rows(z, positions[:, :0]).shape == (3, 0, 5)
 
 
 def test_take_unit_rows_matches_gathers_of_l2_normalize():

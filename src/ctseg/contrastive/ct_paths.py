@@ -71,16 +71,15 @@ class StageSamples:
             return self.rows.view(*self.valid.shape, -1)
         return self.rows.index_select(0, self.where.reshape(-1)).view(*self.valid.shape, -1)
 
-    def ranking(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Detached ``(u (2K, P, D), ρ (2K, P, 1))`` of every sample, to rank pairs by cosine, and ``ρ (U, 1)`` of
-        :attr:`rows` (:func:`~ctseg.contrastive.fused.inverse_norms`)."""
+    def ranking(self, second: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """The cosines of every sampled pair, to rank them — ``neg_cos (K, P)`` and ``pos_cos (K, h)`` (``None``
+        without ``second``; :func:`~ctseg.contrastive.fused.pair_cosines`, taken from :attr:`rows` by index, no
+        gradient) — and ``ρ (U, 1)`` of :attr:`rows` (:func:`~ctseg.contrastive.fused.inverse_norms`)."""
         inv = inverse_norms(self.rows)
-        shape = self.valid.shape
-        if self.where is None:
-            return self.rows.detach().view(*shape, -1), inv.view(*shape, 1), inv
-        flat = self.where.reshape(-1)
-        u = self.rows.detach().index_select(0, flat).view(*shape, -1)
-        return u, inv.index_select(0, flat).view(*shape, 1), inv
+        k, p = self.k, self.valid.shape[1]
+        every = torch.arange(p, device=self.valid.device).expand(k, p)
+        neg_cos, pos_cos = pair_cosines(self.rows, inv, self.index(0, every), self.index(k, every), second)
+        return neg_cos, pos_cos, inv
 
 
 @dataclass
@@ -112,9 +111,7 @@ def _cl_pair_terms(
     k = samples.k
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
     _, second, pair_valid = split_halves(v_pos)
-    u, inv, inv_rows = samples.ranking()
-    with torch.no_grad():
-        neg_cos, pos_cos = pair_cosines(u, inv, second)
+    neg_cos, pos_cos, inv_rows = samples.ranking(second)
     neg_order, neg_keep = hardest_first(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True, rounding=rounding)
     pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False, rounding=rounding)
     neg_pairs = (samples.index(0, neg_order), samples.index(k, neg_order))
@@ -181,9 +178,7 @@ def infonce_mean(samples: StageSamples, *, hard_fraction: float, min_samples: in
     present = (n_pos >= min_samples) & (n_neg >= min_samples)
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
     _, second, pair_valid = split_halves(v_pos)
-    u, inv, inv_rows = samples.ranking()
-    with torch.no_grad():
-        neg_cos, pos_cos = pair_cosines(u, inv, second)
+    neg_cos, pos_cos, inv_rows = samples.ranking(second)
     neg_order, neg_keep = hardest_first(neg_cos, v_pos & v_neg, hard_fraction, hardest_is_high=True)
     pos_order, pos_keep = hardest_first(pos_cos, pair_valid, hard_fraction, hardest_is_high=False)
     neg_keep, pos_keep = neg_keep & present[:, None], pos_keep & present[:, None]
@@ -215,11 +210,9 @@ def infonce_paper(samples: StageSamples, *, hard_fraction: float, min_samples: i
     n_pos, n_neg = _counts(samples)
     present = (n_pos >= 2 * min_samples) & (n_neg >= 2 * min_samples)
     v_pos, v_neg = samples.valid[:k], samples.valid[k:]
-    u, inv, inv_rows = samples.ranking()
-    positions = torch.arange(u.shape[1], device=u.device)
+    neg_cos, _, inv_rows = samples.ranking(None)
+    positions = torch.arange(neg_cos.shape[1], device=neg_cos.device)
     pair_valid = v_pos & v_neg & (positions < PAPER_INFONCE_MAX_PAIRS)
-    with torch.no_grad():
-        neg_cos, _ = pair_cosines(u, inv, None)
     # order: positions by rank (0 = most similar negative); kept: rank < m, as a prefix of the ranking.
     order, kept = hardest_first(neg_cos, pair_valid, hard_fraction, hardest_is_high=True, rounding="floor")
     kept = kept & present[:, None]

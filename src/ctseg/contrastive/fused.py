@@ -6,11 +6,12 @@ Autograd's generic graph for ``F.normalize`` followed by the CT pairing (two sli
 allocates about a dozen full ``(2K, k, D)`` temporaries in the backward pass (zero-filled slice and gather
 gradients, the broadcast division's two gradients, ...); on a GPU each is a kernel launch and a pass over
 memory. The functions here compute the same values with a few saved tensors and a handful of in-place passes:
-the unit rows ``z`` are never written out (cosines are row-dots of ``u`` scaled by ``ρ_a ρ_b``; the gathers
-scale only the rows they take); only the pairs hard mining can keep are differentiated, taken straight from the
-projected rows by index (on the CPU one row per distinct sampled patch, ``ctseg.contrastive.ct``), so no
-``(2K, k, D)`` gradient is ever formed; and each backward ends in one ``index_add_`` of whole ``D``-rows. On the
-2-core CPU the heads' matmuls and GELU dominate the CT time all the same (``benchmarks/README.md``, issue 33).
+the unit rows ``z`` are never written out (cosines are row-dots of ``u`` scaled by ``ρ_a ρ_b``, on the CPU in
+blocks whose rows stay in the caches; the gathers scale only the rows they take); only the pairs hard mining can
+keep are differentiated, taken straight from the projected rows by index (on the CPU one row per distinct sampled
+patch, ``ctseg.contrastive.ct``), so no ``(2K, k, D)`` gradient is ever formed; and each backward ends in one
+``index_add_`` of whole ``D``-rows. On the 2-core CPU the heads' matmuls and GELU dominate the CT time all the
+same (``benchmarks/README.md``, issue 33).
 
 Math. With ``u`` one unnormalised embedding, ``z = u · ρ`` and ``ρ = 1 / max(‖u‖, ε)``; for an upstream
 gradient ``g`` on ``z`` the gradient on ``u`` is ``(g − z (z·g)) · ρ`` (exact where ``‖u‖ > ε``; at ``u = 0``
@@ -38,23 +39,6 @@ def _normalize_backward(grad: Tensor, z: Tensor, inv: Tensor) -> Tensor:
     """``(g − z (z·g)) · ρ``, computed in place in ``grad`` (which must be a fresh tensor)."""
     dot = torch.linalg.vecdot(z, grad).unsqueeze(-1)
     return grad.addcmul_(z, dot, value=-1.0).mul_(inv)
-
-
-def _flat_rows(positions: Tensor, width: int) -> Tensor:
-    """``(R, W)`` positions into rows of ``width`` → ``(R·W,)`` flat row indices ``r · width + position``."""
-    offsets = torch.arange(positions.shape[0], device=positions.device).unsqueeze(-1) * width
-    return (positions + offsets).reshape(-1)
-
-
-def take_rows(z: Tensor, positions: Tensor) -> Tensor:
-    """``z[r, positions[r, j]]`` for every ``r, j``: ``(R, P, D)``, ``(R, W)`` int64 → ``(R, W, D)``.
-
-    The value of ``z.gather(1, positions[..., None].expand(-1, -1, D))``, as one ``index_select`` of whole
-    ``D``-rows of the flattened ``(R·P, D)`` view (backward: ``index_add_`` of rows); on the 2-core CPU a quarter
-    of the element-wise ``gather``'s time, and its backward a third of ``scatter_add_``'s.
-    """
-    r, p, d = z.shape
-    return z.reshape(r * p, d).index_select(0, _flat_rows(positions, p)).view(r, positions.shape[1], d)
 
 
 class _L2Normalize(torch.autograd.Function):
@@ -136,32 +120,60 @@ def take_unit_rows(rows: Tensor, inv: Tensor, takes: list[Tensor]) -> list[Tenso
     return list(_TakeUnitRows.apply(rows, inv, *takes))
 
 
-def pair_cosines(u: Tensor, inv: Tensor, second: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """The CT pair cosines of every sampled pair, ``(u_a·u_b) ρ_a ρ_b``, to rank them: the unit rows are never
-    written out.
+#: Pairs per block of :func:`row_cosines` on the CPU: a block's two gathers of rows and their product (3 × 512 KB
+#: at ``D = 128``) are still in the caches when the row-dot reads them.
+COSINE_BLOCK = 1024
+
+
+def row_cosines(rows: Tensor, inv: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``(M,)`` cosines ``(r_a·r_b) ρ_a ρ_b`` of the index pairs ``a, b (M,)`` into ``rows (U, D)``, without gradient.
+
+    On the CPU the pairs go in blocks of :data:`COSINE_BLOCK`: gathering all ``2M`` rows first writes them out
+    and reads them back through memory (a CT stage ranks 6,144 negative pairs: 6 MB of rows at ``D = 128``),
+    where a block's rows are still in the caches. The arithmetic of a pair (its row-dot, then ``× ρ_a × ρ_b``)
+    is the same whatever the block, so every caller gets the same value for the same pair bit for bit. On an
+    accelerator the pairs go in one block.
+    """
+    with torch.no_grad():
+        m = a.numel()
+        block = COSINE_BLOCK if rows.device.type == "cpu" else max(m, 1)
+        out = rows.new_empty(m)
+        for start in range(0, m, block):
+            end = min(m, start + block)
+            pair_rows = rows.index_select(0, a[start:end]), rows.index_select(0, b[start:end])
+            torch.linalg.vecdot(*pair_rows, out=out[start:end])
+        rho = inv.reshape(-1)
+        return out.mul_(rho.index_select(0, a)).mul_(rho.index_select(0, b))
+
+
+def pair_cosines(
+    rows: Tensor, inv: Tensor, positives: Tensor, negatives: Tensor, second: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """The CT pair cosines of every sampled pair, to rank them (:func:`row_cosines`; the unit rows are never written
+    out, nor the sampled rows gathered all at once).
 
     Args:
-        u: ``(2K, k, D)``; inv: ``(2K, k, 1)`` its :func:`inverse_norms`; second: ``(K, h)`` the positive partners,
+        rows: ``(U, D)`` unnormalised embeddings; inv: ``(U, 1)`` their :func:`inverse_norms`.
+        positives, negatives: ``(K, k)`` int64 rows of each class's sampled positives and negatives.
+        second: ``(K, h)`` positions of the positive partners (:func:`~ctseg.contrastive.sampling.split_halves`),
             or ``None`` for the negative pairs only.
 
     Returns:
-        ``neg_cos (K, k)`` and ``pos_cos (K, h)`` (``None`` without ``second``); not differentiable (the caller
-        ranks by them; :func:`cosines_at` differentiates the pairs that are kept).
+        ``neg_cos (K, k)`` — pair ``j`` is (positive ``j``, negative ``j``) — and ``pos_cos (K, h)`` — pair ``i``
+        is (positive ``i``, positive ``second[i]``) — (``None`` without ``second``); not differentiable (the
+        caller ranks by them; :func:`cosines_at` differentiates the pairs that are kept, given these values).
     """
-    k = u.shape[0] // 2
-    rho = inv.squeeze(-1)
-    u_pos, rho_pos = u[:k], rho[:k]
-    neg_cos = torch.linalg.vecdot(u_pos, u[k:]).mul_(rho_pos).mul_(rho[k:])
+    neg_cos = row_cosines(rows, inv, positives.reshape(-1), negatives.reshape(-1)).view(positives.shape)
     if second is None:
         return neg_cos, None
-    h = second.shape[1]
-    pos_cos = torch.linalg.vecdot(u_pos[:, :h], take_rows(u_pos, second))
-    return neg_cos, pos_cos.mul_(rho_pos[:, :h]).mul_(rho_pos.gather(1, second))
+    first = positives[:, : second.shape[1]]
+    pos_cos = row_cosines(rows, inv, first.reshape(-1), positives.gather(1, second).reshape(-1))
+    return neg_cos, pos_cos.view(first.shape)
 
 
 class _CosinesAt(torch.autograd.Function):
-    """Forward: ``cos_i = (r_{a_i}·r_{b_i}) ρ_{a_i} ρ_{b_i}`` for index pairs into ``rows (U, D)`` — two row gathers
-    and one row-dot pass, the unit rows never written out — or, given ``values``, those (cosines of the same pairs
+    """Forward: ``cos_i = (r_{a_i}·r_{b_i}) ρ_{a_i} ρ_{b_i}`` for index pairs into ``rows (U, D)``
+    (:func:`row_cosines`, the unit rows never written out) or, given ``values``, those (cosines of the same pairs
     computed before, e.g. by :func:`pair_cosines` to rank them): no pass over ``D`` at all.
 
     Backward, with ``g_i`` the pairs' gradients and ``c_i`` their cosines: per pair
@@ -173,8 +185,7 @@ class _CosinesAt(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: Tensor, inv: Tensor, a: Tensor, b: Tensor, values: Tensor | None) -> Tensor:
         if values is None:
-            rho_a, rho_b = inv.index_select(0, a).squeeze(1), inv.index_select(0, b).squeeze(1)
-            cos = torch.linalg.vecdot(rows.index_select(0, a), rows.index_select(0, b)).mul_(rho_a).mul_(rho_b)
+            cos = row_cosines(rows, inv, a, b)
         else:
             cos = values.detach().clone()
         ctx.save_for_backward(rows, inv, a, b, cos)
