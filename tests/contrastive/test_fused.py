@@ -99,27 +99,37 @@ def test_cosines_at_given_values_reads_no_row_and_has_the_same_backward():
     given = cosines_at(given_rows, inverse_norms(given_rows), pairs, [c.detach() for c in computed])
     for x, y in zip(computed, given, strict=True):
         assert torch.equal(x, y) and y.requires_grad
+    shifted = cosines_at(rows, inverse_norms(rows), pairs, [c.detach() + 1.0 for c in computed])
+    for x, y in zip(computed, shifted, strict=True):  # the values given are what comes out: no row was read
+        assert torch.equal(y, x.detach() + 1.0)
     for out in (computed, given):
         sum((w * t).sum() for w, t in zip(weights, out, strict=True)).backward()
     assert given_rows.grad.abs().sum() > 0
     assert torch.equal(computed_rows.grad, given_rows.grad)
 
 
-def test_ranking_cosines_are_bit_for_bit_those_cosines_at_computes():
-    """The CT paths hand the ranking's cosines to :func:`cosines_at` instead of recomputing them: in float32, at
-    the CT's sizes (samples taken by index from distinct rows, the positive pairs' first members a slice), they
-    must be the very values :func:`cosines_at` computes itself."""
+def test_ranking_cosines_are_bit_for_bit_those_of_the_gathered_samples():
+    """The CT paths hand the ranking's cosines to :func:`cosines_at` instead of recomputing them, and the ranking
+    takes them from the rows by index in blocks: in float32, at the CT's sizes, they must be bit for bit the values
+    of the plain formulation — every sample's row gathered to ``(2K, P, D)``, one row-dot over the classes'
+    positives and negatives (the positives' first half a slice), then ``× ρ_a × ρ_b``."""
     g = torch.Generator().manual_seed(2)
-    k, p, d, n_rows = 4, 64, 128, 300
+    k, p, d, n_rows = 4, 3 * COSINE_BLOCK // 4, 128, 900  # K·P spans several blocks
     rows = torch.randn(n_rows, d, generator=g) * torch.rand(n_rows, 1, generator=g)
     where = torch.randint(0, n_rows, (2 * k, p), generator=g)
     valid = torch.arange(p)[None, :] < torch.randint(p // 2, p + 1, (k, 1), generator=g)
     _, second, _ = split_halves(valid)
     inv_rows = inverse_norms(rows)
     neg_cos, pos_cos = pair_cosines(rows, inv_rows, where[:k], where[k:], second)
-    pairs = [(where[:k], where[k:]), (where[:k, : second.shape[1]], where[:k].gather(1, second))]
-    want_neg, want_pos = cosines_at(rows, inv_rows, pairs)
+    u, rho = rows[where], inv_rows[where].squeeze(-1)  # (2K, P, D), (2K, P)
+    h = second.shape[1]
+    want_neg = torch.linalg.vecdot(u[:k], u[k:]).mul_(rho[:k]).mul_(rho[k:])
+    partner = u[:k].gather(1, second.unsqueeze(-1).expand(-1, -1, d))
+    want_pos = torch.linalg.vecdot(u[:k, :h], partner).mul_(rho[:k, :h]).mul_(rho[:k].gather(1, second))
     assert torch.equal(neg_cos, want_neg) and torch.equal(pos_cos, want_pos)
+    kept = [(where[:k], where[k:]), (where[:k, :h], where[:k].gather(1, second))]
+    got_neg, got_pos = cosines_at(rows, inv_rows, kept)  # and cosines_at computes the same values itself
+    assert torch.equal(got_neg, want_neg) and torch.equal(got_pos, want_pos)
 
 
 def test_l2_normalize_gradcheck_and_values():

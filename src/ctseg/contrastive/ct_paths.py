@@ -77,8 +77,11 @@ class StageSamples:
         gradient) — and ``ρ (U, 1)`` of :attr:`rows` (:func:`~ctseg.contrastive.fused.inverse_norms`)."""
         inv = inverse_norms(self.rows)
         k, p = self.k, self.valid.shape[1]
-        every = torch.arange(p, device=self.valid.device).expand(k, p)
-        neg_cos, pos_cos = pair_cosines(self.rows, inv, self.index(0, every), self.index(k, every), second)
+        if self.where is None:  # rows in sample order: the positives are rows 0 … K·P − 1, then the negatives
+            every = torch.arange(2 * k * p, device=self.rows.device).view(2 * k, p)
+        else:
+            every = self.where
+        neg_cos, pos_cos = pair_cosines(self.rows, inv, every[:k], every[k:], second)
         return neg_cos, pos_cos, inv
 
 
