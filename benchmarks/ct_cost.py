@@ -2,7 +2,7 @@
 
     python benchmarks/ct_cost.py [--model pf-paper] [--encoder NAME] [--size 256] [--batch 4] [--repeats 10]
                                  [--classes 6] [--loss cl|infonce] [--reduction paper mean] [--threads N]
-                                 [--phases] [--profile]
+                                 [--phases] [--profile] [--processes N]
 
 Each repeat times one full step (forward, seg loss [+ CT loss], backward, AdamW step); CT off and CT on with
 each ``--reduction`` (the authors' ``paper`` and ctseg's ``mean``, by default both) run in rotated order (ABC BCA
@@ -17,6 +17,13 @@ times at random, CPU time much less. "per round" is the median of the ratios of 
 same round (taken next to each other), which drift in the machine's speed between rounds does not move. The load
 average is printed before and after.
 
+``--processes N`` runs the whole measurement in ``N`` fresh processes, one after the other, and then pools them:
+on this shared 2-core machine the ratio moves between runs by more than within one (±1.5–3 %: which memory a
+process gets, what else runs on the host), so one run cannot say on which side of a goal a ratio lies. Each
+process's ratios (median over median, and per round) are printed, then the median over the processes and their
+range: for ``N`` independent processes the true median lies between the smallest and the largest with probability
+``1 − 2^(1−N)`` (94 % for five), whatever the distribution.
+
 ``--phases`` also prints the median wall time of each phase of the step (:data:`common.PHASES`: the model's
 forward with the seg loss, CT's forward, the backward, clip and AdamW). ``--profile`` runs instead the CT loss
 alone (forward + backward on fixed stage features) under ``torch.profiler`` and prints its operators, how many
@@ -28,9 +35,12 @@ same threads (the machine's matrix-product rate), the heads' GELU, and the sampl
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +56,7 @@ from ctseg.training.seg_loss import SegmentationLoss
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--model", default="pf-paper")
     p.add_argument("--encoder", default=None, help="timm encoder for the generic presets (e.g. poolformer_s12)")
     p.add_argument("--size", type=int, default=256)
@@ -60,7 +70,15 @@ def main() -> None:
     p.add_argument("--phases", action="store_true", help="also the median of each phase of the step")
     p.add_argument("--profile", action="store_true",
                    help="instead: the CT loss alone under torch.profiler (first --reduction)")  # fmt: skip
+    p.add_argument("--processes", type=int, default=1,
+                   help="repeat the measurement in this many fresh processes and pool them")  # fmt: skip
+    p.add_argument("--ratios-json", default=None, help=argparse.SUPPRESS)  # a child's ratios, for --processes
     args = p.parse_args()
+    if args.processes > 1:
+        if args.profile:
+            p.error("--profile runs the loss alone once; it takes no --processes")
+        pooled(args.processes, sys.argv[1:])
+        return
     tuned = tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,6 +125,46 @@ def main() -> None:
         for kind in kinds:
             parts = ", ".join(f"{ph} {statistics.median(r[ph] for r in runs[kind]) * 1000:.1f}" for ph in PHASES)
             print(f"phases, {'CT off' if kind is None else f'CT on ({kind})'}: {parts} ms")
+    if args.ratios_json:
+        ratios = {
+            r: {
+                "on_off": statistics.median(times[r]) / off,
+                "per_round": statistics.median(a / b for a, b in zip(times[r], times[None], strict=True)),
+            }
+            for r in args.reduction
+        }
+        Path(args.ratios_json).write_text(json.dumps({"off_ms": off * 1000, "ratios": ratios}))
+
+
+def pooled(processes: int, argv: list[str]) -> None:
+    """``--processes N``: the measurement in ``N`` fresh processes, one after the other (each prints its own
+    report), then each reduction's ratios over the processes: every process's, their median and their range."""
+    child, skip = [], False
+    for a in argv:  # the same arguments without --processes (the parser takes no abbreviations)
+        if not skip and a != "--processes" and not a.startswith("--processes="):
+            child.append(a)
+        skip = a == "--processes"
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(processes):
+            out = Path(tmp) / f"ratios-{n}.json"
+            print(f"--- process {n + 1} of {processes}", flush=True)
+            subprocess.run([sys.executable, __file__, *child, "--ratios-json", str(out)], check=True)
+            results.append(json.loads(out.read_text()))
+    confidence = 1 - 2 ** (1 - processes)
+    offs = ", ".join(f"{res['off_ms']:.1f}" for res in results)
+    print(
+        f"--- over {processes} processes (CT off {offs} ms); the true median lies in the range with probability "
+        f"{confidence:.0%}"
+    )
+    for r in results[0]["ratios"]:
+        for stat in ("on_off", "per_round"):
+            values = [res["ratios"][r][stat] for res in results]
+            print(
+                f"reduction={r}, {stat.replace('_', '/' if stat == 'on_off' else ' ')}: "
+                f"{' '.join(f'{v:.3f}' for v in values)}   median {statistics.median(values):.3f}, "
+                f"range {min(values):.3f}–{max(values):.3f}"
+            )
 
 
 def profile_loss(model, ct, x: torch.Tensor, y: torch.Tensor, calls: int = 8) -> None:

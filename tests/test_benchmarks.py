@@ -75,7 +75,7 @@ def test_gpu_suite_is_valid_bash():
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.slow  # a subprocess building a model: ~20 s; the default suite stays under 10 minutes
+@pytest.mark.slow  # subprocesses building a model: ~45 s; the default suite stays under 10 minutes
 def test_ct_cost_reports_both_reductions():
     args = ["--model", "pf-tiny", "--size", "64", "--batch", "2", "--repeats", "1", "--warmup", "0"]
     lines = _run("ct_cost.py", *args, "--phases").stdout.splitlines()
@@ -97,6 +97,16 @@ def test_ct_cost_reports_both_reductions():
     assert found is not None
     sampled, distinct = int(found[1]), int(found[2])
     assert 0 < distinct <= sampled
+    pooled = _run("ct_cost.py", *args, "--reduction", "paper", "--processes", "2").stdout
+    assert pooled.count("step CT off:") == 2  # two fresh processes, each with its own report
+    assert "the true median lies in the range with probability 50%" in pooled
+    for stat in ("on/off", "per round"):
+        line = re.search(
+            rf"reduction=paper, {stat}: ([\d.]+) ([\d.]+)   median ([\d.]+), range ([\d.]+)–([\d.]+)", pooled
+        )
+        assert line is not None, pooled
+        first, second, median, low, high = (float(v) for v in line.groups())
+        assert low == min(first, second) and high == max(first, second) and low <= median <= high
 
 
 @pytest.mark.slow  # a subprocess building a model and a 1024² COG: ~20 s
