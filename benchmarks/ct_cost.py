@@ -18,8 +18,8 @@ same round (taken next to each other), which drift in the machine's speed betwee
 average is printed before and after.
 
 ``--processes N`` runs the whole measurement in ``N`` fresh processes, one after the other, and then pools them:
-on this shared 2-core machine the ratio moves between runs by more than within one (±1.5–3 %: which memory a
-process gets, what else runs on the host), so one run cannot say on which side of a goal a ratio lies. Each
+on the shared 2-core machine of benchmarks/README.md the ratio moves between runs by ±1.5–3 %, more than within
+one, so one run cannot say on which side of a goal a ratio lies. Each
 process's ratios (median over median, and per round) are printed, then the median over the processes and their
 range: for ``N`` independent processes the true median lies between the smallest and the largest with probability
 ``1 − 2^(1−N)`` (94 % for five), whatever the distribution.
