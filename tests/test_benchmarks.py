@@ -75,7 +75,7 @@ def test_gpu_suite_is_valid_bash():
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.slow  # subprocesses building a model: ~45 s; the default suite stays under 10 minutes
+@pytest.mark.slow  # subprocesses building a model: ~25 s; the default suite stays under 10 minutes
 def test_ct_cost_reports_both_reductions():
     args = ["--model", "pf-tiny", "--size", "64", "--batch", "2", "--repeats", "1", "--warmup", "0"]
     lines = _run("ct_cost.py", *args, "--phases").stdout.splitlines()

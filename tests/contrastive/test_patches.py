@@ -63,6 +63,9 @@ def test_pooled_pyramid_equals_direct_counts():
     strides = [4, 8, 16, 32, 64, 2]
     for s, c in zip(strides, multi_stride_counts(m, strides, 3), strict=True):
         assert torch.equal(c, patch_class_counts(m, s, 3))
+    odd = [2, 6, 8, 24]  # pooled by 3 (6 from 2), 4 (8 from 2) and 3 (24 from 8)
+    for s, c in zip(odd, multi_stride_counts(m[:, :48, :48], odd, 3), strict=True):
+        assert c.dtype == torch.int32 and torch.equal(c, patch_class_counts(m[:, :48, :48], s, 3))
 
 
 def test_stride_must_divide():

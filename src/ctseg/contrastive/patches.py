@@ -116,11 +116,17 @@ def patch_class_counts(mask: Tensor, stride: int, num_classes: int, ignore_index
 
 
 def pool_counts(counts: Tensor, factor: int) -> Tensor:
-    """Sum-pool ``(B, K+1, h, w)`` counts by an integer ``factor`` (exact; ``h`` and ``w`` divisible)."""
+    """Sum-pool ``(B, K+1, h, w)`` counts by an integer ``factor`` (exact; ``h`` and ``w`` divisible).
+
+    Two one-axis sums — over the innermost axis first, then over the rows of each block — give the same integers
+    as one sum over both block axes of a ``(B, K+1, h/f, f, w/f, f)`` view, which walks the counts with a stride
+    and is several times slower on the CPU.
+    """
     if factor == 1:
         return counts
     b, k, h, w = counts.shape
-    return counts.view(b, k, h // factor, factor, w // factor, factor).sum((3, 5), dtype=torch.int32)
+    columns = counts.reshape(b, k, h, w // factor, factor).sum(-1, dtype=torch.int32)
+    return columns.view(b, k, h // factor, factor, w // factor).sum(3, dtype=torch.int32)
 
 
 def multi_stride_counts(mask: Tensor, strides: Sequence[int], num_classes: int) -> list[Tensor]:
