@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ctseg.contrastive.sampling import distinct_indices, hardest_first, keep_hardest
+from ctseg.contrastive.sampling import distinct_indices, hardest_first, keep_hardest, sample_eligible
 
 
 def _case(seed: int, rows: int = 5, n: int = 37):
@@ -57,3 +57,17 @@ def test_distinct_indices_is_unique_with_inverse(seed):
     assert torch.equal(distinct, want)
     assert torch.equal(where, want_where)
     assert torch.equal(distinct[where], index)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("n", "k"), [(16384, 1024), (1024, 1024), (256, 1024), (37, 5)])
+def test_sample_eligible_ranks_as_the_float_keys_do(seed, n, k):
+    """The integer-bit ranking picks the samples of the float keys' ``topk``, in the same order, ties included."""
+    eligible = torch.rand(12, n, generator=torch.Generator().manual_seed(100 + seed)) < [0.002, 0.3, 0.9][seed % 3]
+    eligible[0] = False  # a row with no eligible patch: every slot invalid, all keys tied at −1
+    index, valid, count = sample_eligible(eligible, k, torch.Generator().manual_seed(seed))
+    keys = torch.rand(12, n, generator=torch.Generator().manual_seed(seed)).masked_fill_(~eligible, -1.0)
+    values, reference = keys.topk(min(k, n), dim=1, sorted=True)
+    assert torch.equal(index, reference) and torch.equal(valid, values >= 0)
+    assert torch.equal(count, eligible.sum(1)) and torch.equal(valid.sum(1), count.clamp(max=min(k, n)))
+    assert bool(eligible.gather(1, index)[valid].all()) and not bool(valid[0].any())

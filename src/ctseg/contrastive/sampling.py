@@ -32,9 +32,12 @@ def sample_eligible(
     """
     rows, n = eligible.shape
     k = min(num_samples, n)
-    keys = torch.rand(rows, n, device=eligible.device, generator=generator)
+    keys = torch.rand(rows, n, device=eligible.device, generator=generator, dtype=torch.float32)
     keys.masked_fill_(~eligible, -1.0)
-    values, index = keys.topk(k, dim=1, sorted=True)
+    # Ranked by their bits read as int32: non-negative float32 values order as their bit patterns do, and −1.0 reads
+    # as a negative integer, so the ranking (ties included) is the float one, and the integer topk is the faster
+    # on the CPU (its sorted topk of 1,024 among 1,024 keys especially).
+    values, index = keys.view(torch.int32).topk(k, dim=1, sorted=True)
     return index, values >= 0, eligible.sum(1)
 
 
