@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import time
@@ -79,6 +80,25 @@ def train_step(model, seg, ct, opt, x: torch.Tensor, y: torch.Tensor) -> dict[st
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def median_interval(values: list[float], least: float = 0.85) -> str:
+    """Distribution-free intervals for the median of ``values`` (independent draws): the range, and, where there
+    are enough values, the narrowest ``j``-th smallest to ``j``-th largest holding it with probability ``≥ least``.
+
+    With ``n`` values, ``P(x_(j) ≤ median ≤ x_(n+1−j)) = 1 − 2 P(Bin(n, ½) ≤ j − 1)``: for the range (``j = 1``)
+    ``1 − 2^(1−n)``, 93.8 % for five values; for ten, ``j = 3`` gives 89.1 %.
+    """
+    n, ordered = len(values), sorted(values)
+
+    def holds(j: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(j)) / 2**n
+
+    text = f"range {ordered[0]:.3f}–{ordered[-1]:.3f} ({holds(1):.1%})"
+    j = max((j for j in range(2, (n + 1) // 2 + 1) if holds(j) >= least), default=None)
+    if j is not None:
+        text += f", sorted values {j} and {n + 1 - j} of {n} {ordered[j - 1]:.3f}–{ordered[n - j]:.3f} ({holds(j):.1%})"
+    return text
 
 
 def emit(result: dict[str, Any], path: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -99,14 +100,28 @@ def test_ct_cost_reports_both_reductions():
     assert 0 < distinct <= sampled
     pooled = _run("ct_cost.py", *args, "--reduction", "paper", "--processes", "2").stdout
     assert pooled.count("step CT off:") == 2  # two fresh processes, each with its own report
-    assert "the true median lies in the range with probability 50%" in pooled
+    assert "--- over 2 processes (CT off " in pooled
     for stat in ("on/off", "per round"):
         line = re.search(
-            rf"reduction=paper, {stat}: ([\d.]+) ([\d.]+)   median ([\d.]+), range ([\d.]+)–([\d.]+)", pooled
+            rf"reduction=paper, {stat}: ([\d.]+) ([\d.]+)   median ([\d.]+), range ([\d.]+)–([\d.]+) \(50.0%\)$",
+            pooled,
+            re.MULTILINE,
         )
         assert line is not None, pooled
         first, second, median, low, high = (float(v) for v in line.groups())
         assert low == min(first, second) and high == max(first, second) and low <= median <= high
+
+
+def test_median_interval_is_the_order_statistics_interval():
+    spec = importlib.util.spec_from_file_location("_bench_common", BENCH / "common.py")  # no sys.path change
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    median_interval = common.median_interval
+    five = [1.058, 1.052, 1.051, 1.045, 1.042]
+    assert median_interval(five) == "range 1.042–1.058 (93.8%)"  # 1 − 2/2⁵; two values in from each end: 62.5 %
+    ten = [*five, 1.069, 1.075, 1.050, 1.046, 1.065]
+    # 1 − 2 (1 + 10 + 45) / 2¹⁰ = 89.1 % for the 3rd and 8th sorted values; the 4th and 7th hold it only at 65.6 %
+    assert median_interval(ten) == "range 1.042–1.075 (99.8%), sorted values 3 and 8 of 10 1.046–1.065 (89.1%)"
 
 
 @pytest.mark.slow  # a subprocess building a model and a 1024² COG: ~20 s
