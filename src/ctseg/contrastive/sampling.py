@@ -34,9 +34,9 @@ def sample_eligible(
     k = min(num_samples, n)
     keys = torch.rand(rows, n, device=eligible.device, generator=generator, dtype=torch.float32)
     keys.masked_fill_(~eligible, -1.0)
-    # Ranked by their bits read as int32: non-negative float32 values order as their bit patterns do, and −1.0 reads
-    # as a negative integer, so the ranking (ties included) is the float one, and the integer topk is the faster
-    # on the CPU (its sorted topk of 1,024 among 1,024 keys especially).
+    # Ranked by their bits read as int32: non-negative float32 values order as their bit patterns do (equal keys stay
+    # equal), and −1.0 reads as a negative integer, so the ranking is the float one; the integer topk is the faster
+    # on the CPU (its sorted topk of 1,024 among 1,024 keys especially). A test checks the samples are the same.
     values, index = keys.view(torch.int32).topk(k, dim=1, sorted=True)
     return index, values >= 0, eligible.sum(1)
 
