@@ -75,10 +75,13 @@ def main() -> None:
                    help="repeat the measurement in this many fresh processes and pool them")  # fmt: skip
     p.add_argument("--ratios-json", default=None, help=argparse.SUPPRESS)  # a child's ratios, for --processes
     args = p.parse_args()
+    if args.processes < 1:
+        p.error(f"--processes must be at least 1, got {args.processes}")
     if args.processes > 1:
         if args.profile:
             p.error("--profile runs the loss alone once; it takes no --processes")
-        pooled(args.processes, sys.argv[1:])
+        if not pooled(args.processes, sys.argv[1:]):
+            sys.exit(2)
         return
     tuned = tune_allocator()
     if args.threads:
@@ -137,9 +140,10 @@ def main() -> None:
         Path(args.ratios_json).write_text(json.dumps({"off_ms": off * 1000, "ratios": ratios}))
 
 
-def pooled(processes: int, argv: list[str]) -> None:
+def pooled(processes: int, argv: list[str]) -> bool:
     """``--processes N``: the measurement in ``N`` fresh processes, one after the other (each prints its own
-    report), then each reduction's ratios over the processes: every process's, their median and their range."""
+    report), then each reduction's ratios over the processes: every process's, their median and intervals for it
+    (:func:`common.median_interval`). False, after one ``ct_cost.py: error:`` line, when a process fails."""
     child, skip = [], False
     for a in argv:  # the same arguments without --processes (the parser takes no abbreviations)
         if not skip and a != "--processes" and not a.startswith("--processes="):
@@ -150,7 +154,10 @@ def pooled(processes: int, argv: list[str]) -> None:
         for n in range(processes):
             out = Path(tmp) / f"ratios-{n}.json"
             print(f"--- process {n + 1} of {processes}", flush=True)
-            subprocess.run([sys.executable, __file__, *child, "--ratios-json", str(out)], check=True)
+            code = subprocess.run([sys.executable, __file__, *child, "--ratios-json", str(out)]).returncode
+            if code != 0:
+                print(f"ct_cost.py: error: process {n + 1} of {processes} exited with {code} (its output is above)")
+                return False
             results.append(json.loads(out.read_text()))
     offs = ", ".join(f"{res['off_ms']:.1f}" for res in results)
     print(f"--- over {processes} processes (CT off {offs} ms)")
@@ -162,6 +169,7 @@ def pooled(processes: int, argv: list[str]) -> None:
                 f"{' '.join(f'{v:.3f}' for v in values)}   median {statistics.median(values):.3f}, "
                 f"{median_interval(values)}"
             )
+    return True
 
 
 def profile_loss(model, ct, x: torch.Tensor, y: torch.Tensor, calls: int = 8) -> None:
